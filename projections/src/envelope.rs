@@ -1,0 +1,350 @@
+//! The event envelope (SPEC §2): its in-memory form, its binary form in the log (postcard),
+//! its JSON form on the wire, and the SHA-256 hash chain that makes the history
+//! tamper-evident.
+//!
+//! The log stores a record's seq and timestamp in its own frame; the payload is a
+//! [`StoredEvent`]. JSON values (`data`, `meta`) are kept as their serialized text so that
+//! the bytes hashed when the event was written are exactly the bytes read back: no
+//! re-serialization can change the hash.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::time::format_rfc3339_ms;
+
+/// The hash the first event chains from: 32 zero bytes.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// What a rule or a client asks to append; the engine stamps it with seq, time, branch and
+/// hash to make an [`Envelope`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDraft {
+    /// The event type, e.g. `task.claimed`.
+    pub event_type: String,
+    /// The entity the event belongs to, e.g. `task/T-17`.
+    pub stream: String,
+    /// The event's payload.
+    pub data: Value,
+    /// Who caused it; `None` means the actor of the request that produced the draft.
+    pub actor: Option<String>,
+}
+
+impl EventDraft {
+    /// A draft on behalf of the requesting actor.
+    pub fn new(event_type: impl Into<String>, stream: impl Into<String>, data: Value) -> Self {
+        EventDraft {
+            event_type: event_type.into(),
+            stream: stream.into(),
+            data,
+            actor: None,
+        }
+    }
+
+    /// A draft caused by the server itself (a timer), with actor `system`.
+    pub fn system(event_type: impl Into<String>, stream: impl Into<String>, data: Value) -> Self {
+        EventDraft {
+            actor: Some(SYSTEM_ACTOR.to_owned()),
+            ..EventDraft::new(event_type, stream, data)
+        }
+    }
+}
+
+/// The actor of timer-driven events.
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// The record written for the first event of a write that carried an `Idempotency-Key`:
+/// enough to answer a retry with the first response, also after a restart. It is stored
+/// beside the event, outside the hashed bytes, because the response itself contains the
+/// event's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the request (route and body), to tell a retry from a reuse of the key.
+    pub request_sha256: [u8; 32],
+    /// The HTTP status of the first response.
+    pub status: u16,
+    /// The body of the first response, as JSON text.
+    pub response: String,
+}
+
+/// A committed event: the envelope of SPEC §2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Global, gap-free sequence number from 1.
+    pub seq: u64,
+    /// Server time at append, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// The branch the event was written on.
+    pub branch: String,
+    /// The event type.
+    pub event_type: String,
+    /// The entity the event belongs to.
+    pub stream: String,
+    /// Who caused it (`system` for timers).
+    pub actor: String,
+    /// Optional grouping id.
+    pub session: Option<String>,
+    /// Optional id tying the events of one workflow together.
+    pub correlation: Option<String>,
+    /// Optional provenance object, as JSON text.
+    pub meta: Option<String>,
+    /// The payload, as JSON text.
+    pub data: String,
+    /// SHA-256 over the previous event's hash and this event's canonical bytes.
+    pub hash: [u8; 32],
+    /// Present on the first event of a write made with an `Idempotency-Key`.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Why a stored event could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The record payload is not a valid [`StoredEvent`].
+    #[error("event at seq {seq} does not decode: {source}")]
+    Decode {
+        /// The record's seq.
+        seq: u64,
+        /// What postcard reported.
+        source: postcard::Error,
+    },
+}
+
+/// The binary form of an event in a log record's payload; seq and timestamp live in the
+/// record frame. Field order is part of the on-disk format: append new fields at the end
+/// only, as `Option`s, and bump [`STORED_EVENT_VERSION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Format version of this struct.
+    pub version: u8,
+    /// The branch.
+    pub branch: String,
+    /// The event type.
+    pub event_type: String,
+    /// The stream.
+    pub stream: String,
+    /// The actor.
+    pub actor: String,
+    /// The session.
+    pub session: Option<String>,
+    /// The correlation id.
+    pub correlation: Option<String>,
+    /// The meta object as JSON text.
+    pub meta: Option<String>,
+    /// The data as JSON text.
+    pub data: String,
+    /// The chained hash.
+    pub hash: [u8; 32],
+    /// The idempotency record, if any.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// The current version of [`StoredEvent`].
+pub const STORED_EVENT_VERSION: u8 = 1;
+
+/// The canonical bytes that the hash covers: every envelope field but the hash and the
+/// idempotency record, in a fixed order, postcard-encoded.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: u64,
+    ts_ms: i64,
+    branch: &'a str,
+    event_type: &'a str,
+    stream: &'a str,
+    actor: &'a str,
+    session: Option<&'a str>,
+    correlation: Option<&'a str>,
+    meta: Option<&'a str>,
+    data: &'a str,
+}
+
+impl Envelope {
+    /// Computes the chained hash of this envelope's content given the previous event's hash.
+    pub fn compute_hash(&self, previous: &[u8; 32]) -> [u8; 32] {
+        let canonical = Canonical {
+            seq: self.seq,
+            ts_ms: self.ts_ms,
+            branch: &self.branch,
+            event_type: &self.event_type,
+            stream: &self.stream,
+            actor: &self.actor,
+            session: self.session.as_deref(),
+            correlation: self.correlation.as_deref(),
+            meta: self.meta.as_deref(),
+            data: &self.data,
+        };
+        let bytes = postcard::to_allocvec(&canonical).expect("postcard encodes plain structs of strings and integers into a Vec");
+        let mut hasher = Sha256::new();
+        hasher.update(previous);
+        hasher.update(&bytes);
+        hasher.finalize().into()
+    }
+
+    /// Sets `hash` from the previous event's hash and returns it.
+    pub fn seal(&mut self, previous: &[u8; 32]) -> [u8; 32] {
+        self.hash = self.compute_hash(previous);
+        self.hash
+    }
+
+    /// The record payload for the log.
+    pub fn encode(&self) -> Vec<u8> {
+        let stored = StoredEvent {
+            version: STORED_EVENT_VERSION,
+            branch: self.branch.clone(),
+            event_type: self.event_type.clone(),
+            stream: self.stream.clone(),
+            actor: self.actor.clone(),
+            session: self.session.clone(),
+            correlation: self.correlation.clone(),
+            meta: self.meta.clone(),
+            data: self.data.clone(),
+            hash: self.hash,
+            idempotency: self.idempotency.clone(),
+        };
+        postcard::to_allocvec(&stored).expect("postcard encodes StoredEvent into a Vec")
+    }
+
+    /// Rebuilds an envelope from a log record.
+    pub fn decode(seq: u64, ts_ms: i64, payload: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let stored: StoredEvent =
+            postcard::from_bytes(payload).map_err(|source| EnvelopeError::Decode { seq, source })?;
+        Ok(Envelope {
+            seq,
+            ts_ms,
+            branch: stored.branch,
+            event_type: stored.event_type,
+            stream: stored.stream,
+            actor: stored.actor,
+            session: stored.session,
+            correlation: stored.correlation,
+            meta: stored.meta,
+            data: stored.data,
+            hash: stored.hash,
+            idempotency: stored.idempotency,
+        })
+    }
+
+    /// The payload parsed as JSON (`null` if the stored text is somehow not JSON, which
+    /// the engine never writes).
+    pub fn data_value(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// The hash as lowercase hex.
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
+    }
+
+    /// The JSON form of SPEC §2, as text. Optional fields are omitted when absent.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(160 + self.data.len() + self.stream.len());
+        out.push_str("{\"seq\":");
+        out.push_str(&self.seq.to_string());
+        out.push_str(",\"ts\":\"");
+        out.push_str(&format_rfc3339_ms(self.ts_ms));
+        out.push_str("\",\"branch\":");
+        push_json_string(&mut out, &self.branch);
+        out.push_str(",\"type\":");
+        push_json_string(&mut out, &self.event_type);
+        out.push_str(",\"stream\":");
+        push_json_string(&mut out, &self.stream);
+        out.push_str(",\"actor\":");
+        push_json_string(&mut out, &self.actor);
+        if let Some(session) = &self.session {
+            out.push_str(",\"session\":");
+            push_json_string(&mut out, session);
+        }
+        if let Some(correlation) = &self.correlation {
+            out.push_str(",\"correlation\":");
+            push_json_string(&mut out, correlation);
+        }
+        if let Some(meta) = &self.meta {
+            out.push_str(",\"meta\":");
+            out.push_str(meta);
+        }
+        out.push_str(",\"data\":");
+        out.push_str(&self.data);
+        out.push_str(",\"hash\":\"");
+        out.push_str(&self.hash_hex());
+        out.push_str("\"}");
+        out
+    }
+
+    /// The JSON form as a value.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.to_json()).expect("Envelope::to_json writes valid JSON")
+    }
+}
+
+fn push_json_string(out: &mut String, text: &str) {
+    out.push_str(&serde_json::to_string(text).expect("a str always serializes to JSON"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(seq: u64) -> Envelope {
+        Envelope {
+            seq,
+            ts_ms: 1_795_341_600_123,
+            branch: "main".into(),
+            event_type: "task.claimed".into(),
+            stream: "task/T-17".into(),
+            actor: "agent-1".into(),
+            session: Some("inc-1234".into()),
+            correlation: None,
+            meta: Some(r#"{"model":"m"}"#.into()),
+            data: r#"{"attempt":1}"#.into(),
+            hash: GENESIS_HASH,
+            idempotency: None,
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trips() {
+        let mut event = sample(42);
+        event.seal(&GENESIS_HASH);
+        event.idempotency = Some(Idempotency {
+            key: "k".into(),
+            request_sha256: [7; 32],
+            status: 201,
+            response: "{}".into(),
+        });
+        let decoded = Envelope::decode(42, event.ts_ms, &event.encode()).expect("decodes");
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn json_form_matches_the_spec_shape() {
+        let event = sample(42);
+        let value = event.to_value();
+        assert_eq!(value["seq"], json!(42));
+        assert_eq!(value["ts"], json!("2026-11-22T10:00:00.123Z"));
+        assert_eq!(value["type"], json!("task.claimed"));
+        assert_eq!(value["session"], json!("inc-1234"));
+        assert_eq!(value["meta"], json!({"model": "m"}));
+        assert_eq!(value["data"], json!({"attempt": 1}));
+        assert!(value.get("correlation").is_none(), "absent optional fields are omitted");
+        assert_eq!(value["hash"].as_str().map(str::len), Some(64));
+    }
+
+    #[test]
+    fn hash_chains_and_detects_any_field_change() {
+        let mut first = sample(1);
+        let first_hash = first.seal(&GENESIS_HASH);
+        let mut second = sample(2);
+        let second_hash = second.seal(&first_hash);
+        assert_ne!(first_hash, second_hash);
+        let mut tampered = second.clone();
+        tampered.data = r#"{"attempt":2}"#.into();
+        assert_ne!(tampered.compute_hash(&first_hash), second_hash);
+        assert_ne!(second.compute_hash(&GENESIS_HASH), second_hash, "the chain depends on the previous hash");
+        let mut with_key = second.clone();
+        with_key.idempotency = Some(Idempotency { key: "k".into(), request_sha256: [0; 32], status: 201, response: String::new() });
+        assert_eq!(with_key.compute_hash(&first_hash), second_hash, "the idempotency record is outside the hash");
+    }
+}

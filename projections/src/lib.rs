@@ -1,0 +1,18 @@
+//! swarmlog's domain model without I/O: the event envelope, its binary encoding and hash
+//! chain, the catalog of reserved event types, and the pure projection rules that fold
+//! events into state.
+//!
+//! Nothing in this crate reads a clock, a file or a socket: time is an argument, so that
+//! replaying the same events always yields the same state.
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod coordination;
+pub mod envelope;
+pub mod limits;
+pub mod state;
+pub mod time;
+pub mod work;
+
+pub use envelope::{Envelope, EnvelopeError, EventDraft, Idempotency, StoredEvent, GENESIS_HASH, SYSTEM_ACTOR};
+pub use state::{AppendRequest, BranchState, Rejection, RejectionKind, State, MAIN_BRANCH};

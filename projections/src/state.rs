@@ -1,0 +1,281 @@
+//! The projected state and the two pure rules that drive it: `decide` turns a command into
+//! events (or a rejection) against the current state, and `apply` folds a committed event
+//! into the state. The engine (server crate) calls `decide`, appends the events, then
+//! calls `apply`; replaying the log calls only `apply`, so live state and replayed state
+//! are the same by construction.
+//!
+//! State is kept per branch. Every domain (cells, locks, tasks, ...) owns its part of a
+//! [`BranchState`] in its own module; this module only routes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::envelope::{Envelope, EventDraft};
+
+/// The default branch.
+pub const MAIN_BRANCH: &str = "main";
+
+/// Why a command was refused. The server maps [`RejectionKind`] to an HTTP status and
+/// `code` to `error.code`; `details` are merged into the error object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The class of refusal.
+    pub kind: RejectionKind,
+    /// The snake_case error code of SPEC §3 (`version_conflict`, `lock_held`, ...).
+    pub code: &'static str,
+    /// A sentence for humans, naming the values involved.
+    pub message: String,
+    /// Extra fields for the error object (`current_version`, `holders`, `cycle`, ...).
+    pub details: Map<String, Value>,
+}
+
+/// The class of a [`Rejection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// The request is well-formed but invalid (HTTP 422).
+    Invalid,
+    /// The entity does not exist (HTTP 404).
+    NotFound,
+    /// The request conflicts with the current state (HTTP 409).
+    Conflict,
+    /// The actor may not do this (HTTP 403).
+    Forbidden,
+}
+
+impl Rejection {
+    /// A rejection without details.
+    pub fn new(kind: RejectionKind, code: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            kind,
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    /// Adds a detail field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// The state of one branch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BranchState {
+    /// Number of events per stream (the stream's version).
+    pub streams: HashMap<String, u64>,
+    /// State cells, kv, locks and agents (issue 3).
+    pub coordination: crate::coordination::Coordination,
+    /// Tasks, blackboard, proposals, messages and sessions (issue 4).
+    pub work: crate::work::Work,
+}
+
+impl BranchState {
+    /// The version of `stream`: how many events it has (0 when it does not exist).
+    pub fn stream_version(&self, stream: &str) -> u64 {
+        self.streams.get(stream).copied().unwrap_or(0)
+    }
+}
+
+/// The whole projected state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The seq of the last event applied (0 before any).
+    pub head: u64,
+    /// The hash of the last event applied (the chain's head).
+    #[serde(with = "hex_hash")]
+    pub head_hash: [u8; 32],
+    /// Per-branch state; `main` is created on first use.
+    pub branches: BTreeMap<String, BranchState>,
+    /// Events of unknown reserved types that were skipped (a newer writer's events).
+    pub unknown_events: u64,
+}
+
+impl State {
+    /// The state of `branch`, if it exists (`main` always does).
+    pub fn branch(&self, name: &str) -> Option<&BranchState> {
+        self.branches.get(name)
+    }
+
+    /// Whether `name` is an existing branch (`main` always is).
+    pub fn has_branch(&self, name: &str) -> bool {
+        name == MAIN_BRANCH || self.branches.contains_key(name)
+    }
+
+    /// The version of `stream` on `branch`.
+    pub fn stream_version(&self, branch: &str, stream: &str) -> u64 {
+        self.branch(branch).map_or(0, |state| state.stream_version(stream))
+    }
+
+    /// Folds one committed event into the state.
+    ///
+    /// # Panics
+    /// If `event.seq` does not follow the last applied seq: the engine and replay apply
+    /// the log in order, so anything else is a programmer error.
+    pub fn apply(&mut self, event: &Envelope) {
+        assert_eq!(event.seq, self.head + 1, "events are applied in seq order");
+        self.head = event.seq;
+        self.head_hash = event.hash;
+        let branch = self.branches.entry(event.branch.clone()).or_default();
+        *branch.streams.entry(event.stream.clone()).or_insert(0) += 1;
+        if !crate::catalog::is_reserved(&event.event_type) {
+            return;
+        }
+        let data = event.data_value();
+        let known = crate::coordination::apply(branch, event, &data) || crate::work::apply(branch, event, &data);
+        if !known {
+            self.unknown_events += 1;
+        }
+    }
+}
+
+/// A custom (non-reserved) event a client asks to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    /// The event's type; must not be reserved.
+    pub event_type: String,
+    /// The event's stream.
+    pub stream: String,
+    /// The payload.
+    pub data: Value,
+    /// If set, the stream must have exactly this many events before this one.
+    pub expected_version: Option<u64>,
+}
+
+/// Decides an atomic batch of custom appends: every `expected_version` is checked against
+/// the stream's version as it would be after the earlier events of the same batch.
+pub fn decide_append(
+    state: &State,
+    branch: &str,
+    requests: &[AppendRequest],
+) -> Result<Vec<EventDraft>, Rejection> {
+    let mut pending: HashMap<&str, u64> = HashMap::new();
+    let mut drafts = Vec::with_capacity(requests.len());
+    for (index, request) in requests.iter().enumerate() {
+        if crate::catalog::is_reserved(&request.event_type) {
+            return Err(Rejection::new(
+                RejectionKind::Invalid,
+                "reserved_type",
+                format!(
+                    "event type '{}' uses a reserved prefix; only the server's rules write it",
+                    request.event_type
+                ),
+            )
+            .with("index", index));
+        }
+        let current = pending
+            .get(request.stream.as_str())
+            .copied()
+            .unwrap_or_else(|| state.stream_version(branch, &request.stream));
+        if let Some(expected) = request.expected_version {
+            if expected != current {
+                return Err(Rejection::new(
+                    RejectionKind::Conflict,
+                    "version_conflict",
+                    format!(
+                        "stream '{}' is at version {current}, not the expected {expected}",
+                        request.stream
+                    ),
+                )
+                .with("stream", request.stream.clone())
+                .with("expected_version", expected)
+                .with("current_version", current)
+                .with("index", index));
+            }
+        }
+        pending.insert(&request.stream, current + 1);
+        drafts.push(EventDraft::new(
+            request.event_type.clone(),
+            request.stream.clone(),
+            request.data.clone(),
+        ));
+    }
+    Ok(drafts)
+}
+
+mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(hash: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = hex::decode(&text).map_err(serde::de::Error::custom)?;
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a hash is 32 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::GENESIS_HASH;
+    use serde_json::json;
+
+    fn event(seq: u64, stream: &str) -> Envelope {
+        Envelope {
+            seq,
+            ts_ms: 0,
+            branch: MAIN_BRANCH.into(),
+            event_type: "order.placed".into(),
+            stream: stream.into(),
+            actor: "a".into(),
+            session: None,
+            correlation: None,
+            meta: None,
+            data: "{}".into(),
+            hash: GENESIS_HASH,
+            idempotency: None,
+        }
+    }
+
+    fn append(stream: &str, expected_version: Option<u64>) -> AppendRequest {
+        AppendRequest {
+            event_type: "order.placed".into(),
+            stream: stream.into(),
+            data: json!({}),
+            expected_version,
+        }
+    }
+
+    #[test]
+    fn expected_version_is_checked_within_a_batch() {
+        let mut state = State::default();
+        state.apply(&event(1, "order/1"));
+        let ok = decide_append(&state, MAIN_BRANCH, &[append("order/1", Some(1)), append("order/1", Some(2))]);
+        assert_eq!(ok.map(|drafts| drafts.len()), Ok(2));
+        let conflict = decide_append(&state, MAIN_BRANCH, &[append("order/1", Some(1)), append("order/1", Some(1))])
+            .expect_err("the second event expects a version the first one moved");
+        assert_eq!(conflict.code, "version_conflict");
+        assert_eq!(conflict.details["current_version"], json!(2));
+        assert_eq!(conflict.details["index"], json!(1));
+    }
+
+    #[test]
+    fn reserved_types_are_refused() {
+        let mut request = append("task/1", None);
+        request.event_type = "task.claimed".into();
+        let rejection = decide_append(&State::default(), MAIN_BRANCH, &[request]).expect_err("reserved");
+        assert_eq!(rejection.code, "reserved_type");
+        assert_eq!(rejection.kind, RejectionKind::Invalid);
+    }
+
+    #[test]
+    fn apply_counts_stream_versions_per_branch() {
+        let mut state = State::default();
+        state.apply(&event(1, "order/1"));
+        let mut on_branch = event(2, "order/1");
+        on_branch.branch = "b".into();
+        state.apply(&on_branch);
+        assert_eq!(state.stream_version(MAIN_BRANCH, "order/1"), 1);
+        assert_eq!(state.stream_version("b", "order/1"), 1);
+        assert_eq!(state.stream_version(MAIN_BRANCH, "order/2"), 0);
+        assert_eq!(state.head, 2);
+    }
+}
