@@ -1,1 +1,13 @@
-fn main() {}
+//! The `swarmlog` binary: the server (`swarmlog serve`) and the command-line client in one.
+//!
+//! Parsing happens in two stages: clap turns arguments into raw flags ([`cli::args`]), then
+//! [`cli::config`] validates them into a configuration the commands can trust. Exit codes
+//! follow SPEC §5: 0 ok, 1 error, 2 usage, 3 conflict, 4 not found.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::run()
+}

@@ -81,17 +81,34 @@ impl BranchState {
 }
 
 /// The whole projected state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// The seq of the last event applied (0 before any).
     pub head: u64,
     /// The hash of the last event applied (the chain's head).
     #[serde(with = "hex_hash")]
     pub head_hash: [u8; 32],
-    /// Per-branch state; `main` is created on first use.
+    /// Per-branch state; `main` always exists, every other branch is made by a
+    /// `branch.created` event.
     pub branches: BTreeMap<String, BranchState>,
+    /// Where each branch but `main` came from.
+    #[serde(default)]
+    pub branch_origins: BTreeMap<String, crate::coordination::BranchOrigin>,
     /// Events of unknown reserved types that were skipped (a newer writer's events).
     pub unknown_events: u64,
+}
+
+impl Default for State {
+    /// The state before any event: an empty `main`.
+    fn default() -> Self {
+        State {
+            head: 0,
+            head_hash: crate::envelope::GENESIS_HASH,
+            branches: BTreeMap::from([(MAIN_BRANCH.to_owned(), BranchState::default())]),
+            branch_origins: BTreeMap::new(),
+            unknown_events: 0,
+        }
+    }
 }
 
 impl State {
@@ -112,15 +129,31 @@ impl State {
 
     /// Folds one committed event into the state.
     ///
+    /// A `branch.created` makes its branch (see [`crate::coordination::branches`]): as a
+    /// copy of the parent if it forks at the head, else empty until the caller hands the
+    /// parent's older state to [`State::fork_branch`].
+    ///
     /// # Panics
-    /// If `event.seq` does not follow the last applied seq: the engine and replay apply
-    /// the log in order, so anything else is a programmer error.
+    /// If `event.seq` does not follow the last applied seq, or if `event.branch` does not
+    /// exist: the engine checks the branch before deciding and replay applies the log in
+    /// order, so anything else is a programmer error.
     pub fn apply(&mut self, event: &Envelope) {
         assert_eq!(event.seq, self.head + 1, "events are applied in seq order");
         self.head = event.seq;
         self.head_hash = event.hash;
-        let branch = self.branches.entry(event.branch.clone()).or_default();
+        // Forking copies the parent before this event counts in any stream.
+        let branch_created = (event.event_type == crate::coordination::event_types::BRANCH_CREATED)
+            .then(|| crate::coordination::branches::apply_created(self, event));
+        let branch = self.branches.get_mut(&event.branch).unwrap_or_else(|| {
+            panic!("event seq {} is on branch '{}', which does not exist", event.seq, event.branch)
+        });
         *branch.streams.entry(event.stream.clone()).or_insert(0) += 1;
+        if let Some(known) = branch_created {
+            if !known {
+                self.unknown_events += 1;
+            }
+            return;
+        }
         if !crate::catalog::is_reserved(&event.event_type) {
             return;
         }
@@ -270,12 +303,25 @@ mod tests {
     fn apply_counts_stream_versions_per_branch() {
         let mut state = State::default();
         state.apply(&event(1, "order/1"));
-        let mut on_branch = event(2, "order/1");
+        let mut fork = event(2, "branch/b");
+        fork.event_type = "branch.created".into();
+        fork.data = r#"{"name":"b","from":"main","at":1}"#.into();
+        state.apply(&fork);
+        let mut on_branch = event(3, "order/1");
         on_branch.branch = "b".into();
         state.apply(&on_branch);
         assert_eq!(state.stream_version(MAIN_BRANCH, "order/1"), 1);
-        assert_eq!(state.stream_version("b", "order/1"), 1);
+        assert_eq!(state.stream_version("b", "order/1"), 2, "b forked from main after seq 1");
+        assert_eq!(state.stream_version(MAIN_BRANCH, "branch/b"), 1);
+        assert_eq!(state.stream_version("b", "branch/b"), 0, "the fork is the parent's state before the event");
         assert_eq!(state.stream_version(MAIN_BRANCH, "order/2"), 0);
-        assert_eq!(state.head, 2);
+        assert_eq!(state.head, 3);
+    }
+
+    #[test]
+    fn main_exists_before_any_event() {
+        let state = State::default();
+        assert!(state.branch(MAIN_BRANCH).is_some());
+        assert!(!state.has_branch("b"));
     }
 }

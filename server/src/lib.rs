@@ -1,1 +1,139 @@
-//! placeholder
+//! swarmlog's server: the single-writer engine (usable without HTTP), the subscriber hub,
+//! the axum routes with SSE, and metrics. It is the only crate that knows HTTP.
+
+pub mod app;
+pub mod audit;
+pub mod engine;
+pub mod error;
+pub mod extract;
+pub mod filter;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use app::router;
+pub use engine::{Engine, EngineConfig, EngineError};
+pub use error::ApiError;
+
+/// The file in a data directory that holds the address of the server serving it, so that a
+/// command-line client given `--db DIR` can go through the server.
+pub const SERVER_ADDRESS_FILE: &str = "server.addr";
+
+/// Everything `swarmlog serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The engine's configuration.
+    pub engine: EngineConfig,
+    /// Where to listen.
+    pub listen: SocketAddr,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The engine could not start (recovery failed, the directory is locked, ...).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Refused to listen on a non-loopback address without authentication.
+    #[error("refusing to listen on {0}: without --tokens every request has admin rights, so only loopback addresses are allowed")]
+    NotLoopback(SocketAddr),
+    /// Socket or file trouble.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully: stops accepting,
+/// ends the SSE streams, finishes the queued writes and closes the log.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    if !config.listen.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(config.listen));
+    }
+    let data_dir = config.engine.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::Io {
+        context: format!("cannot create the data directory {}", data_dir.display()),
+        source,
+    })?;
+    let engine = Engine::start(config.engine.clone())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            context: format!("cannot listen on {}", config.listen),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Io {
+        context: "cannot read the listening address".into(),
+        source,
+    })?;
+    let address_file = AddressFile::write(&data_dir, local)?;
+    tracing::info!(address = %local, data = %data_dir.display(), head = engine.audit_head().seq, "serving");
+    println!("swarmlog listening on http://{local} (data in {})", data_dir.display());
+    let shutdown_engine = engine.clone();
+    let result = axum::serve(listener, router(engine.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing queued writes and ending streams");
+            shutdown_engine.begin_shutdown();
+        })
+        .await;
+    engine.shutdown().await;
+    drop(address_file);
+    result.map_err(|source| ServeError::Io {
+        context: "the HTTP server failed".into(),
+        source,
+    })
+}
+
+/// The `server.addr` record, removed when dropped.
+struct AddressFile {
+    path: PathBuf,
+}
+
+impl AddressFile {
+    fn write(data_dir: &Path, address: SocketAddr) -> Result<Self, ServeError> {
+        let path = data_dir.join(SERVER_ADDRESS_FILE);
+        let content = format!("http://{address}\n{}\n", std::process::id());
+        std::fs::write(&path, content).map_err(|source| ServeError::Io {
+            context: format!("cannot write {}", path.display()),
+            source,
+        })?;
+        Ok(AddressFile { path })
+    }
+}
+
+impl Drop for AddressFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

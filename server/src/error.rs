@@ -1,0 +1,125 @@
+//! The one error type of the HTTP API, and the only place that maps errors to status codes
+//! and the `{"error": {"code", "message", ...}}` body of SPEC §3.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use swarmlog_projections::{Rejection, RejectionKind};
+
+/// An error answered to a client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The snake_case code.
+    pub code: &'static str,
+    /// A sentence for humans.
+    pub message: String,
+    /// Extra fields merged into the error object.
+    pub details: Map<String, Value>,
+}
+
+impl ApiError {
+    /// An error with no details.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    /// Adds a detail field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// 400: the request cannot be parsed.
+    pub fn malformed(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 422: valid JSON, invalid request.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 404 for an unknown entity.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 503 while the server shuts down.
+    pub fn shutting_down() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; retry against the restarted server",
+        )
+    }
+
+    /// 500 for a failure inside the server (details are logged, not sent).
+    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context}; see the server log"),
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".into(), Value::from(self.code));
+        error.insert("message".into(), Value::from(self.message.clone()));
+        for (key, value) in &self.details {
+            error.insert(key.clone(), value.clone());
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        let status = match rejection.kind {
+            RejectionKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            RejectionKind::NotFound => StatusCode::NOT_FOUND,
+            RejectionKind::Conflict => StatusCode::CONFLICT,
+            RejectionKind::Forbidden => StatusCode::FORBIDDEN,
+        };
+        ApiError {
+            status,
+            code: rejection.code,
+            message: rejection.message,
+            details: rejection.details,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// Maps a serde_json error on a request body: syntax errors are 400, a well-formed body
+/// of the wrong shape is 422 with the most precise code we can tell.
+pub fn from_json_error(error: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let message = error.to_string();
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::malformed("malformed_json", format!("the body is not valid JSON: {message}"))
+        }
+        Category::Data if message.starts_with("unknown field") => {
+            ApiError::invalid("unknown_field", message)
+        }
+        Category::Data if message.starts_with("missing field") => {
+            ApiError::invalid("missing_field", message)
+        }
+        Category::Data => ApiError::invalid("invalid_value", message),
+    }
+}

@@ -1,0 +1,124 @@
+//! Request extractors that answer every malformed input with the error body of SPEC §3
+//! instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use swarmlog_projections::limits::{is_valid_id, json_depth, JSON_DEPTH_MAX};
+
+use crate::engine::IdempotencyRequest;
+use crate::error::{from_json_error, ApiError};
+use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, REQUEST_BODY_BYTES_MAX};
+
+/// A JSON request body: at most [`REQUEST_BODY_BYTES_MAX`] bytes (413), valid JSON (400),
+/// nested at most [`JSON_DEPTH_MAX`] deep and of the expected shape (422). Keeps the raw
+/// bytes for the idempotency hash.
+pub struct ApiJson<T> {
+    /// The parsed body.
+    pub value: T,
+    /// The body as received.
+    pub raw: Bytes,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = read_body(request).await?;
+        let value = parse_json(&raw)?;
+        Ok(ApiJson { value, raw })
+    }
+}
+
+/// Reads a body up to the limit.
+pub async fn read_body(request: Request) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(request.into_body(), REQUEST_BODY_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {REQUEST_BODY_BYTES_MAX} bytes"),
+            )
+            .with("limit_bytes", REQUEST_BODY_BYTES_MAX)
+        })
+}
+
+/// Parses a body: first as any JSON (syntax and depth), then into `T` (shape).
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::malformed("malformed_json", "the request body is empty; a JSON object is expected"));
+    }
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|error| from_json_error(&error))?;
+    let depth = json_depth(&value);
+    if depth > JSON_DEPTH_MAX {
+        return Err(ApiError::invalid(
+            "too_deep",
+            format!("the body nests {depth} levels deep; the limit is {JSON_DEPTH_MAX}"),
+        )
+        .with("limit", JSON_DEPTH_MAX));
+    }
+    serde_json::from_value(value).map_err(|error| from_json_error(&error))
+}
+
+/// Query parameters, with unknown or malformed parameters answered as 400 `invalid_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection| ApiError::malformed("invalid_query", rejection.body_text()))
+    }
+}
+
+/// Checks an id, key, stream or branch name (SPEC §3: 1–256 bytes of UTF-8 without control
+/// characters); `what` names it in the error.
+pub fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_id",
+            format!("{what} must be 1 to 256 bytes of UTF-8 without control characters"),
+        )
+        .with("field", what))
+    }
+}
+
+/// Reads the `Idempotency-Key` header, if any, and hashes the request it guards.
+pub fn idempotency(
+    headers: &HeaderMap,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<Option<IdempotencyRequest>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| is_valid_id(key) && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX)
+        .ok_or_else(|| {
+            ApiError::malformed(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 256 bytes of visible ASCII",
+            )
+        })?;
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update([0]);
+    hasher.update(path_and_query.as_bytes());
+    hasher.update([0]);
+    hasher.update(body);
+    Ok(Some(IdempotencyRequest {
+        key: key.to_owned(),
+        request_sha256: hasher.finalize().into(),
+    }))
+}

@@ -1,0 +1,46 @@
+//! Every bound the server enforces, in one place, each with how it was chosen.
+
+use std::time::Duration;
+
+/// Largest request body (SPEC §6): far above any sane event, small enough that a burst of
+/// concurrent maximum-size requests cannot exhaust memory.
+pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most events in one atomic batch (SPEC §6).
+pub const BATCH_EVENTS_MAX: usize = 1000;
+
+/// Depth of the engine's command queue. Handlers wait (async) when it is full, which is
+/// the back-pressure: at ~100 µs per fsync a full queue drains in a few commits.
+pub const ENGINE_QUEUE_DEPTH_MAX: usize = 8192;
+
+/// Most jobs the engine folds into one group commit. Bounds the latency a single commit
+/// adds to the requests queued behind it.
+pub const COMMIT_JOBS_MAX: usize = 4096;
+
+/// Most events the engine folds into one group commit.
+pub const COMMIT_EVENTS_MAX: usize = 16_384;
+
+/// Committed batches the live fan-out keeps for subscribers. A subscriber further behind
+/// than this is switched to reading from the log on disk (never dropped).
+pub const HUB_BATCHES_MAX: usize = 4096;
+
+/// Events a subscriber's connection may have buffered before its task waits for it.
+pub const SUBSCRIBER_BUFFER_EVENTS_MAX: usize = 1024;
+
+/// Records read from disk per chunk when replaying or catching a subscriber up.
+pub const REPLAY_CHUNK_RECORDS_MAX: usize = 1024;
+
+/// Bytes read from disk per chunk when replaying or catching a subscriber up.
+pub const REPLAY_CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Interval of SSE keep-alive comments (SPEC §3: at least every 15 s).
+pub const SSE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long an `Idempotency-Key` is remembered (SPEC §3: at least 24 h).
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Longest `Idempotency-Key` in bytes, like any other id.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = swarmlog_projections::limits::ID_BYTES_MAX;
+
+/// Most glob patterns in a `types=` filter.
+pub const TYPE_FILTERS_MAX: usize = 64;

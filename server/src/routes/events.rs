@@ -1,0 +1,479 @@
+//! Events, streams and replay (SPEC §3): `POST /v1/events`, `GET /v1/streams/{stream}`,
+//! `GET /v1/events` as SSE (catch-up, then live) or NDJSON (finite audit replay).
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use swarmlog_log::Seq;
+use swarmlog_projections::{AppendRequest, Envelope};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::app::{write_response, AppState, BranchQuery};
+use crate::engine::{AppendItem, Engine, WriteCommand, WriteContext, WriteRequest};
+use crate::error::ApiError;
+use crate::extract::{check_id, idempotency, parse_json, read_body, ApiQuery};
+use crate::filter::EventFilter;
+use crate::limits::{BATCH_EVENTS_MAX, REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL, SUBSCRIBER_BUFFER_EVENTS_MAX};
+
+/// One event of a `POST /v1/events` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    #[serde(rename = "type")]
+    event_type: String,
+    stream: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    expected_version: Option<u64>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    correlation: Option<String>,
+    #[serde(default)]
+    meta: Option<Value>,
+}
+
+/// An atomic batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    events: Vec<EventBody>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    correlation: Option<String>,
+    #[serde(default)]
+    meta: Option<Value>,
+}
+
+/// Validates provenance fields shared by every write body.
+pub fn check_provenance(session: &Option<String>, correlation: &Option<String>, meta: &Option<Value>) -> Result<Option<String>, ApiError> {
+    if let Some(session) = session {
+        check_id("session", session)?;
+    }
+    if let Some(correlation) = correlation {
+        check_id("correlation", correlation)?;
+    }
+    match meta {
+        None => Ok(None),
+        Some(Value::Object(_)) => Ok(meta.as_ref().map(Value::to_string)),
+        Some(_) => Err(ApiError::invalid("invalid_value", "meta must be a JSON object").with("field", "meta")),
+    }
+}
+
+impl EventBody {
+    fn into_item(self, index: usize) -> Result<AppendItem, ApiError> {
+        let at = |error: ApiError| error.with("index", index);
+        check_id("type", &self.event_type).map_err(at)?;
+        check_id("stream", &self.stream).map_err(at)?;
+        let meta = check_provenance(&self.session, &self.correlation, &self.meta).map_err(at)?;
+        Ok(AppendItem {
+            request: AppendRequest {
+                event_type: self.event_type,
+                stream: self.stream,
+                data: self.data.unwrap_or_else(|| Value::Object(Default::default())),
+                expected_version: self.expected_version,
+            },
+            session: self.session,
+            correlation: self.correlation,
+            meta,
+        })
+    }
+}
+
+/// `POST /v1/events`: one event or an atomic batch.
+pub async fn append(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let raw = read_body(request).await?;
+    let parsed: Value = parse_json(&raw)?;
+    let is_batch = parsed.as_object().is_some_and(|object| object.contains_key("events"));
+    let (bodies, session, correlation, meta) = if is_batch {
+        let batch: BatchBody = serde_json::from_value(parsed).map_err(|error| crate::error::from_json_error(&error))?;
+        if batch.events.is_empty() || batch.events.len() > BATCH_EVENTS_MAX {
+            return Err(ApiError::invalid(
+                "invalid_batch",
+                format!("a batch holds 1 to {BATCH_EVENTS_MAX} events, not {}", batch.events.len()),
+            )
+            .with("limit", BATCH_EVENTS_MAX));
+        }
+        let meta = check_provenance(&batch.session, &batch.correlation, &batch.meta)?;
+        (batch.events, batch.session, batch.correlation, meta)
+    } else {
+        let single: EventBody = serde_json::from_value(parsed).map_err(|error| crate::error::from_json_error(&error))?;
+        (vec![single], None, None, None)
+    };
+    let items = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(index, body)| body.into_item(index))
+        .collect::<Result<Vec<_>, _>>()?;
+    let context = WriteContext {
+        branch: query.branch()?,
+        actor: app.actor(&headers)?,
+        session,
+        correlation,
+        meta,
+    };
+    let idempotency = idempotency(&headers, "POST", uri.path_and_query().map_or("", |pq| pq.as_str()), &raw)?;
+    let response = app
+        .engine
+        .write(WriteRequest {
+            context,
+            command: WriteCommand::Append(items),
+            idempotency,
+        })
+        .await?;
+    Ok(write_response(response))
+}
+
+/// Query of `GET /v1/streams/{stream}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+/// `GET /v1/streams/{stream}`: a stream's events and version (0 and none if it does not
+/// exist, so a client can start a conditional append from it).
+pub async fn read_stream(
+    State(app): State<AppState>,
+    Path(stream): Path<String>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
+    check_id("stream", &stream)?;
+    let branch = BranchQuery { branch: query.branch }.branch()?;
+    app.require_branch(&branch).await?;
+    let mut seqs = app.engine.stream_seqs(&branch, &stream);
+    if let Some(at) = query.at {
+        seqs.retain(|seq| *seq <= at);
+    }
+    let reader = app.engine.reader().clone();
+    let events = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let records = reader
+                .read(Seq(seq), 1, 1)
+                .map_err(|error| ApiError::internal("cannot read the log", &error))?;
+            let record = records
+                .into_iter()
+                .next()
+                .filter(|record| record.seq.get() == seq)
+                .ok_or_else(|| ApiError::internal("indexed event missing from the log", &seq))?;
+            let envelope = Envelope::decode(seq, record.timestamp_ms, &record.payload)
+                .map_err(|error| ApiError::internal("cannot decode an event", &error))?;
+            out.push(envelope.to_json());
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|error| ApiError::internal("stream read task failed", &error))??;
+    let body = format!(
+        "{{\"stream\":{},\"version\":{},\"events\":[{}]}}",
+        Value::from(stream),
+        events.len(),
+        events.join(",")
+    );
+    Ok(json_text(StatusCode::OK, body))
+}
+
+/// A JSON response from already-serialized text.
+pub fn json_text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    #[serde(default)]
+    from: Option<u64>,
+    #[serde(default)]
+    until: Option<u64>,
+    #[serde(default)]
+    types: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    branch: Option<String>,
+}
+
+impl EventsQuery {
+    fn filter(self, last_event_id: Option<u64>) -> Result<(EventFilter, Option<u64>), ApiError> {
+        let branch = match self.branch.as_deref() {
+            Some("*") => None,
+            other => Some(BranchQuery { branch: other.map(str::to_owned) }.branch()?),
+        };
+        let types = self.types.as_deref().map(EventFilter::parse_types).transpose()?;
+        if let (Some(from), Some(until)) = (self.from, self.until) {
+            if until < from {
+                return Err(ApiError::malformed("invalid_query", format!("until ({until}) is before from ({from})")));
+            }
+        }
+        if self.limit == Some(0) {
+            return Err(ApiError::malformed("invalid_query", "limit must be at least 1"));
+        }
+        let from = match last_event_id {
+            Some(seen) => seen + 1,
+            None => self.from.unwrap_or(1).max(1),
+        };
+        let filter = EventFilter {
+            from,
+            until: self.until,
+            types,
+            stream_prefix: self.stream,
+            actor: self.actor,
+            session: self.session,
+            branch,
+        };
+        Ok((filter, self.limit))
+    }
+}
+
+/// `GET /v1/events`: SSE with `Accept: text/event-stream`, else NDJSON replay.
+pub async fn read_events(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::malformed("invalid_last_event_id", "Last-Event-ID must be a seq (a whole number)"))?,
+        ),
+    };
+    let (filter, limit) = query.filter(last_event_id)?;
+    if let Some(branch) = &filter.branch {
+        app.require_branch(branch).await?;
+    }
+    if wants_sse {
+        Ok(subscribe(app.engine.clone(), filter).into_response())
+    } else {
+        Ok(replay(app.engine.clone(), filter, limit))
+    }
+}
+
+/// Starts an SSE subscription.
+fn subscribe(engine: Engine, filter: EventFilter) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
+    let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER_EVENTS_MAX);
+    tokio::spawn(follow(engine, filter, sender));
+    let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE_INTERVAL))
+}
+
+/// Counts a subscriber while it lives.
+struct SubscriberGauge {
+    engine: Engine,
+    lagging: bool,
+}
+
+impl SubscriberGauge {
+    fn new(engine: Engine) -> Self {
+        engine.metrics().subscribers.inc();
+        SubscriberGauge { engine, lagging: false }
+    }
+
+    fn set_lagging(&mut self, lagging: bool) {
+        if lagging != self.lagging {
+            self.lagging = lagging;
+            let gauge = &self.engine.metrics().lagging_subscribers;
+            if lagging {
+                gauge.inc();
+            } else {
+                gauge.dec();
+            }
+        }
+    }
+}
+
+impl Drop for SubscriberGauge {
+    fn drop(&mut self) {
+        self.set_lagging(false);
+        self.engine.metrics().subscribers.dec();
+    }
+}
+
+/// Why a subscription task stops.
+enum Stop {
+    /// Reached `until`, the client went away, or the server shuts down.
+    Done,
+}
+
+/// Reads durable records from `cursor` up to the head in chunks, off the async threads.
+async fn read_chunk(engine: &Engine, cursor: u64) -> Result<Vec<Envelope>, ApiError> {
+    let reader = engine.reader().clone();
+    tokio::task::spawn_blocking(move || {
+        let records = reader
+            .read(Seq(cursor), REPLAY_CHUNK_RECORDS_MAX, REPLAY_CHUNK_BYTES_MAX)
+            .map_err(|error| ApiError::internal("cannot read the log", &error))?;
+        records
+            .into_iter()
+            .map(|record| {
+                Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)
+                    .map_err(|error| ApiError::internal("cannot decode an event", &error))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|error| ApiError::internal("log read task failed", &error))?
+}
+
+fn sse_event(seq: u64, event_type: &str, json: &str) -> SseEvent {
+    SseEvent::default().id(seq.to_string()).event(event_type).data(json)
+}
+
+/// The subscription loop: catch up from disk, announce `caught_up` once, follow the live
+/// feed; whenever the live feed has moved on without us (lag), go back to disk. `cursor` is
+/// always the next seq to consider, so nothing is sent twice and nothing is skipped.
+async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEvent>) {
+    let mut gauge = SubscriberGauge::new(engine.clone());
+    let mut shutdown = engine.shutdown_watch();
+    let mut live = engine.hub().subscribe();
+    let mut cursor = filter.from;
+    let mut announced = false;
+    let _: Result<(), Stop> = async {
+        loop {
+            // Catch-up: everything durable from the cursor on is on disk.
+            loop {
+                if *shutdown.borrow() || filter.is_past_end(cursor) {
+                    return Err(Stop::Done);
+                }
+                let head = engine.reader().head().map_or(0, Seq::get);
+                if cursor > head {
+                    break;
+                }
+                let envelopes = read_chunk(&engine, cursor).await.map_err(|_| Stop::Done)?;
+                if envelopes.is_empty() {
+                    break;
+                }
+                for envelope in envelopes {
+                    if filter.is_past_end(envelope.seq) {
+                        return Err(Stop::Done);
+                    }
+                    cursor = envelope.seq + 1;
+                    if filter.matches(&envelope) {
+                        let event = sse_event(envelope.seq, &envelope.event_type, &envelope.to_json());
+                        sender.send(event).await.map_err(|_| Stop::Done)?;
+                    }
+                }
+            }
+            gauge.set_lagging(false);
+            if !announced {
+                announced = true;
+                let data = format!("{{\"head\":{}}}", cursor - 1);
+                sender
+                    .send(SseEvent::default().event("caught_up").data(data))
+                    .await
+                    .map_err(|_| Stop::Done)?;
+            }
+            // Live: batches arrive in seq order right after they are durable.
+            loop {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    _ = shutdown.changed() => return Err(Stop::Done),
+                };
+                match received {
+                    Ok(batch) => {
+                        if batch.first().is_some_and(|first| first.envelope.seq > cursor) {
+                            break; // Something between is only on disk: catch up first.
+                        }
+                        for committed in batch.iter() {
+                            let seq = committed.envelope.seq;
+                            if seq < cursor {
+                                continue;
+                            }
+                            if filter.is_past_end(seq) {
+                                return Err(Stop::Done);
+                            }
+                            cursor = seq + 1;
+                            if filter.matches(&committed.envelope) {
+                                let event = sse_event(seq, &committed.envelope.event_type, &committed.json);
+                                sender.send(event).await.map_err(|_| Stop::Done)?;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        engine.metrics().subscriber_lag_events.inc();
+                        gauge.set_lagging(true);
+                        live = live.resubscribe();
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Done),
+                }
+            }
+        }
+    }
+    .await;
+}
+
+/// NDJSON replay: finite, up to `until`, `limit`, or the head at request time.
+fn replay(engine: Engine, filter: EventFilter, limit: Option<u64>) -> Response {
+    let head = engine.reader().head().map_or(0, Seq::get);
+    let end = filter.until.map_or(head, |until| until.min(head));
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::spawn(async move {
+        let mut cursor = filter.from;
+        let mut remaining = limit.unwrap_or(u64::MAX);
+        while cursor <= end && remaining > 0 {
+            let envelopes = match read_chunk(&engine, cursor).await {
+                Ok(envelopes) if !envelopes.is_empty() => envelopes,
+                Ok(_) => break,
+                Err(error) => {
+                    let _ = sender.send(Err(std::io::Error::other(error.message))).await;
+                    return;
+                }
+            };
+            let mut chunk = String::new();
+            for envelope in envelopes {
+                if envelope.seq > end || remaining == 0 {
+                    cursor = end + 1;
+                    break;
+                }
+                cursor = envelope.seq + 1;
+                if filter.matches(&envelope) {
+                    chunk.push_str(&envelope.to_json());
+                    chunk.push('\n');
+                    remaining -= 1;
+                }
+            }
+            if !chunk.is_empty() && sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(receiver)))
+        .expect("a response with a valid static header builds")
+}

@@ -1,0 +1,3 @@
+//! HTTP handlers, one module per area of SPEC §3.
+
+pub mod events;

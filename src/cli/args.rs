@@ -1,0 +1,130 @@
+//! Stage one of parsing: the raw command line as clap sees it, before validation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// swarmlog: a durable, event-sourced coordination service for agent swarms.
+#[derive(Debug, Parser)]
+#[command(name = "swarmlog", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (used in-process, or through the server serving it).
+    #[arg(long, global = true, env = "SWARMLOG_DB", value_name = "DIR")]
+    pub db: Option<PathBuf>,
+    /// Server URL (overrides --db).
+    #[arg(long, global = true, env = "SWARMLOG_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token for the server.
+    #[arg(long, global = true, env = "SWARMLOG_TOKEN", value_name = "SECRET", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Branch to read and write.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub branch: Option<String>,
+    /// Print the full JSON object.
+    #[arg(long, global = true, conflicts_with = "raw")]
+    pub json: bool,
+    /// Print the bare value (strings without quotes).
+    #[arg(long, global = true)]
+    pub raw: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The nouns and verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server on the data directory.
+    Serve(ServeArgs),
+    /// Append, follow and replay events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Check every record of the log offline (CRC, sequence, hash chain).
+    Verify,
+    /// Show the log's head and size.
+    Stats,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback only without --tokens).
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub listen: String,
+    /// `always`: a 2xx means fsynced (default); `none`: no fsync, data can be lost on a crash.
+    #[arg(long, value_enum, default_value_t = SyncArg::Always)]
+    pub sync: SyncArg,
+    /// Segment size in bytes at which the log rolls to a new file.
+    #[arg(long, value_name = "BYTES")]
+    pub segment_size: Option<u64>,
+}
+
+/// `--sync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncArg {
+    /// fdatasync before every answer.
+    Always,
+    /// Never fsync (weaker: a crash can lose acknowledged writes).
+    None,
+}
+
+/// Verbs of `events`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Append one custom event.
+    Append(AppendArgs),
+    /// Follow committed events (SSE) and print them as they arrive.
+    Tail(FilterArgs),
+    /// Print committed events as NDJSON and stop (the audit replay).
+    Replay(FilterArgs),
+}
+
+/// Flags of `events append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// Event type (not one of the reserved domain prefixes).
+    #[arg(value_name = "TYPE")]
+    pub event_type: String,
+    /// Stream the event belongs to.
+    pub stream: String,
+    /// Payload: JSON if it parses, else a string.
+    pub data: Option<String>,
+    /// Append only if the stream has exactly this many events.
+    #[arg(long, value_name = "N")]
+    pub expected_version: Option<u64>,
+    /// Idempotency key: a retry with the same key does not write twice.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Acting agent id.
+    #[arg(long, value_name = "ID")]
+    pub actor: Option<String>,
+}
+
+/// Filters shared by `events tail` and `events replay`.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// First seq (inclusive).
+    #[arg(long, value_name = "SEQ")]
+    pub from: Option<u64>,
+    /// Last seq (inclusive).
+    #[arg(long, value_name = "SEQ")]
+    pub until: Option<u64>,
+    /// Comma-separated type globs, e.g. `task.*,lock.acquired`.
+    #[arg(long, value_name = "GLOBS")]
+    pub types: Option<String>,
+    /// Stream prefix.
+    #[arg(long, value_name = "PREFIX")]
+    pub stream: Option<String>,
+    /// Only events by this actor.
+    #[arg(long, value_name = "ID")]
+    pub actor: Option<String>,
+    /// Only events of this session.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// At most this many events (replay only).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Events of every branch, not just --branch.
+    #[arg(long)]
+    pub all_branches: bool,
+}

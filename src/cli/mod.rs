@@ -1,0 +1,123 @@
+//! The command-line client: dispatch, output modes and exit codes (SPEC §5).
+
+pub mod args;
+pub mod client;
+mod config;
+mod events;
+mod ops;
+
+use std::process::ExitCode;
+
+use axum::http::StatusCode;
+use clap::Parser;
+use serde_json::Value;
+
+use args::{Cli, Command, EventsCommand};
+pub use config::{Config, OutputMode};
+
+/// Exit codes of SPEC §5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 1: any other error.
+    Failure = 1,
+    /// 2: the command line is wrong.
+    Usage = 2,
+    /// 3: a conflict (CAS, version, lock held).
+    Conflict = 3,
+    /// 4: not found.
+    NotFound = 4,
+}
+
+/// A failed command: an exit code and one sentence for stderr.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit code.
+    pub exit: Exit,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl CliError {
+    /// Exit 1.
+    pub fn failure(message: impl Into<String>) -> Self {
+        CliError { exit: Exit::Failure, message: message.into() }
+    }
+
+    /// Exit 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError { exit: Exit::Usage, message: message.into() }
+    }
+
+    /// Maps an API error answer to an exit code: 409 is a conflict (3), 404 not found (4),
+    /// anything else 1.
+    pub fn from_api(status: StatusCode, body: &Value) -> Self {
+        let code = body["error"]["code"].as_str().unwrap_or("error");
+        let message = body["error"]["message"].as_str().unwrap_or("the server refused the request");
+        let exit = match status {
+            StatusCode::CONFLICT => Exit::Conflict,
+            StatusCode::NOT_FOUND => Exit::NotFound,
+            _ => Exit::Failure,
+        };
+        CliError { exit, message: format!("{message} ({code}, HTTP {})", status.as_u16()) }
+    }
+}
+
+/// Parses the command line, runs the command and maps the outcome to an exit code.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(Exit::Usage as u8),
+            };
+        }
+    };
+    let outcome = Config::from_cli(&cli).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| CliError::failure(format!("cannot start the runtime: {error}")))?;
+        runtime.block_on(dispatch(cli.command, config))
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("swarmlog: {}", error.message);
+            ExitCode::from(error.exit as u8)
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
+    match command {
+        Command::Serve(args) => ops::serve(&config, args).await,
+        Command::Verify => ops::verify(&config),
+        Command::Stats => ops::stats(&config).await,
+        Command::Events(EventsCommand::Append(args)) => events::append(&config, args).await,
+        Command::Events(EventsCommand::Tail(args)) => events::tail(&config, args).await,
+        Command::Events(EventsCommand::Replay(args)) => events::replay(&config, args).await,
+    }
+}
+
+/// Prints a JSON answer in the chosen mode: `--json` the whole object, `--raw` the bare
+/// value of `raw_field` (strings without quotes), default a human line from `human`.
+pub fn print_value(config: &Config, value: &Value, raw_field: Option<&str>, human: impl FnOnce(&Value) -> String) {
+    match config.output {
+        OutputMode::Json => println!("{value}"),
+        OutputMode::Raw => {
+            let field = raw_field.map_or(value, |name| &value[name]);
+            match field {
+                Value::String(text) => println!("{text}"),
+                other => println!("{other}"),
+            }
+        }
+        OutputMode::Human => println!("{}", human(value)),
+    }
+}
+
+/// Parses a command-line value: JSON when it is valid JSON, else the string itself.
+pub fn parse_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}

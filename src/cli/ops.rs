@@ -1,0 +1,95 @@
+//! `swarmlog serve`, `verify` and `stats`.
+
+use std::net::SocketAddr;
+
+use axum::http::Method;
+use serde_json::json;
+use swarmlog_log::SyncPolicy;
+use swarmlog_server::{EngineConfig, ServeConfig};
+
+use super::args::{ServeArgs, SyncArg};
+use super::client::Client;
+use super::{print_value, CliError, Config};
+
+/// `serve`: runs the server in the foreground until SIGINT/SIGTERM.
+pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
+    let listen: SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|_| CliError::usage(format!("--listen must be an address like 127.0.0.1:7070, not '{}'", args.listen)))?;
+    let mut engine = EngineConfig::new(config.db.clone());
+    engine.sync = match args.sync {
+        SyncArg::Always => SyncPolicy::Always,
+        SyncArg::None => SyncPolicy::Never,
+    };
+    if let Some(size) = args.segment_size {
+        if size < 4096 {
+            return Err(CliError::usage(format!("--segment-size must be at least 4096 bytes, not {size}")));
+        }
+        engine.segment_size_bytes_max = size;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARMLOG_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    swarmlog_server::serve(ServeConfig { engine, listen })
+        .await
+        .map_err(|error| CliError::failure(error.to_string()))
+}
+
+/// `verify`: checks every record of the log offline and prints the head of the hash chain.
+pub fn verify(config: &Config) -> Result<(), CliError> {
+    let log_dir = swarmlog_server::engine::log_dir(&config.db);
+    if !log_dir.is_dir() {
+        return Err(CliError::failure(format!("no log at {}", log_dir.display())));
+    }
+    let progress = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = swarmlog_server::audit::verify(&log_dir, &mut |done, total| {
+        progress.set_length(total);
+        progress.set_position(done);
+    });
+    progress.finish_and_clear();
+    let report = report.map_err(|error| CliError::failure(format!("verification failed: {error}")))?;
+    let value = json!({
+        "ok": true,
+        "segments": report.segments,
+        "records": report.records,
+        "bytes": report.bytes,
+        "first": report.first,
+        "last": report.last,
+        "torn_tail_bytes": report.torn_tail_bytes,
+        "head_hash": report.head_hash,
+    });
+    print_value(config, &value, Some("head_hash"), |_| {
+        let mut text = format!(
+            "ok: {} records in {} segments ({} bytes), seq {}..{}, head hash {}",
+            report.records,
+            report.segments,
+            report.bytes,
+            report.first.unwrap_or(0),
+            report.last.unwrap_or(0),
+            report.head_hash
+        );
+        if report.torn_tail_bytes > 0 {
+            text.push_str(&format!("\nnote: {} bytes of torn tail in the newest segment; the next start cuts them away", report.torn_tail_bytes));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// `stats`: the head of the log, through the server or in-process.
+pub async fn stats(config: &Config) -> Result<(), CliError> {
+    let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
+    let remote = client.is_remote();
+    let head = client.call(Method::GET, "/v1/audit/head", None).await;
+    client.close().await;
+    let head = head?;
+    let value = json!({"head": head["seq"], "hash": head["hash"], "through_server": remote});
+    print_value(config, &value, Some("head"), |value| {
+        format!("head seq {} hash {} ({})", value["head"], value["hash"].as_str().unwrap_or(""), if remote { "server" } else { "in-process" })
+    });
+    Ok(())
+}

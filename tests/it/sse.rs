@@ -1,0 +1,138 @@
+//! Server-sent events: catch-up then live with no gap and no duplicate, the `caught_up`
+//! marker, `Last-Event-ID` resume, `until`, and slow subscribers served from disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::support::{data_dir, Server};
+
+/// Opens an SSE subscription.
+async fn subscribe(server: &Server, query: &str, last_event_id: Option<u64>) -> impl Stream<Item = Event> + Unpin {
+    let mut request = server
+        .http
+        .get(format!("{}/v1/events{query}", server.url))
+        .header("accept", "text/event-stream");
+    if let Some(seq) = last_event_id {
+        request = request.header("last-event-id", seq.to_string());
+    }
+    let response = request.send().await.expect("the server answers");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    Box::pin(response.bytes_stream().eventsource().map(|event| event.expect("well-formed SSE")))
+}
+
+/// Reads events until `count` data events arrived (the bound only keeps a broken build
+/// from hanging the suite); returns (seqs, position of caught_up among them, its head).
+async fn collect(stream: &mut (impl Stream<Item = Event> + Unpin), count: usize) -> (Vec<u64>, Option<(usize, u64)>) {
+    let mut seqs = Vec::new();
+    let mut caught_up = None;
+    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+        while seqs.len() < count {
+            let Some(event) = stream.next().await else { break };
+            if event.event == "caught_up" {
+                assert!(caught_up.is_none(), "caught_up is sent once");
+                assert!(event.id.is_empty(), "caught_up has no id");
+                let data: Value = serde_json::from_str(&event.data).expect("caught_up data is JSON");
+                caught_up = Some((seqs.len(), data["head"].as_u64().expect("head")));
+                continue;
+            }
+            let envelope: Value = serde_json::from_str(&event.data).expect("data is an envelope");
+            let seq = envelope["seq"].as_u64().expect("seq");
+            assert_eq!(event.id, seq.to_string(), "id is the seq");
+            assert_eq!(event.event, envelope["type"].as_str().expect("type"), "event is the type");
+            seqs.push(seq);
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "received only {} of {count} events", seqs.len());
+    (seqs, caught_up)
+}
+
+#[tokio::test]
+async fn catch_up_then_live_with_concurrent_writers_has_no_gap_or_duplicate() {
+    let dir = data_dir();
+    let server = Arc::new(Server::start(dir.path(), &[]).await);
+    for index in 0..50 {
+        server.append("history", json!({"i": index})).await;
+    }
+    let mut stream = subscribe(&server, "", None).await;
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let server = server.clone();
+        writers.push(tokio::spawn(async move {
+            for index in 0..100 {
+                server.append(&format!("live/{writer}"), json!({"i": index})).await;
+            }
+        }));
+    }
+    let (seqs, caught_up) = collect(&mut stream, 450).await;
+    for writer in writers {
+        writer.await.expect("writer finished");
+    }
+    assert_eq!(seqs, (1..=450).collect::<Vec<u64>>(), "every event once, in order");
+    let (position, head) = caught_up.expect("a caught_up marker");
+    assert!(head >= 50, "the catch-up covered the history (head {head})");
+    assert_eq!(position as u64, head, "caught_up comes right after the events up to its head");
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_after_that_seq_and_until_ends_the_stream() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    for index in 0..20 {
+        server.append("s", json!({"i": index})).await;
+    }
+    let mut resumed = subscribe(&server, "", Some(12)).await;
+    let (seqs, _) = collect(&mut resumed, 8).await;
+    assert_eq!(seqs, (13..=20).collect::<Vec<u64>>());
+
+    let mut bounded = subscribe(&server, "?from=5&until=7", None).await;
+    let (seqs, _) = collect(&mut bounded, 3).await;
+    assert_eq!(seqs, vec![5, 6, 7]);
+    let end = tokio::time::timeout(Duration::from_secs(10), bounded.next()).await;
+    assert!(matches!(end, Ok(None)), "the stream ends at until");
+
+    let mut filtered = subscribe(&server, "?types=test.*&stream=s&from=19", None).await;
+    let (seqs, caught_up) = collect(&mut filtered, 2).await;
+    assert_eq!(seqs, vec![19, 20]);
+    assert_eq!(caught_up.map(|(_, head)| head), None, "caught_up comes after the history, not before it");
+    server.append("s", json!({"live": true})).await;
+    let (seqs, caught_up) = collect(&mut filtered, 1).await;
+    assert_eq!(seqs, vec![21]);
+    assert_eq!(caught_up, Some((0, 20)));
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_neither_loses_events_nor_slows_a_fast_one() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    // Subscribe, then read nothing: its socket, its buffer and then the live feed's window
+    // fill up, and the server must switch it to reading from disk.
+    let mut stalled = subscribe(&server, "", None).await;
+    let mut fast = subscribe(&server, "", None).await;
+    let total = 6000usize;
+    let filler = "x".repeat(4096);
+    let fast_reader = tokio::spawn(async move { collect(&mut fast, total).await });
+    for index in 0..total {
+        server.append("bulk", json!({"i": index, "pad": filler})).await;
+    }
+    let (fast_seqs, _) = fast_reader.await.expect("fast reader finished");
+    assert_eq!(fast_seqs, (1..=total as u64).collect::<Vec<u64>>(), "the fast subscriber got everything while the other stalled");
+    let (stalled_seqs, _) = collect(&mut stalled, total).await;
+    assert_eq!(stalled_seqs, (1..=total as u64).collect::<Vec<u64>>(), "the stalled subscriber lost nothing");
+    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.expect("metrics").text().await.expect("text");
+    let lags: f64 = metrics
+        .lines()
+        .find(|line| line.starts_with("swarmlog_subscriber_lags_total"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .expect("the lag counter is exported");
+    assert!(lags >= 1.0, "the stalled subscriber was served from disk at least once");
+}

@@ -1,0 +1,197 @@
+//! The test fixture: a `swarmlog serve` child process on a temporary data directory, and
+//! small HTTP helpers around it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_swarmlog"))
+}
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The data directory.
+    pub dir: PathBuf,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server on `dir` with extra `serve` flags, and waits until it answers.
+    pub async fn start(dir: &Path, extra: &[&str]) -> Server {
+        let address_file = dir.join("server.addr");
+        let _ = std::fs::remove_file(&address_file);
+        let child = Command::new(binary())
+            .arg("--db")
+            .arg(dir)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SWARMLOG_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the swarmlog binary starts");
+        let mut server = Server {
+            child: Some(child),
+            url: String::new(),
+            dir: dir.to_path_buf(),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = server.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
+                panic!("swarmlog serve exited early with {status}");
+            }
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                if let Some(url) = text.lines().next().filter(|line| line.starts_with("http://")) {
+                    server.url = url.trim().to_owned();
+                    if server.http.get(format!("{}/healthz", server.url)).send().await.is_ok() {
+                        return server;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "swarmlog serve did not come up within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the server expecting it to refuse to start; returns its stderr.
+    pub fn start_expecting_failure(dir: &Path) -> (i32, String) {
+        let output = Command::new(binary())
+            .arg("--db")
+            .arg(dir)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .env("SWARMLOG_LOG", "warn")
+            .output()
+            .expect("the swarmlog binary runs");
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
+    /// `POST path` with a JSON body; returns status and JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_with(path, body, &[]).await
+    }
+
+    /// `POST path` with extra headers.
+    pub async fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.url)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `POST path` with a raw body.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `GET path`; returns status and JSON.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The NDJSON replay of `query` as parsed events.
+    pub async fn replay(&self, query: &str) -> Vec<Value> {
+        let response = self
+            .http
+            .get(format!("{}/v1/events{query}", self.url))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status().as_u16(), 200, "replay answers 200");
+        let text = response.text().await.expect("a body");
+        text.lines().map(|line| serde_json::from_str(line).expect("each NDJSON line is JSON")).collect()
+    }
+
+    /// The committed head seq.
+    pub async fn head(&self) -> u64 {
+        self.get("/v1/audit/head").await.1["seq"].as_u64().expect("head has a seq")
+    }
+
+    /// Appends one custom event and returns its seq.
+    pub async fn append(&self, stream: &str, data: Value) -> u64 {
+        let (status, body) = self
+            .post("/v1/events", &serde_json::json!({"type": "test.event", "stream": stream, "data": data}))
+            .await;
+        assert_eq!(status, 201, "append answers 201: {body}");
+        body["seq"].as_u64().expect("append returns a seq")
+    }
+
+    /// SIGKILL: no shutdown, no flush, like a power cut for the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().ok().and_then(|status| status.code())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A fresh temporary data directory.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// Runs the CLI with `args`; returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary()).args(args).env_remove("SWARMLOG_URL").output().expect("the swarmlog binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The segment files of a data directory, in order.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .expect("the log directory exists")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    files.sort();
+    files
+}
