@@ -8,12 +8,13 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use swarmlog_projections::AppendRequest;
 use swarmlog_server::engine::{AppendItem, WriteCommand, WriteContext, WriteRequest};
+use swarmlog_server::routes::events::appended;
 use swarmlog_server::{Engine, EngineConfig};
 
 fn request(client: usize) -> WriteRequest {
-    WriteRequest {
-        context: WriteContext { branch: "main".into(), actor: format!("bench-{client}"), ..WriteContext::default() },
-        command: WriteCommand::Append(vec![AppendItem {
+    WriteRequest::new(
+        WriteContext { branch: "main".into(), actor: format!("bench-{client}"), ..WriteContext::default() },
+        WriteCommand::Append(vec![AppendItem {
             request: AppendRequest {
                 event_type: "bench.event".into(),
                 stream: format!("bench/{client}"),
@@ -24,8 +25,8 @@ fn request(client: usize) -> WriteRequest {
             correlation: None,
             meta: None,
         }]),
-        idempotency: None,
-    }
+        Box::new(|_, written| Ok(appended(written))),
+    )
 }
 
 fn concurrent_appends(c: &mut Criterion) {

@@ -36,6 +36,8 @@ pub mod sessions;
 pub mod tasks;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testkit;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,17 +50,21 @@ use crate::envelope::{Envelope, EventDraft};
 use crate::state::{BranchState, Rejection, RejectionKind};
 
 pub use blackboard::{
-    Blackboard, EvidenceSpec, Finding, FindingCategory, FindingEvidence, FindingFilter, FindingSpec, Hypothesis,
-    HypothesisSpec, HypothesisStatus, ValidateSpec,
+    Blackboard, EvidenceSpec, Finding, FindingCategory, FindingEvidence, FindingFilter,
+    FindingSpec, Hypothesis, HypothesisSpec, HypothesisStatus, ValidateSpec,
 };
 pub use consensus::{
-    Ballot, Consensus, Decision, Proposal, ProposalSpec, ProposalStatus, Quorum, VoteChoice, VoteSpec,
+    Ballot, Consensus, Decision, Proposal, ProposalSpec, ProposalStatus, Quorum, VoteChoice,
+    VoteSpec,
 };
 pub use messages::{AckSpec, Message, MessageSpec, Messages, BROADCAST};
-pub use sessions::{SessionCompleteSpec, SessionReport, SessionSpec, SessionStatus, Sessions, WorkSession};
+pub use sessions::{
+    SessionCompleteSpec, SessionReport, SessionSpec, SessionStatus, Sessions, WorkSession,
+};
 pub use tasks::{
-    AssignSpec, AssignStrategy, Auction, AuctionSpec, Bid, BidSpec, CancelSpec, ClaimSpec, CompleteSpec, FailSpec,
-    ProgressSpec, ReleaseSpec, Task, TaskFilter, TaskSpec, TaskStatus, Tasks,
+    AssignSpec, AssignStrategy, Auction, AuctionSpec, Bid, BidSpec, CancelSpec, ClaimSpec,
+    CompleteSpec, FailSpec, ProgressSpec, ReleaseSpec, Task, TaskFilter, TaskSpec, TaskStatus,
+    Tasks,
 };
 
 /// Smallest claim lease (`timeout_ms`) and proposal or auction deadline: SPEC §6's lower
@@ -243,29 +249,45 @@ pub enum WorkCommand {
 /// [`WorkCommand::TaskClaim`], where it means no task is claimable (answer 204 or wait).
 ///
 /// The drafts leave `actor` unset (the request's actor) and must be applied in order.
-pub fn decide(branch: &BranchState, command: &WorkCommand, now_ms: i64) -> Result<Vec<EventDraft>, Rejection> {
+pub fn decide(
+    branch: &BranchState,
+    command: &WorkCommand,
+    now_ms: i64,
+) -> Result<Vec<EventDraft>, Rejection> {
     match command {
         WorkCommand::TaskCreate { tasks } => tasks::decide_create(branch, tasks),
         WorkCommand::TaskClaim(spec) => tasks::decide_claim(branch, spec, now_ms),
         WorkCommand::TaskAssign { task, spec } => tasks::decide_assign(branch, task, spec, now_ms),
         WorkCommand::TaskApprove { task } => tasks::decide_approve(branch, task),
-        WorkCommand::TaskProgress { task, spec } => tasks::decide_progress(branch, task, spec, now_ms),
+        WorkCommand::TaskProgress { task, spec } => {
+            tasks::decide_progress(branch, task, spec, now_ms)
+        }
         WorkCommand::TaskComplete { task, spec } => tasks::decide_complete(branch, task, spec),
         WorkCommand::TaskFail { task, spec } => tasks::decide_fail(branch, task, spec),
         WorkCommand::TaskRelease { task, spec } => tasks::decide_release(branch, task, spec),
         WorkCommand::TaskCancel { task, spec } => tasks::decide_cancel(branch, task, spec),
-        WorkCommand::AuctionOpen { task, spec } => tasks::decide_auction(branch, task, spec, now_ms),
+        WorkCommand::AuctionOpen { task, spec } => {
+            tasks::decide_auction(branch, task, spec, now_ms)
+        }
         WorkCommand::BidPlace { task, spec } => tasks::decide_bid(branch, task, spec, now_ms),
         WorkCommand::FindingPost(spec) => blackboard::decide_finding(branch, spec),
         WorkCommand::HypothesisPropose(spec) => blackboard::decide_hypothesis(branch, spec),
-        WorkCommand::EvidenceAdd { hypothesis, spec } => blackboard::decide_evidence(branch, hypothesis, spec),
-        WorkCommand::HypothesisValidate { hypothesis, spec } => blackboard::decide_validate(branch, hypothesis, spec),
+        WorkCommand::EvidenceAdd { hypothesis, spec } => {
+            blackboard::decide_evidence(branch, hypothesis, spec)
+        }
+        WorkCommand::HypothesisValidate { hypothesis, spec } => {
+            blackboard::decide_validate(branch, hypothesis, spec)
+        }
         WorkCommand::ProposalOpen(spec) => consensus::decide_open(branch, spec, now_ms),
-        WorkCommand::VoteCast { proposal, spec } => consensus::decide_vote(branch, proposal, spec, now_ms),
+        WorkCommand::VoteCast { proposal, spec } => {
+            consensus::decide_vote(branch, proposal, spec, now_ms)
+        }
         WorkCommand::MessageSend(spec) => messages::decide_send(branch, spec),
         WorkCommand::MessageAck { message, spec } => messages::decide_ack(branch, message, spec),
         WorkCommand::SessionStart(spec) => sessions::decide_start(branch, spec),
-        WorkCommand::SessionComplete { session, spec } => sessions::decide_complete(branch, session, spec),
+        WorkCommand::SessionComplete { session, spec } => {
+            sessions::decide_complete(branch, session, spec)
+        }
     }
 }
 
@@ -309,7 +331,12 @@ pub fn next_deadline(branch: &BranchState) -> Option<i64> {
 pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
     let mut drafts = Vec::new();
     let mut finished_tasks: BTreeSet<String> = BTreeSet::new();
-    for timer in branch.work.timers.iter().take_while(|timer| timer.at_ms <= now_ms) {
+    for timer in branch
+        .work
+        .timers
+        .iter()
+        .take_while(|timer| timer.at_ms <= now_ms)
+    {
         match timer.kind {
             TimerKind::TaskLease => {
                 if !finished_tasks.contains(&timer.id) {
@@ -332,6 +359,33 @@ pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
 /// task's failure). The agents' rules call this when an agent expires or is killed.
 pub fn requeue_claims_of(branch: &BranchState, agent: &str, reason: &str) -> Vec<EventDraft> {
     tasks::requeue_claims_of(branch, agent, reason)
+}
+
+/// The session a work draft belongs to, for the envelope's `session` when the write does
+/// not carry one: the session named in the draft's data (`task.created`,
+/// `finding.reported`, `hypothesis.proposed`), the session itself for `session.*`, else
+/// the session of the entity its stream names (`task/ID`, `finding/ID`, `hypothesis/ID`).
+/// With it, `GET /v1/events?session=` and a session's NDJSON export include the events of
+/// its tasks even when the workers' writes do not repeat the session.
+pub fn draft_session(branch: &BranchState, draft: &EventDraft) -> Option<String> {
+    if draft.event_type.starts_with("session.") {
+        return draft
+            .data
+            .get("session")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    if let Some(session) = draft.data.get("session").and_then(Value::as_str) {
+        return Some(session.to_owned());
+    }
+    let work = &branch.work;
+    let (kind, id) = draft.stream.split_once('/')?;
+    match kind {
+        "task" => work.tasks.get(id)?.session.clone(),
+        "finding" => work.blackboard.finding(id)?.session.clone(),
+        "hypothesis" => work.blackboard.hypothesis(id)?.session.clone(),
+        _ => None,
+    }
 }
 
 /// After a restart, every claimed task gets its full claim lease again from `now_ms`, like
@@ -377,9 +431,13 @@ pub(crate) mod roster {
     /// stays active until its `agent.expired` is applied: the engine fires timers before
     /// it decides, so that is never later than the rules need.
     pub fn active_agents(branch: &BranchState) -> Vec<AgentInfo> {
-        crate::coordination::agents::list_agents(branch, None, Some(crate::coordination::AgentStatus::Active))
-            .map(info)
-            .collect()
+        crate::coordination::agents::list_agents(
+            branch,
+            None,
+            Some(crate::coordination::AgentStatus::Active),
+        )
+        .map(info)
+        .collect()
     }
 }
 
@@ -392,9 +450,13 @@ pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Rejection {
 
 /// 404 `not_found` for the `kind` entity `id`.
 pub(crate) fn not_found(kind: &str, id: &str) -> Rejection {
-    Rejection::new(RejectionKind::NotFound, "not_found", format!("{kind} '{id}' does not exist"))
-        .with("kind", kind)
-        .with("id", id)
+    Rejection::new(
+        RejectionKind::NotFound,
+        "not_found",
+        format!("{kind} '{id}' does not exist"),
+    )
+    .with("kind", kind)
+    .with("id", id)
 }
 
 /// 409 with `code`.
@@ -419,7 +481,10 @@ pub(crate) fn check_id(field: &str, value: &str) -> Result<(), Rejection> {
     } else {
         Err(invalid(
             field,
-            format!("{field} must be 1 to {} bytes without control characters", crate::limits::ID_BYTES_MAX),
+            format!(
+                "{field} must be 1 to {} bytes without control characters",
+                crate::limits::ID_BYTES_MAX
+            ),
         ))
     }
 }
@@ -429,7 +494,10 @@ pub(crate) fn check_unit(field: &str, value: f64) -> Result<(), Rejection> {
     if value.is_finite() && (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
-        Err(invalid(field, format!("{field} must be a number from 0 to 1, not {value}")))
+        Err(invalid(
+            field,
+            format!("{field} must be a number from 0 to 1, not {value}"),
+        ))
     }
 }
 
@@ -469,7 +537,11 @@ pub(crate) fn parse_data<T: DeserializeOwned>(event: &Envelope, data: &Value) ->
     match serde_json::from_value(data.clone()) {
         Ok(parsed) => Some(parsed),
         Err(error) => {
-            debug_assert!(false, "event {} ({}) has malformed data: {error}", event.seq, event.event_type);
+            debug_assert!(
+                false,
+                "event {} ({}) has malformed data: {error}",
+                event.seq, event.event_type
+            );
             None
         }
     }
@@ -485,7 +557,8 @@ pub(crate) mod instant {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
         let text = String::deserialize(deserializer)?;
-        crate::time::parse_rfc3339_ms(&text).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 instant"))
+        crate::time::parse_rfc3339_ms(&text)
+            .ok_or_else(|| serde::de::Error::custom("not an RFC 3339 instant"))
     }
 }
 

@@ -1,29 +1,72 @@
 //! The router: one function builds it from the engine, so tests can call it as a service
 //! without a socket. Handlers stay thin: extract, call the engine, map the result.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use swarmlog_projections::MAIN_BRANCH;
 
-use crate::engine::{Engine, WriteResponse};
-use crate::error::ApiError;
-use crate::extract::check_id;
-use crate::routes::events;
+use crate::auth::{Principal, Role, Tokens};
+use crate::engine::{Engine, Fence, IdempotencyRequest, Responder, WriteCommand, WriteContext, WriteRequest, WriteResponse};
+use crate::error::{from_json_error, ApiError};
+use crate::extract::{check_id, idempotency, parse_json};
+use crate::routes::{coordination, events};
 
 /// What every handler gets.
 #[derive(Clone)]
 pub struct AppState {
     /// The engine.
     pub engine: Engine,
+    /// The bearer tokens, when the server runs with `--tokens`.
+    pub tokens: Option<Arc<Tokens>>,
+}
+
+/// The generic part of a write, prepared from the request: who, where, provenance, fence
+/// and idempotency. The route adds the command.
+pub struct PreparedWrite {
+    /// Who and where.
+    pub context: WriteContext,
+    /// The caller.
+    pub principal: Principal,
+    /// `fence` from the body.
+    pub fence: Option<Fence>,
+    /// `Idempotency-Key`.
+    pub idempotency: Option<IdempotencyRequest>,
+}
+
+impl PreparedWrite {
+    /// Submits the write with its command and responder.
+    pub async fn submit(self, app: &AppState, command: WriteCommand, wait: Option<Duration>, respond: Responder) -> Result<Response, ApiError> {
+        let request = WriteRequest {
+            context: self.context,
+            command,
+            idempotency: self.idempotency,
+            fence: self.fence,
+            wait,
+            respond,
+        };
+        app.engine.write(request).await.map(write_response)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FenceBody {
+    resource: String,
+    token: u64,
 }
 
 impl AppState {
-    /// The acting agent of a request: the `Swarmlog-Actor` header, else `anonymous`.
+    /// The acting agent of a request: an agent token's own agent; otherwise the
+    /// `Swarmlog-Actor` header, else the token's agent, else `anonymous`.
     pub fn actor(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         match headers.get("swarmlog-actor") {
             None => Ok("anonymous".to_owned()),
@@ -35,6 +78,60 @@ impl AppState {
                 Ok(actor.to_owned())
             }
         }
+    }
+
+    /// Prepares a write: parses the body as a JSON object, takes out the fields every
+    /// write may carry (`session`, `correlation`, `meta`, `fence`) and returns the rest
+    /// for the route's own struct.
+    pub fn prepare(
+        &self,
+        principal: Principal,
+        query: &BranchQuery,
+        uri: &Uri,
+        headers: &HeaderMap,
+        raw: &Bytes,
+    ) -> Result<(PreparedWrite, Value), ApiError> {
+        let mut body: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Map::new())
+        } else {
+            parse_json(raw)?
+        };
+        let Some(object) = body.as_object_mut() else {
+            return Err(ApiError::invalid("invalid_value", "the body must be a JSON object"));
+        };
+        let text = |object: &mut Map<String, Value>, name: &str| -> Result<Option<String>, ApiError> {
+            match object.remove(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(text)) => {
+                    check_id(name, &text)?;
+                    Ok(Some(text))
+                }
+                Some(_) => Err(ApiError::invalid("invalid_value", format!("{name} must be a string")).with("field", name)),
+            }
+        };
+        let session = text(object, "session")?;
+        let correlation = text(object, "correlation")?;
+        let meta = match object.remove("meta") {
+            None | Some(Value::Null) => None,
+            Some(meta @ Value::Object(_)) => Some(meta.to_string()),
+            Some(_) => return Err(ApiError::invalid("invalid_value", "meta must be a JSON object").with("field", "meta")),
+        };
+        let fence = match object.remove("fence") {
+            None | Some(Value::Null) => None,
+            Some(fence) => {
+                let fence: FenceBody = serde_json::from_value(fence).map_err(|error| from_json_error(&error).with("field", "fence"))?;
+                check_id("fence.resource", &fence.resource)?;
+                Some(Fence { resource: fence.resource, token: fence.token })
+            }
+        };
+        let actor = match (&principal.role, &principal.agent) {
+            (Role::Agent, Some(agent)) => agent.clone(),
+            (_, Some(agent)) if headers.get("swarmlog-actor").is_none() => agent.clone(),
+            _ => self.actor(headers)?,
+        };
+        let idempotency = idempotency(headers, "POST", uri.path_and_query().map_or("", |pq| pq.as_str()), raw)?;
+        let context = WriteContext { branch: query.branch()?, actor, session, correlation, meta };
+        Ok((PreparedWrite { context, principal, fence, idempotency }, body))
     }
 
     /// 404 `branch_not_found` unless the branch exists.
@@ -85,18 +182,28 @@ pub fn write_response(response: WriteResponse) -> Response {
     http
 }
 
-/// Builds the whole router.
+/// Builds the whole router, open to everyone (no `--tokens`).
 pub fn router(engine: Engine) -> Router {
-    let state = AppState { engine };
-    Router::new()
-        .route("/healthz", get(healthz))
+    router_with_tokens(engine, None)
+}
+
+/// Builds the whole router; with tokens, every route but `/healthz` needs a bearer token.
+pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
+    let state = AppState { engine, tokens: tokens.map(Arc::new) };
+    let api = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/audit/head", get(audit_head))
         .route("/v1/events", post(events::append).get(events::read_events))
         .route("/v1/streams/{stream}", get(events::read_stream))
+        .merge(coordination::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 

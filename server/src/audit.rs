@@ -50,7 +50,7 @@ pub enum AuditError {
 pub fn verify(log_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<AuditReport, AuditError> {
     let mut previous = GENESIS_HASH;
     let mut chain_error: Option<AuditError> = None;
-    let report = swarmlog_log::verify_with(
+    let report = swarmlog_log::verify_each(
         log_dir,
         &mut |step: swarmlog_log::VerifyProgress| progress(step.bytes_done, step.bytes_total),
         &mut |record: &swarmlog_log::Record| {

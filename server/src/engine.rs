@@ -12,17 +12,20 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use swarmlog_log::{LockMode, Log, LogOptions, LogReader, RecordInput, Seq, SyncPolicy};
+use swarmlog_projections::coordination::branches::{ForkPoint, Replayer};
+use swarmlog_projections::coordination::wait_for::{WaitForGraph, WaiterId};
+use swarmlog_projections::coordination::{self, CoordinationCommand};
 use swarmlog_projections::state::decide_append;
-use swarmlog_projections::{AppendRequest, Envelope, EventDraft, Idempotency, State, GENESIS_HASH};
+use swarmlog_projections::{work, AppendRequest, Envelope, EventDraft, Idempotency, Rejection, State, GENESIS_HASH, MAIN_BRANCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::ApiError;
-use crate::hub::{Committed, CommittedBatch, Hub};
-use crate::limits::{COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS};
+pub use crate::hub::Committed;
+use crate::hub::Hub;
+use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS};
 use crate::metrics::Metrics;
 
 /// How the engine opens its data directory.
@@ -37,6 +40,8 @@ pub struct EngineConfig {
     /// Wait for the data directory's lock instead of failing when another process holds
     /// it (the in-process CLI waits; a server fails at once).
     pub lock_wait: bool,
+    /// Refuse lock acquisitions out of resource order (`serve --lock-order`).
+    pub lock_order: bool,
 }
 
 impl EngineConfig {
@@ -47,6 +52,7 @@ impl EngineConfig {
             sync: SyncPolicy::Always,
             segment_size_bytes_max: LogOptions::default().segment_size_bytes_max,
             lock_wait: false,
+            lock_order: false,
         }
     }
 
@@ -124,7 +130,34 @@ pub struct AppendItem {
 pub enum WriteCommand {
     /// Append custom events atomically.
     Append(Vec<AppendItem>),
+    /// A state cell, kv, lock, agent or branch command.
+    Coordination(CoordinationCommand),
+    /// A task, blackboard, proposal, message or session command.
+    Work(work::WorkCommand),
 }
+
+impl WriteCommand {
+    /// Whether an answer with no events means "nothing yet" and the request may wait for
+    /// a later commit (a claim with no pending task).
+    fn waits_on_empty(&self) -> bool {
+        matches!(self, WriteCommand::Work(work::WorkCommand::TaskClaim(_)))
+    }
+}
+
+/// A write guarded by a fencing token (SPEC §3 `fence`): it succeeds only while lock
+/// `resource` is held with `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lock's resource.
+    pub resource: String,
+    /// The fencing token the writer holds.
+    pub token: u64,
+}
+
+/// Builds the answer of a write from the state after its events were applied and the
+/// events it wrote (none for a no-op). Kept apart from the rules so that the routes own
+/// response shapes, and run inside the engine so that the idempotency record can hold it.
+pub type Responder = Box<dyn FnOnce(&State, &[Arc<Committed>]) -> Result<WriteResponse, ApiError> + Send>;
 
 /// The idempotency part of a write.
 #[derive(Debug, Clone)]
@@ -136,7 +169,6 @@ pub struct IdempotencyRequest {
 }
 
 /// A write job.
-#[derive(Debug, Clone)]
 pub struct WriteRequest {
     /// Who and where.
     pub context: WriteContext,
@@ -144,6 +176,26 @@ pub struct WriteRequest {
     pub command: WriteCommand,
     /// Optional idempotency key.
     pub idempotency: Option<IdempotencyRequest>,
+    /// Optional fencing token the write depends on.
+    pub fence: Option<Fence>,
+    /// How long the request may wait for a lock or a task (`wait_ms`); `None` answers at once.
+    pub wait: Option<Duration>,
+    /// Builds the answer.
+    pub respond: Responder,
+}
+
+impl WriteRequest {
+    /// A write with no idempotency key, fence or wait.
+    pub fn new(context: WriteContext, command: WriteCommand, respond: Responder) -> Self {
+        WriteRequest {
+            context,
+            command,
+            idempotency: None,
+            fence: None,
+            wait: None,
+            respond,
+        }
+    }
 }
 
 /// The answer to a write, ready to send.
@@ -157,15 +209,18 @@ pub struct WriteResponse {
     pub replayed: bool,
 }
 
-type ReadJob = Box<dyn FnOnce(&State) + Send>;
+type ReadJob = Box<dyn FnOnce(&State, &HashMap<String, WaitForGraph>) + Send>;
+type TouchJob = Box<dyn FnOnce(&mut State, i64) + Send>;
+type Reply = oneshot::Sender<Result<WriteResponse, ApiError>>;
 
 enum Job {
     Write {
         request: WriteRequest,
-        reply: oneshot::Sender<Result<WriteResponse, ApiError>>,
+        reply: Reply,
         enqueued: Instant,
     },
     Read(ReadJob),
+    Touch(TouchJob),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -235,9 +290,12 @@ impl Engine {
             state: State::default(),
             hub: Hub::new(),
             shared: shared.clone(),
+            lock_order: config.lock_order,
             idempotency: HashMap::new(),
             idempotency_expiry: VecDeque::new(),
             last_ts_ms: 0,
+            parked: VecDeque::new(),
+            wait_for: HashMap::new(),
         };
         core.recover()?;
         let hub = core.hub.clone();
@@ -277,8 +335,44 @@ impl Engine {
         R: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job::Read(Box::new(move |state: &State| {
+        let job = Job::Read(Box::new(move |state: &State, _: &HashMap<String, WaitForGraph>| {
             let _ = reply.send(read(state));
+        }));
+        self.jobs.send(job).await.map_err(|_| ApiError::shutting_down())?;
+        answer.await.map_err(|_| ApiError::shutting_down())
+    }
+
+    /// The lock waiters of a branch in the order they will be served:
+    /// `(owner, resources, mode)`.
+    pub async fn lock_waiters(&self, branch: &str) -> Result<Vec<(String, Vec<String>, &'static str)>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let branch = branch.to_owned();
+        let job = Job::Read(Box::new(move |_: &State, graphs: &HashMap<String, WaitForGraph>| {
+            let waiters = graphs
+                .get(&branch)
+                .map(|graph| {
+                    graph
+                        .waiters()
+                        .map(|(_, waiter)| (waiter.owner.clone(), waiter.resources.clone(), waiter.mode.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = reply.send(waiters);
+        }));
+        self.jobs.send(job).await.map_err(|_| ApiError::shutting_down())?;
+        answer.await.map_err(|_| ApiError::shutting_down())
+    }
+
+    /// Changes in-memory state that is not logged (a heartbeat extending a lease), on the
+    /// engine thread, in order with the writes.
+    pub async fn touch<R, F>(&self, touch: F) -> Result<R, ApiError>
+    where
+        F: FnOnce(&mut State, i64) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Touch(Box::new(move |state: &mut State, now_ms: i64| {
+            let _ = reply.send(touch(state, now_ms));
         }));
         self.jobs.send(job).await.map_err(|_| ApiError::shutting_down())?;
         answer.await.map_err(|_| ApiError::shutting_down())
@@ -351,10 +445,15 @@ struct Core {
     state: State,
     hub: Hub,
     shared: Arc<Shared>,
+    lock_order: bool,
     idempotency: HashMap<String, IdempotencyEntry>,
     /// Keys in the order they expire.
     idempotency_expiry: VecDeque<(i64, String)>,
     last_ts_ms: i64,
+    /// Requests waiting for a lock or a task, in arrival order.
+    parked: VecDeque<Parked>,
+    /// Lock waiters per branch, for FIFO order and deadlock detection.
+    wait_for: HashMap<String, WaitForGraph>,
 }
 
 #[derive(Debug, Clone)]
@@ -366,26 +465,67 @@ struct IdempotencyEntry {
     pending: Option<WriteResponse>,
 }
 
-/// A write decided in the current group, waiting for the commit.
-struct Decided {
-    reply: oneshot::Sender<Result<WriteResponse, ApiError>>,
-    outcome: Result<WriteResponse, ApiError>,
+/// A request waiting for a lock to be released or a task to appear.
+struct Parked {
+    request: WriteRequest,
+    reply: Reply,
     enqueued: Instant,
+    deadline: Instant,
+    waiter: Option<WaiterId>,
+}
+
+/// One group commit in the making: events stamped and applied but not yet durable, and
+/// the answers that wait for them.
+#[derive(Default)]
+struct Group {
+    events: Vec<Arc<Committed>>,
+    answers: Vec<(Reply, Result<WriteResponse, ApiError>, Instant)>,
+}
+
+impl Group {
+    /// About how many bytes the group will append.
+    fn bytes(&self) -> usize {
+        self.events.iter().map(|committed| committed.json.len()).sum()
+    }
+
+    /// The seq and hash the next event chains from.
+    fn chain_from(&self, state: &State) -> (u64, [u8; 32]) {
+        match self.events.last() {
+            Some(last) => (last.envelope.seq + 1, last.envelope.hash),
+            None => (state.head + 1, state.head_hash),
+        }
+    }
+}
+
+/// What deciding a write led to.
+enum Outcome {
+    /// Answer now (after the commit).
+    Answer(Result<WriteResponse, ApiError>),
+    /// Nothing yet: wait for a later commit.
+    Park(WriteRequest, Option<WaiterId>),
 }
 
 impl Core {
     /// Replays the log into the state, the stream index and the idempotency window, and
-    /// checks the hash chain on the way.
+    /// checks the hash chain on the way. Two passes: the first finds the branches forked
+    /// in the past, so that the second can keep their parents' state when it passes the
+    /// fork point.
     fn recover(&mut self) -> Result<(), EngineError> {
         let reader = self.log.reader();
+        let log_error = |source| EngineError::Log { dir: "log".into(), source };
+        let mut fork_points = Vec::new();
+        for record in reader.iter_from(Seq::FIRST) {
+            let record = record.map_err(log_error)?;
+            let envelope = Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)?;
+            fork_points.extend(ForkPoint::from_event(&envelope));
+        }
+        let mut replayer = Replayer::new(State::default(), fork_points)
+            .expect("a replay from seq 1 serves every fork point");
         let now_ms = wall_clock_ms();
         let mut previous = GENESIS_HASH;
         let mut index: HashMap<(String, String), Vec<u64>> = HashMap::new();
         for record in reader.iter_from(Seq::FIRST) {
-            let record = record.map_err(|source| EngineError::Log {
-                dir: "log".into(),
-                source,
-            })?;
+            let record = record.map_err(log_error)?;
             let seq = record.seq.get();
             let envelope = Envelope::decode(seq, record.timestamp_ms, &record.payload)?;
             let computed = envelope.compute_hash(&previous);
@@ -407,7 +547,14 @@ impl Core {
                 .or_default()
                 .push(seq);
             self.last_ts_ms = self.last_ts_ms.max(envelope.ts_ms);
-            self.state.apply(&envelope);
+            replayer.apply(&envelope);
+        }
+        self.state = replayer.finish();
+        // Holders could not renew while the server was down: every lease starts afresh.
+        let now_ms = self.last_ts_ms.max(now_ms);
+        coordination::restart_all_leases(&mut self.state, now_ms);
+        for branch in self.state.branches.values_mut() {
+            work::restart_leases(branch, now_ms);
         }
         *self.shared.stream_index.write().expect("not poisoned during recovery") = index;
         self.publish_head();
@@ -421,10 +568,19 @@ impl Core {
             .build()
             .expect("a current-thread runtime without I/O always builds");
         loop {
-            let Some(first) = runtime.block_on(receiver.recv()) else {
-                return;
-            };
-            let mut jobs = vec![first];
+            let wake = self.next_wake();
+            let first = runtime.block_on(async {
+                match wake {
+                    Some(at) => tokio::time::timeout_at(at.into(), receiver.recv()).await.ok(),
+                    None => Some(receiver.recv().await),
+                }
+            });
+            let mut jobs = Vec::new();
+            match first {
+                Some(None) => return,
+                Some(Some(job)) => jobs.push(job),
+                None => {} // A timer or a wait ran out.
+            }
             while jobs.len() < COMMIT_JOBS_MAX {
                 match receiver.try_recv() {
                     Ok(job) => jobs.push(job),
@@ -437,125 +593,368 @@ impl Core {
         }
     }
 
-    /// Runs one group commit; returns true when a shutdown job was seen.
+    /// When the loop must wake up without a job: the next timer or the first wait to end.
+    fn next_wake(&self) -> Option<Instant> {
+        let timer = self.next_timer_ms().map(|at_ms| {
+            let delay_ms = (at_ms - wall_clock_ms()).max(0) as u64;
+            Instant::now() + Duration::from_millis(delay_ms)
+        });
+        let wait = self.parked.iter().map(|parked| parked.deadline).min();
+        match (timer, wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn next_timer_ms(&self) -> Option<i64> {
+        let coordination = coordination::next_deadline_all(&self.state);
+        let work = self.state.branches.values().filter_map(work::next_deadline).min();
+        match (coordination, work) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs group commits until nothing is left to decide; returns true when a shutdown
+    /// job was seen.
     fn process(&mut self, jobs: Vec<Job>) -> bool {
-        let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
         let mut reads: Vec<ReadJob> = Vec::new();
-        let mut envelopes: Vec<Envelope> = Vec::new();
         let mut shutdown: Option<oneshot::Sender<()>> = None;
-        let mut deferred: Vec<Job> = Vec::new();
+        let mut group = Group::default();
         let now_ms = self.next_timestamp();
-        for job in jobs {
+        self.run_timers(now_ms, &mut group);
+        let mut jobs = VecDeque::from(jobs);
+        let mut deferred = VecDeque::new();
+        while let Some(job) = jobs.pop_front() {
             match job {
                 Job::Write { request, reply, enqueued } if shutdown.is_none() => {
-                    if envelopes.len() >= COMMIT_EVENTS_MAX {
-                        deferred.push(Job::Write { request, reply, enqueued });
+                    if group.events.len() >= COMMIT_EVENTS_MAX || group.bytes() >= COMMIT_BYTES_MAX {
+                        deferred.push_back(Job::Write { request, reply, enqueued });
                         continue;
                     }
-                    let outcome = self.decide_write(&request, now_ms, &mut envelopes);
-                    decided.push(Decided { reply, outcome, enqueued });
+                    self.handle_write(request, reply, enqueued, now_ms, &mut group, None);
                 }
                 Job::Write { reply, .. } => {
                     let _ = reply.send(Err(ApiError::shutting_down()));
                 }
                 Job::Read(read) => reads.push(read),
+                Job::Touch(touch) => touch(&mut self.state, now_ms),
                 Job::Shutdown(done) => shutdown = Some(done),
             }
         }
-        if !envelopes.is_empty() {
-            self.commit(&envelopes);
-        }
-        for item in decided {
-            if item.outcome.is_err() {
-                self.shared.metrics.rejections.inc();
-            }
-            let _ = item.reply.send(item.outcome);
-            self.shared
-                .metrics
-                .append_latency
-                .observe(item.enqueued.elapsed().as_secs_f64());
-        }
-        if !envelopes.is_empty() {
-            let batch: CommittedBatch = envelopes.into_iter().map(|envelope| Arc::new(Committed::new(envelope))).collect();
-            self.hub.publish(batch);
-        }
+        let wrote = self.finish_group(group);
         for read in reads {
-            read(&self.state);
+            read(&self.state, &self.wait_for);
+        }
+        if wrote || !self.parked.is_empty() {
+            self.retry_parked();
         }
         if !deferred.is_empty() {
-            return self.process(deferred) || shutdown.map(|done| done.send(())).is_some();
+            let stop = self.process(deferred.into());
+            return stop || shutdown.map(|done| done.send(())).is_some();
         }
         if let Some(done) = shutdown {
+            for parked in std::mem::take(&mut self.parked) {
+                let _ = parked.reply.send(Err(ApiError::shutting_down()));
+            }
             let _ = done.send(());
             return true;
         }
         false
     }
 
-    /// Decides one write; on success its events are stamped, applied to the state and added
-    /// to `envelopes` (not yet durable).
-    fn decide_write(
+    /// Makes the group durable, then answers and publishes it. Returns whether it wrote.
+    fn finish_group(&mut self, group: Group) -> bool {
+        let wrote = !group.events.is_empty();
+        if wrote {
+            self.commit(&group.events);
+        }
+        for (reply, outcome, enqueued) in group.answers {
+            if outcome.is_err() {
+                self.shared.metrics.rejections.inc();
+            }
+            let _ = reply.send(outcome);
+            self.shared.metrics.append_latency.observe(enqueued.elapsed().as_secs_f64());
+        }
+        if wrote {
+            self.hub.publish(group.events.into());
+        }
+        wrote
+    }
+
+    /// Decides parked requests again, in arrival order, after a commit changed the state
+    /// or when their wait ran out; repeats while that writes something.
+    fn retry_parked(&mut self) {
+        loop {
+            if self.parked.is_empty() {
+                return;
+            }
+            let now_ms = self.next_timestamp();
+            let mut group = Group::default();
+            self.run_timers(now_ms, &mut group);
+            let now = Instant::now();
+            for parked in std::mem::take(&mut self.parked) {
+                let Parked { request, reply, enqueued, deadline, waiter } = parked;
+                let branch = request.context.branch.clone();
+                if let Some(id) = waiter {
+                    self.wait_for.entry(branch.clone()).or_default().remove_waiter(id);
+                }
+                let waited_out = deadline <= now;
+                let keep_waiting = (!waited_out).then_some(deadline);
+                self.handle_write_parked(request, reply, enqueued, now_ms, &mut group, keep_waiting, waiter);
+            }
+            if !self.finish_group(group) {
+                return;
+            }
+        }
+    }
+
+    fn handle_write_parked(
         &mut self,
-        request: &WriteRequest,
+        request: WriteRequest,
+        reply: Reply,
+        enqueued: Instant,
         now_ms: i64,
-        envelopes: &mut Vec<Envelope>,
-    ) -> Result<WriteResponse, ApiError> {
+        group: &mut Group,
+        keep_waiting: Option<Instant>,
+        waiter: Option<WaiterId>,
+    ) {
+        let mut request = request;
+        if keep_waiting.is_none() {
+            request.wait = None;
+        }
+        self.handle_write(request, reply, enqueued, now_ms, group, keep_waiting.map(|deadline| (deadline, waiter)));
+    }
+
+    /// Decides one write into the group, or parks it.
+    fn handle_write(
+        &mut self,
+        request: WriteRequest,
+        reply: Reply,
+        enqueued: Instant,
+        now_ms: i64,
+        group: &mut Group,
+        retry: Option<(Instant, Option<WaiterId>)>,
+    ) {
+        let earlier_than = retry.and_then(|(_, waiter)| waiter);
+        match self.decide_write(request, now_ms, group, earlier_than) {
+            Outcome::Answer(outcome) => group.answers.push((reply, outcome, enqueued)),
+            Outcome::Park(request, waiter) => {
+                let deadline = match retry {
+                    Some((deadline, _)) => deadline,
+                    None => enqueued + request.wait.unwrap_or_default(),
+                };
+                self.parked.push_back(Parked { request, reply, enqueued, deadline, waiter });
+            }
+        }
+    }
+
+    /// Appends the events that time has made due: expired locks, leases and claims,
+    /// auction and vote deadlines. Coordination first, then work, because an agent's expiry
+    /// requeues its tasks and the task timers must see that.
+    fn run_timers(&mut self, now_ms: i64, group: &mut Group) {
+        let system = WriteContext {
+            actor: swarmlog_projections::SYSTEM_ACTOR.to_owned(),
+            ..WriteContext::default()
+        };
+        for (branch, drafts) in coordination::due_all(&self.state, now_ms) {
+            let context = WriteContext { branch, ..system.clone() };
+            self.stamp_and_apply(drafts, &context, &[], now_ms, group);
+        }
+        let branches: Vec<String> = self.state.branches.keys().cloned().collect();
+        for branch in branches {
+            let drafts = self.state.branch(&branch).map(|state| work::due(state, now_ms)).unwrap_or_default();
+            if !drafts.is_empty() {
+                let context = WriteContext { branch, ..system.clone() };
+                self.stamp_and_apply(drafts, &context, &[], now_ms, group);
+            }
+        }
+    }
+
+    /// Decides one write. On success its events are stamped, applied to the state and
+    /// added to the group (not yet durable).
+    fn decide_write(&mut self, request: WriteRequest, now_ms: i64, group: &mut Group, earlier_than: Option<WaiterId>) -> Outcome {
         if let Some(idempotency) = &request.idempotency {
             if let Some(entry) = self.idempotency.get(&idempotency.key) {
                 if entry.request_sha256 != idempotency.request_sha256 {
-                    return Err(ApiError::invalid(
+                    return Outcome::Answer(Err(ApiError::invalid(
                         "idempotency_key_reused",
-                        format!(
-                            "Idempotency-Key '{}' was already used with a different request",
-                            idempotency.key
-                        ),
-                    ));
+                        format!("Idempotency-Key '{}' was already used with a different request", idempotency.key),
+                    )));
                 }
-                return self.replay_response(entry.clone());
+                return Outcome::Answer(self.replay_response(entry.clone()));
             }
         }
-        let context = &request.context;
-        if !self.state.has_branch(&context.branch) {
-            return Err(ApiError::not_found(
-                "branch_not_found",
-                format!("branch '{}' does not exist", context.branch),
-            ));
-        }
-        let (drafts, overrides) = match &request.command {
-            WriteCommand::Append(items) => {
-                let requests: Vec<AppendRequest> = items.iter().map(|item| item.request.clone()).collect();
-                let drafts = decide_append(&self.state, &context.branch, &requests)?;
-                let overrides: Vec<Provenance> = items
-                    .iter()
-                    .map(|item| Provenance {
-                        session: item.session.clone(),
-                        correlation: item.correlation.clone(),
-                        meta: item.meta.clone(),
-                    })
-                    .collect();
-                (drafts, overrides)
+        let decided = self.check_and_decide(&request, now_ms, earlier_than);
+        let drafts = match decided {
+            Ok(drafts) if drafts.is_empty() && request.wait.is_some() && request.command.waits_on_empty() => {
+                return Outcome::Park(request, None);
             }
+            Ok(drafts) => drafts,
+            Err(rejection) if rejection.code == "lock_held" && request.wait.is_some() => {
+                return self.park_lock_waiter(request, rejection, now_ms, group);
+            }
+            Err(rejection) => return Outcome::Answer(Err(rejection.into())),
         };
-        let first_index = envelopes.len();
-        for (position, draft) in drafts.into_iter().enumerate() {
-            let provenance = overrides.get(position);
-            let envelope = self.stamp(draft, context, provenance, now_ms, envelopes);
-            self.state.apply(&envelope);
-            envelopes.push(envelope);
-        }
-        let written = &envelopes[first_index..];
-        let response = respond(&request.command, written);
-        if let (Some(idempotency), Some(first)) = (&request.idempotency, envelopes.get_mut(first_index)) {
-            first.idempotency = Some(Idempotency {
+        let provenance = match &request.command {
+            WriteCommand::Append(items) => items
+                .iter()
+                .map(|item| Provenance {
+                    session: item.session.clone(),
+                    correlation: item.correlation.clone(),
+                    meta: item.meta.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let first_index = group.events.len();
+        self.stamp_and_apply(drafts, &request.context, &provenance, now_ms, group);
+        let response = match (request.respond)(&self.state, &group.events[first_index..]) {
+            Ok(response) => response,
+            Err(error) => return Outcome::Answer(Err(error)),
+        };
+        if let (Some(idempotency), Some(first)) = (&request.idempotency, group.events.get_mut(first_index)) {
+            let first = Arc::get_mut(first).expect("events of the group being built are not shared yet");
+            first.envelope.idempotency = Some(Idempotency {
                 key: idempotency.key.clone(),
                 request_sha256: idempotency.request_sha256,
                 status: response.status,
                 response: response.body.clone(),
             });
-            let seq = first.seq;
+            let seq = first.envelope.seq;
             self.remember_key(idempotency.key.clone(), idempotency.request_sha256, seq, now_ms, Some(response.clone()));
         }
-        Ok(response)
+        Outcome::Answer(Ok(response))
+    }
+
+    /// The guards every write passes (branch, kill switch, fence, lock order, FIFO), then
+    /// the domain's rule.
+    fn check_and_decide(&self, request: &WriteRequest, now_ms: i64, earlier_than: Option<WaiterId>) -> Result<Vec<EventDraft>, Rejection> {
+        let context = &request.context;
+        let Some(branch) = self.state.branch(&context.branch) else {
+            return Err(Rejection::new(
+                swarmlog_projections::RejectionKind::NotFound,
+                "branch_not_found",
+                format!("branch '{}' does not exist", context.branch),
+            ));
+        };
+        let registering = matches!(request.command, WriteCommand::Coordination(CoordinationCommand::AgentRegister { .. }));
+        if !registering {
+            coordination::check_actor_allowed(branch, &context.actor)?;
+            if context.branch != MAIN_BRANCH {
+                if let Some(main) = self.state.branch(MAIN_BRANCH) {
+                    coordination::check_actor_allowed(main, &context.actor)?;
+                }
+            }
+        }
+        if let Some(fence) = &request.fence {
+            coordination::check_fence(branch, &fence.resource, fence.token, now_ms)?;
+        }
+        match &request.command {
+            WriteCommand::Append(items) => {
+                let requests: Vec<AppendRequest> = items.iter().map(|item| item.request.clone()).collect();
+                decide_append(&self.state, &context.branch, &requests)
+            }
+            WriteCommand::Coordination(command) => {
+                if let CoordinationCommand::LockAcquire { resources, owner, .. } = command {
+                    if self.lock_order {
+                        coordination::check_lock_order(branch, owner, resources, now_ms)?;
+                    }
+                    self.check_fifo(&context.branch, owner, resources, earlier_than)?;
+                }
+                coordination::decide(&self.state, &context.branch, command, now_ms)
+            }
+            WriteCommand::Work(command) => work::decide(branch, command, now_ms),
+        }
+    }
+
+    /// Waiters are served in arrival order: a request may not take a resource that an
+    /// earlier waiter is still waiting for.
+    fn check_fifo(&self, branch: &str, owner: &str, resources: &[String], earlier_than: Option<WaiterId>) -> Result<(), Rejection> {
+        let Some(graph) = self.wait_for.get(branch) else { return Ok(()) };
+        for resource in resources {
+            let ahead = graph
+                .waiters_for(resource)
+                .filter(|(id, waiter)| earlier_than.is_none_or(|mine| *id < mine) && waiter.owner != owner)
+                .count();
+            if ahead > 0 {
+                return Err(Rejection::new(
+                    swarmlog_projections::RejectionKind::Conflict,
+                    "lock_held",
+                    format!("lock '{resource}' has {ahead} earlier waiter(s); they are served first"),
+                )
+                .with("resource", resource.clone())
+                .with("waiters", ahead));
+            }
+        }
+        Ok(())
+    }
+
+    /// A lock request that may wait: refuse it if waiting would close a cycle (recording a
+    /// `lock.deadlock_detected` event), else park it as a waiter.
+    fn park_lock_waiter(&mut self, request: WriteRequest, rejection: Rejection, now_ms: i64, group: &mut Group) -> Outcome {
+        let WriteCommand::Coordination(CoordinationCommand::LockAcquire { resources, owner, mode, .. }) = &request.command else {
+            return Outcome::Answer(Err(rejection.into()));
+        };
+        let branch_name = request.context.branch.clone();
+        let Some(branch) = self.state.branch(&branch_name) else {
+            return Outcome::Answer(Err(rejection.into()));
+        };
+        let graph = self.wait_for.entry(branch_name).or_default();
+        if let Some(cycle) = graph.would_deadlock(branch, owner, resources, *mode, now_ms) {
+            let draft = cycle.draft(owner, resources);
+            let answer = cycle.rejection(owner);
+            self.stamp_and_apply(vec![draft], &request.context, &[], now_ms, group);
+            return Outcome::Answer(Err(answer.into()));
+        }
+        let waiter = graph.add_waiter(owner, resources, *mode);
+        Outcome::Park(request, Some(waiter))
+    }
+
+    /// Stamps drafts into envelopes chained after the group's last event and applies them.
+    fn stamp_and_apply(&mut self, drafts: Vec<EventDraft>, context: &WriteContext, provenance: &[Provenance], now_ms: i64, group: &mut Group) {
+        for (position, draft) in drafts.into_iter().enumerate() {
+            let (seq, previous_hash) = group.chain_from(&self.state);
+            let own = provenance.get(position);
+            let pick = |own: Option<&Option<String>>, shared: &Option<String>| own.and_then(Clone::clone).or_else(|| shared.clone());
+            let mut envelope = Envelope {
+                seq,
+                ts_ms: now_ms,
+                branch: context.branch.clone(),
+                event_type: draft.event_type,
+                stream: draft.stream,
+                actor: draft.actor.unwrap_or_else(|| context.actor.clone()),
+                session: pick(own.map(|p| &p.session), &context.session),
+                correlation: pick(own.map(|p| &p.correlation), &context.correlation),
+                meta: pick(own.map(|p| &p.meta), &context.meta),
+                data: draft.data.to_string(),
+                hash: GENESIS_HASH,
+                idempotency: None,
+            };
+            envelope.seal(&previous_hash);
+            self.state.apply(&envelope);
+            self.fork_if_needed(&envelope);
+            group.events.push(Arc::new(Committed::new(envelope)));
+        }
+    }
+
+    /// A branch forked at an earlier seq gets its parent's state as of that seq, rebuilt
+    /// from the durable log.
+    fn fork_if_needed(&mut self, envelope: &Envelope) {
+        let Some(point) = ForkPoint::from_event(envelope) else { return };
+        if !point.needs_parent_state() {
+            return;
+        }
+        match state_at(&self.log.reader(), point.at) {
+            Ok(past) => {
+                let parent = past.branch(&point.from).cloned().unwrap_or_default();
+                self.state.fork_branch(&point.name, parent);
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot rebuild the parent state of a fork; aborting");
+                std::process::abort();
+            }
+        }
     }
 
     /// The first response of an idempotent write, for a retry.
@@ -592,56 +991,22 @@ impl Core {
         self.idempotency.insert(key, IdempotencyEntry { request_sha256, seq, pending });
     }
 
-    /// Turns a draft into the next envelope of the group.
-    fn stamp(
-        &self,
-        draft: EventDraft,
-        context: &WriteContext,
-        provenance: Option<&Provenance>,
-        now_ms: i64,
-        envelopes: &[Envelope],
-    ) -> Envelope {
-        let (seq, previous_hash) = match envelopes.last() {
-            Some(last) => (last.seq + 1, last.hash),
-            None => (self.state.head + 1, self.state.head_hash),
-        };
-        let pick = |own: Option<&Option<String>>, shared: &Option<String>| -> Option<String> {
-            own.and_then(|value| value.clone()).or_else(|| shared.clone())
-        };
-        let mut envelope = Envelope {
-            seq,
-            ts_ms: now_ms,
-            branch: context.branch.clone(),
-            event_type: draft.event_type,
-            stream: draft.stream,
-            actor: draft.actor.unwrap_or_else(|| context.actor.clone()),
-            session: pick(provenance.map(|p| &p.session), &context.session),
-            correlation: pick(provenance.map(|p| &p.correlation), &context.correlation),
-            meta: pick(provenance.map(|p| &p.meta), &context.meta),
-            data: draft.data.to_string(),
-            hash: GENESIS_HASH,
-            idempotency: None,
-        };
-        envelope.seal(&previous_hash);
-        envelope
-    }
-
     /// Appends the group durably. Any failure here aborts the process: after a failed
     /// fsync the page cache may hold data the disk does not, so retrying would lie.
-    fn commit(&mut self, envelopes: &[Envelope]) {
-        let payloads: Vec<Vec<u8>> = envelopes.iter().map(Envelope::encode).collect();
-        let inputs: Vec<RecordInput<'_>> = envelopes
+    fn commit(&mut self, events: &[Arc<Committed>]) {
+        let payloads: Vec<Vec<u8>> = events.iter().map(|committed| committed.envelope.encode()).collect();
+        let inputs: Vec<RecordInput<'_>> = events
             .iter()
             .zip(&payloads)
-            .map(|(envelope, payload)| RecordInput {
-                timestamp_ms: envelope.ts_ms,
+            .map(|(committed, payload)| RecordInput {
+                timestamp_ms: committed.envelope.ts_ms,
                 payload,
             })
             .collect();
         let started = Instant::now();
         match self.log.append_batch(&inputs) {
             Ok(range) => {
-                assert_eq!(range.start().get(), envelopes[0].seq, "the log assigns the seqs the engine stamped");
+                assert_eq!(range.start().get(), events[0].envelope.seq, "the log assigns the seqs the engine stamped");
             }
             Err(error) => {
                 tracing::error!(%error, "durable append failed; aborting so that recovery decides what is durable");
@@ -651,21 +1016,22 @@ impl Core {
         }
         let metrics = &self.shared.metrics;
         metrics.fsync_latency.observe(started.elapsed().as_secs_f64());
-        metrics.batch_events.observe(envelopes.len() as f64);
-        metrics.events.inc_by(envelopes.len() as u64);
+        metrics.batch_events.observe(events.len() as f64);
+        metrics.events.inc_by(events.len() as u64);
         {
             let mut index = self.shared.stream_index.write().expect("the index lock is never held across a panic");
-            for envelope in envelopes {
-                index
-                    .entry((envelope.branch.clone(), envelope.stream.clone()))
-                    .or_default()
-                    .push(envelope.seq);
-            }
-        }
-        for envelope in envelopes {
-            if let Some(idempotency) = &envelope.idempotency {
-                if let Some(entry) = self.idempotency.get_mut(&idempotency.key) {
-                    entry.pending = None;
+            for committed in events {
+                let envelope = &committed.envelope;
+                match index.get_mut(&(envelope.branch.clone(), envelope.stream.clone())) {
+                    Some(seqs) => seqs.push(envelope.seq),
+                    None => {
+                        index.insert((envelope.branch.clone(), envelope.stream.clone()), vec![envelope.seq]);
+                    }
+                }
+                if let Some(idempotency) = &envelope.idempotency {
+                    if let Some(entry) = self.idempotency.get_mut(&idempotency.key) {
+                        entry.pending = None;
+                    }
                 }
             }
         }
@@ -700,6 +1066,20 @@ impl Core {
     }
 }
 
+/// The state as it was right after event `at`, rebuilt from the durable log.
+pub fn state_at(reader: &LogReader, at: u64) -> Result<State, EngineError> {
+    let log_error = |source| EngineError::Log { dir: "log".into(), source };
+    let mut events = Vec::new();
+    for record in reader.iter_from(Seq::FIRST) {
+        let record = record.map_err(log_error)?;
+        if record.seq.get() > at {
+            break;
+        }
+        events.push(Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)?);
+    }
+    Ok(State::replay(&events))
+}
+
 /// Per-event provenance that overrides the write's.
 struct Provenance {
     session: Option<String>,
@@ -707,37 +1087,9 @@ struct Provenance {
     meta: Option<String>,
 }
 
-/// The response body of a write, from the events it wrote. Kept a function of the events
-/// so that the idempotency record can hold it.
-fn respond(command: &WriteCommand, written: &[Envelope]) -> WriteResponse {
-    match command {
-        WriteCommand::Append(_) => {
-            let last = written.last().map_or(0, |envelope| envelope.seq);
-            let mut body = format!("{{\"seq\":{last},\"events\":[");
-            for (index, envelope) in written.iter().enumerate() {
-                if index > 0 {
-                    body.push(',');
-                }
-                body.push_str(&envelope.to_json());
-            }
-            body.push_str("]}");
-            WriteResponse {
-                status: 201,
-                body,
-                replayed: false,
-            }
-        }
-    }
-}
-
 /// Milliseconds since the Unix epoch by the wall clock.
 pub fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
-/// Parses a JSON value's text for the `meta` field, which must be an object.
-pub fn meta_text(meta: &Option<Value>) -> Option<String> {
-    meta.as_ref().map(Value::to_string)
 }

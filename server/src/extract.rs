@@ -33,6 +33,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A raw request body of at most [`REQUEST_BODY_BYTES_MAX`] bytes (413 beyond).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_body(request).await.map(RawBody)
+    }
+}
+
 /// Reads a body up to the limit.
 pub async fn read_body(request: Request) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(request.into_body(), REQUEST_BODY_BYTES_MAX)

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod extract;
@@ -31,6 +32,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// The bearer-token file (`--tokens`); without it only loopback is allowed.
+    pub tokens: Option<PathBuf>,
 }
 
 /// Why the server stopped with an error.
@@ -56,7 +59,14 @@ pub enum ServeError {
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully: stops accepting,
 /// ends the SSE streams, finishes the queued writes and closes the log.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
-    if !config.listen.ip().is_loopback() {
+    let tokens = match &config.tokens {
+        Some(path) => Some(auth::Tokens::load(path).map_err(|error| ServeError::Io {
+            context: "cannot load the tokens".into(),
+            source: std::io::Error::other(error.to_string()),
+        })?),
+        None => None,
+    };
+    if tokens.is_none() && !config.listen.ip().is_loopback() {
         return Err(ServeError::NotLoopback(config.listen));
     }
     let data_dir = config.engine.data_dir.clone();
@@ -79,7 +89,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(address = %local, data = %data_dir.display(), head = engine.audit_head().seq, "serving");
     println!("swarmlog listening on http://{local} (data in {})", data_dir.display());
     let shutdown_engine = engine.clone();
-    let result = axum::serve(listener, router(engine.clone()))
+    let result = axum::serve(listener, app::router_with_tokens(engine.clone(), tokens))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing queued writes and ending streams");

@@ -20,6 +20,14 @@ pub const COMMIT_JOBS_MAX: usize = 4096;
 /// Most events the engine folds into one group commit.
 pub const COMMIT_EVENTS_MAX: usize = 16_384;
 
+/// Bytes of events (as JSON, which is about their stored size) the engine folds into one
+/// group commit: half the log's batch limit, so a group that passes it with one more
+/// maximum-size request still fits.
+pub const COMMIT_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+const _: () = assert!(COMMIT_EVENTS_MAX as u64 <= swarmlog_log::limits::BATCH_RECORDS_MAX as u64);
+const _: () = assert!((COMMIT_BYTES_MAX + 2 * REQUEST_BODY_BYTES_MAX) as u64 <= swarmlog_log::limits::BATCH_BYTES_MAX as u64);
+
 /// Committed batches the live fan-out keeps for subscribers. A subscriber further behind
 /// than this is switched to reading from the log on disk (never dropped).
 pub const HUB_BATCHES_MAX: usize = 4096;
@@ -44,3 +52,7 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = swarmlog_projections::limits::ID_BY
 
 /// Most glob patterns in a `types=` filter.
 pub const TYPE_FILTERS_MAX: usize = 64;
+
+/// Longest `wait_ms` for a lock or a task claim: long enough for any hand-off between
+/// agents, short enough that a forgotten waiter does not pin a connection for hours.
+pub const WAIT_MS_MAX: u64 = 10 * 60 * 1000;

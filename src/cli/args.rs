@@ -39,6 +39,21 @@ pub enum Command {
     /// Append, follow and replay events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// State cells: versioned values with compare-and-swap.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Plain last-writer-wins keys.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Locks with TTLs and fencing tokens.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Agents with leases and a kill switch.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Branches: isolated copies of the state.
+    #[command(subcommand)]
+    Branch(BranchCommand),
     /// Check every record of the log offline (CRC, sequence, hash chain).
     Verify,
     /// Show the log's head and size.
@@ -57,6 +72,12 @@ pub struct ServeArgs {
     /// Segment size in bytes at which the log rolls to a new file.
     #[arg(long, value_name = "BYTES")]
     pub segment_size: Option<u64>,
+    /// Bearer-token file (TOML); required to listen on a non-loopback address.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Refuse lock acquisitions that take a resource sorting before one already held.
+    #[arg(long)]
+    pub lock_order: bool,
 }
 
 /// `--sync` values.
@@ -127,4 +148,184 @@ pub struct FilterArgs {
     /// Events of every branch, not just --branch.
     #[arg(long)]
     pub all_branches: bool,
+}
+
+/// Verbs of `state`.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print a cell (`--raw`: the bare value; `--json`: key, value, version).
+    Get {
+        /// The cell's key.
+        key: String,
+        /// Read the cell as it was after this seq.
+        #[arg(long, value_name = "SEQ")]
+        at: Option<u64>,
+    },
+    /// Set a cell unconditionally.
+    Set {
+        /// The cell's key.
+        key: String,
+        /// The value (JSON if it parses, else a string).
+        value: String,
+    },
+    /// Create a cell if it does not exist (no change if it does).
+    Init {
+        /// The cell's key.
+        key: String,
+        /// The value (JSON if it parses, else a string).
+        value: String,
+    },
+    /// Set a cell only if it is at EXPECTED version (`none`, `null` or 0: must not exist); exit 3 on conflict.
+    Cas {
+        /// The cell's key.
+        key: String,
+        /// The expected version, or none.
+        expected: String,
+        /// The value (JSON if it parses, else a string).
+        value: String,
+    },
+}
+
+/// Verbs of `kv`.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (JSON if it parses, else a string).
+        value: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// List keys by prefix.
+    List {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+/// Verbs of `lock`.
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Acquire one or more resources (all or none); exit 3 if held.
+    Acquire {
+        /// The resources.
+        #[arg(required = true)]
+        resources: Vec<String>,
+        /// Who takes the lock.
+        #[arg(long)]
+        owner: String,
+        /// How long it lasts unless renewed.
+        #[arg(long, value_name = "MS")]
+        ttl_ms: u64,
+        /// How long to wait for it.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        wait_ms: u64,
+        /// Take it in shared mode.
+        #[arg(long)]
+        shared: bool,
+    },
+    /// Extend a held lock.
+    Renew {
+        /// The resource.
+        resource: String,
+        /// The holder.
+        #[arg(long)]
+        owner: String,
+        /// The fencing token from acquire.
+        #[arg(long)]
+        token: u64,
+        /// The new TTL, from now.
+        #[arg(long, value_name = "MS")]
+        ttl_ms: u64,
+    },
+    /// Release a held lock.
+    Release {
+        /// The resource.
+        resource: String,
+        /// The holder.
+        #[arg(long)]
+        owner: String,
+        /// The fencing token from acquire.
+        #[arg(long)]
+        token: u64,
+    },
+    /// List the held locks and their waiters.
+    List,
+}
+
+/// Verbs of `agent`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register (or re-register) an agent.
+    Register {
+        /// The agent's id.
+        id: String,
+        /// The agent's type.
+        #[arg(long = "type", value_name = "TYPE")]
+        agent_type: String,
+        /// Comma-separated capabilities.
+        #[arg(long, value_delimiter = ',')]
+        capabilities: Vec<String>,
+        /// Lease length; without it the agent never expires.
+        #[arg(long, value_name = "MS")]
+        ttl_ms: Option<u64>,
+    },
+    /// Extend an agent's lease.
+    Heartbeat {
+        /// The agent's id.
+        id: String,
+    },
+    /// Kill switch: release its locks, requeue its tasks, refuse its writes.
+    Kill {
+        /// The agent's id.
+        id: String,
+    },
+    /// Deregister an agent.
+    Deregister {
+        /// The agent's id.
+        id: String,
+    },
+    /// Show one agent.
+    Show {
+        /// The agent's id.
+        id: String,
+    },
+    /// List agents.
+    List {
+        /// Only this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        agent_type: Option<String>,
+        /// Only this status (active, expired, killed, deregistered).
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+/// Verbs of `branch`.
+#[derive(Debug, Subcommand)]
+pub enum BranchCommand {
+    /// Fork a branch from another (default main) at a seq (default the head).
+    Create {
+        /// The new branch's name.
+        name: String,
+        /// The parent branch.
+        #[arg(long)]
+        from: Option<String>,
+        /// The seq to fork at.
+        #[arg(long, value_name = "SEQ")]
+        at: Option<u64>,
+    },
+    /// List branches.
+    List,
 }

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod client;
 mod config;
+mod coordination;
 mod events;
 mod ops;
 
@@ -13,6 +14,7 @@ use clap::Parser;
 use serde_json::Value;
 
 use args::{Cli, Command, EventsCommand};
+use client::Client;
 pub use config::{Config, OutputMode};
 
 /// Exit codes of SPEC §5.
@@ -95,6 +97,21 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
         Command::Serve(args) => ops::serve(&config, args).await,
         Command::Verify => ops::verify(&config),
         Command::Stats => ops::stats(&config).await,
+        Command::State(_) | Command::Kv(_) | Command::Lock(_) | Command::Agent(_) | Command::Branch(_) => {
+            // One connection for the command; closing it releases an in-process engine's
+            // directory lock whatever the outcome.
+            let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
+            let outcome = match command {
+                Command::State(verb) => coordination::state(&client, &config, verb).await,
+                Command::Kv(verb) => coordination::kv(&client, &config, verb).await,
+                Command::Lock(verb) => coordination::lock(&client, &config, verb).await,
+                Command::Agent(verb) => coordination::agent(&client, &config, verb).await,
+                Command::Branch(verb) => coordination::branch(&client, &config, verb).await,
+                _ => unreachable!("matched by the outer arm"),
+            };
+            client.close().await;
+            outcome
+        }
         Command::Events(EventsCommand::Append(args)) => events::append(&config, args).await,
         Command::Events(EventsCommand::Tail(args)) => events::tail(&config, args).await,
         Command::Events(EventsCommand::Replay(args)) => events::replay(&config, args).await,

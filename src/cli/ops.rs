@@ -30,7 +30,8 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWARMLOG_LOG").unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    swarmlog_server::serve(ServeConfig { engine, listen })
+    engine.lock_order = args.lock_order;
+    swarmlog_server::serve(ServeConfig { engine, listen, tokens: args.tokens })
         .await
         .map_err(|error| CliError::failure(error.to_string()))
 }

@@ -55,7 +55,7 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
 
     let raws: Vec<(&str, u16, &str)> = vec![
         ("{\"type\": \"a.b\", ", 400, "malformed_json"),
-        ("", 400, "malformed_json"),
+        ("", 422, "missing_field"),
         ("not json at all", 400, "malformed_json"),
     ];
     for (body, status, code) in raws {

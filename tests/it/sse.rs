@@ -38,7 +38,6 @@ async fn collect(stream: &mut (impl Stream<Item = Event> + Unpin), count: usize)
             let Some(event) = stream.next().await else { break };
             if event.event == "caught_up" {
                 assert!(caught_up.is_none(), "caught_up is sent once");
-                assert!(event.id.is_empty(), "caught_up has no id");
                 let data: Value = serde_json::from_str(&event.data).expect("caught_up data is JSON");
                 caught_up = Some((seqs.len(), data["head"].as_u64().expect("head")));
                 continue;
@@ -117,8 +116,8 @@ async fn a_stalled_subscriber_neither_loses_events_nor_slows_a_fast_one() {
     // fill up, and the server must switch it to reading from disk.
     let mut stalled = subscribe(&server, "", None).await;
     let mut fast = subscribe(&server, "", None).await;
-    let total = 6000usize;
-    let filler = "x".repeat(4096);
+    let total = 8000usize;
+    let filler = "x".repeat(16 * 1024);
     let fast_reader = tokio::spawn(async move { collect(&mut fast, total).await });
     for index in 0..total {
         server.append("bulk", json!({"i": index, "pad": filler})).await;
@@ -135,4 +134,28 @@ async fn a_stalled_subscriber_neither_loses_events_nor_slows_a_fast_one() {
         .and_then(|value| value.parse().ok())
         .expect("the lag counter is exported");
     assert!(lags >= 1.0, "the stalled subscriber was served from disk at least once");
+}
+
+#[tokio::test]
+async fn the_wire_format_is_id_event_data_and_caught_up_has_no_id() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    server.append("s", json!({"n": 1})).await;
+    let response = server
+        .http
+        .get(format!("{}/v1/events?until=2", server.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the server answers");
+    let appender = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.append("s", json!({"n": 2})).await
+    };
+    let (text, _) = tokio::join!(async { response.text().await.expect("the stream ends at until") }, appender);
+    let blocks: Vec<&str> = text.split("\n\n").filter(|block| !block.trim().is_empty() && !block.starts_with(':')).collect();
+    assert_eq!(blocks.len(), 3, "two events and the marker: {text}");
+    assert!(blocks[0].starts_with("id: 1\nevent: test.event\ndata: {"), "{}", blocks[0]);
+    assert_eq!(blocks[1], "event: caught_up\ndata: {\"head\":1}", "the marker has no id");
+    assert!(blocks[2].starts_with("id: 2\nevent: test.event\ndata: {"), "{}", blocks[2]);
 }

@@ -22,7 +22,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{already_exists, check_id, check_unit, conflict, format_instant, generate_id, invalid, not_found, parse_data, Work};
+use super::{
+    already_exists, check_id, check_unit, conflict, format_instant, generate_id, invalid,
+    not_found, parse_data, Work,
+};
 use crate::envelope::{Envelope, EventDraft};
 use crate::state::{BranchState, Rejection};
 
@@ -58,9 +61,13 @@ impl FindingCategory {
 
     /// Parses a category name.
     pub fn parse(name: &str) -> Option<FindingCategory> {
-        [FindingCategory::Observation, FindingCategory::Hypothesis, FindingCategory::Conclusion]
-            .into_iter()
-            .find(|category| category.as_str() == name)
+        [
+            FindingCategory::Observation,
+            FindingCategory::Hypothesis,
+            FindingCategory::Conclusion,
+        ]
+        .into_iter()
+        .find(|category| category.as_str() == name)
     }
 }
 
@@ -149,7 +156,10 @@ impl Finding {
         out.insert("evidence".into(), json!(self.evidence));
         out.insert("tags".into(), json!(self.tags));
         out.insert("seq".into(), json!(self.seq));
-        out.insert("reported_at".into(), json!(format_instant(self.reported_at_ms)));
+        out.insert(
+            "reported_at".into(),
+            json!(format_instant(self.reported_at_ms)),
+        );
         Value::Object(out)
     }
 
@@ -311,7 +321,10 @@ pub fn aggregate_confidence(prior: f64, evidence: impl IntoIterator<Item = (bool
         log_odds += sign * weight * 3f64.ln();
     }
     let confidence = 1.0 / (1.0 + (-log_odds).exp());
-    assert!((0.0..=1.0).contains(&confidence), "a logistic is within 0..=1");
+    assert!(
+        (0.0..=1.0).contains(&confidence),
+        "a logistic is within 0..=1"
+    );
     confidence
 }
 
@@ -338,10 +351,21 @@ impl Blackboard {
             .findings
             .values()
             .filter(|finding| {
-                filter.session.as_ref().is_none_or(|session| finding.session.as_ref() == Some(session))
-                    && filter.agent.as_ref().is_none_or(|agent| &finding.agent == agent)
-                    && filter.category.is_none_or(|category| finding.category == category)
-                    && filter.tag.as_ref().is_none_or(|tag| finding.tags.binary_search(tag).is_ok())
+                filter
+                    .session
+                    .as_ref()
+                    .is_none_or(|session| finding.session.as_ref() == Some(session))
+                    && filter
+                        .agent
+                        .as_ref()
+                        .is_none_or(|agent| &finding.agent == agent)
+                    && filter
+                        .category
+                        .is_none_or(|category| finding.category == category)
+                    && filter
+                        .tag
+                        .as_ref()
+                        .is_none_or(|tag| finding.tags.binary_search(tag).is_ok())
             })
             .collect();
         found.sort_by_key(|finding| finding.seq);
@@ -358,9 +382,16 @@ impl Blackboard {
         let mut found: Vec<&Hypothesis> = self
             .hypotheses
             .values()
-            .filter(|hypothesis| session.is_none_or(|session| hypothesis.session.as_deref() == Some(session)))
+            .filter(|hypothesis| {
+                session.is_none_or(|session| hypothesis.session.as_deref() == Some(session))
+            })
             .collect();
-        found.sort_by(|left, right| right.confidence.total_cmp(&left.confidence).then_with(|| left.id.cmp(&right.id)));
+        found.sort_by(|left, right| {
+            right
+                .confidence
+                .total_cmp(&left.confidence)
+                .then_with(|| left.id.cmp(&right.id))
+        });
         found
     }
 }
@@ -415,14 +446,23 @@ fn to_data(data: impl Serialize) -> Value {
 // ----- decide -----
 
 /// Reports a finding; no events if the same finding exists.
-pub(super) fn decide_finding(branch: &BranchState, spec: &FindingSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_finding(
+    branch: &BranchState,
+    spec: &FindingSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     let blackboard = &branch.work.blackboard;
     check_id("agent", &spec.agent)?;
     if let Some(session) = &spec.session {
         check_id("session", session)?;
     }
     let category = FindingCategory::parse(&spec.category).ok_or_else(|| {
-        invalid("category", format!("category must be observation, hypothesis or conclusion, not '{}'", spec.category))
+        invalid(
+            "category",
+            format!(
+                "category must be observation, hypothesis or conclusion, not '{}'",
+                spec.category
+            ),
+        )
     })?;
     if spec.content.is_null() {
         return Err(invalid("content", "content must not be null"));
@@ -445,7 +485,9 @@ pub(super) fn decide_finding(branch: &BranchState, spec: &FindingSpec) -> Result
             check_id("id", id)?;
             id.clone()
         }
-        None => generate_id("F", blackboard.findings.len(), |id| blackboard.findings.contains_key(id)),
+        None => generate_id("F", blackboard.findings.len(), |id| {
+            blackboard.findings.contains_key(id)
+        }),
     };
     let data = FindingData {
         finding: id.clone(),
@@ -463,11 +505,18 @@ pub(super) fn decide_finding(branch: &BranchState, spec: &FindingSpec) -> Result
         }
         return Err(already_exists("finding", &id));
     }
-    Ok(vec![EventDraft::new("finding.reported", format!("finding/{id}"), to_data(data))])
+    Ok(vec![EventDraft::new(
+        "finding.reported",
+        format!("finding/{id}"),
+        to_data(data),
+    )])
 }
 
 /// Proposes a hypothesis; no events if the same hypothesis exists.
-pub(super) fn decide_hypothesis(branch: &BranchState, spec: &HypothesisSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_hypothesis(
+    branch: &BranchState,
+    spec: &HypothesisSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     let blackboard = &branch.work.blackboard;
     if spec.description.is_empty() {
         return Err(invalid("description", "description must not be empty"));
@@ -481,10 +530,15 @@ pub(super) fn decide_hypothesis(branch: &BranchState, spec: &HypothesisSpec) -> 
             check_id("id", id)?;
             id.clone()
         }
-        None => generate_id("H", blackboard.hypotheses.len(), |id| blackboard.hypotheses.contains_key(id)),
+        None => generate_id("H", blackboard.hypotheses.len(), |id| {
+            blackboard.hypotheses.contains_key(id)
+        }),
     };
     if let Some(existing) = blackboard.hypotheses.get(&id) {
-        if existing.description == spec.description && existing.prior == spec.confidence && existing.session == spec.session {
+        if existing.description == spec.description
+            && existing.prior == spec.confidence
+            && existing.session == spec.session
+        {
             return Ok(Vec::new());
         }
         return Err(already_exists("hypothesis", &id));
@@ -502,36 +556,65 @@ pub(super) fn decide_hypothesis(branch: &BranchState, spec: &HypothesisSpec) -> 
 }
 
 fn open_hypothesis<'a>(branch: &'a BranchState, id: &str) -> Result<&'a Hypothesis, Rejection> {
-    let hypothesis = branch.work.blackboard.hypotheses.get(id).ok_or_else(|| not_found("hypothesis", id))?;
+    let hypothesis = branch
+        .work
+        .blackboard
+        .hypotheses
+        .get(id)
+        .ok_or_else(|| not_found("hypothesis", id))?;
     if hypothesis.status != HypothesisStatus::Open {
-        return Err(conflict("already_validated", format!("hypothesis '{id}' is already validated"))
-            .with("hypothesis", id)
-            .with("status", json!(hypothesis.status)));
+        return Err(conflict(
+            "already_validated",
+            format!("hypothesis '{id}' is already validated"),
+        )
+        .with("hypothesis", id)
+        .with("status", json!(hypothesis.status)));
     }
     Ok(hypothesis)
 }
 
 /// Attaches a finding as evidence for or against an open hypothesis.
-pub(super) fn decide_evidence(branch: &BranchState, id: &str, spec: &EvidenceSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_evidence(
+    branch: &BranchState,
+    id: &str,
+    spec: &EvidenceSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     let hypothesis = open_hypothesis(branch, id)?;
     check_id("finding", &spec.finding)?;
     if !branch.work.blackboard.findings.contains_key(&spec.finding) {
-        return Err(invalid("finding", format!("finding '{}' does not exist", spec.finding)));
+        return Err(invalid(
+            "finding",
+            format!("finding '{}' does not exist", spec.finding),
+        ));
     }
     let weight = spec.weight.unwrap_or(1.0);
     if !weight.is_finite() || !(0.0..=EVIDENCE_WEIGHT_MAX).contains(&weight) {
-        return Err(invalid("weight", format!("weight must be from 0 to {EVIDENCE_WEIGHT_MAX}, not {weight}")));
+        return Err(invalid(
+            "weight",
+            format!("weight must be from 0 to {EVIDENCE_WEIGHT_MAX}, not {weight}"),
+        ));
     }
-    if hypothesis.evidence.iter().any(|item| item.finding == spec.finding) {
+    if hypothesis
+        .evidence
+        .iter()
+        .any(|item| item.finding == spec.finding)
+    {
         return Err(conflict(
             "duplicate_evidence",
-            format!("finding '{}' is already evidence of hypothesis '{id}'", spec.finding),
+            format!(
+                "finding '{}' is already evidence of hypothesis '{id}'",
+                spec.finding
+            ),
         )
         .with("finding", spec.finding.as_str()));
     }
     let confidence = aggregate_confidence(
         hypothesis.prior,
-        hypothesis.evidence.iter().map(|item| (item.supports, item.weight)).chain([(spec.supports, weight)]),
+        hypothesis
+            .evidence
+            .iter()
+            .map(|item| (item.supports, item.weight))
+            .chain([(spec.supports, weight)]),
     );
     Ok(vec![EventDraft::new(
         "hypothesis.evidence_added",
@@ -547,12 +630,20 @@ pub(super) fn decide_evidence(branch: &BranchState, id: &str, spec: &EvidenceSpe
 }
 
 /// Confirms or refutes an open hypothesis.
-pub(super) fn decide_validate(branch: &BranchState, id: &str, spec: &ValidateSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_validate(
+    branch: &BranchState,
+    id: &str,
+    spec: &ValidateSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     open_hypothesis(branch, id)?;
     Ok(vec![EventDraft::new(
         "hypothesis.validated",
         format!("hypothesis/{id}"),
-        to_data(ValidatedData { hypothesis: id.to_owned(), result: spec.result, evidence: spec.evidence.clone() }),
+        to_data(ValidatedData {
+            hypothesis: id.to_owned(),
+            result: spec.result,
+            evidence: spec.evidence.clone(),
+        }),
     )])
 }
 
@@ -563,7 +654,9 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
     let blackboard = &mut work.blackboard;
     match event.event_type.as_str() {
         "finding.reported" => {
-            let Some(reported) = parse_data::<FindingData>(event, data) else { return true };
+            let Some(reported) = parse_data::<FindingData>(event, data) else {
+                return true;
+            };
             if blackboard.findings.contains_key(&reported.finding) {
                 return true; // Reported once by the rules; a repeat changes nothing.
             }
@@ -589,7 +682,9 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
             }
         }
         "hypothesis.proposed" => {
-            let Some(proposed) = parse_data::<ProposedData>(event, data) else { return true };
+            let Some(proposed) = parse_data::<ProposedData>(event, data) else {
+                return true;
+            };
             if blackboard.hypotheses.contains_key(&proposed.hypothesis) {
                 return true; // Proposed once by the rules; a repeat changes nothing.
             }
@@ -611,8 +706,12 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
             );
         }
         "hypothesis.evidence_added" => {
-            let Some(added) = parse_data::<EvidenceData>(event, data) else { return true };
-            let Some(hypothesis) = blackboard.hypotheses.get_mut(&added.hypothesis) else { return true };
+            let Some(added) = parse_data::<EvidenceData>(event, data) else {
+                return true;
+            };
+            let Some(hypothesis) = blackboard.hypotheses.get_mut(&added.hypothesis) else {
+                return true;
+            };
             if hypothesis.status != HypothesisStatus::Open {
                 return true;
             }
@@ -622,16 +721,29 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
                 weight: added.weight,
                 seq: event.seq,
             });
-            hypothesis.confidence =
-                aggregate_confidence(hypothesis.prior, hypothesis.evidence.iter().map(|item| (item.supports, item.weight)));
+            hypothesis.confidence = aggregate_confidence(
+                hypothesis.prior,
+                hypothesis
+                    .evidence
+                    .iter()
+                    .map(|item| (item.supports, item.weight)),
+            );
         }
         "hypothesis.validated" => {
-            let Some(validated) = parse_data::<ValidatedData>(event, data) else { return true };
-            let Some(hypothesis) = blackboard.hypotheses.get_mut(&validated.hypothesis) else { return true };
+            let Some(validated) = parse_data::<ValidatedData>(event, data) else {
+                return true;
+            };
+            let Some(hypothesis) = blackboard.hypotheses.get_mut(&validated.hypothesis) else {
+                return true;
+            };
             if hypothesis.status != HypothesisStatus::Open {
                 return true;
             }
-            hypothesis.status = if validated.result { HypothesisStatus::Confirmed } else { HypothesisStatus::Refuted };
+            hypothesis.status = if validated.result {
+                HypothesisStatus::Confirmed
+            } else {
+                HypothesisStatus::Refuted
+            };
             hypothesis.confidence = if validated.result { 1.0 } else { 0.0 };
             hypothesis.validated_by = Some(event.actor.clone());
             hypothesis.validation_evidence = validated.evidence;
@@ -639,4 +751,319 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{types, Harness};
+    use super::super::WorkCommand;
+    use super::*;
+    use crate::state::RejectionKind;
+
+    fn finding(spec: Value) -> WorkCommand {
+        WorkCommand::FindingPost(serde_json::from_value(spec).expect("a valid finding spec"))
+    }
+
+    fn propose(id: &str, confidence: f64, session: Option<&str>) -> WorkCommand {
+        WorkCommand::HypothesisPropose(HypothesisSpec {
+            id: Some(id.into()),
+            description: format!("{id} is the cause"),
+            confidence,
+            session: session.map(str::to_owned),
+        })
+    }
+
+    fn evidence(
+        hypothesis: &str,
+        finding: &str,
+        supports: bool,
+        weight: Option<f64>,
+    ) -> WorkCommand {
+        WorkCommand::EvidenceAdd {
+            hypothesis: hypothesis.into(),
+            spec: EvidenceSpec {
+                finding: finding.into(),
+                supports,
+                weight,
+            },
+        }
+    }
+
+    fn confidence(harness: &Harness, id: &str) -> f64 {
+        harness
+            .work()
+            .blackboard
+            .hypothesis(id)
+            .expect("exists")
+            .confidence
+    }
+
+    #[test]
+    fn findings_are_reported_and_queried() {
+        let mut harness = Harness::new();
+        let events = harness.ok(finding(json!({
+            "agent": "ops/deploy-validator", "session": "inc-1", "category": "observation",
+            "content": "deployment v1.2.3 at 10:15 UTC", "confidence": 0.9,
+            "evidence": [{"source": "prometheus", "query": "rate(errors[5m])", "result": "0.05"}],
+            "tags": ["deploy", "errors", "deploy"],
+        })));
+        assert_eq!(types(&events), ["finding.reported"]);
+        assert_eq!(events[0].stream, "finding/F-1");
+        harness.ok(finding(json!({"agent": "sec/lead", "session": "inc-1", "category": "hypothesis", "content": {"x": 1}, "tags": ["errors"]})));
+        harness.ok(finding(
+            json!({"id": "mine", "agent": "sec/lead", "category": "conclusion", "content": "done"}),
+        ));
+        let query = |filter: FindingFilter, harness: &Harness| -> Vec<String> {
+            harness
+                .work()
+                .blackboard
+                .query_findings(&filter)
+                .into_iter()
+                .map(|finding| finding.id.clone())
+                .collect()
+        };
+        assert_eq!(
+            query(FindingFilter::default(), &harness),
+            ["F-1", "F-2", "mine"]
+        );
+        assert_eq!(
+            query(
+                FindingFilter {
+                    session: Some("inc-1".into()),
+                    ..Default::default()
+                },
+                &harness
+            ),
+            ["F-1", "F-2"]
+        );
+        assert_eq!(
+            query(
+                FindingFilter {
+                    agent: Some("sec/lead".into()),
+                    ..Default::default()
+                },
+                &harness
+            ),
+            ["F-2", "mine"]
+        );
+        assert_eq!(
+            query(
+                FindingFilter {
+                    category: Some(FindingCategory::Observation),
+                    ..Default::default()
+                },
+                &harness
+            ),
+            ["F-1"]
+        );
+        assert_eq!(
+            query(
+                FindingFilter {
+                    tag: Some("errors".into()),
+                    ..Default::default()
+                },
+                &harness
+            ),
+            ["F-1", "F-2"]
+        );
+        assert_eq!(
+            query(
+                FindingFilter {
+                    tag: Some("deploy".into()),
+                    session: Some("x".into()),
+                    ..Default::default()
+                },
+                &harness
+            ),
+            Vec::<String>::new()
+        );
+        let view = harness
+            .work()
+            .blackboard
+            .finding("F-1")
+            .expect("exists")
+            .view();
+        assert_eq!(view["tags"], json!(["deploy", "errors"]));
+        assert_eq!(view["evidence"][0]["source"], json!("prometheus"));
+        assert_eq!(
+            harness.work().session_view("inc-1"),
+            None,
+            "a session id alone is not a session"
+        );
+    }
+
+    #[test]
+    fn invalid_findings_are_refused_and_repeats_are_idempotent() {
+        let mut harness = Harness::new();
+        let cases = [
+            (
+                json!({"agent": "a", "category": "rumour", "content": "x"}),
+                "category",
+            ),
+            (
+                json!({"agent": "a", "category": "observation", "content": "x", "confidence": 1.5}),
+                "confidence",
+            ),
+            (
+                json!({"agent": "a", "category": "observation", "content": null}),
+                "content",
+            ),
+            (
+                json!({"agent": "", "category": "observation", "content": "x"}),
+                "agent",
+            ),
+            (
+                json!({"agent": "a", "category": "observation", "content": "x", "evidence": [{"source": ""}]}),
+                "evidence[0].source",
+            ),
+        ];
+        for (spec, field) in cases {
+            let rejection = harness.err(finding(spec));
+            assert_eq!(rejection.details["field"], json!(field));
+        }
+        let spec = json!({"id": "f", "agent": "a", "category": "observation", "content": "x"});
+        harness.ok(finding(spec.clone()));
+        assert!(harness.ok(finding(spec)).is_empty());
+        let rejection = harness.err(finding(
+            json!({"id": "f", "agent": "a", "category": "observation", "content": "y"}),
+        ));
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::Conflict, "already_exists")
+        );
+    }
+
+    #[test]
+    fn evidence_moves_the_confidence_by_log_odds() {
+        let mut harness = Harness::new();
+        for id in ["f1", "f2", "f3"] {
+            harness.ok(finding(
+                json!({"id": id, "agent": "a", "category": "observation", "content": id}),
+            ));
+        }
+        harness.ok(propose("pool", 0.5, Some("inc-1")));
+        assert_eq!(confidence(&harness, "pool"), 0.5);
+        let events = harness.ok(evidence("pool", "f1", true, None));
+        assert!(
+            (confidence(&harness, "pool") - 0.75).abs() < 1e-12,
+            "odds 1 × 3"
+        );
+        assert!(
+            (events[0].data_value()["confidence"]
+                .as_f64()
+                .expect("a number")
+                - 0.75)
+                .abs()
+                < 1e-12
+        );
+        harness.ok(evidence("pool", "f2", false, None));
+        assert!(
+            (confidence(&harness, "pool") - 0.5).abs() < 1e-12,
+            "equal weights cancel"
+        );
+        harness.ok(evidence("pool", "f3", false, Some(2.0)));
+        assert!(
+            (confidence(&harness, "pool") - 0.1).abs() < 1e-12,
+            "odds 1 / 9"
+        );
+        let rejection = harness.err(evidence("pool", "f1", true, None));
+        assert_eq!(rejection.code, "duplicate_evidence");
+        assert_eq!(
+            harness.err(evidence("pool", "ghost", true, None)).details["field"],
+            json!("finding")
+        );
+        assert_eq!(
+            harness
+                .err(evidence("pool", "f1", true, Some(11.0)))
+                .details["field"],
+            json!("weight")
+        );
+        assert_eq!(
+            harness.err(evidence("ghost", "f1", true, None)).kind,
+            RejectionKind::NotFound
+        );
+        assert_eq!(
+            harness.err(propose("bad", 1.1, None)).details["field"],
+            json!("confidence")
+        );
+    }
+
+    #[test]
+    fn confidence_stays_within_bounds() {
+        assert_eq!(aggregate_confidence(0.0, []), 0.0);
+        let up = aggregate_confidence(1.0, std::iter::repeat_n((true, EVIDENCE_WEIGHT_MAX), 100));
+        assert!((0.0..=1.0).contains(&up));
+        let down =
+            aggregate_confidence(0.0, std::iter::repeat_n((false, EVIDENCE_WEIGHT_MAX), 100));
+        assert!((0.0..=1.0).contains(&down));
+        let moved = aggregate_confidence(0.0, [(true, 1.0)]);
+        assert!(
+            moved > 0.0 && moved < 0.01,
+            "a prior of 0 is clamped so evidence moves it: {moved}"
+        );
+    }
+
+    #[test]
+    fn validation_settles_and_lists_order_by_confidence() {
+        let mut harness = Harness::new();
+        harness.ok(finding(
+            json!({"id": "f", "agent": "a", "category": "observation", "content": "x"}),
+        ));
+        harness.ok(propose("pool", 0.7, Some("inc-1")));
+        harness.ok(propose("leak", 0.3, Some("inc-1")));
+        harness.ok(propose("elsewhere", 0.9, Some("inc-2")));
+        let order = |harness: &Harness, session: Option<&str>| -> Vec<String> {
+            harness
+                .work()
+                .blackboard
+                .hypotheses_by_confidence(session)
+                .into_iter()
+                .map(|h| h.id.clone())
+                .collect()
+        };
+        assert_eq!(order(&harness, Some("inc-1")), ["pool", "leak"]);
+        assert_eq!(order(&harness, None), ["elsewhere", "pool", "leak"]);
+        let validate = |id: &str, result: bool| WorkCommand::HypothesisValidate {
+            hypothesis: id.into(),
+            spec: ValidateSpec {
+                result,
+                evidence: Some(json!({"finding": "f"})),
+            },
+        };
+        harness
+            .run_as("ops/lead", validate("leak", true))
+            .expect("validated");
+        harness.ok(validate("pool", false));
+        let leak = harness
+            .work()
+            .blackboard
+            .hypothesis("leak")
+            .expect("exists");
+        assert_eq!(
+            (leak.status, leak.confidence, leak.validated_by.as_deref()),
+            (HypothesisStatus::Confirmed, 1.0, Some("ops/lead"))
+        );
+        assert_eq!(order(&harness, Some("inc-1")), ["leak", "pool"]);
+        let rejection = harness.err(validate("leak", false));
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::Conflict, "already_validated")
+        );
+        assert_eq!(
+            harness.err(evidence("pool", "f", true, None)).code,
+            "already_validated"
+        );
+        assert!(
+            harness
+                .ok(propose("elsewhere", 0.9, Some("inc-2")))
+                .is_empty(),
+            "same body"
+        );
+        assert_eq!(
+            harness.err(propose("elsewhere", 0.8, Some("inc-2"))).code,
+            "already_exists"
+        );
+    }
 }

@@ -93,7 +93,10 @@ impl Message {
             }
             None => {
                 out.insert("recipients".into(), json!(self.recipients));
-                out.insert("acked_by".into(), json!(self.acked_by.keys().collect::<Vec<_>>()));
+                out.insert(
+                    "acked_by".into(),
+                    json!(self.acked_by.keys().collect::<Vec<_>>()),
+                );
             }
         }
         Value::Object(out)
@@ -146,17 +149,26 @@ struct AckedData {
 }
 
 /// Sends a direct message or a broadcast.
-pub(super) fn decide_send(branch: &BranchState, spec: &MessageSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_send(
+    branch: &BranchState,
+    spec: &MessageSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     let messages = &branch.work.messages;
     check_id("from", &spec.from)?;
     check_id("to", &spec.to)?;
     check_id("type", &spec.message_type)?;
     let recipients: Vec<String> = if spec.to == BROADCAST {
-        roster::active_agents(branch).into_iter().map(|agent| agent.id).filter(|id| id != &spec.from).collect()
+        roster::active_agents(branch)
+            .into_iter()
+            .map(|agent| agent.id)
+            .filter(|id| id != &spec.from)
+            .collect()
     } else {
         vec![spec.to.clone()]
     };
-    let id = generate_id("M", messages.by_id.len(), |id| messages.by_id.contains_key(id));
+    let id = generate_id("M", messages.by_id.len(), |id| {
+        messages.by_id.contains_key(id)
+    });
     let data = SentData {
         message: id.clone(),
         from: spec.from.clone(),
@@ -174,8 +186,16 @@ pub(super) fn decide_send(branch: &BranchState, spec: &MessageSpec) -> Result<Ve
 }
 
 /// Acks a message for one recipient; no events if it already acked.
-pub(super) fn decide_ack(branch: &BranchState, id: &str, spec: &AckSpec) -> Result<Vec<EventDraft>, Rejection> {
-    let message = branch.work.messages.get(id).ok_or_else(|| not_found("message", id))?;
+pub(super) fn decide_ack(
+    branch: &BranchState,
+    id: &str,
+    spec: &AckSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
+    let message = branch
+        .work
+        .messages
+        .get(id)
+        .ok_or_else(|| not_found("message", id))?;
     check_id("agent", &spec.agent)?;
     if !message.recipients.contains(&spec.agent) {
         return Err(Rejection::new(
@@ -189,7 +209,10 @@ pub(super) fn decide_ack(branch: &BranchState, id: &str, spec: &AckSpec) -> Resu
     if message.acked_by.contains_key(&spec.agent) {
         return Ok(Vec::new());
     }
-    let data = AckedData { message: id.to_owned(), agent: spec.agent.clone() };
+    let data = AckedData {
+        message: id.to_owned(),
+        agent: spec.agent.clone(),
+    };
     Ok(vec![EventDraft::new(
         "message.acked",
         format!("message/{id}"),
@@ -202,12 +225,18 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
     let messages = &mut work.messages;
     match event.event_type.as_str() {
         "message.sent" => {
-            let Some(sent) = parse_data::<SentData>(event, data) else { return true };
+            let Some(sent) = parse_data::<SentData>(event, data) else {
+                return true;
+            };
             if messages.by_id.contains_key(&sent.message) {
                 return true; // Sent once by the rules; a repeat changes nothing.
             }
             for recipient in &sent.recipients {
-                messages.inboxes.entry(recipient.clone()).or_default().push(sent.message.clone());
+                messages
+                    .inboxes
+                    .entry(recipient.clone())
+                    .or_default()
+                    .push(sent.message.clone());
             }
             messages.by_id.insert(
                 sent.message.clone(),
@@ -226,7 +255,9 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
             );
         }
         "message.acked" => {
-            let Some(acked) = parse_data::<AckedData>(event, data) else { return true };
+            let Some(acked) = parse_data::<AckedData>(event, data) else {
+                return true;
+            };
             if let Some(message) = messages.by_id.get_mut(&acked.message) {
                 message.acked_by.insert(acked.agent, event.seq);
             }
@@ -234,4 +265,100 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::Harness;
+    use super::super::WorkCommand;
+    use super::*;
+
+    fn send(from: &str, to: &str, requires_ack: bool) -> WorkCommand {
+        WorkCommand::MessageSend(MessageSpec {
+            from: from.into(),
+            to: to.into(),
+            message_type: "request".into(),
+            payload: Some(json!({"please": "check"})),
+            requires_ack: Some(requires_ack),
+        })
+    }
+
+    fn ack(message: &str, agent: &str) -> WorkCommand {
+        WorkCommand::MessageAck {
+            message: message.into(),
+            spec: AckSpec {
+                agent: agent.into(),
+            },
+        }
+    }
+
+    fn inbox(harness: &Harness, agent: &str, unacked_only: bool) -> Vec<String> {
+        harness
+            .work()
+            .messages
+            .inbox(agent, unacked_only)
+            .into_iter()
+            .map(|message| message.id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_broadcast_reaches_every_active_agent_but_its_sender() {
+        let mut harness = Harness::new();
+        for agent in ["a", "b", "c", "d"] {
+            harness.register_agent(agent, &[]);
+        }
+        harness.kill_agent("d");
+        let events = harness.ok(send("a", BROADCAST, false));
+        assert_eq!(events[0].data_value()["recipients"], json!(["b", "c"]));
+        harness.register_agent("late", &[]);
+        assert_eq!(
+            inbox(&harness, "a", false),
+            Vec::<String>::new(),
+            "not delivered to its sender"
+        );
+        assert_eq!(inbox(&harness, "b", false), ["M-1"]);
+        assert_eq!(inbox(&harness, "c", false), ["M-1"]);
+        assert_eq!(
+            inbox(&harness, "d", false),
+            Vec::<String>::new(),
+            "killed agents are not active"
+        );
+        assert_eq!(
+            inbox(&harness, "late", false),
+            Vec::<String>::new(),
+            "recipients are fixed when sent"
+        );
+    }
+
+    #[test]
+    fn direct_messages_are_acked_once_by_their_recipient() {
+        let mut harness = Harness::new();
+        harness.ok(send("a", "b", true));
+        harness.ok(send("c", "b", false));
+        assert_eq!(inbox(&harness, "b", true), ["M-1", "M-2"]);
+        let events = harness.ok(ack("M-1", "b"));
+        assert_eq!(events[0].event_type, "message.acked");
+        assert!(
+            harness.ok(ack("M-1", "b")).is_empty(),
+            "a second ack writes nothing"
+        );
+        assert_eq!(inbox(&harness, "b", true), ["M-2"]);
+        assert_eq!(inbox(&harness, "b", false), ["M-1", "M-2"]);
+        let message = harness.work().messages.get("M-1").expect("exists");
+        assert_eq!(message.view(Some("b"))["acked"], json!(true));
+        assert_eq!(message.view(None)["acked_by"], json!(["b"]));
+        let rejection = harness.err(ack("M-1", "a"));
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::Forbidden, "not_recipient")
+        );
+        assert_eq!(harness.err(ack("M-9", "b")).kind, RejectionKind::NotFound);
+        assert_eq!(
+            harness.err(send("a", "", false)).details["field"],
+            json!("to")
+        );
+    }
 }

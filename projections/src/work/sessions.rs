@@ -23,7 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{already_exists, check_id, conflict, format_instant, generate_id, invalid, not_found, parse_data, TaskStatus, Work};
+use super::{
+    already_exists, check_id, conflict, format_instant, generate_id, invalid, not_found,
+    parse_data, TaskStatus, Work,
+};
 use crate::envelope::{Envelope, EventDraft, SYSTEM_ACTOR};
 use crate::state::{BranchState, Rejection};
 
@@ -187,11 +190,20 @@ impl Work {
             out.insert("outcome".into(), outcome.clone());
         }
         out.insert("started_by".into(), json!(session.started_by));
-        out.insert("started_at".into(), json!(format_instant(session.started_at_ms)));
+        out.insert(
+            "started_at".into(),
+            json!(format_instant(session.started_at_ms)),
+        );
         if let Some(completed_at) = session.completed_at_ms {
             out.insert("completed_at".into(), json!(format_instant(completed_at)));
         }
-        let agents: Vec<&String> = self.sessions.participants.get(id).into_iter().flatten().collect();
+        let agents: Vec<&String> = self
+            .sessions
+            .participants
+            .get(id)
+            .into_iter()
+            .flatten()
+            .collect();
         out.insert("agents".into(), json!(agents));
         out.insert("total_tasks".into(), json!(total));
         out.insert("completed_tasks".into(), json!(completed));
@@ -220,7 +232,9 @@ impl Work {
         for task_id in self.tasks.by_session.get(id).into_iter().flatten() {
             let task = &self.tasks.by_id[task_id];
             let duration_ms = match (task.status, task.claimed_at_ms, task.finished_at_ms) {
-                (TaskStatus::Completed | TaskStatus::Failed, Some(claimed), Some(finished)) => Some(finished - claimed),
+                (TaskStatus::Completed | TaskStatus::Failed, Some(claimed), Some(finished)) => {
+                    Some(finished - claimed)
+                }
                 _ => None,
             };
             summary.total_tasks += 1;
@@ -268,7 +282,11 @@ impl Work {
         };
         summary.avg_task_ms = mean(completed_ms_total, summary.completed_tasks);
         summary.agents_used = by_agent.len() as u64;
-        Some(SessionReport { by_agent, by_task, summary })
+        Some(SessionReport {
+            by_agent,
+            by_task,
+            summary,
+        })
     }
 }
 
@@ -304,7 +322,10 @@ struct CompletedData {
 }
 
 /// Starts a session; no events if the same session exists.
-pub(super) fn decide_start(branch: &BranchState, spec: &SessionSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_start(
+    branch: &BranchState,
+    spec: &SessionSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     let sessions = &branch.work.sessions;
     if spec.operation.is_empty() {
         return Err(invalid("operation", "operation must not be empty"));
@@ -314,7 +335,9 @@ pub(super) fn decide_start(branch: &BranchState, spec: &SessionSpec) -> Result<V
             check_id("id", id)?;
             id.clone()
         }
-        None => generate_id("S", sessions.by_id.len(), |id| sessions.by_id.contains_key(id)),
+        None => generate_id("S", sessions.by_id.len(), |id| {
+            sessions.by_id.contains_key(id)
+        }),
     };
     if let Some(existing) = sessions.by_id.get(&id) {
         if existing.operation == spec.operation && existing.context == spec.context {
@@ -322,7 +345,11 @@ pub(super) fn decide_start(branch: &BranchState, spec: &SessionSpec) -> Result<V
         }
         return Err(already_exists("session", &id));
     }
-    let data = StartedData { session: id.clone(), operation: spec.operation.clone(), context: spec.context.clone() };
+    let data = StartedData {
+        session: id.clone(),
+        operation: spec.operation.clone(),
+        context: spec.context.clone(),
+    };
     Ok(vec![EventDraft::new(
         "session.started",
         format!("session/{id}"),
@@ -331,16 +358,31 @@ pub(super) fn decide_start(branch: &BranchState, spec: &SessionSpec) -> Result<V
 }
 
 /// Completes a session; no events if it already completed with the same outcome.
-pub(super) fn decide_complete(branch: &BranchState, id: &str, spec: &SessionCompleteSpec) -> Result<Vec<EventDraft>, Rejection> {
-    let session = branch.work.sessions.by_id.get(id).ok_or_else(|| not_found("session", id))?;
+pub(super) fn decide_complete(
+    branch: &BranchState,
+    id: &str,
+    spec: &SessionCompleteSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
+    let session = branch
+        .work
+        .sessions
+        .by_id
+        .get(id)
+        .ok_or_else(|| not_found("session", id))?;
     if session.status == SessionStatus::Completed {
         if session.outcome == spec.outcome {
             return Ok(Vec::new());
         }
-        return Err(conflict("session_completed", format!("session '{id}' already completed with another outcome"))
-            .with("session", id));
+        return Err(conflict(
+            "session_completed",
+            format!("session '{id}' already completed with another outcome"),
+        )
+        .with("session", id));
     }
-    let data = CompletedData { session: id.to_owned(), outcome: spec.outcome.clone() };
+    let data = CompletedData {
+        session: id.to_owned(),
+        outcome: spec.outcome.clone(),
+    };
     Ok(vec![EventDraft::new(
         "session.completed",
         format!("session/{id}"),
@@ -350,7 +392,11 @@ pub(super) fn decide_complete(branch: &BranchState, id: &str, spec: &SessionComp
 
 /// Records `agent` as a participant of `session`.
 pub(super) fn note_agent(work: &mut Work, session: &str, agent: &str) {
-    let participants = work.sessions.participants.entry(session.to_owned()).or_default();
+    let participants = work
+        .sessions
+        .participants
+        .entry(session.to_owned())
+        .or_default();
     if !participants.contains(agent) {
         participants.insert(agent.to_owned());
     }
@@ -370,7 +416,9 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
     let sessions = &mut work.sessions;
     match event.event_type.as_str() {
         "session.started" => {
-            let Some(started) = parse_data::<StartedData>(event, data) else { return true };
+            let Some(started) = parse_data::<StartedData>(event, data) else {
+                return true;
+            };
             if sessions.by_id.contains_key(&started.session) {
                 return true; // Started once by the rules; a repeat changes nothing.
             }
@@ -390,7 +438,9 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
             );
         }
         "session.completed" => {
-            let Some(completed) = parse_data::<CompletedData>(event, data) else { return true };
+            let Some(completed) = parse_data::<CompletedData>(event, data) else {
+                return true;
+            };
             if let Some(session) = sessions.by_id.get_mut(&completed.session) {
                 session.status = SessionStatus::Completed;
                 session.outcome = completed.outcome;
@@ -400,4 +450,223 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{claim, create_all, Harness};
+    use super::super::{CompleteSpec, FailSpec, WorkCommand};
+    use super::*;
+    use crate::state::RejectionKind;
+
+    fn start(id: &str) -> WorkCommand {
+        WorkCommand::SessionStart(SessionSpec {
+            id: Some(id.into()),
+            operation: "investigate".into(),
+            context: Some(json!({"incident": 1234})),
+        })
+    }
+
+    fn complete_session(id: &str, outcome: Value) -> WorkCommand {
+        WorkCommand::SessionComplete {
+            session: id.into(),
+            spec: SessionCompleteSpec {
+                outcome: Some(outcome),
+            },
+        }
+    }
+
+    #[test]
+    fn the_report_sums_up_the_sessions_tasks() {
+        let mut harness = Harness::new();
+        harness.ok(start("inc-1"));
+        harness.ok(create_all(json!([
+            {"id": "t1", "type": "logs", "session": "inc-1", "priority": 10},
+            {"id": "t2", "type": "metrics", "session": "inc-1", "priority": 9},
+            {"id": "t3", "type": "deploys", "session": "inc-1", "priority": 8},
+            {"id": "t4", "type": "report", "session": "inc-1", "priority": 7},
+            {"id": "other", "type": "x", "priority": 1},
+        ])));
+        harness.ok(claim("a", &[]));
+        harness.ok(claim("b", &[]));
+        harness.advance(1000);
+        harness.ok(WorkCommand::TaskComplete {
+            task: "t1".into(),
+            spec: CompleteSpec {
+                agent: "a".into(),
+                result: Some(json!("pool")),
+            },
+        });
+        harness.ok(claim("a", &[]));
+        harness.advance(2000);
+        harness.ok(WorkCommand::TaskComplete {
+            task: "t2".into(),
+            spec: CompleteSpec {
+                agent: "b".into(),
+                result: None,
+            },
+        });
+        harness.ok(WorkCommand::TaskFail {
+            task: "t3".into(),
+            spec: FailSpec {
+                agent: "a".into(),
+                error: Some(json!("no access")),
+                retry: None,
+            },
+        });
+        let view = harness.work().session_view("inc-1").expect("started");
+        assert_eq!(view["status"], json!("active"));
+        assert_eq!(view["agents"], json!(["a", "b"]));
+        assert_eq!(view["total_tasks"], json!(4));
+        assert_eq!(view["progress_percent"], json!(50.0));
+        let report = harness.work().session_report("inc-1").expect("started");
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(
+            json["summary"],
+            json!({"total_tasks": 4, "completed_tasks": 2, "failed_tasks": 1, "success_rate": 0.5, "avg_task_ms": 2000.0, "agents_used": 2})
+        );
+        assert_eq!(
+            json["by_agent"]["a"],
+            json!({"tasks": ["t1", "t3"], "completed": 1, "failed": 1, "in_progress": 0, "total_task_ms": 1000, "avg_task_ms": 1000.0})
+        );
+        assert_eq!(json["by_agent"]["b"]["total_task_ms"], json!(3000));
+        assert_eq!(
+            json["by_task"]["t1"],
+            json!({"type": "logs", "status": "completed", "agent": "a", "attempt": 1, "duration_ms": 1000, "result": "pool"})
+        );
+        assert_eq!(json["by_task"]["t3"]["duration_ms"], json!(2000));
+        assert_eq!(
+            json["by_task"]["t4"],
+            json!({"type": "report", "status": "pending", "attempt": 1})
+        );
+        assert!(json["by_task"].get("other").is_none());
+    }
+
+    #[test]
+    fn sessions_start_and_complete_once() {
+        let mut harness = Harness::new();
+        assert!(harness.work().session_report("s").is_none());
+        harness.ok(start("s"));
+        assert!(harness.ok(start("s")).is_empty(), "same body");
+        let rejection = harness.err(WorkCommand::SessionStart(SessionSpec {
+            id: Some("s".into()),
+            operation: "other".into(),
+            context: None,
+        }));
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::Conflict, "already_exists")
+        );
+        let report = harness.work().session_report("s").expect("started");
+        assert_eq!(
+            report.summary,
+            ReportSummary::default(),
+            "no tasks: all zero"
+        );
+        assert_eq!(
+            harness.work().session_view("s").expect("started")["progress_percent"],
+            json!(0.0)
+        );
+        harness.ok(complete_session("s", json!("resolved")));
+        assert!(harness
+            .ok(complete_session("s", json!("resolved")))
+            .is_empty());
+        assert_eq!(
+            harness.err(complete_session("s", json!("other"))).code,
+            "session_completed"
+        );
+        assert_eq!(
+            harness.err(complete_session("ghost", json!(1))).kind,
+            RejectionKind::NotFound
+        );
+        let view = harness.work().session_view("s").expect("exists");
+        assert_eq!(
+            (view["status"].clone(), view["outcome"].clone()),
+            (json!("completed"), json!("resolved"))
+        );
+        let generated = harness.ok(WorkCommand::SessionStart(SessionSpec {
+            id: None,
+            operation: "op".into(),
+            context: None,
+        }));
+        assert_eq!(generated[0].stream, "session/S-2");
+        assert_eq!(
+            harness
+                .err(WorkCommand::SessionStart(SessionSpec {
+                    id: None,
+                    operation: String::new(),
+                    context: None
+                }))
+                .details["field"],
+            json!("operation")
+        );
+    }
+
+    #[test]
+    fn drafts_are_stamped_with_their_entitys_session() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(
+            json!([{"id": "t", "type": "x", "session": "s"}, {"id": "u", "type": "x"}]),
+        ));
+        let claimed = crate::work::decide(harness.branch(), &claim("w", &[]), harness.now_ms)
+            .expect("claimable");
+        assert_eq!(
+            crate::work::draft_session(harness.branch(), &claimed[0]).as_deref(),
+            Some("s")
+        );
+        let created = crate::work::decide(
+            harness.branch(),
+            &WorkCommand::FindingPost(
+                serde_json::from_value(
+                    json!({"agent": "a", "session": "f", "category": "observation", "content": 1}),
+                )
+                .expect("spec"),
+            ),
+            harness.now_ms,
+        )
+        .expect("valid");
+        assert_eq!(
+            crate::work::draft_session(harness.branch(), &created[0]).as_deref(),
+            Some("f")
+        );
+        let started =
+            crate::work::decide(harness.branch(), &start("own"), harness.now_ms).expect("valid");
+        assert_eq!(
+            crate::work::draft_session(harness.branch(), &started[0]).as_deref(),
+            Some("own")
+        );
+        harness.ok(claim("w", &[]));
+        harness.ok(claim("w", &[]));
+        let completed = crate::work::decide(
+            harness.branch(),
+            &WorkCommand::TaskComplete {
+                task: "u".into(),
+                spec: CompleteSpec {
+                    agent: "w".into(),
+                    result: None,
+                },
+            },
+            harness.now_ms,
+        )
+        .expect("claimed by w");
+        assert_eq!(
+            crate::work::draft_session(harness.branch(), &completed[0]),
+            None,
+            "u has no session"
+        );
+    }
+
+    #[test]
+    fn writes_carrying_a_session_make_their_actor_a_participant() {
+        let mut harness = Harness::new();
+        harness.session = Some("s".into());
+        harness.run_as("coordinator", start("s")).expect("started");
+        harness.session = None;
+        harness.ok(WorkCommand::FindingPost(serde_json::from_value(json!({"agent": "scout", "session": "s", "category": "observation", "content": "x"})).expect("spec")));
+        let view = harness.work().session_view("s").expect("started");
+        assert_eq!(view["agents"], json!(["coordinator", "scout"]));
+        assert_eq!(view["started_by"], json!("coordinator"));
+    }
 }

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_duration, check_id, check_unit, conflict, format_instant, generate_id, invalid, not_found, parse_data,
-    roster, Timer, TimerKind, Work, DURATION_MS_MAX, TASKS_PER_CREATE_MAX,
+    check_duration, check_id, check_unit, conflict, format_instant, generate_id, invalid,
+    not_found, parse_data, roster, Timer, TimerKind, Work, DURATION_MS_MAX, TASKS_PER_CREATE_MAX,
 };
 use crate::envelope::{Envelope, EventDraft};
 use crate::state::{BranchState, Rejection};
@@ -97,12 +97,17 @@ impl TaskStatus {
 
     /// Parses a status name (`?status=`).
     pub fn parse(name: &str) -> Option<TaskStatus> {
-        TaskStatus::ALL.into_iter().find(|status| status.as_str() == name)
+        TaskStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == name)
     }
 
     /// Whether the task is finished for good.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 }
 
@@ -219,9 +224,13 @@ impl AssignStrategy {
 
     /// Parses a strategy name.
     pub fn parse(name: &str) -> Option<AssignStrategy> {
-        [AssignStrategy::RoundRobin, AssignStrategy::LeastLoaded, AssignStrategy::Capability]
-            .into_iter()
-            .find(|strategy| strategy.as_str() == name)
+        [
+            AssignStrategy::RoundRobin,
+            AssignStrategy::LeastLoaded,
+            AssignStrategy::Capability,
+        ]
+        .into_iter()
+        .find(|strategy| strategy.as_str() == name)
     }
 }
 
@@ -459,7 +468,9 @@ impl Task {
 
     /// Whether an auction is taking bids.
     pub fn auction_open(&self) -> bool {
-        self.auction.as_ref().is_some_and(|auction| auction.status == AuctionStatus::Open)
+        self.auction
+            .as_ref()
+            .is_some_and(|auction| auction.status == AuctionStatus::Open)
     }
 
     /// The task as the HTTP API shows it.
@@ -480,7 +491,10 @@ impl Task {
         }
         out.insert("timeout_ms".into(), json!(definition.timeout_ms));
         out.insert("max_attempts".into(), json!(definition.max_attempts));
-        out.insert("requires_approval".into(), json!(definition.requires_approval));
+        out.insert(
+            "requires_approval".into(),
+            json!(definition.requires_approval),
+        );
         if definition.requires_approval {
             out.insert("approved".into(), json!(self.approved));
         }
@@ -524,7 +538,10 @@ impl Task {
             }
             out.insert("auction".into(), view);
         }
-        out.insert("created_at".into(), json!(format_instant(self.created_at_ms)));
+        out.insert(
+            "created_at".into(),
+            json!(format_instant(self.created_at_ms)),
+        );
         if let Some(claimed) = self.claimed_at_ms {
             out.insert("claimed_at".into(), json!(format_instant(claimed)));
         }
@@ -607,9 +624,18 @@ impl Tasks {
     pub fn list(&self, filter: &TaskFilter) -> Vec<&Task> {
         let matches = |task: &&Task| {
             filter.status.is_none_or(|status| task.status == status)
-                && filter.session.as_ref().is_none_or(|session| task.session.as_ref() == Some(session))
-                && filter.agent.as_ref().is_none_or(|agent| task.agent.as_ref() == Some(agent))
-                && filter.task_type.as_ref().is_none_or(|task_type| &task.definition.task_type == task_type)
+                && filter
+                    .session
+                    .as_ref()
+                    .is_none_or(|session| task.session.as_ref() == Some(session))
+                && filter
+                    .agent
+                    .as_ref()
+                    .is_none_or(|agent| task.agent.as_ref() == Some(agent))
+                && filter
+                    .task_type
+                    .as_ref()
+                    .is_none_or(|task_type| &task.definition.task_type == task_type)
         };
         let mut found: Vec<&Task> = match &filter.session {
             Some(session) => self
@@ -639,13 +665,21 @@ impl Tasks {
     /// The task a claim by an agent with `capabilities`, restricted to `types` if given,
     /// would take: the most urgent, then oldest, claimable task whose required
     /// capabilities the agent has.
-    pub fn next_claimable(&self, capabilities: &BTreeSet<String>, types: Option<&BTreeSet<String>>) -> Option<&Task> {
+    pub fn next_claimable(
+        &self,
+        capabilities: &BTreeSet<String>,
+        types: Option<&BTreeSet<String>>,
+    ) -> Option<&Task> {
         let mut best: Option<&PendingEntry> = None;
         for group in self.pending.values() {
             if types.is_some_and(|types| !types.contains(&group.task_type)) {
                 continue;
             }
-            if !group.capabilities.iter().all(|capability| capabilities.contains(capability)) {
+            if !group
+                .capabilities
+                .iter()
+                .all(|capability| capabilities.contains(capability))
+            {
                 continue;
             }
             if let Some(head) = group.queue.first() {
@@ -654,7 +688,10 @@ impl Tasks {
                 }
             }
         }
-        let task = self.by_id.get(&best?.id).expect("the pending index holds only existing tasks");
+        let task = self
+            .by_id
+            .get(&best?.id)
+            .expect("the pending index holds only existing tasks");
         debug_assert!(task.is_claimable());
         Some(task)
     }
@@ -671,7 +708,11 @@ fn group_key(definition: &TaskDefinition) -> String {
 }
 
 fn pending_entry(task: &Task) -> PendingEntry {
-    PendingEntry { urgency: PRIORITY_MAX - task.definition.priority, created_seq: task.created_seq, id: task.id.clone() }
+    PendingEntry {
+        urgency: PRIORITY_MAX - task.definition.priority,
+        created_seq: task.created_seq,
+        id: task.id.clone(),
+    }
 }
 
 // ----- event data -----
@@ -783,11 +824,19 @@ struct AuctionClosedData {
 }
 
 fn draft(event_type: &str, task: &str, data: impl Serialize) -> EventDraft {
-    EventDraft::new(event_type, format!("task/{task}"), serde_json::to_value(data).expect("event data serializes"))
+    EventDraft::new(
+        event_type,
+        format!("task/{task}"),
+        serde_json::to_value(data).expect("event data serializes"),
+    )
 }
 
 fn system_draft(event_type: &str, task: &str, data: impl Serialize) -> EventDraft {
-    EventDraft::system(event_type, format!("task/{task}"), serde_json::to_value(data).expect("event data serializes"))
+    EventDraft::system(
+        event_type,
+        format!("task/{task}"),
+        serde_json::to_value(data).expect("event data serializes"),
+    )
 }
 
 // ----- decide -----
@@ -833,9 +882,18 @@ fn normalize(spec: &TaskSpec, field: &dyn Fn(&str) -> String) -> Result<TaskDefi
         task_type: spec.task_type.clone(),
         title: spec.title.clone(),
         priority: u8::try_from(priority).expect("checked to be 1..=10"),
-        depends_on: check_ids(&field("depends_on"), spec.depends_on.as_deref().unwrap_or_default())?,
-        capabilities: check_ids(&field("capabilities"), spec.capabilities.as_deref().unwrap_or_default())?,
-        parameters: spec.parameters.clone().filter(|parameters| !parameters.is_null()),
+        depends_on: check_ids(
+            &field("depends_on"),
+            spec.depends_on.as_deref().unwrap_or_default(),
+        )?,
+        capabilities: check_ids(
+            &field("capabilities"),
+            spec.capabilities.as_deref().unwrap_or_default(),
+        )?,
+        parameters: spec
+            .parameters
+            .clone()
+            .filter(|parameters| !parameters.is_null()),
         timeout_ms,
         max_attempts: u32::try_from(max_attempts).expect("checked to be 1..=100"),
         requires_approval: spec.requires_approval.unwrap_or(false),
@@ -844,13 +902,22 @@ fn normalize(spec: &TaskSpec, field: &dyn Fn(&str) -> String) -> Result<TaskDefi
 }
 
 /// Creates one task or an atomic batch.
-pub(super) fn decide_create(branch: &BranchState, specs: &[TaskSpec]) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_create(
+    branch: &BranchState,
+    specs: &[TaskSpec],
+) -> Result<Vec<EventDraft>, Rejection> {
     let tasks = &branch.work.tasks;
     if specs.is_empty() {
         return Err(invalid("tasks", "a create needs at least one task"));
     }
     if specs.len() > TASKS_PER_CREATE_MAX {
-        return Err(invalid("tasks", format!("a create takes at most {TASKS_PER_CREATE_MAX} tasks, not {}", specs.len())));
+        return Err(invalid(
+            "tasks",
+            format!(
+                "a create takes at most {TASKS_PER_CREATE_MAX} tasks, not {}",
+                specs.len()
+            ),
+        ));
     }
     let batch = specs.len() > 1;
     let mut explicit: BTreeSet<&str> = BTreeSet::new();
@@ -858,7 +925,10 @@ pub(super) fn decide_create(branch: &BranchState, specs: &[TaskSpec]) -> Result<
         if let Some(id) = &spec.id {
             check_id(&field_name(batch, index, "id"), id)?;
             if !explicit.insert(id) {
-                return Err(invalid(&field_name(batch, index, "id"), format!("task '{id}' appears twice in the batch")));
+                return Err(invalid(
+                    &field_name(batch, index, "id"),
+                    format!("task '{id}' appears twice in the batch"),
+                ));
             }
         }
     }
@@ -872,7 +942,9 @@ pub(super) fn decide_create(branch: &BranchState, specs: &[TaskSpec]) -> Result<
             Some(id) => id.clone(),
             None => {
                 let id = generate_id("T", tasks.by_id.len() + generated, |candidate| {
-                    tasks.by_id.contains_key(candidate) || explicit.contains(candidate) || new_index.contains_key(candidate)
+                    tasks.by_id.contains_key(candidate)
+                        || explicit.contains(candidate)
+                        || new_index.contains_key(candidate)
                 });
                 generated += 1;
                 id
@@ -892,10 +964,15 @@ pub(super) fn decide_create(branch: &BranchState, specs: &[TaskSpec]) -> Result<
         let unknown: Vec<&String> = definition
             .depends_on
             .iter()
-            .filter(|dependency| !tasks.by_id.contains_key(*dependency) && !new_index.contains_key(*dependency))
+            .filter(|dependency| {
+                !tasks.by_id.contains_key(*dependency) && !new_index.contains_key(*dependency)
+            })
             .collect();
         if !unknown.is_empty() {
-            let index = specs.iter().position(|spec| spec.id.as_ref() == Some(id)).unwrap_or(position);
+            let index = specs
+                .iter()
+                .position(|spec| spec.id.as_ref() == Some(id))
+                .unwrap_or(position);
             return Err(invalid(
                 &field_name(batch, index, "depends_on"),
                 format!("task '{id}' depends on unknown tasks {unknown:?}"),
@@ -927,7 +1004,14 @@ pub(super) fn decide_create(branch: &BranchState, specs: &[TaskSpec]) -> Result<
         .iter()
         .map(|&position| {
             let (id, definition) = &new_tasks[position];
-            draft("task.created", id, Created { task: id.clone(), definition: definition.clone() })
+            draft(
+                "task.created",
+                id,
+                Created {
+                    task: id.clone(),
+                    definition: definition.clone(),
+                },
+            )
         })
         .collect();
     for &position in &order {
@@ -936,7 +1020,11 @@ pub(super) fn decide_create(branch: &BranchState, specs: &[TaskSpec]) -> Result<
             drafts.push(draft(
                 "task.cancelled",
                 id,
-                CancelledData { task: id.clone(), reason: (*reason).to_owned(), dependency: Some(dependency.clone()) },
+                CancelledData {
+                    task: id.clone(),
+                    reason: (*reason).to_owned(),
+                    dependency: Some(dependency.clone()),
+                },
             ));
         }
     }
@@ -959,7 +1047,9 @@ fn topological_order(
             }
         }
     }
-    let mut ready: BTreeSet<usize> = (0..new_tasks.len()).filter(|&position| waiting_on[position] == 0).collect();
+    let mut ready: BTreeSet<usize> = (0..new_tasks.len())
+        .filter(|&position| waiting_on[position] == 0)
+        .collect();
     let mut order = Vec::with_capacity(new_tasks.len());
     while let Some(position) = ready.pop_first() {
         order.push(position);
@@ -974,9 +1064,13 @@ fn topological_order(
         return Ok(order);
     }
     // Every task left waits on another task left: walking dependencies must loop.
-    let left: BTreeSet<usize> = (0..new_tasks.len()).filter(|&position| waiting_on[position] > 0).collect();
+    let left: BTreeSet<usize> = (0..new_tasks.len())
+        .filter(|&position| waiting_on[position] > 0)
+        .collect();
     let mut path: Vec<usize> = Vec::new();
-    let mut current = *left.first().expect("some task is left when the order is short");
+    let mut current = *left
+        .first()
+        .expect("some task is left when the order is short");
     while !path.contains(&current) {
         path.push(current);
         current = new_tasks[current]
@@ -987,39 +1081,70 @@ fn topological_order(
             .find(|other| left.contains(other))
             .expect("a task left in a cycle waits on another task left");
     }
-    let start = path.iter().position(|&position| position == current).expect("current is on the path");
-    let mut cycle: Vec<&str> = path[start..].iter().map(|&position| new_tasks[position].0.as_str()).collect();
+    let start = path
+        .iter()
+        .position(|&position| position == current)
+        .expect("current is on the path");
+    let mut cycle: Vec<&str> = path[start..]
+        .iter()
+        .map(|&position| new_tasks[position].0.as_str())
+        .collect();
     cycle.push(&new_tasks[current].0);
-    Err(invalid("depends_on", format!("the dependencies form a cycle: {}", cycle.join(" -> "))).with("cycle", json!(cycle)))
+    Err(invalid(
+        "depends_on",
+        format!("the dependencies form a cycle: {}", cycle.join(" -> ")),
+    )
+    .with("cycle", json!(cycle)))
 }
 
 fn find<'a>(branch: &'a BranchState, id: &str) -> Result<&'a Task, Rejection> {
-    branch.work.tasks.get(id).ok_or_else(|| not_found("task", id))
+    branch
+        .work
+        .tasks
+        .get(id)
+        .ok_or_else(|| not_found("task", id))
 }
 
 fn invalid_status(task: &Task, wanted: &str) -> Rejection {
     conflict(
         "invalid_status",
-        format!("task '{}' is {}, so it cannot be {wanted}", task.id, task.status.as_str()),
+        format!(
+            "task '{}' is {}, so it cannot be {wanted}",
+            task.id,
+            task.status.as_str()
+        ),
     )
     .with("task", task.id.as_str())
     .with("status", task.status.as_str())
 }
 
 /// The agent's capabilities for matching: the given list, else its registered ones.
-fn capabilities_of(branch: &BranchState, agent: &str, given: Option<&[String]>) -> Result<BTreeSet<String>, Rejection> {
+fn capabilities_of(
+    branch: &BranchState,
+    agent: &str,
+    given: Option<&[String]>,
+) -> Result<BTreeSet<String>, Rejection> {
     match given {
         Some(given) => Ok(check_ids("capabilities", given)?.into_iter().collect()),
-        None => Ok(roster::agent(branch, agent).map(|info| info.capabilities).unwrap_or_default()),
+        None => Ok(roster::agent(branch, agent)
+            .map(|info| info.capabilities)
+            .unwrap_or_default()),
     }
 }
 
 /// Claims the best claimable task; no events when there is none.
-pub(super) fn decide_claim(branch: &BranchState, spec: &ClaimSpec, now_ms: i64) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_claim(
+    branch: &BranchState,
+    spec: &ClaimSpec,
+    now_ms: i64,
+) -> Result<Vec<EventDraft>, Rejection> {
     check_id("agent", &spec.agent)?;
     if let Some(wait_ms) = spec.wait_ms {
         if !(0..=DURATION_MS_MAX).contains(&wait_ms) {
-            return Err(invalid("wait_ms", format!("wait_ms must be from 0 to {DURATION_MS_MAX}, not {wait_ms}")));
+            return Err(invalid(
+                "wait_ms",
+                format!("wait_ms must be from 0 to {DURATION_MS_MAX}, not {wait_ms}"),
+            ));
         }
     }
     let capabilities = capabilities_of(branch, &spec.agent, spec.capabilities.as_deref())?;
@@ -1027,7 +1152,11 @@ pub(super) fn decide_claim(branch: &BranchState, spec: &ClaimSpec, now_ms: i64) 
         Some(types) => Some(check_ids("types", types)?.into_iter().collect()),
         None => None,
     };
-    let Some(task) = branch.work.tasks.next_claimable(&capabilities, types.as_ref()) else {
+    let Some(task) = branch
+        .work
+        .tasks
+        .next_claimable(&capabilities, types.as_ref())
+    else {
         return Ok(Vec::new());
     };
     Ok(vec![claim_draft("task.claimed", task, &spec.agent, now_ms)])
@@ -1064,13 +1193,21 @@ pub(super) fn decide_assign(
         (Some(agent), None) => {
             check_id("agent", agent)?;
             if roster::agent(branch, agent).is_some_and(|info| !info.active) {
-                return Err(conflict("agent_not_active", format!("agent '{agent}' is not active")).with("agent", agent.as_str()));
+                return Err(
+                    conflict("agent_not_active", format!("agent '{agent}' is not active"))
+                        .with("agent", agent.as_str()),
+                );
             }
             (agent.clone(), None)
         }
         (None, Some(name)) => {
             let strategy = AssignStrategy::parse(name).ok_or_else(|| {
-                invalid("strategy", format!("strategy must be round_robin, least_loaded or capability, not '{name}'"))
+                invalid(
+                    "strategy",
+                    format!(
+                        "strategy must be round_robin, least_loaded or capability, not '{name}'"
+                    ),
+                )
             })?;
             (String::new(), Some(strategy))
         }
@@ -1088,24 +1225,35 @@ pub(super) fn decide_assign(
             let required = &task.definition.capabilities;
             let candidates: Vec<roster::AgentInfo> = roster::active_agents(branch)
                 .into_iter()
-                .filter(|info| required.iter().all(|capability| info.capabilities.contains(capability)))
+                .filter(|info| {
+                    required
+                        .iter()
+                        .all(|capability| info.capabilities.contains(capability))
+                })
                 .collect();
             let chosen = match strategy {
                 AssignStrategy::RoundRobin => {
                     let after = tasks.round_robin_last.as_deref().unwrap_or("");
-                    candidates.iter().find(|info| info.id.as_str() > after).or(candidates.first())
+                    candidates
+                        .iter()
+                        .find(|info| info.id.as_str() > after)
+                        .or(candidates.first())
                 }
-                AssignStrategy::LeastLoaded => candidates.iter().min_by_key(|info| (tasks.load_of(&info.id), &info.id)),
-                AssignStrategy::Capability => {
-                    candidates.iter().min_by_key(|info| (info.capabilities.len(), tasks.load_of(&info.id), &info.id))
-                }
+                AssignStrategy::LeastLoaded => candidates
+                    .iter()
+                    .min_by_key(|info| (tasks.load_of(&info.id), &info.id)),
+                AssignStrategy::Capability => candidates.iter().min_by_key(|info| {
+                    (info.capabilities.len(), tasks.load_of(&info.id), &info.id)
+                }),
             };
             match chosen {
                 Some(info) => info.id.clone(),
                 None => {
                     return Err(conflict(
                         "no_eligible_agent",
-                        format!("no active agent has the capabilities {required:?} that task '{id}' needs"),
+                        format!(
+                        "no active agent has the capabilities {required:?} that task '{id}' needs"
+                    ),
                     )
                     .with("task", id)
                     .with("strategy", strategy.as_str()))
@@ -1121,14 +1269,22 @@ pub(super) fn decide_assign(
 }
 
 fn auction_open(task: &Task) -> Rejection {
-    conflict("auction_open", format!("task '{}' is being auctioned", task.id)).with("task", task.id.as_str())
+    conflict(
+        "auction_open",
+        format!("task '{}' is being auctioned", task.id),
+    )
+    .with("task", task.id.as_str())
 }
 
 /// Opens a task's approval gate; no events if it is already open.
 pub(super) fn decide_approve(branch: &BranchState, id: &str) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
     if !task.definition.requires_approval {
-        return Err(conflict("approval_not_required", format!("task '{id}' does not require approval")).with("task", id));
+        return Err(conflict(
+            "approval_not_required",
+            format!("task '{id}' does not require approval"),
+        )
+        .with("task", id));
     }
     if task.approved {
         return Ok(Vec::new());
@@ -1136,7 +1292,13 @@ pub(super) fn decide_approve(branch: &BranchState, id: &str) -> Result<Vec<Event
     if task.status.is_terminal() {
         return Err(invalid_status(task, "approved"));
     }
-    Ok(vec![draft("task.approved", id, TaskOnly { task: id.to_owned() })])
+    Ok(vec![draft(
+        "task.approved",
+        id,
+        TaskOnly {
+            task: id.to_owned(),
+        },
+    )])
 }
 
 /// The task if `agent` holds its claim, else 409 `not_claimant`. The rule is a conflict
@@ -1148,10 +1310,17 @@ fn claimed_by<'a>(branch: &'a BranchState, id: &str, agent: &str) -> Result<&'a 
     if task.status == TaskStatus::Claimed && task.agent.as_deref() == Some(agent) {
         return Ok(task);
     }
-    let claimant = if task.status == TaskStatus::Claimed { json!(task.agent) } else { Value::Null };
+    let claimant = if task.status == TaskStatus::Claimed {
+        json!(task.agent)
+    } else {
+        Value::Null
+    };
     Err(conflict(
         "not_claimant",
-        format!("agent '{agent}' does not hold task '{id}' (status {})", task.status.as_str()),
+        format!(
+            "agent '{agent}' does not hold task '{id}' (status {})",
+            task.status.as_str()
+        ),
     )
     .with("task", id)
     .with("status", task.status.as_str())
@@ -1167,7 +1336,10 @@ pub(super) fn decide_progress(
 ) -> Result<Vec<EventDraft>, Rejection> {
     let task = claimed_by(branch, id, &spec.agent)?;
     if !spec.percent.is_finite() || !(0.0..=100.0).contains(&spec.percent) {
-        return Err(invalid("percent", format!("percent must be from 0 to 100, not {}", spec.percent)));
+        return Err(invalid(
+            "percent",
+            format!("percent must be from 0 to 100, not {}", spec.percent),
+        ));
     }
     Ok(vec![draft(
         "task.progressed",
@@ -1183,18 +1355,30 @@ pub(super) fn decide_progress(
 }
 
 /// Completes a claimed task.
-pub(super) fn decide_complete(branch: &BranchState, id: &str, spec: &CompleteSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_complete(
+    branch: &BranchState,
+    id: &str,
+    spec: &CompleteSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     claimed_by(branch, id, &spec.agent)?;
     Ok(vec![draft(
         "task.completed",
         id,
-        CompletedData { task: id.to_owned(), agent: spec.agent.clone(), result: spec.result.clone().unwrap_or(Value::Null) },
+        CompletedData {
+            task: id.to_owned(),
+            agent: spec.agent.clone(),
+            result: spec.result.clone().unwrap_or(Value::Null),
+        },
     )])
 }
 
 /// Fails the current attempt: back to pending if `retry` and attempts remain, else
 /// failed for good, cancelling the dependents.
-pub(super) fn decide_fail(branch: &BranchState, id: &str, spec: &FailSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_fail(
+    branch: &BranchState,
+    id: &str,
+    spec: &FailSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     let task = claimed_by(branch, id, &spec.agent)?;
     let retry = spec.retry.unwrap_or(false);
     let is_final = !(retry && task.attempt < task.definition.max_attempts);
@@ -1212,34 +1396,73 @@ pub(super) fn decide_fail(branch: &BranchState, id: &str, spec: &FailSpec) -> Re
     )];
     if is_final {
         let mut finished = BTreeSet::from([id.to_owned()]);
-        cascade_cancel(&branch.work.tasks, id, "dependency_failed", false, &mut finished, &mut drafts);
+        cascade_cancel(
+            &branch.work.tasks,
+            id,
+            "dependency_failed",
+            false,
+            &mut finished,
+            &mut drafts,
+        );
     }
     Ok(drafts)
 }
 
 /// Gives a claimed task back: pending again, same attempt.
-pub(super) fn decide_release(branch: &BranchState, id: &str, spec: &ReleaseSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_release(
+    branch: &BranchState,
+    id: &str,
+    spec: &ReleaseSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     claimed_by(branch, id, &spec.agent)?;
     Ok(vec![draft(
         "task.released",
         id,
-        ReleasedData { task: id.to_owned(), agent: spec.agent.clone(), reason: "released".to_owned() },
+        ReleasedData {
+            task: id.to_owned(),
+            agent: spec.agent.clone(),
+            reason: "released".to_owned(),
+        },
     )])
 }
 
 /// Cancels a task that is not finished, and its dependents; no events if it is already
 /// cancelled.
-pub(super) fn decide_cancel(branch: &BranchState, id: &str, spec: &CancelSpec) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_cancel(
+    branch: &BranchState,
+    id: &str,
+    spec: &CancelSpec,
+) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
     match task.status {
         TaskStatus::Cancelled => return Ok(Vec::new()),
-        TaskStatus::Completed | TaskStatus::Failed => return Err(invalid_status(task, "cancelled")),
+        TaskStatus::Completed | TaskStatus::Failed => {
+            return Err(invalid_status(task, "cancelled"))
+        }
         _ => {}
     }
-    let reason = spec.reason.clone().unwrap_or_else(|| "cancelled".to_owned());
-    let mut drafts = vec![draft("task.cancelled", id, CancelledData { task: id.to_owned(), reason, dependency: None })];
+    let reason = spec
+        .reason
+        .clone()
+        .unwrap_or_else(|| "cancelled".to_owned());
+    let mut drafts = vec![draft(
+        "task.cancelled",
+        id,
+        CancelledData {
+            task: id.to_owned(),
+            reason,
+            dependency: None,
+        },
+    )];
     let mut finished = BTreeSet::from([id.to_owned()]);
-    cascade_cancel(&branch.work.tasks, id, "dependency_cancelled", false, &mut finished, &mut drafts);
+    cascade_cancel(
+        &branch.work.tasks,
+        id,
+        "dependency_cancelled",
+        false,
+        &mut finished,
+        &mut drafts,
+    );
     Ok(drafts)
 }
 
@@ -1254,7 +1477,8 @@ fn cascade_cancel(
     finished: &mut BTreeSet<String>,
     drafts: &mut Vec<EventDraft>,
 ) {
-    let mut queue: VecDeque<(String, &'static str)> = VecDeque::from([(root.to_owned(), root_reason)]);
+    let mut queue: VecDeque<(String, &'static str)> =
+        VecDeque::from([(root.to_owned(), root_reason)]);
     while let Some((parent, reason)) = queue.pop_front() {
         for dependent in &tasks.by_id[&parent].dependents {
             let task = &tasks.by_id[dependent];
@@ -1262,7 +1486,11 @@ fn cascade_cancel(
                 continue;
             }
             finished.insert(dependent.clone());
-            let data = CancelledData { task: dependent.clone(), reason: reason.to_owned(), dependency: Some(parent.clone()) };
+            let data = CancelledData {
+                task: dependent.clone(),
+                reason: reason.to_owned(),
+                dependency: Some(parent.clone()),
+            };
             drafts.push(if system {
                 system_draft("task.cancelled", dependent, data)
             } else {
@@ -1293,36 +1521,72 @@ pub(super) fn decide_auction(
     Ok(vec![draft(
         "task.auction_opened",
         id,
-        AuctionOpenedData { task: id.to_owned(), deadline_at: now_ms + spec.deadline_ms, min_confidence },
+        AuctionOpenedData {
+            task: id.to_owned(),
+            deadline_at: now_ms + spec.deadline_ms,
+            min_confidence,
+        },
     )])
 }
 
 /// Places (or replaces) an agent's bid in an open auction.
-pub(super) fn decide_bid(branch: &BranchState, id: &str, spec: &BidSpec, now_ms: i64) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_bid(
+    branch: &BranchState,
+    id: &str,
+    spec: &BidSpec,
+    now_ms: i64,
+) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
     check_id("agent", &spec.agent)?;
     if !spec.price.is_finite() || spec.price < 0.0 {
-        return Err(invalid("price", format!("price must be a number >= 0, not {}", spec.price)));
+        return Err(invalid(
+            "price",
+            format!("price must be a number >= 0, not {}", spec.price),
+        ));
     }
     if !(0..=DURATION_MS_MAX * 365).contains(&spec.estimated_ms) {
-        return Err(invalid("estimated_ms", format!("estimated_ms must be from 0 to one year, not {}", spec.estimated_ms)));
+        return Err(invalid(
+            "estimated_ms",
+            format!(
+                "estimated_ms must be from 0 to one year, not {}",
+                spec.estimated_ms
+            ),
+        ));
     }
     check_unit("confidence", spec.confidence)?;
-    let open = task.auction.as_ref().filter(|auction| auction.status == AuctionStatus::Open && now_ms < auction.deadline_at_ms);
+    let open = task
+        .auction
+        .as_ref()
+        .filter(|auction| auction.status == AuctionStatus::Open && now_ms < auction.deadline_at_ms);
     if open.is_none() {
-        return Err(conflict("auction_closed", format!("task '{id}' has no auction taking bids")).with("task", id));
+        return Err(conflict(
+            "auction_closed",
+            format!("task '{id}' has no auction taking bids"),
+        )
+        .with("task", id));
     }
     let registered = roster::agent(branch, &spec.agent);
     if registered.as_ref().is_some_and(|info| !info.active) {
-        return Err(conflict("agent_not_active", format!("agent '{}' is not active", spec.agent)).with("agent", spec.agent.as_str()));
+        return Err(conflict(
+            "agent_not_active",
+            format!("agent '{}' is not active", spec.agent),
+        )
+        .with("agent", spec.agent.as_str()));
     }
     let capabilities = registered.map(|info| info.capabilities).unwrap_or_default();
-    let missing: Vec<&String> =
-        task.definition.capabilities.iter().filter(|capability| !capabilities.contains(*capability)).collect();
+    let missing: Vec<&String> = task
+        .definition
+        .capabilities
+        .iter()
+        .filter(|capability| !capabilities.contains(*capability))
+        .collect();
     if !missing.is_empty() {
         return Err(conflict(
             "missing_capabilities",
-            format!("agent '{}' lacks capabilities {missing:?} that task '{id}' needs", spec.agent),
+            format!(
+                "agent '{}' lacks capabilities {missing:?} that task '{id}' needs",
+                spec.agent
+            ),
         )
         .with("missing", json!(missing)));
     }
@@ -1343,16 +1607,32 @@ pub(super) fn decide_bid(branch: &BranchState, id: &str, spec: &BidSpec, now_ms:
 // ----- timers and clean-up -----
 
 /// A claim lease ran out: `task.timed_out`, and the cascade if that was the last attempt.
-pub(super) fn lease_expired(branch: &BranchState, id: &str, finished: &mut BTreeSet<String>, drafts: &mut Vec<EventDraft>) {
+pub(super) fn lease_expired(
+    branch: &BranchState,
+    id: &str,
+    finished: &mut BTreeSet<String>,
+    drafts: &mut Vec<EventDraft>,
+) {
     let tasks = &branch.work.tasks;
     let task = &tasks.by_id[id];
-    assert_eq!(task.status, TaskStatus::Claimed, "only a claimed task has a lease timer");
+    assert_eq!(
+        task.status,
+        TaskStatus::Claimed,
+        "only a claimed task has a lease timer"
+    );
     let agent = task.agent.clone().expect("a claimed task has a claimant");
     let is_final = task.attempt >= task.definition.max_attempts;
     drafts.push(system_draft(
         "task.timed_out",
         id,
-        EndedData { task: id.to_owned(), agent, attempt: task.attempt, is_final, error: None, retry: None },
+        EndedData {
+            task: id.to_owned(),
+            agent,
+            attempt: task.attempt,
+            is_final,
+            error: None,
+            retry: None,
+        },
     ));
     finished.insert(id.to_owned());
     if is_final {
@@ -1361,16 +1641,32 @@ pub(super) fn lease_expired(branch: &BranchState, id: &str, finished: &mut BTree
 }
 
 /// An auction's deadline: award the best valid bid or close without a winner.
-pub(super) fn auction_deadline(branch: &BranchState, id: &str, now_ms: i64, drafts: &mut Vec<EventDraft>) {
+pub(super) fn auction_deadline(
+    branch: &BranchState,
+    id: &str,
+    now_ms: i64,
+    drafts: &mut Vec<EventDraft>,
+) {
     let task = &branch.work.tasks.by_id[id];
-    let auction = task.auction.as_ref().expect("only an auctioned task has an auction timer");
-    assert_eq!(auction.status, AuctionStatus::Open, "only an open auction has a timer");
+    let auction = task
+        .auction
+        .as_ref()
+        .expect("only an auctioned task has an auction timer");
+    assert_eq!(
+        auction.status,
+        AuctionStatus::Open,
+        "only an open auction has a timer"
+    );
     let winner = auction
         .bids
         .values()
         .filter(|bid| bid.confidence >= auction.min_confidence)
         .filter(|bid| roster::agent(branch, &bid.agent).is_none_or(|info| info.active))
-        .min_by(|left, right| left.score.total_cmp(&right.score).then(left.seq.cmp(&right.seq)));
+        .min_by(|left, right| {
+            left.score
+                .total_cmp(&right.score)
+                .then(left.seq.cmp(&right.seq))
+        });
     match winner {
         Some(bid) => {
             let mut awarded = claim_draft("task.auction_awarded", task, &bid.agent, now_ms);
@@ -1384,13 +1680,21 @@ pub(super) fn auction_deadline(branch: &BranchState, id: &str, now_ms: i64, draf
         None => drafts.push(system_draft(
             "task.auction_closed",
             id,
-            AuctionClosedData { task: id.to_owned(), reason: "no_valid_bid".to_owned(), bids: auction.bids.len() },
+            AuctionClosedData {
+                task: id.to_owned(),
+                reason: "no_valid_bid".to_owned(),
+                bids: auction.bids.len(),
+            },
         )),
     }
 }
 
 /// `task.released` for every task `agent` holds.
-pub(super) fn requeue_claims_of(branch: &BranchState, agent: &str, reason: &str) -> Vec<EventDraft> {
+pub(super) fn requeue_claims_of(
+    branch: &BranchState,
+    agent: &str,
+    reason: &str,
+) -> Vec<EventDraft> {
     let tasks = &branch.work.tasks;
     tasks
         .claims
@@ -1398,7 +1702,15 @@ pub(super) fn requeue_claims_of(branch: &BranchState, agent: &str, reason: &str)
         .into_iter()
         .flatten()
         .map(|id| {
-            system_draft("task.released", id, ReleasedData { task: id.clone(), agent: agent.to_owned(), reason: reason.to_owned() })
+            system_draft(
+                "task.released",
+                id,
+                ReleasedData {
+                    task: id.clone(),
+                    agent: agent.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            )
         })
         .collect()
 }
@@ -1408,7 +1720,9 @@ pub(super) fn requeue_claims_of(branch: &BranchState, agent: &str, reason: &str)
 pub(super) fn restart_leases(work: &mut Work, now_ms: i64) {
     let claimed: Vec<String> = work.tasks.claims.values().flatten().cloned().collect();
     for id in claimed {
-        update(work, &id, |task| task.lease_expires_at_ms = Some(now_ms + task.definition.timeout_ms));
+        update(work, &id, |task| {
+            task.lease_expires_at_ms = Some(now_ms + task.definition.timeout_ms)
+        });
     }
 }
 
@@ -1421,7 +1735,10 @@ fn unindex(work: &mut Work, id: &str) {
     super::bump(&mut tasks.status_counts, &task.status, false);
     if task.is_claimable() {
         let key = group_key(&task.definition);
-        let group = tasks.pending.get_mut(&key).expect("a claimable task has a pending group");
+        let group = tasks
+            .pending
+            .get_mut(&key)
+            .expect("a claimable task has a pending group");
         let removed = group.queue.remove(&pending_entry(task));
         assert!(removed, "a claimable task is in its pending group");
         if group.queue.is_empty() {
@@ -1430,17 +1747,32 @@ fn unindex(work: &mut Work, id: &str) {
     }
     if task.status == TaskStatus::Claimed {
         let agent = task.agent.as_ref().expect("a claimed task has a claimant");
-        let held = tasks.claims.get_mut(agent).expect("a claimant has a claims entry");
+        let held = tasks
+            .claims
+            .get_mut(agent)
+            .expect("a claimant has a claims entry");
         held.remove(id);
         if held.is_empty() {
             tasks.claims.remove(agent);
         }
         if let Some(at_ms) = task.lease_expires_at_ms {
-            work.timers.remove(&Timer { at_ms, kind: TimerKind::TaskLease, id: id.to_owned() });
+            work.timers.remove(&Timer {
+                at_ms,
+                kind: TimerKind::TaskLease,
+                id: id.to_owned(),
+            });
         }
     }
-    if let Some(auction) = task.auction.as_ref().filter(|auction| auction.status == AuctionStatus::Open) {
-        work.timers.remove(&Timer { at_ms: auction.deadline_at_ms, kind: TimerKind::Auction, id: id.to_owned() });
+    if let Some(auction) = task
+        .auction
+        .as_ref()
+        .filter(|auction| auction.status == AuctionStatus::Open)
+    {
+        work.timers.remove(&Timer {
+            at_ms: auction.deadline_at_ms,
+            kind: TimerKind::Auction,
+            id: id.to_owned(),
+        });
     }
 }
 
@@ -1450,21 +1782,38 @@ fn reindex(work: &mut Work, id: &str) {
     let task = &tasks.by_id[id];
     super::bump(&mut tasks.status_counts, &task.status, true);
     if task.is_claimable() {
-        let group = tasks.pending.entry(group_key(&task.definition)).or_insert_with(|| PendingGroup {
-            task_type: task.definition.task_type.clone(),
-            capabilities: task.definition.capabilities.clone(),
-            queue: BTreeSet::new(),
-        });
+        let group = tasks
+            .pending
+            .entry(group_key(&task.definition))
+            .or_insert_with(|| PendingGroup {
+                task_type: task.definition.task_type.clone(),
+                capabilities: task.definition.capabilities.clone(),
+                queue: BTreeSet::new(),
+            });
         group.queue.insert(pending_entry(task));
     }
     if task.status == TaskStatus::Claimed {
         let agent = task.agent.clone().expect("a claimed task has a claimant");
         tasks.claims.entry(agent).or_default().insert(id.to_owned());
-        let at_ms = task.lease_expires_at_ms.expect("a claimed task has a lease");
-        work.timers.insert(Timer { at_ms, kind: TimerKind::TaskLease, id: id.to_owned() });
+        let at_ms = task
+            .lease_expires_at_ms
+            .expect("a claimed task has a lease");
+        work.timers.insert(Timer {
+            at_ms,
+            kind: TimerKind::TaskLease,
+            id: id.to_owned(),
+        });
     }
-    if let Some(auction) = task.auction.as_ref().filter(|auction| auction.status == AuctionStatus::Open) {
-        work.timers.insert(Timer { at_ms: auction.deadline_at_ms, kind: TimerKind::Auction, id: id.to_owned() });
+    if let Some(auction) = task
+        .auction
+        .as_ref()
+        .filter(|auction| auction.status == AuctionStatus::Open)
+    {
+        work.timers.insert(Timer {
+            at_ms: auction.deadline_at_ms,
+            kind: TimerKind::Auction,
+            id: id.to_owned(),
+        });
     }
 }
 
@@ -1535,19 +1884,28 @@ fn create(work: &mut Work, event: &Envelope, created: Created) {
     if tasks.by_id.contains_key(&id) {
         return; // The rules create a task once; a repeat changes nothing.
     }
-    let session = created.definition.session.clone().or_else(|| event.session.clone());
-    let all_completed = created
+    let session = created
         .definition
-        .depends_on
-        .iter()
-        .all(|dependency| tasks.by_id.get(dependency).is_some_and(|task| task.status == TaskStatus::Completed));
+        .session
+        .clone()
+        .or_else(|| event.session.clone());
+    let all_completed = created.definition.depends_on.iter().all(|dependency| {
+        tasks
+            .by_id
+            .get(dependency)
+            .is_some_and(|task| task.status == TaskStatus::Completed)
+    });
     for dependency in &created.definition.depends_on {
         if let Some(task) = tasks.by_id.get_mut(dependency) {
             task.dependents.insert(id.clone());
         }
     }
     if let Some(session) = &session {
-        tasks.by_session.entry(session.clone()).or_default().insert(id.clone());
+        tasks
+            .by_session
+            .entry(session.clone())
+            .or_default()
+            .insert(id.clone());
     }
     let mut task = Task {
         id: id.clone(),
@@ -1588,9 +1946,8 @@ fn fits(task: &Task, event_type: &str) -> bool {
         "task.auction_awarded" | "task.auction_closed" | "task.bid_placed" => {
             task.status == TaskStatus::Pending && task.auction_open()
         }
-        "task.progressed" | "task.completed" | "task.failed" | "task.timed_out" | "task.released" => {
-            task.status == TaskStatus::Claimed
-        }
+        "task.progressed" | "task.completed" | "task.failed" | "task.timed_out"
+        | "task.released" => task.status == TaskStatus::Claimed,
         _ => true,
     }
 }
@@ -1611,8 +1968,12 @@ fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) 
             }
         }),
         "task.claimed" | "task.assigned" | "task.auction_awarded" => {
-            let Some(claimed) = parse_data::<ClaimedData>(event, data) else { return true };
-            if event.event_type == "task.assigned" && claimed.strategy == Some(AssignStrategy::RoundRobin) {
+            let Some(claimed) = parse_data::<ClaimedData>(event, data) else {
+                return true;
+            };
+            if event.event_type == "task.assigned"
+                && claimed.strategy == Some(AssignStrategy::RoundRobin)
+            {
                 work.tasks.round_robin_last = Some(claimed.agent.clone());
             }
             let session = work.tasks.by_id[id].session.clone();
@@ -1635,14 +1996,21 @@ fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) 
             }
         }
         "task.progressed" => {
-            let Some(progressed) = parse_data::<ProgressedData>(event, data) else { return true };
+            let Some(progressed) = parse_data::<ProgressedData>(event, data) else {
+                return true;
+            };
             update(work, id, |task| {
-                task.progress = Some(Progress { percent: progressed.percent, note: progressed.note });
+                task.progress = Some(Progress {
+                    percent: progressed.percent,
+                    note: progressed.note,
+                });
                 task.lease_expires_at_ms = Some(progressed.lease_expires_at);
             });
         }
         "task.completed" => {
-            let Some(completed) = parse_data::<CompletedData>(event, data) else { return true };
+            let Some(completed) = parse_data::<CompletedData>(event, data) else {
+                return true;
+            };
             update(work, id, |task| {
                 task.status = TaskStatus::Completed;
                 task.result = Some(completed.result);
@@ -1654,14 +2022,22 @@ fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) 
                 let tasks = &work.tasks;
                 let task = &tasks.by_id[&dependent];
                 let ready = task.status == TaskStatus::Blocked
-                    && task.definition.depends_on.iter().all(|other| tasks.by_id[other].status == TaskStatus::Completed);
+                    && task
+                        .definition
+                        .depends_on
+                        .iter()
+                        .all(|other| tasks.by_id[other].status == TaskStatus::Completed);
                 if ready {
-                    update(work, &dependent, |task| task.status = unblocked_status(task));
+                    update(work, &dependent, |task| {
+                        task.status = unblocked_status(task)
+                    });
                 }
             }
         }
         "task.failed" | "task.timed_out" => {
-            let Some(ended) = parse_data::<EndedData>(event, data) else { return true };
+            let Some(ended) = parse_data::<EndedData>(event, data) else {
+                return true;
+            };
             update(work, id, |task| {
                 task.lease_expires_at_ms = None;
                 if let Some(error) = ended.error {
@@ -1685,19 +2061,27 @@ fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) 
             task.progress = None;
         }),
         "task.cancelled" => {
-            let Some(cancelled) = parse_data::<CancelledData>(event, data) else { return true };
+            let Some(cancelled) = parse_data::<CancelledData>(event, data) else {
+                return true;
+            };
             update(work, id, |task| {
                 task.status = TaskStatus::Cancelled;
                 task.cancel_reason = Some(cancelled.reason);
                 task.lease_expires_at_ms = None;
                 task.finished_at_ms = Some(ts_ms);
-                if let Some(auction) = task.auction.as_mut().filter(|auction| auction.status == AuctionStatus::Open) {
+                if let Some(auction) = task
+                    .auction
+                    .as_mut()
+                    .filter(|auction| auction.status == AuctionStatus::Open)
+                {
                     auction.status = AuctionStatus::Closed;
                 }
             });
         }
         "task.auction_opened" => {
-            let Some(opened) = parse_data::<AuctionOpenedData>(event, data) else { return true };
+            let Some(opened) = parse_data::<AuctionOpenedData>(event, data) else {
+                return true;
+            };
             update(work, id, |task| {
                 task.auction = Some(Auction {
                     status: AuctionStatus::Open,
@@ -1709,7 +2093,9 @@ fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) 
             });
         }
         "task.bid_placed" => {
-            let Some(bid) = parse_data::<BidData>(event, data) else { return true };
+            let Some(bid) = parse_data::<BidData>(event, data) else {
+                return true;
+            };
             let task = work.tasks.by_id.get_mut(id).expect("checked above");
             if let Some(auction) = task.auction.as_mut() {
                 auction.bids.insert(
@@ -1733,4 +2119,935 @@ fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) 
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{claim, create, create_all, task_of, types, Harness};
+    use super::super::WorkCommand;
+    use super::*;
+    use crate::state::RejectionKind;
+
+    fn complete(task: &str, agent: &str) -> WorkCommand {
+        WorkCommand::TaskComplete {
+            task: task.into(),
+            spec: CompleteSpec {
+                agent: agent.into(),
+                result: Some(json!("ok")),
+            },
+        }
+    }
+
+    fn fail(task: &str, agent: &str, retry: bool) -> WorkCommand {
+        WorkCommand::TaskFail {
+            task: task.into(),
+            spec: FailSpec {
+                agent: agent.into(),
+                error: Some(json!("boom")),
+                retry: Some(retry),
+            },
+        }
+    }
+
+    fn claimed_id(harness: &mut Harness, agent: &str, capabilities: &[&str]) -> Option<String> {
+        let events = harness.ok(claim(agent, capabilities));
+        assert!(events.len() <= 1, "a claim takes at most one task");
+        events.first().map(task_of)
+    }
+
+    fn status(harness: &Harness, id: &str) -> TaskStatus {
+        harness.task(id).status
+    }
+
+    fn invalid_field(rejection: &Rejection) -> &str {
+        assert_eq!(rejection.kind, RejectionKind::Invalid, "{rejection:?}");
+        assert_eq!(rejection.code, "invalid_value");
+        rejection.details["field"]
+            .as_str()
+            .expect("an invalid_value names its field")
+    }
+
+    #[test]
+    fn create_applies_defaults_and_the_view_shows_them() {
+        let mut harness = Harness::new();
+        let events = harness.ok(create(
+            json!({"id": "a", "type": "build", "parameters": {"x": 1}}),
+        ));
+        assert_eq!(types(&events), ["task.created"]);
+        assert_eq!(events[0].stream, "task/a");
+        let task = harness.task("a");
+        assert_eq!(task.status, TaskStatus::Pending);
+        assert_eq!(task.attempt, 1);
+        assert_eq!(task.definition.priority, PRIORITY_DEFAULT);
+        assert_eq!(task.definition.max_attempts, MAX_ATTEMPTS_DEFAULT);
+        assert_eq!(task.definition.timeout_ms, TIMEOUT_MS_DEFAULT);
+        let view = task.view();
+        assert_eq!(view["type"], json!("build"));
+        assert_eq!(view["status"], json!("pending"));
+        assert_eq!(view["parameters"], json!({"x": 1}));
+        assert_eq!(view["history"][0]["type"], json!("task.created"));
+        assert_eq!(view["history"][0]["seq"], json!(events[0].seq));
+        assert_eq!(harness.work().tasks.count(TaskStatus::Pending), 1);
+    }
+
+    #[test]
+    fn same_id_same_body_is_unchanged_and_another_body_conflicts() {
+        let mut harness = Harness::new();
+        harness.ok(create(json!({"id": "a", "type": "build"})));
+        assert!(
+            harness
+                .ok(create(json!({"id": "a", "type": "build", "priority": 5})))
+                .is_empty(),
+            "defaults count as the same body"
+        );
+        let rejection = harness.err(create(json!({"id": "a", "type": "build", "priority": 7})));
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::Conflict, "already_exists")
+        );
+        assert_eq!(rejection.details["id"], json!("a"));
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let mut harness = Harness::new();
+        let cases = [
+            (json!({"type": "t", "priority": 0}), "priority"),
+            (json!({"type": "t", "priority": 11}), "priority"),
+            (json!({"type": "t", "timeout_ms": 99}), "timeout_ms"),
+            (json!({"type": "t", "max_attempts": 0}), "max_attempts"),
+            (json!({"type": ""}), "type"),
+            (json!({"type": "t", "id": "a\nb"}), "id"),
+            (json!({"type": "t", "capabilities": [""]}), "capabilities"),
+        ];
+        for (spec, field) in cases {
+            let rejection = harness.err(create(spec));
+            assert_eq!(invalid_field(&rejection), field);
+        }
+        let rejection = harness.err(create_all(
+            json!([{"type": "t"}, {"type": "t", "priority": 12}]),
+        ));
+        assert_eq!(invalid_field(&rejection), "tasks[1].priority");
+        let rejection = harness.err(create_all(
+            json!([{"id": "a", "type": "t"}, {"id": "a", "type": "t"}]),
+        ));
+        assert_eq!(invalid_field(&rejection), "tasks[1].id");
+        let rejection = harness.err(WorkCommand::TaskCreate { tasks: Vec::new() });
+        assert_eq!(invalid_field(&rejection), "tasks");
+    }
+
+    #[test]
+    fn unknown_dependencies_and_cycles_are_refused() {
+        let mut harness = Harness::new();
+        let rejection = harness.err(create(
+            json!({"id": "a", "type": "t", "depends_on": ["ghost"]}),
+        ));
+        assert_eq!(invalid_field(&rejection), "depends_on");
+        assert_eq!(rejection.details["unknown"], json!(["ghost"]));
+        let rejection = harness.err(create_all(json!([
+            {"id": "a", "type": "t", "depends_on": ["c"]},
+            {"id": "b", "type": "t", "depends_on": ["a"]},
+            {"id": "c", "type": "t", "depends_on": ["b"]},
+            {"id": "d", "type": "t"},
+        ])));
+        assert_eq!(invalid_field(&rejection), "depends_on");
+        assert_eq!(rejection.details["cycle"], json!(["a", "c", "b", "a"]));
+        let rejection = harness.err(create(json!({"id": "a", "type": "t", "depends_on": ["a"]})));
+        assert_eq!(rejection.details["cycle"], json!(["a", "a"]));
+        assert!(
+            harness.work().tasks.by_id.is_empty(),
+            "a refused batch creates nothing"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_created_dependencies_first() {
+        let mut harness = Harness::new();
+        let events = harness.ok(create_all(json!([
+            {"id": "edit", "type": "edit", "depends_on": ["write"]},
+            {"id": "write", "type": "write", "depends_on": ["research"]},
+            {"id": "research", "type": "research"},
+        ])));
+        let order: Vec<String> = events.iter().map(task_of).collect();
+        assert_eq!(order, ["research", "write", "edit"]);
+        assert_eq!(status(&harness, "research"), TaskStatus::Pending);
+        assert_eq!(status(&harness, "write"), TaskStatus::Blocked);
+        assert_eq!(status(&harness, "edit"), TaskStatus::Blocked);
+        assert_eq!(
+            harness.task("research").dependents,
+            BTreeSet::from(["write".to_owned()])
+        );
+    }
+
+    #[test]
+    fn generated_ids_follow_the_count_and_skip_taken_ones() {
+        let mut harness = Harness::new();
+        let events = harness.ok(create(json!({"type": "t"})));
+        assert_eq!(task_of(&events[0]), "T-1");
+        harness.ok(create(json!({"id": "T-3", "type": "t"})));
+        let events = harness.ok(create_all(
+            json!([{"type": "t"}, {"type": "t"}, {"id": "T-4", "type": "t"}]),
+        ));
+        let ids: Vec<String> = events.iter().map(task_of).collect();
+        assert_eq!(ids, ["T-5", "T-6", "T-4"]);
+    }
+
+    #[test]
+    fn claims_take_the_most_urgent_then_the_oldest() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "a", "type": "t", "priority": 5},
+            {"id": "b", "type": "t", "priority": 9},
+            {"id": "c", "type": "u", "priority": 5},
+            {"id": "d", "type": "u", "priority": 9},
+            {"id": "e", "type": "t", "priority": 1},
+        ])));
+        let order: Vec<String> = (0..5)
+            .map(|_| claimed_id(&mut harness, "w", &[]).expect("a task"))
+            .collect();
+        assert_eq!(order, ["b", "d", "a", "c", "e"]);
+        assert_eq!(
+            claimed_id(&mut harness, "w", &[]),
+            None,
+            "nothing left: no events"
+        );
+        let task = harness.task("b");
+        assert_eq!(task.status, TaskStatus::Claimed);
+        assert_eq!(task.agent.as_deref(), Some("w"));
+        assert_eq!(
+            task.lease_expires_at_ms,
+            Some(harness.now_ms + TIMEOUT_MS_DEFAULT)
+        );
+        assert_eq!(harness.work().tasks.load_of("w"), 5);
+    }
+
+    #[test]
+    fn claims_respect_capabilities_and_types() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "gpu", "type": "train", "priority": 10, "capabilities": ["gpu", "cuda"]},
+            {"id": "plain", "type": "train", "priority": 1},
+            {"id": "doc", "type": "write", "priority": 5},
+        ])));
+        let only_train = |agent: &str, capabilities: Option<Vec<String>>| {
+            WorkCommand::TaskClaim(ClaimSpec {
+                agent: agent.into(),
+                capabilities,
+                types: Some(vec!["train".into()]),
+                wait_ms: None,
+            })
+        };
+        let events = harness.ok(only_train("w1", Some(vec!["gpu".into()])));
+        assert_eq!(
+            task_of(&events[0]),
+            "plain",
+            "one of two capabilities is not enough"
+        );
+        harness.register_agent("w2", &["cuda", "gpu", "rust"]);
+        let events = harness.ok(only_train("w2", None));
+        assert_eq!(
+            task_of(&events[0]),
+            "gpu",
+            "registered capabilities are used when none are given"
+        );
+        assert!(
+            harness.ok(only_train("w3", None)).is_empty(),
+            "no train task left"
+        );
+        assert_eq!(claimed_id(&mut harness, "w3", &[]).as_deref(), Some("doc"));
+    }
+
+    #[test]
+    fn dependencies_gate_claims_until_they_complete() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "research", "type": "t", "priority": 1},
+            {"id": "write", "type": "t", "priority": 10, "depends_on": ["research"]},
+        ])));
+        assert_eq!(
+            claimed_id(&mut harness, "w", &[]).as_deref(),
+            Some("research")
+        );
+        assert_eq!(
+            claimed_id(&mut harness, "w", &[]),
+            None,
+            "write waits for research"
+        );
+        harness.ok(complete("research", "w"));
+        assert_eq!(status(&harness, "write"), TaskStatus::Pending);
+        assert_eq!(claimed_id(&mut harness, "w", &[]).as_deref(), Some("write"));
+        // A task created on a completed dependency is pending at once.
+        harness.ok(create(
+            json!({"id": "late", "type": "t", "depends_on": ["research"]}),
+        ));
+        assert_eq!(status(&harness, "late"), TaskStatus::Pending);
+    }
+
+    #[test]
+    fn approval_gates_a_task_after_its_dependencies() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "gate", "type": "t", "requires_approval": true},
+            {"id": "dep", "type": "t"},
+            {"id": "blocked", "type": "t", "requires_approval": true, "depends_on": ["dep"]},
+        ])));
+        assert_eq!(status(&harness, "gate"), TaskStatus::AwaitingApproval);
+        assert_eq!(status(&harness, "blocked"), TaskStatus::Blocked);
+        assert_eq!(claimed_id(&mut harness, "w", &[]).as_deref(), Some("dep"));
+        assert_eq!(
+            claimed_id(&mut harness, "w", &[]),
+            None,
+            "awaiting approval is not claimable"
+        );
+        let events = harness.ok(WorkCommand::TaskApprove {
+            task: "gate".into(),
+        });
+        assert_eq!(types(&events), ["task.approved"]);
+        assert_eq!(status(&harness, "gate"), TaskStatus::Pending);
+        assert!(
+            harness
+                .ok(WorkCommand::TaskApprove {
+                    task: "gate".into()
+                })
+                .is_empty(),
+            "approving twice writes nothing"
+        );
+        harness.ok(complete("dep", "w"));
+        assert_eq!(
+            status(&harness, "blocked"),
+            TaskStatus::AwaitingApproval,
+            "dependencies first, then approval"
+        );
+        harness.ok(WorkCommand::TaskApprove {
+            task: "blocked".into(),
+        });
+        assert_eq!(status(&harness, "blocked"), TaskStatus::Pending);
+        let rejection = harness.err(WorkCommand::TaskApprove { task: "dep".into() });
+        assert_eq!(rejection.code, "approval_not_required");
+        let rejection = harness.err(WorkCommand::TaskApprove {
+            task: "ghost".into(),
+        });
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::NotFound, "not_found")
+        );
+    }
+
+    /// Twelve agents claiming 2,400 tasks in turn: each task is claimed exactly once and
+    /// each agent gets its 200.
+    #[test]
+    fn twelve_agents_claim_two_hundred_tasks_each_exactly_once() {
+        let mut harness = Harness::new();
+        for batch in 0..3 {
+            let specs: Vec<TaskSpec> = (0..800)
+                .map(|index| TaskSpec {
+                    id: Some(format!("job-{batch}-{index}")),
+                    task_type: "job".into(),
+                    priority: Some(1 + (index % 10)),
+                    ..TaskSpec::default()
+                })
+                .collect();
+            harness.ok(WorkCommand::TaskCreate { tasks: specs });
+        }
+        let agents: Vec<String> = (0..12).map(|index| format!("agent-{index}")).collect();
+        let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+        let mut per_agent: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut previous_priority = PRIORITY_MAX;
+        'claiming: loop {
+            for agent in &agents {
+                let Some(id) = claimed_id(&mut harness, agent, &[]) else {
+                    break 'claiming;
+                };
+                let priority = harness.task(&id).definition.priority;
+                assert!(
+                    priority <= previous_priority,
+                    "claims never go back to a more urgent priority"
+                );
+                previous_priority = priority;
+                assert!(
+                    claimed.insert(id.clone(), agent.clone()).is_none(),
+                    "task {id} claimed twice"
+                );
+                *per_agent.entry(agent).or_default() += 1;
+            }
+        }
+        assert_eq!(claimed.len(), 2400);
+        assert!(
+            per_agent.values().all(|&count| count == 200),
+            "{per_agent:?}"
+        );
+        for (id, agent) in &claimed {
+            assert_eq!(harness.task(id).agent.as_ref(), Some(agent));
+        }
+        assert_eq!(harness.work().tasks.claimable_count(), 0);
+        assert_eq!(harness.work().tasks.count(TaskStatus::Claimed), 2400);
+    }
+
+    #[test]
+    fn an_expired_lease_retries_then_fails_and_cancels_dependents() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "a", "type": "t", "timeout_ms": 1000, "max_attempts": 2},
+            {"id": "b", "type": "t", "depends_on": ["a"]},
+            {"id": "c", "type": "t", "depends_on": ["b"]},
+        ])));
+        harness.ok(claim("w1", &[]));
+        assert_eq!(
+            super::super::next_deadline(harness.branch()),
+            Some(harness.now_ms + 1000)
+        );
+        assert!(harness.advance(999).is_empty(), "the lease still holds");
+        let fired = harness.advance(1);
+        assert_eq!(types(&fired), ["task.timed_out"]);
+        assert_eq!(fired[0].actor, "system");
+        assert_eq!(fired[0].data_value()["final"], json!(false));
+        let task = harness.task("a");
+        assert_eq!(
+            (task.status, task.attempt, task.agent.as_deref()),
+            (TaskStatus::Pending, 2, None)
+        );
+        let events = harness.ok(claim("w2", &[]));
+        assert_eq!(events[0].data_value()["attempt"], json!(2));
+        let fired = harness.advance(1000);
+        assert_eq!(
+            types(&fired),
+            ["task.timed_out", "task.cancelled", "task.cancelled"]
+        );
+        assert_eq!(fired[0].data_value()["final"], json!(true));
+        assert_eq!(
+            fired[1].data_value(),
+            json!({"task": "b", "reason": "dependency_failed", "dependency": "a"})
+        );
+        assert_eq!(
+            fired[2].data_value(),
+            json!({"task": "c", "reason": "dependency_cancelled", "dependency": "b"})
+        );
+        assert_eq!(status(&harness, "a"), TaskStatus::Failed);
+        assert_eq!(status(&harness, "c"), TaskStatus::Cancelled);
+        assert_eq!(super::super::next_deadline(harness.branch()), None);
+    }
+
+    #[test]
+    fn progress_renews_the_lease() {
+        let mut harness = Harness::new();
+        harness.ok(create(json!({"id": "a", "type": "t", "timeout_ms": 1000})));
+        harness.ok(claim("w", &[]));
+        harness.advance(800);
+        let progress = |percent: f64| WorkCommand::TaskProgress {
+            task: "a".into(),
+            spec: ProgressSpec {
+                agent: "w".into(),
+                percent,
+                note: Some("half".into()),
+            },
+        };
+        harness.ok(progress(50.0));
+        assert_eq!(
+            harness.task("a").lease_expires_at_ms,
+            Some(harness.now_ms + 1000)
+        );
+        assert!(
+            harness.advance(900).is_empty(),
+            "renewed at 800, so it holds until 1800"
+        );
+        assert_eq!(
+            harness.task("a").progress,
+            Some(Progress {
+                percent: 50.0,
+                note: Some("half".into())
+            })
+        );
+        let rejection = harness.err(progress(101.0));
+        assert_eq!(invalid_field(&rejection), "percent");
+        assert_eq!(types(&harness.advance(100)), ["task.timed_out"]);
+    }
+
+    #[test]
+    fn only_the_claimant_may_progress_complete_fail_or_release() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(
+            json!([{"id": "a", "type": "t"}, {"id": "b", "type": "t"}]),
+        ));
+        harness.ok(claim("owner", &[]));
+        let intruder_commands = [
+            complete("a", "intruder"),
+            fail("a", "intruder", false),
+            WorkCommand::TaskRelease {
+                task: "a".into(),
+                spec: ReleaseSpec {
+                    agent: "intruder".into(),
+                },
+            },
+            WorkCommand::TaskProgress {
+                task: "a".into(),
+                spec: ProgressSpec {
+                    agent: "intruder".into(),
+                    percent: 1.0,
+                    note: None,
+                },
+            },
+        ];
+        for command in intruder_commands {
+            let rejection = harness.err(command);
+            assert_eq!(
+                (rejection.kind, rejection.code),
+                (RejectionKind::Conflict, "not_claimant")
+            );
+            assert_eq!(rejection.details["claimant"], json!("owner"));
+        }
+        let rejection = harness.err(complete("b", "owner"));
+        assert_eq!(
+            rejection.code, "not_claimant",
+            "b is pending: nobody holds it"
+        );
+        assert_eq!(rejection.details["claimant"], Value::Null);
+        assert_eq!(rejection.details["status"], json!("pending"));
+        let rejection = harness.err(complete("ghost", "owner"));
+        assert_eq!(rejection.kind, RejectionKind::NotFound);
+        harness.ok(complete("a", "owner"));
+        assert_eq!(harness.task("a").result, Some(json!("ok")));
+        assert_eq!(
+            harness.err(complete("a", "owner")).code,
+            "not_claimant",
+            "completing twice"
+        );
+    }
+
+    #[test]
+    fn fail_with_retry_requeues_until_the_last_attempt() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "a", "type": "t", "max_attempts": 2},
+            {"id": "b", "type": "t"},
+        ])));
+        harness.ok(claim("w", &[]));
+        let events = harness.ok(fail("a", "w", true));
+        assert_eq!(events[0].data_value()["final"], json!(false));
+        let task = harness.task("a");
+        assert_eq!((task.status, task.attempt), (TaskStatus::Pending, 2));
+        assert_eq!(task.error, Some(json!("boom")));
+        assert_eq!(claimed_id(&mut harness, "w", &[]).as_deref(), Some("a"));
+        harness.ok(fail("a", "w", true));
+        assert_eq!(
+            status(&harness, "a"),
+            TaskStatus::Failed,
+            "no attempts left"
+        );
+        assert_eq!(claimed_id(&mut harness, "w", &[]).as_deref(), Some("b"));
+        harness.ok(fail("b", "w", false));
+        assert_eq!(status(&harness, "b"), TaskStatus::Failed, "no retry asked");
+        assert_eq!(harness.task("b").attempt, 1);
+    }
+
+    #[test]
+    fn release_puts_the_task_back_with_the_same_attempt() {
+        let mut harness = Harness::new();
+        harness.ok(create(json!({"id": "a", "type": "t"})));
+        harness.ok(claim("w1", &[]));
+        let events = harness.ok(WorkCommand::TaskRelease {
+            task: "a".into(),
+            spec: ReleaseSpec { agent: "w1".into() },
+        });
+        assert_eq!(types(&events), ["task.released"]);
+        let task = harness.task("a");
+        assert_eq!(
+            (task.status, task.attempt, task.lease_expires_at_ms),
+            (TaskStatus::Pending, 1, None)
+        );
+        assert_eq!(claimed_id(&mut harness, "w2", &[]).as_deref(), Some("a"));
+        assert_eq!(harness.work().tasks.load_of("w1"), 0);
+    }
+
+    #[test]
+    fn cancellation_propagates_to_every_dependent() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "a", "type": "t"},
+            {"id": "b", "type": "t", "depends_on": ["a"]},
+            {"id": "d", "type": "t", "depends_on": ["a"]},
+            {"id": "c", "type": "t", "depends_on": ["b", "d"]},
+            {"id": "other", "type": "t"},
+        ])));
+        harness.ok(claim("w", &[]));
+        let events = harness.ok(WorkCommand::TaskCancel {
+            task: "a".into(),
+            spec: CancelSpec::default(),
+        });
+        let cancelled: Vec<String> = events.iter().map(task_of).collect();
+        assert_eq!(cancelled, ["a", "b", "d", "c"]);
+        assert_eq!(events[0].data_value()["reason"], json!("cancelled"));
+        assert_eq!(
+            events[1].data_value()["reason"],
+            json!("dependency_cancelled")
+        );
+        for id in ["a", "b", "c", "d"] {
+            assert_eq!(status(&harness, id), TaskStatus::Cancelled, "{id}");
+        }
+        assert_eq!(status(&harness, "other"), TaskStatus::Pending);
+        assert_eq!(
+            harness.work().tasks.load_of("w"),
+            0,
+            "cancelling a claimed task frees it"
+        );
+        assert!(harness
+            .ok(WorkCommand::TaskCancel {
+                task: "a".into(),
+                spec: CancelSpec::default()
+            })
+            .is_empty());
+        // A new task on a cancelled dependency is created cancelled.
+        let events = harness.ok(create(
+            json!({"id": "late", "type": "t", "depends_on": ["c"]}),
+        ));
+        assert_eq!(types(&events), ["task.created", "task.cancelled"]);
+        assert_eq!(status(&harness, "late"), TaskStatus::Cancelled);
+        harness.ok(claim("w", &[]));
+        harness.ok(complete("other", "w"));
+        let rejection = harness.err(WorkCommand::TaskCancel {
+            task: "other".into(),
+            spec: CancelSpec::default(),
+        });
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::Conflict, "invalid_status")
+        );
+    }
+
+    fn assign(task: &str, agent: Option<&str>, strategy: Option<&str>) -> WorkCommand {
+        WorkCommand::TaskAssign {
+            task: task.into(),
+            spec: AssignSpec {
+                agent: agent.map(str::to_owned),
+                strategy: strategy.map(str::to_owned),
+            },
+        }
+    }
+
+    #[test]
+    fn assign_to_a_named_agent_claims_for_it() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(
+            json!([{"id": "a", "type": "t"}, {"id": "b", "type": "t"}]),
+        ));
+        let events = harness.ok(assign("a", Some("w"), None));
+        assert_eq!(types(&events), ["task.assigned"]);
+        let task = harness.task("a");
+        assert_eq!(
+            (task.status, task.agent.as_deref()),
+            (TaskStatus::Claimed, Some("w"))
+        );
+        assert_eq!(
+            harness.err(assign("a", Some("w"), None)).code,
+            "invalid_status"
+        );
+        assert_eq!(
+            invalid_field(&harness.err(assign("b", None, None))),
+            "agent"
+        );
+        assert_eq!(
+            invalid_field(&harness.err(assign("b", Some("w"), Some("round_robin")))),
+            "agent"
+        );
+        assert_eq!(
+            invalid_field(&harness.err(assign("b", None, Some("random")))),
+            "strategy"
+        );
+        harness.register_agent("dead", &[]);
+        harness.kill_agent("dead");
+        assert_eq!(
+            harness.err(assign("b", Some("dead"), None)).code,
+            "agent_not_active"
+        );
+    }
+
+    #[test]
+    fn assign_strategies_pick_among_capable_active_agents() {
+        let mut harness = Harness::new();
+        let specs: Vec<Value> = (0..8)
+            .map(|index| json!({"id": format!("t{index}"), "type": "t"}))
+            .collect();
+        harness.ok(create_all(Value::Array(specs)));
+        harness.ok(create(
+            json!({"id": "gpu", "type": "t", "capabilities": ["gpu"]}),
+        ));
+        harness.ok(create(
+            json!({"id": "nobody", "type": "t", "capabilities": ["quantum"]}),
+        ));
+        harness.register_agent("a", &["gpu", "rust", "python"]);
+        harness.register_agent("b", &[]);
+        harness.register_agent("c", &["gpu"]);
+        harness.register_agent("d", &[]);
+        harness.kill_agent("d");
+        let mut picked = Vec::new();
+        for index in 0..4 {
+            let events = harness.ok(assign(&format!("t{index}"), None, Some("round_robin")));
+            assert_eq!(events[0].data_value()["strategy"], json!("round_robin"));
+            picked.push(
+                harness
+                    .task(&format!("t{index}"))
+                    .agent
+                    .clone()
+                    .expect("assigned"),
+            );
+        }
+        assert_eq!(
+            picked,
+            ["a", "b", "c", "a"],
+            "round robin in id order, skipping the killed agent"
+        );
+        // Loads now: a 2, b 1, c 1.
+        harness.ok(assign("t4", None, Some("least_loaded")));
+        assert_eq!(
+            harness.task("t4").agent.as_deref(),
+            Some("b"),
+            "b and c hold one each; b sorts first"
+        );
+        harness.ok(assign("t5", None, Some("least_loaded")));
+        assert_eq!(harness.task("t5").agent.as_deref(), Some("c"));
+        harness.ok(assign("gpu", None, Some("capability")));
+        assert_eq!(
+            harness.task("gpu").agent.as_deref(),
+            Some("c"),
+            "the most specialised gpu agent"
+        );
+        let rejection = harness.err(assign("nobody", None, Some("least_loaded")));
+        assert_eq!(
+            (rejection.kind, rejection.code),
+            (RejectionKind::Conflict, "no_eligible_agent")
+        );
+    }
+
+    fn bid(task: &str, agent: &str, price: f64, estimated_ms: i64, confidence: f64) -> WorkCommand {
+        WorkCommand::BidPlace {
+            task: task.into(),
+            spec: BidSpec {
+                agent: agent.into(),
+                price,
+                estimated_ms,
+                confidence,
+            },
+        }
+    }
+
+    fn auction(task: &str, deadline_ms: i64, min_confidence: Option<f64>) -> WorkCommand {
+        WorkCommand::AuctionOpen {
+            task: task.into(),
+            spec: AuctionSpec {
+                deadline_ms,
+                min_confidence,
+            },
+        }
+    }
+
+    #[test]
+    fn the_best_valid_bid_wins_the_auction_and_claims_the_task() {
+        let mut harness = Harness::new();
+        harness.ok(create(json!({"id": "a", "type": "t", "timeout_ms": 60000})));
+        harness.ok(auction("a", 5000, Some(0.5)));
+        assert_eq!(
+            claimed_id(&mut harness, "w", &[]),
+            None,
+            "an auctioned task is not claimable"
+        );
+        assert_eq!(
+            harness.err(assign("a", Some("w"), None)).code,
+            "auction_open"
+        );
+        // Scores: cheap 0.4*10/100 + 0.3*0.5 - 0.3*0.8 = -0.05; slow 0.4*0.1 + 0.3*2 - 0.27 = 0.37;
+        // unsure has the best score but is below min_confidence.
+        harness.ok(bid("a", "cheap", 10.0, 1_800_000, 0.8));
+        harness.ok(bid("a", "slow", 10.0, 7_200_000, 0.9));
+        harness.ok(bid("a", "unsure", 0.0, 0, 0.4));
+        let scores: Vec<f64> = harness
+            .task("a")
+            .auction
+            .as_ref()
+            .expect("open")
+            .bids
+            .values()
+            .map(|bid| bid.score)
+            .collect();
+        assert!((scores[0] - (-0.05)).abs() < 1e-12, "{scores:?}");
+        assert_eq!(
+            invalid_field(&harness.err(bid("a", "x", -1.0, 0, 0.5))),
+            "price"
+        );
+        assert_eq!(
+            invalid_field(&harness.err(bid("a", "x", 1.0, 0, 1.5))),
+            "confidence"
+        );
+        let fired = harness.advance(5000);
+        assert_eq!(types(&fired), ["task.auction_awarded"]);
+        assert_eq!(fired[0].data_value()["agent"], json!("cheap"));
+        let task = harness.task("a");
+        assert_eq!(
+            (task.status, task.agent.as_deref()),
+            (TaskStatus::Claimed, Some("cheap"))
+        );
+        assert_eq!(task.lease_expires_at_ms, Some(harness.now_ms + 60000));
+        assert_eq!(
+            task.auction.as_ref().map(|auction| auction.status),
+            Some(AuctionStatus::Awarded)
+        );
+        assert_eq!(
+            harness.err(bid("a", "late", 1.0, 1, 0.9)).code,
+            "auction_closed"
+        );
+    }
+
+    #[test]
+    fn an_auction_without_a_valid_bid_leaves_the_task_pending() {
+        let mut harness = Harness::new();
+        harness.ok(create(
+            json!({"id": "a", "type": "t", "capabilities": ["gpu"]}),
+        ));
+        harness.ok(auction("a", 1000, Some(0.9)));
+        assert_eq!(harness.err(auction("a", 1000, None)).code, "auction_open");
+        let rejection = harness.err(bid("a", "cpu-only", 1.0, 1, 0.95));
+        assert_eq!(rejection.code, "missing_capabilities");
+        harness.register_agent("g", &["gpu"]);
+        harness.ok(bid("a", "g", 1.0, 1, 0.5));
+        harness.ok(bid("a", "g", 1.0, 1, 0.6));
+        assert_eq!(
+            harness.task("a").auction.as_ref().expect("open").bids.len(),
+            1,
+            "a later bid replaces the earlier"
+        );
+        let fired = harness.advance(1000);
+        assert_eq!(types(&fired), ["task.auction_closed"]);
+        assert_eq!(fired[0].data_value()["bids"], json!(1));
+        assert_eq!(status(&harness, "a"), TaskStatus::Pending);
+        assert_eq!(
+            claimed_id(&mut harness, "g", &[]).as_deref(),
+            None,
+            "explicit capabilities replace the registered ones"
+        );
+        assert_eq!(
+            claimed_id(&mut harness, "x", &["gpu"]).as_deref(),
+            Some("a"),
+            "claimable again"
+        );
+        assert_eq!(harness.err(auction("a", 1000, None)).code, "invalid_status");
+    }
+
+    #[test]
+    fn a_killed_agents_claims_go_back_to_pending() {
+        let mut harness = Harness::new();
+        harness.register_agent("w", &[]);
+        harness.ok(create_all(
+            json!([{"id": "a", "type": "t"}, {"id": "b", "type": "t"}, {"id": "c", "type": "t"}]),
+        ));
+        harness.ok(claim("w", &[]));
+        harness.ok(claim("w", &[]));
+        let events = harness.kill_agent("w");
+        assert_eq!(
+            types(&events),
+            ["agent.killed", "task.released", "task.released"]
+        );
+        assert_eq!(events[1].actor, "system");
+        for id in ["a", "b"] {
+            let task = harness.task(id);
+            assert_eq!(
+                (task.status, task.attempt, task.agent.as_deref()),
+                (TaskStatus::Pending, 1, None)
+            );
+        }
+        assert_eq!(harness.work().tasks.load_of("w"), 0);
+        assert!(super::super::requeue_claims_of(harness.branch(), "w", "agent_expired").is_empty());
+    }
+
+    #[test]
+    fn list_filters_and_history() {
+        let mut harness = Harness::new();
+        harness.ok(create_all(json!([
+            {"id": "a", "type": "t", "session": "s1"},
+            {"id": "b", "type": "u", "session": "s1"},
+            {"id": "c", "type": "t"},
+        ])));
+        harness.ok(claim("w", &[]));
+        harness.ok(complete("a", "w"));
+        let ids = |filter: TaskFilter, harness: &Harness| -> Vec<String> {
+            harness
+                .work()
+                .tasks
+                .list(&filter)
+                .into_iter()
+                .map(|task| task.id.clone())
+                .collect()
+        };
+        assert_eq!(ids(TaskFilter::default(), &harness), ["a", "b", "c"]);
+        assert_eq!(
+            ids(
+                TaskFilter {
+                    session: Some("s1".into()),
+                    ..TaskFilter::default()
+                },
+                &harness
+            ),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(
+                TaskFilter {
+                    task_type: Some("t".into()),
+                    ..TaskFilter::default()
+                },
+                &harness
+            ),
+            ["a", "c"]
+        );
+        assert_eq!(
+            ids(
+                TaskFilter {
+                    agent: Some("w".into()),
+                    ..TaskFilter::default()
+                },
+                &harness
+            ),
+            ["a"]
+        );
+        assert_eq!(
+            ids(
+                TaskFilter {
+                    status: Some(TaskStatus::Pending),
+                    ..TaskFilter::default()
+                },
+                &harness
+            ),
+            ["b", "c"]
+        );
+        let history: Vec<&str> = harness
+            .task("a")
+            .history
+            .iter()
+            .map(|entry| entry.event_type.as_str())
+            .collect();
+        assert_eq!(history, ["task.created", "task.claimed", "task.completed"]);
+        assert_eq!(
+            TaskStatus::parse("awaiting_approval"),
+            Some(TaskStatus::AwaitingApproval)
+        );
+        assert_eq!(TaskStatus::parse("nope"), None);
+    }
+
+    #[test]
+    fn restart_gives_claimed_tasks_their_full_lease_again() {
+        let mut harness = Harness::new();
+        harness.ok(create(json!({"id": "a", "type": "t", "timeout_ms": 1000})));
+        harness.ok(claim("w", &[]));
+        harness.now_ms += 5000;
+        let now_ms = harness.now_ms;
+        super::super::restart_leases(
+            harness.state.branches.get_mut("main").expect("main"),
+            now_ms,
+        );
+        assert_eq!(harness.task("a").lease_expires_at_ms, Some(now_ms + 1000));
+        assert_eq!(
+            super::super::next_deadline(harness.branch()),
+            Some(now_ms + 1000)
+        );
+        assert!(harness.fire_due().is_empty());
+    }
 }

@@ -33,12 +33,19 @@ pub struct Harness {
 impl Harness {
     /// An empty state at [`START_MS`].
     pub fn new() -> Self {
-        Harness { state: State::default(), now_ms: START_MS, log: Vec::new(), session: None }
+        Harness {
+            state: State::default(),
+            now_ms: START_MS,
+            log: Vec::new(),
+            session: None,
+        }
     }
 
     /// The main branch.
     pub fn branch(&self) -> &BranchState {
-        self.state.branch(MAIN_BRANCH).expect("the harness creates main")
+        self.state
+            .branch(MAIN_BRANCH)
+            .expect("the harness creates main")
     }
 
     /// The work part of the main branch.
@@ -52,7 +59,11 @@ impl Harness {
     }
 
     /// Decides `command` as `actor` and commits the result.
-    pub fn run_as(&mut self, actor: &str, command: WorkCommand) -> Result<Vec<Envelope>, Rejection> {
+    pub fn run_as(
+        &mut self,
+        actor: &str,
+        command: WorkCommand,
+    ) -> Result<Vec<Envelope>, Rejection> {
         // The engine fires due timers before it decides: do the same.
         self.fire_due();
         let drafts = decide(self.branch(), &command, self.now_ms)?;
@@ -62,7 +73,8 @@ impl Harness {
     /// Runs `command` and expects it to be accepted.
     pub fn ok(&mut self, command: WorkCommand) -> Vec<Envelope> {
         let description = format!("{command:?}");
-        self.run(command).unwrap_or_else(|rejection| panic!("{description} was refused: {rejection:?}"))
+        self.run(command)
+            .unwrap_or_else(|rejection| panic!("{description} was refused: {rejection:?}"))
     }
 
     /// Runs `command` and expects a rejection, which must write nothing.
@@ -107,7 +119,10 @@ impl Harness {
     pub fn fire_due(&mut self) -> Vec<Envelope> {
         let drafts = due(self.branch(), self.now_ms);
         let fired = self.commit(crate::envelope::SYSTEM_ACTOR, drafts);
-        assert!(due(self.branch(), self.now_ms).is_empty(), "applying due events clears them");
+        assert!(
+            due(self.branch(), self.now_ms).is_empty(),
+            "applying due events clears them"
+        );
         fired
     }
 
@@ -123,7 +138,10 @@ impl Harness {
         self.coordinate(CoordinationCommand::AgentRegister {
             id: id.to_owned(),
             agent_type: "worker".to_owned(),
-            capabilities: capabilities.iter().map(|capability| capability.to_string()).collect(),
+            capabilities: capabilities
+                .iter()
+                .map(|capability| capability.to_string())
+                .collect(),
             ttl_ms: None,
             meta: None,
             by_admin: true,
@@ -143,7 +161,10 @@ impl Harness {
 
     /// The task `id`.
     pub fn task(&self, id: &str) -> &Task {
-        self.work().tasks.get(id).unwrap_or_else(|| panic!("task '{id}' exists"))
+        self.work()
+            .tasks
+            .get(id)
+            .unwrap_or_else(|| panic!("task '{id}' exists"))
     }
 
     /// The state rebuilt by replaying the whole log from the start.
@@ -162,19 +183,28 @@ pub fn replay(mut state: State, events: &[Envelope]) -> State {
 
 /// A one-task create.
 pub fn create(spec: Value) -> WorkCommand {
-    WorkCommand::TaskCreate { tasks: vec![serde_json::from_value(spec).expect("a valid task spec")] }
+    WorkCommand::TaskCreate {
+        tasks: vec![serde_json::from_value(spec).expect("a valid task spec")],
+    }
 }
 
 /// A batch create.
 pub fn create_all(specs: Value) -> WorkCommand {
-    WorkCommand::TaskCreate { tasks: serde_json::from_value(specs).expect("valid task specs") }
+    WorkCommand::TaskCreate {
+        tasks: serde_json::from_value(specs).expect("valid task specs"),
+    }
 }
 
 /// A claim by `agent` with explicit capabilities.
 pub fn claim(agent: &str, capabilities: &[&str]) -> WorkCommand {
     WorkCommand::TaskClaim(ClaimSpec {
         agent: agent.to_owned(),
-        capabilities: Some(capabilities.iter().map(|capability| capability.to_string()).collect()),
+        capabilities: Some(
+            capabilities
+                .iter()
+                .map(|capability| capability.to_string())
+                .collect(),
+        ),
         types: None,
         wait_ms: None,
     })
@@ -182,10 +212,16 @@ pub fn claim(agent: &str, capabilities: &[&str]) -> WorkCommand {
 
 /// The id of the task an event is about.
 pub fn task_of(event: &Envelope) -> String {
-    event.data_value()["task"].as_str().expect("a task event names its task").to_owned()
+    event.data_value()["task"]
+        .as_str()
+        .expect("a task event names its task")
+        .to_owned()
 }
 
 /// The event types of `events`.
 pub fn types(events: &[Envelope]) -> Vec<&str> {
-    events.iter().map(|event| event.event_type.as_str()).collect()
+    events
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! `GET /v1/events` as SSE (catch-up, then live) or NDJSON (finite audit replay).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -16,14 +17,18 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::app::{write_response, AppState, BranchQuery};
-use crate::engine::{AppendItem, Engine, WriteCommand, WriteContext, WriteRequest};
-use crate::error::ApiError;
-use crate::extract::{check_id, idempotency, parse_json, read_body, ApiQuery};
+use axum::Extension;
+
+use crate::app::{AppState, BranchQuery};
+use crate::auth::Principal;
+use crate::engine::{AppendItem, Committed, Engine, WriteCommand, WriteResponse};
+use crate::error::{from_json_error, ApiError};
+use crate::extract::{check_id, ApiQuery, RawBody};
 use crate::filter::EventFilter;
 use crate::limits::{BATCH_EVENTS_MAX, REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL, SUBSCRIBER_BUFFER_EVENTS_MAX};
 
-/// One event of a `POST /v1/events` body.
+/// One event of a `POST /v1/events` body. On a single event, `session`, `correlation` and
+/// `meta` are taken out first as the write's own; in a batch they override the batch's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventBody {
@@ -47,27 +52,6 @@ struct EventBody {
 #[serde(deny_unknown_fields)]
 struct BatchBody {
     events: Vec<EventBody>,
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    correlation: Option<String>,
-    #[serde(default)]
-    meta: Option<Value>,
-}
-
-/// Validates provenance fields shared by every write body.
-pub fn check_provenance(session: &Option<String>, correlation: &Option<String>, meta: &Option<Value>) -> Result<Option<String>, ApiError> {
-    if let Some(session) = session {
-        check_id("session", session)?;
-    }
-    if let Some(correlation) = correlation {
-        check_id("correlation", correlation)?;
-    }
-    match meta {
-        None => Ok(None),
-        Some(Value::Object(_)) => Ok(meta.as_ref().map(Value::to_string)),
-        Some(_) => Err(ApiError::invalid("invalid_value", "meta must be a JSON object").with("field", "meta")),
-    }
 }
 
 impl EventBody {
@@ -75,7 +59,16 @@ impl EventBody {
         let at = |error: ApiError| error.with("index", index);
         check_id("type", &self.event_type).map_err(at)?;
         check_id("stream", &self.stream).map_err(at)?;
-        let meta = check_provenance(&self.session, &self.correlation, &self.meta).map_err(at)?;
+        for (name, id) in [("session", &self.session), ("correlation", &self.correlation)] {
+            if let Some(id) = id {
+                check_id(name, id).map_err(at)?;
+            }
+        }
+        let meta = match self.meta {
+            None => None,
+            Some(meta @ Value::Object(_)) => Some(meta.to_string()),
+            Some(_) => return Err(at(ApiError::invalid("invalid_value", "meta must be a JSON object").with("field", "meta"))),
+        };
         Ok(AppendItem {
             request: AppendRequest {
                 event_type: self.event_type,
@@ -93,16 +86,15 @@ impl EventBody {
 /// `POST /v1/events`: one event or an atomic batch.
 pub async fn append(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(query): ApiQuery<BranchQuery>,
     uri: Uri,
     headers: HeaderMap,
-    request: axum::extract::Request,
+    RawBody(raw): RawBody,
 ) -> Result<Response, ApiError> {
-    let raw = read_body(request).await?;
-    let parsed: Value = parse_json(&raw)?;
-    let is_batch = parsed.as_object().is_some_and(|object| object.contains_key("events"));
-    let (bodies, session, correlation, meta) = if is_batch {
-        let batch: BatchBody = serde_json::from_value(parsed).map_err(|error| crate::error::from_json_error(&error))?;
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let bodies = if rest.get("events").is_some() {
+        let batch: BatchBody = serde_json::from_value(rest).map_err(|error| from_json_error(&error))?;
         if batch.events.is_empty() || batch.events.len() > BATCH_EVENTS_MAX {
             return Err(ApiError::invalid(
                 "invalid_batch",
@@ -110,34 +102,34 @@ pub async fn append(
             )
             .with("limit", BATCH_EVENTS_MAX));
         }
-        let meta = check_provenance(&batch.session, &batch.correlation, &batch.meta)?;
-        (batch.events, batch.session, batch.correlation, meta)
+        batch.events
     } else {
-        let single: EventBody = serde_json::from_value(parsed).map_err(|error| crate::error::from_json_error(&error))?;
-        (vec![single], None, None, None)
+        vec![serde_json::from_value(rest).map_err(|error| from_json_error(&error))?]
     };
     let items = bodies
         .into_iter()
         .enumerate()
         .map(|(index, body)| body.into_item(index))
         .collect::<Result<Vec<_>, _>>()?;
-    let context = WriteContext {
-        branch: query.branch()?,
-        actor: app.actor(&headers)?,
-        session,
-        correlation,
-        meta,
-    };
-    let idempotency = idempotency(&headers, "POST", uri.path_and_query().map_or("", |pq| pq.as_str()), &raw)?;
-    let response = app
-        .engine
-        .write(WriteRequest {
-            context,
-            command: WriteCommand::Append(items),
-            idempotency,
-        })
-        .await?;
-    Ok(write_response(response))
+    write.submit(&app, WriteCommand::Append(items), None, Box::new(|_, written| Ok(appended(written)))).await
+}
+
+/// The answer to an append: 201 `{"seq": last, "events": [envelopes]}`, from the JSON each
+/// event was serialized to once.
+pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
+    let last = written.last().map_or(0, |committed| committed.envelope.seq);
+    let mut body = String::with_capacity(32 + written.iter().map(|c| c.json.len() + 1).sum::<usize>());
+    body.push_str("{\"seq\":");
+    body.push_str(&last.to_string());
+    body.push_str(",\"events\":[");
+    for (index, committed) in written.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        body.push_str(&committed.json);
+    }
+    body.push_str("]}");
+    WriteResponse { status: 201, body, replayed: false }
 }
 
 /// Query of `GET /v1/streams/{stream}`.
@@ -385,6 +377,9 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
                         let event = sse_event(envelope.seq, &envelope.event_type, &envelope.to_json());
                         sender.send(event).await.map_err(|_| Stop::Done)?;
                     }
+                    if filter.is_past_end(cursor) {
+                        return Err(Stop::Done);
+                    }
                 }
             }
             gauge.set_lagging(false);
@@ -419,6 +414,9 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
                             if filter.matches(&committed.envelope) {
                                 let event = sse_event(seq, &committed.envelope.event_type, &committed.json);
                                 sender.send(event).await.map_err(|_| Stop::Done)?;
+                            }
+                            if filter.is_past_end(cursor) {
+                                return Err(Stop::Done);
                             }
                         }
                     }

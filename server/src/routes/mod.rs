@@ -1,3 +1,4 @@
 //! HTTP handlers, one module per area of SPEC §3.
 
+pub mod coordination;
 pub mod events;

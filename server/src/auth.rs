@@ -1,0 +1,206 @@
+//! Authentication and roles (SPEC §4): bearer tokens from a TOML file, each bound to an
+//! agent id and a role. Secrets are compared in constant time (as SHA-256 digests) and
+//! never logged.
+
+use std::path::Path;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Acts as its own agent only.
+    Agent,
+    /// Reads and subscribes only.
+    Reader,
+    /// Anything.
+    Admin,
+}
+
+/// Who is making a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The agent the token is bound to (`None` without `--tokens`).
+    pub agent: Option<String>,
+    /// The role.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Everyone is admin when the server runs without `--tokens` (loopback only).
+    pub fn open_admin() -> Self {
+        Principal { agent: None, role: Role::Admin }
+    }
+
+    /// 403 unless the principal may write.
+    pub fn require_writer(&self) -> Result<(), ApiError> {
+        if self.role == Role::Reader {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a reader token may only read and subscribe"));
+        }
+        Ok(())
+    }
+
+    /// 403 unless admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role != Role::Admin {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin token may do this"));
+        }
+        Ok(())
+    }
+
+    /// 403 unless the principal may act as `agent` (its own, or anyone for an admin).
+    pub fn require_acting_as(&self, agent: &str) -> Result<(), ApiError> {
+        self.require_writer()?;
+        match (&self.role, &self.agent) {
+            (Role::Admin, _) => Ok(()),
+            (_, Some(own)) if own == agent => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token acts as agent '{}', not '{agent}'", self.agent.as_deref().unwrap_or("?")),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secret_sha256: Option<String>,
+    agent: String,
+    role: Role,
+}
+
+/// The loaded tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    entries: Vec<([u8; 32], Principal)>,
+}
+
+/// Why a token file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("token file {path}: {reason}")]
+pub struct TokensError {
+    path: String,
+    reason: String,
+}
+
+impl Tokens {
+    /// Loads and checks a token file.
+    pub fn load(path: &Path) -> Result<Tokens, TokensError> {
+        let fail = |reason: String| TokensError { path: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
+        Tokens::parse(&text).map_err(fail)
+    }
+
+    /// Parses token-file text.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let file: TokenFile = toml::from_str(text).map_err(|error| error.to_string())?;
+        if file.token.is_empty() {
+            return Err("it defines no [[token]]".into());
+        }
+        let mut entries = Vec::new();
+        for (index, entry) in file.token.into_iter().enumerate() {
+            let digest = match (&entry.secret, &entry.secret_sha256) {
+                (Some(secret), None) if secret.len() >= 16 => sha256(secret.as_bytes()),
+                (Some(_), None) => return Err(format!("token {index}: a secret needs at least 16 characters")),
+                (None, Some(hex_digest)) => hex::decode(hex_digest)
+                    .ok()
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| format!("token {index}: secret_sha256 must be 64 hex digits"))?,
+                _ => return Err(format!("token {index}: give exactly one of secret or secret_sha256")),
+            };
+            if !swarmlog_projections::limits::is_valid_id(&entry.agent) {
+                return Err(format!("token {index}: agent must be a valid id"));
+            }
+            entries.push((digest, Principal { agent: Some(entry.agent), role: entry.role }));
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// The principal of a presented secret, comparing digests in constant time.
+    pub fn authenticate(&self, secret: &str) -> Option<Principal> {
+        let presented = sha256(secret.as_bytes());
+        let mut found = None;
+        for (digest, principal) in &self.entries {
+            let difference = digest.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if difference == 0 {
+                found = Some(principal.clone());
+            }
+        }
+        found
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Middleware: resolves the principal (401 for a missing or unknown token when tokens
+/// are configured), refuses writes by readers (403), and stores it in the request.
+pub async fn authenticate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let principal = match &app.tokens {
+        None => Principal::open_admin(),
+        Some(tokens) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "));
+            let Some(principal) = presented.and_then(|secret| tokens.authenticate(secret.trim())) else {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required (Authorization: Bearer SECRET)")
+                    .into_response();
+            };
+            principal
+        }
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads {
+        if let Err(error) = principal.require_writer() {
+            return error.into_response();
+        }
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_resolve_to_their_principal_and_nothing_else() {
+        let digest = hex::encode(sha256(b"reader-secret-0123456789"));
+        let text = format!(
+            "[[token]]\nsecret = \"agent-secret-0123456789\"\nagent = \"agent-1\"\nrole = \"agent\"\n\n[[token]]\nsecret_sha256 = \"{digest}\"\nagent = \"auditor\"\nrole = \"reader\"\n"
+        );
+        let tokens = Tokens::parse(&text).expect("valid file");
+        let agent = tokens.authenticate("agent-secret-0123456789").expect("known");
+        assert_eq!((agent.agent.as_deref(), agent.role), (Some("agent-1"), Role::Agent));
+        assert_eq!(tokens.authenticate("reader-secret-0123456789").map(|p| p.role), Some(Role::Reader));
+        assert_eq!(tokens.authenticate("agent-secret-012345678"), None);
+        assert!(agent.require_acting_as("agent-1").is_ok());
+        assert_eq!(agent.require_acting_as("agent-2").map_err(|e| e.status), Err(StatusCode::FORBIDDEN));
+        assert!(Tokens::parse("[[token]]\nsecret = \"short\"\nagent = \"a\"\nrole = \"agent\"\n").is_err());
+        assert!(Tokens::parse("[[token]]\nsecret = \"long-enough-secret-1\"\nagent = \"a\"\nrole = \"king\"\n").is_err());
+    }
+}

@@ -1,0 +1,634 @@
+//! State cells, kv, locks, agents and branches (SPEC §3): thin handlers that parse the
+//! body, check who may act as whom, and hand a command to the engine with a responder
+//! that shapes the answer from the state after the write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use swarmlog_projections::coordination::agents::{self, AgentStatus};
+use swarmlog_projections::coordination::branches::list_branches;
+use swarmlog_projections::coordination::cells::{get_cell, get_kv, list_kv};
+use swarmlog_projections::coordination::locks::{grant_json, list_locks, lock_info, LockMode};
+use swarmlog_projections::coordination::CoordinationCommand;
+use swarmlog_projections::{BranchState, State as Projection, MAIN_BRANCH};
+
+use crate::app::{AppState, BranchQuery};
+use crate::auth::Principal;
+use crate::engine::{Committed, Responder, WriteCommand, WriteResponse};
+use crate::error::{from_json_error, ApiError};
+use crate::extract::{check_id, ApiQuery, RawBody};
+use crate::limits::WAIT_MS_MAX;
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/state/{key}", get(state_get).put(state_set))
+        .route("/v1/state/{key}/init", post(state_init))
+        .route("/v1/state/{key}/cas", post(state_cas))
+        .route("/v1/kv", get(kv_list))
+        .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/locks", get(locks_list))
+        .route("/v1/locks/acquire", post(locks_acquire_many))
+        .route("/v1/locks/{resource}", get(lock_get))
+        .route("/v1/locks/{resource}/acquire", post(lock_acquire))
+        .route("/v1/locks/{resource}/renew", post(lock_renew))
+        .route("/v1/locks/{resource}/release", post(lock_release))
+        .route("/v1/agents", post(agent_register).get(agents_list))
+        .route("/v1/agents/{id}", get(agent_get).delete(agent_deregister))
+        .route("/v1/agents/{id}/heartbeat", post(agent_heartbeat))
+        .route("/v1/agents/{id}/kill", post(agent_kill))
+        .route("/v1/branches", post(branch_create).get(branches_list))
+}
+
+/// Deserializes the route-specific rest of a write body.
+fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
+    serde_json::from_value(rest).map_err(|error| from_json_error(&error))
+}
+
+/// A 200 JSON answer built from a value, with the write's `seq` (its last event, or the
+/// head for a no-op) added.
+fn answer(status: u16, mut value: Value, state: &Projection, written: &[Arc<Committed>]) -> Result<WriteResponse, ApiError> {
+    let seq = written.last().map_or(state.head, |committed| committed.envelope.seq);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("seq".into(), json!(seq));
+    }
+    Ok(WriteResponse { status, body: value.to_string(), replayed: false })
+}
+
+fn branch_of<'a>(state: &'a Projection, branch: &str) -> Result<&'a BranchState, ApiError> {
+    state
+        .branch(branch)
+        .ok_or_else(|| ApiError::not_found("branch_not_found", format!("branch '{branch}' does not exist")))
+}
+
+/// Reads the state of a branch now, or as it was after `at` (rebuilt from the log).
+async fn read_branch<R, F>(app: &AppState, query: &ReadQuery, read: F) -> Result<R, ApiError>
+where
+    F: FnOnce(&BranchState) -> Result<R, ApiError> + Send + 'static,
+    R: Send + 'static,
+{
+    let branch = BranchQuery { branch: query.branch.clone() }.branch()?;
+    match query.at {
+        None => app.engine.read(move |state| branch_of(state, &branch).and_then(read)).await?,
+        Some(at) => {
+            let head = app.engine.audit_head().seq;
+            if at > head {
+                return Err(ApiError::invalid("invalid_value", format!("at={at} is beyond the head ({head})")).with("field", "at"));
+            }
+            let reader = app.engine.reader().clone();
+            tokio::task::spawn_blocking(move || {
+                let past = crate::engine::state_at(&reader, at).map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
+                branch_of(&past, &branch).and_then(read)
+            })
+            .await
+            .map_err(|error| ApiError::internal("time-travel read failed", &error))?
+        }
+    }
+}
+
+/// `?branch=` and `?at=` of every state read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+fn ok_json(value: Value) -> Response {
+    (StatusCode::OK, Json(value)).into_response()
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::not_found("not_found", format!("{what} '{id}' does not exist")).with("id", id)
+}
+
+// ---- state cells ------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValueBody {
+    value: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    expected_version: Option<u64>,
+    value: Value,
+}
+
+fn cell_responder(branch: String, key: String, created_status: u16) -> Responder {
+    Box::new(move |state, written| {
+        let cell = get_cell(branch_of(state, &branch)?, &key).ok_or_else(|| not_found("state cell", &key))?;
+        let status = if written.is_empty() { 200 } else { created_status };
+        answer(status, cell.to_json(&key), state, written)
+    })
+}
+
+async fn state_get(State(app): State<AppState>, Path(key): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+    check_id("key", &key)?;
+    let value = read_branch(&app, &query, move |branch| {
+        get_cell(branch, &key).map(|cell| cell.to_json(&key)).ok_or_else(|| not_found("state cell", &key))
+    })
+    .await?;
+    Ok(ok_json(value))
+}
+
+async fn state_set(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(key): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: ValueBody = body(rest)?;
+    check_id("key", &key)?;
+    let respond = cell_responder(write.context.branch.clone(), key.clone(), 200);
+    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::StateSet { key, value: spec.value }), None, respond).await
+}
+
+async fn state_init(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(key): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: ValueBody = body(rest)?;
+    check_id("key", &key)?;
+    let respond = cell_responder(write.context.branch.clone(), key.clone(), 201);
+    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::StateInit { key, value: spec.value }), None, respond).await
+}
+
+async fn state_cas(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(key): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    if rest.get("expected_version").is_none() {
+        return Err(ApiError::invalid("missing_field", "missing field `expected_version` (a version, or null for \"must not exist\")"));
+    }
+    let spec: CasBody = body(rest)?;
+    check_id("key", &key)?;
+    let respond = cell_responder(write.context.branch.clone(), key.clone(), 200);
+    let command = CoordinationCommand::StateCas { key, expected_version: spec.expected_version, value: spec.value };
+    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+}
+
+// ---- kv ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvListQuery {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+async fn kv_get(State(app): State<AppState>, Path(key): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+    check_id("key", &key)?;
+    let value = read_branch(&app, &query, move |branch| {
+        get_kv(branch, &key).map(|entry| entry.to_json(&key)).ok_or_else(|| not_found("key", &key))
+    })
+    .await?;
+    Ok(ok_json(value))
+}
+
+async fn kv_list(State(app): State<AppState>, ApiQuery(query): ApiQuery<KvListQuery>) -> Result<Response, ApiError> {
+    let prefix = query.prefix.unwrap_or_default();
+    let read = ReadQuery { branch: query.branch, at: query.at };
+    let entries = read_branch(&app, &read, move |branch| {
+        Ok(list_kv(branch, &prefix).map(|(key, entry)| entry.to_json(key)).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(ok_json(json!({ "entries": entries })))
+}
+
+async fn kv_put(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(key): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: ValueBody = body(rest)?;
+    check_id("key", &key)?;
+    let branch = write.context.branch.clone();
+    let response_key = key.clone();
+    let respond: Responder = Box::new(move |state, written| {
+        let entry = get_kv(branch_of(state, &branch)?, &response_key).ok_or_else(|| not_found("key", &response_key))?;
+        answer(200, entry.to_json(&response_key), state, written)
+    });
+    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::KvPut { key, value: spec.value }), None, respond).await
+}
+
+async fn kv_delete(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(key): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let _: Empty = body(rest)?;
+    check_id("key", &key)?;
+    let response_key = key.clone();
+    let respond: Responder = Box::new(move |state, written| answer(200, json!({"key": response_key, "deleted": true}), state, written));
+    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::KvDelete { key }), None, respond).await
+}
+
+/// A body with nothing route-specific in it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+// ---- locks ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquireBody {
+    owner: String,
+    ttl_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
+    #[serde(default)]
+    mode: LockMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquireManyBody {
+    owner: String,
+    resources: Vec<String>,
+    ttl_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
+    #[serde(default)]
+    mode: LockMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    owner: String,
+    token: u64,
+    ttl_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    owner: String,
+    token: u64,
+}
+
+fn wait_of(wait_ms: u64) -> Result<Option<Duration>, ApiError> {
+    if wait_ms > WAIT_MS_MAX {
+        return Err(ApiError::invalid("invalid_value", format!("wait_ms must be at most {WAIT_MS_MAX}")).with("field", "wait_ms"));
+    }
+    Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+}
+
+async fn lock_acquire(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(resource): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: AcquireBody = body(rest)?;
+    check_id("resource", &resource)?;
+    write.principal.require_acting_as(&spec.owner)?;
+    let wait = wait_of(spec.wait_ms)?;
+    let branch = write.context.branch.clone();
+    let (owner, response_resource) = (spec.owner.clone(), resource.clone());
+    let respond: Responder = Box::new(move |state, written| {
+        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner)
+            .ok_or_else(|| ApiError::internal("granted lock missing after apply", &response_resource))?;
+        answer(200, grant, state, written)
+    });
+    let command = CoordinationCommand::LockAcquire { resources: vec![resource], owner: spec.owner, ttl_ms: spec.ttl_ms, mode: spec.mode };
+    write.submit(&app, WriteCommand::Coordination(command), wait, respond).await
+}
+
+async fn locks_acquire_many(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: AcquireManyBody = body(rest)?;
+    write.principal.require_acting_as(&spec.owner)?;
+    let wait = wait_of(spec.wait_ms)?;
+    let branch = write.context.branch.clone();
+    let (owner, resources) = (spec.owner.clone(), spec.resources.clone());
+    let respond: Responder = Box::new(move |state, written| {
+        let branch_state = branch_of(state, &branch)?;
+        let grants: Vec<Value> = resources.iter().filter_map(|resource| grant_json(branch_state, resource, &owner)).collect();
+        answer(200, json!({"owner": owner, "locks": grants}), state, written)
+    });
+    let command = CoordinationCommand::LockAcquire { resources: spec.resources, owner: spec.owner, ttl_ms: spec.ttl_ms, mode: spec.mode };
+    write.submit(&app, WriteCommand::Coordination(command), wait, respond).await
+}
+
+async fn lock_renew(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(resource): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: RenewBody = body(rest)?;
+    check_id("resource", &resource)?;
+    write.principal.require_acting_as(&spec.owner)?;
+    let branch = write.context.branch.clone();
+    let (owner, response_resource) = (spec.owner.clone(), resource.clone());
+    let respond: Responder = Box::new(move |state, written| {
+        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner)
+            .ok_or_else(|| ApiError::internal("renewed lock missing after apply", &response_resource))?;
+        answer(200, grant, state, written)
+    });
+    let command = CoordinationCommand::LockRenew { resource, owner: spec.owner, token: spec.token, ttl_ms: spec.ttl_ms };
+    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+}
+
+async fn lock_release(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(resource): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: ReleaseBody = body(rest)?;
+    check_id("resource", &resource)?;
+    write.principal.require_acting_as(&spec.owner)?;
+    let response = json!({"resource": resource, "owner": spec.owner, "released": true});
+    let respond: Responder = Box::new(move |state, written| answer(200, response, state, written));
+    let command = CoordinationCommand::LockRelease { resource, owner: spec.owner, token: spec.token };
+    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+}
+
+async fn locks_list(State(app): State<AppState>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+    let branch = BranchQuery { branch: query.branch.clone() }.branch()?;
+    let waiting = app.engine.lock_waiters(&branch).await?;
+    let locks = read_branch(&app, &query, move |state| {
+        Ok(list_locks(state)
+            .map(|(resource, lock)| with_waiters(lock.to_json(resource), &waiting, resource))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(ok_json(json!({ "locks": locks })))
+}
+
+async fn lock_get(State(app): State<AppState>, Path(resource): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+    check_id("resource", &resource)?;
+    let branch = BranchQuery { branch: query.branch.clone() }.branch()?;
+    let waiting = app.engine.lock_waiters(&branch).await?;
+    let value = read_branch(&app, &query, move |state| {
+        let base = match lock_info(state, &resource) {
+            Some(lock) => lock.to_json(&resource),
+            None => json!({"resource": resource, "holders": []}),
+        };
+        Ok(with_waiters(base, &waiting, &resource))
+    })
+    .await?;
+    Ok(ok_json(value))
+}
+
+/// Adds the waiters of `resource` (in the order they will be served) to a lock's JSON.
+fn with_waiters(mut lock: Value, waiting: &[(String, Vec<String>, &'static str)], resource: &str) -> Value {
+    let waiters: Vec<Value> = waiting
+        .iter()
+        .filter(|(_, resources, _)| resources.iter().any(|wanted| wanted == resource))
+        .map(|(owner, _, mode)| json!({"owner": owner, "mode": mode}))
+        .collect();
+    if let Some(object) = lock.as_object_mut() {
+        object.insert("waiters".into(), Value::Array(waiters));
+    }
+    lock
+}
+
+// ---- agents -----------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    id: String,
+    #[serde(rename = "type")]
+    agent_type: String,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsQuery {
+    #[serde(default, rename = "type")]
+    agent_type: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+fn agent_responder(branch: String, id: String, status: u16) -> Responder {
+    Box::new(move |state, written| {
+        let agent = agents::agent(branch_of(state, &branch)?, &id).ok_or_else(|| not_found("agent", &id))?;
+        answer(status, agent.to_json(), state, written)
+    })
+}
+
+async fn agent_register(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (mut write, mut rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    // `meta` on a registration is the agent's own metadata, not the event's provenance.
+    let agent_meta = write.context.meta.take().and_then(|text| serde_json::from_str(&text).ok());
+    if let Some(object) = rest.as_object_mut() {
+        object.remove("meta");
+    }
+    let spec: RegisterBody = body(rest)?;
+    write.principal.require_acting_as(&spec.id)?;
+    let by_admin = write.principal.role == crate::auth::Role::Admin;
+    let respond = agent_responder(write.context.branch.clone(), spec.id.clone(), 201);
+    let command = CoordinationCommand::AgentRegister {
+        id: spec.id,
+        agent_type: spec.agent_type,
+        capabilities: spec.capabilities,
+        ttl_ms: spec.ttl_ms,
+        meta: agent_meta,
+        by_admin,
+    };
+    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+}
+
+async fn agent_kill(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let _: Empty = body(rest)?;
+    write.principal.require_admin()?;
+    check_id("id", &id)?;
+    let respond = agent_responder(write.context.branch.clone(), id.clone(), 200);
+    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::AgentKill { id }), None, respond).await
+}
+
+async fn agent_deregister(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let _: Empty = body(rest)?;
+    check_id("id", &id)?;
+    write.principal.require_acting_as(&id)?;
+    let respond = agent_responder(write.context.branch.clone(), id.clone(), 200);
+    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::AgentDeregister { id }), None, respond).await
+}
+
+async fn agent_heartbeat(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+) -> Result<Response, ApiError> {
+    check_id("id", &id)?;
+    principal.require_acting_as(&id)?;
+    let branch = query.branch()?;
+    let agent = id.clone();
+    let lease = app
+        .engine
+        .touch(move |state, now_ms| {
+            let branch_state = state
+                .branches
+                .get_mut(&branch)
+                .ok_or_else(|| ApiError::not_found("branch_not_found", format!("branch '{branch}' does not exist")))?;
+            agents::heartbeat(branch_state, &agent, now_ms).map_err(ApiError::from)
+        })
+        .await??;
+    let lease = lease.map(swarmlog_projections::time::format_rfc3339_ms);
+    Ok(ok_json(json!({"id": id, "lease_expires_at": lease})))
+}
+
+async fn agent_get(State(app): State<AppState>, Path(id): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+    check_id("id", &id)?;
+    let value = read_branch(&app, &query, move |branch| {
+        agents::agent(branch, &id).map(|agent| agent.to_json()).ok_or_else(|| not_found("agent", &id))
+    })
+    .await?;
+    Ok(ok_json(value))
+}
+
+async fn agents_list(State(app): State<AppState>, ApiQuery(query): ApiQuery<AgentsQuery>) -> Result<Response, ApiError> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(AgentStatus::parse(text).ok_or_else(|| {
+            ApiError::malformed("invalid_query", format!("status must be active, expired, killed or deregistered, not '{text}'"))
+        })?),
+    };
+    let agent_type = query.agent_type;
+    let read = ReadQuery { branch: query.branch, at: query.at };
+    let list = read_branch(&app, &read, move |branch| {
+        Ok(agents::list_agents(branch, agent_type.as_deref(), status).map(|agent| agent.to_json()).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(ok_json(json!({ "agents": list })))
+}
+
+// ---- branches ---------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BranchBody {
+    name: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+async fn branch_create(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiQuery(query): ApiQuery<BranchQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> Result<Response, ApiError> {
+    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let spec: BranchBody = body(rest)?;
+    check_id("name", &spec.name)?;
+    let from = spec.from.unwrap_or_else(|| MAIN_BRANCH.to_owned());
+    let name = spec.name.clone();
+    let respond: Responder = Box::new(move |state, written| {
+        let listed = list_branches(state).into_iter().find(|branch| branch["name"] == json!(name));
+        answer(201, listed.unwrap_or_else(|| json!({"name": name})), state, written)
+    });
+    let command = CoordinationCommand::BranchCreate { name: spec.name, from, at: spec.at };
+    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+}
+
+async fn branches_list(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let list = app.engine.read(|state| list_branches(state)).await?;
+    Ok(ok_json(json!({ "branches": list })))
+}
