@@ -917,6 +917,10 @@ impl Core {
             let (seq, previous_hash) = group.chain_from(&self.state);
             let own = provenance.get(position);
             let pick = |own: Option<&Option<String>>, shared: &Option<String>| own.and_then(Clone::clone).or_else(|| shared.clone());
+            // A task's events belong to its session even when the write names none, so
+            // that `?session=` filters and session exports see them.
+            let session = pick(own.map(|p| &p.session), &context.session)
+                .or_else(|| self.state.branch(&context.branch).and_then(|branch| work::draft_session(branch, &draft)));
             let mut envelope = Envelope {
                 seq,
                 ts_ms: now_ms,
@@ -924,7 +928,7 @@ impl Core {
                 event_type: draft.event_type,
                 stream: draft.stream,
                 actor: draft.actor.unwrap_or_else(|| context.actor.clone()),
-                session: pick(own.map(|p| &p.session), &context.session),
+                session,
                 correlation: pick(own.map(|p| &p.correlation), &context.correlation),
                 meta: pick(own.map(|p| &p.meta), &context.meta),
                 data: draft.data.to_string(),
