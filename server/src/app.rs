@@ -15,7 +15,10 @@ use serde_json::{json, Map, Value};
 use swarmlog_projections::MAIN_BRANCH;
 
 use crate::auth::{Principal, Role, Tokens};
-use crate::engine::{Engine, Fence, IdempotencyRequest, Responder, WriteCommand, WriteContext, WriteRequest, WriteResponse};
+use crate::engine::{
+    Engine, Fence, IdempotencyRequest, Responder, WriteCommand, WriteContext, WriteRequest,
+    WriteResponse,
+};
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, idempotency, parse_json};
 use crate::routes::{coordination, events};
@@ -44,7 +47,13 @@ pub struct PreparedWrite {
 
 impl PreparedWrite {
     /// Submits the write with its command and responder.
-    pub async fn submit(self, app: &AppState, command: WriteCommand, wait: Option<Duration>, respond: Responder) -> Result<Response, ApiError> {
+    pub async fn submit(
+        self,
+        app: &AppState,
+        command: WriteCommand,
+        wait: Option<Duration>,
+        respond: Responder,
+    ) -> Result<Response, ApiError> {
         let request = WriteRequest {
             context: self.context,
             command,
@@ -71,9 +80,9 @@ impl AppState {
         match headers.get("swarmlog-actor") {
             None => Ok("anonymous".to_owned()),
             Some(value) => {
-                let actor = value
-                    .to_str()
-                    .map_err(|_| ApiError::malformed("invalid_actor", "Swarmlog-Actor must be visible ASCII"))?;
+                let actor = value.to_str().map_err(|_| {
+                    ApiError::malformed("invalid_actor", "Swarmlog-Actor must be visible ASCII")
+                })?;
                 check_id("actor", actor)?;
                 Ok(actor.to_owned())
             }
@@ -97,31 +106,48 @@ impl AppState {
             parse_json(raw)?
         };
         let Some(object) = body.as_object_mut() else {
-            return Err(ApiError::invalid("invalid_value", "the body must be a JSON object"));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                "the body must be a JSON object",
+            ));
         };
-        let text = |object: &mut Map<String, Value>, name: &str| -> Result<Option<String>, ApiError> {
-            match object.remove(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(text)) => {
-                    check_id(name, &text)?;
-                    Ok(Some(text))
+        let text =
+            |object: &mut Map<String, Value>, name: &str| -> Result<Option<String>, ApiError> {
+                match object.remove(name) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(text)) => {
+                        check_id(name, &text)?;
+                        Ok(Some(text))
+                    }
+                    Some(_) => Err(ApiError::invalid(
+                        "invalid_value",
+                        format!("{name} must be a string"),
+                    )
+                    .with("field", name)),
                 }
-                Some(_) => Err(ApiError::invalid("invalid_value", format!("{name} must be a string")).with("field", name)),
-            }
-        };
+            };
         let session = text(object, "session")?;
         let correlation = text(object, "correlation")?;
         let meta = match object.remove("meta") {
             None | Some(Value::Null) => None,
             Some(meta @ Value::Object(_)) => Some(meta.to_string()),
-            Some(_) => return Err(ApiError::invalid("invalid_value", "meta must be a JSON object").with("field", "meta")),
+            Some(_) => {
+                return Err(
+                    ApiError::invalid("invalid_value", "meta must be a JSON object")
+                        .with("field", "meta"),
+                )
+            }
         };
         let fence = match object.remove("fence") {
             None | Some(Value::Null) => None,
             Some(fence) => {
-                let fence: FenceBody = serde_json::from_value(fence).map_err(|error| from_json_error(&error).with("field", "fence"))?;
+                let fence: FenceBody = serde_json::from_value(fence)
+                    .map_err(|error| from_json_error(&error).with("field", "fence"))?;
                 check_id("fence.resource", &fence.resource)?;
-                Some(Fence { resource: fence.resource, token: fence.token })
+                Some(Fence {
+                    resource: fence.resource,
+                    token: fence.token,
+                })
             }
         };
         let actor = match (&principal.role, &principal.agent) {
@@ -129,9 +155,28 @@ impl AppState {
             (_, Some(agent)) if headers.get("swarmlog-actor").is_none() => agent.clone(),
             _ => self.actor(headers)?,
         };
-        let idempotency = idempotency(headers, "POST", uri.path_and_query().map_or("", |pq| pq.as_str()), raw)?;
-        let context = WriteContext { branch: query.branch()?, actor, session, correlation, meta };
-        Ok((PreparedWrite { context, principal, fence, idempotency }, body))
+        let idempotency = idempotency(
+            headers,
+            "POST",
+            uri.path_and_query().map_or("", |pq| pq.as_str()),
+            raw,
+        )?;
+        let context = WriteContext {
+            branch: query.branch()?,
+            actor,
+            session,
+            correlation,
+            meta,
+        };
+        Ok((
+            PreparedWrite {
+                context,
+                principal,
+                fence,
+                idempotency,
+            },
+            body,
+        ))
     }
 
     /// 404 `branch_not_found` unless the branch exists.
@@ -140,11 +185,17 @@ impl AppState {
             return Ok(());
         }
         let name = branch.to_owned();
-        let exists = self.engine.read(move |state| state.has_branch(&name)).await?;
+        let exists = self
+            .engine
+            .read(move |state| state.has_branch(&name))
+            .await?;
         if exists {
             Ok(())
         } else {
-            Err(ApiError::not_found("branch_not_found", format!("branch '{branch}' does not exist")))
+            Err(ApiError::not_found(
+                "branch_not_found",
+                format!("branch '{branch}' does not exist"),
+            ))
         }
     }
 }
@@ -176,8 +227,10 @@ pub fn write_response(response: WriteResponse) -> Response {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
     let mut http = events::json_text(status, response.body);
     if response.replayed {
-        http.headers_mut()
-            .insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+        http.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
     }
     http
 }
@@ -189,15 +242,22 @@ pub fn router(engine: Engine) -> Router {
 
 /// Builds the whole router; with tokens, every route but `/healthz` needs a bearer token.
 pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
-    let state = AppState { engine, tokens: tokens.map(Arc::new) };
+    let state = AppState {
+        engine,
+        tokens: tokens.map(Arc::new),
+    };
     let api = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/audit/head", get(audit_head))
+        .route("/v1/snapshots", post(snapshot))
         .route("/v1/events", post(events::append).get(events::read_events))
         .route("/v1/streams/{stream}", get(events::read_stream))
         .merge(coordination::routes())
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
@@ -214,7 +274,10 @@ async fn healthz(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.engine.metrics().render(),
     )
         .into_response()
@@ -227,6 +290,20 @@ async fn openapi() -> Response {
 async fn audit_head(State(app): State<AppState>) -> Response {
     let head = app.engine.audit_head();
     axum::Json(json!({"seq": head.seq, "hash": hex::encode(head.hash)})).into_response()
+}
+
+async fn snapshot(
+    State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Result<Response, ApiError> {
+    principal.require_admin()?;
+    let head = app.engine.audit_head().seq;
+    let (path, bytes) = app.engine.snapshot().await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"head": head, "path": path.display().to_string(), "bytes": bytes})),
+    )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {

@@ -47,7 +47,10 @@ pub enum AuditError {
 }
 
 /// Verifies the log in `log_dir`; `progress(done, total)` reports bytes checked.
-pub fn verify(log_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<AuditReport, AuditError> {
+pub fn verify(
+    log_dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<AuditReport, AuditError> {
     let mut previous = GENESIS_HASH;
     let mut chain_error: Option<AuditError> = None;
     let report = swarmlog_log::verify_each(

@@ -38,13 +38,20 @@ pub struct Principal {
 impl Principal {
     /// Everyone is admin when the server runs without `--tokens` (loopback only).
     pub fn open_admin() -> Self {
-        Principal { agent: None, role: Role::Admin }
+        Principal {
+            agent: None,
+            role: Role::Admin,
+        }
     }
 
     /// 403 unless the principal may write.
     pub fn require_writer(&self) -> Result<(), ApiError> {
         if self.role == Role::Reader {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a reader token may only read and subscribe"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a reader token may only read and subscribe",
+            ));
         }
         Ok(())
     }
@@ -52,7 +59,11 @@ impl Principal {
     /// 403 unless admin.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.role != Role::Admin {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin token may do this"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only an admin token may do this",
+            ));
         }
         Ok(())
     }
@@ -66,7 +77,10 @@ impl Principal {
             _ => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("this token acts as agent '{}', not '{agent}'", self.agent.as_deref().unwrap_or("?")),
+                format!(
+                    "this token acts as agent '{}', not '{agent}'",
+                    self.agent.as_deref().unwrap_or("?")
+                ),
             )),
         }
     }
@@ -107,7 +121,10 @@ pub struct TokensError {
 impl Tokens {
     /// Loads and checks a token file.
     pub fn load(path: &Path) -> Result<Tokens, TokensError> {
-        let fail = |reason: String| TokensError { path: path.display().to_string(), reason };
+        let fail = |reason: String| TokensError {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
         Tokens::parse(&text).map_err(fail)
     }
@@ -122,17 +139,31 @@ impl Tokens {
         for (index, entry) in file.token.into_iter().enumerate() {
             let digest = match (&entry.secret, &entry.secret_sha256) {
                 (Some(secret), None) if secret.len() >= 16 => sha256(secret.as_bytes()),
-                (Some(_), None) => return Err(format!("token {index}: a secret needs at least 16 characters")),
+                (Some(_), None) => {
+                    return Err(format!(
+                        "token {index}: a secret needs at least 16 characters"
+                    ))
+                }
                 (None, Some(hex_digest)) => hex::decode(hex_digest)
                     .ok()
                     .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
                     .ok_or_else(|| format!("token {index}: secret_sha256 must be 64 hex digits"))?,
-                _ => return Err(format!("token {index}: give exactly one of secret or secret_sha256")),
+                _ => {
+                    return Err(format!(
+                        "token {index}: give exactly one of secret or secret_sha256"
+                    ))
+                }
             };
             if !swarmlog_projections::limits::is_valid_id(&entry.agent) {
                 return Err(format!("token {index}: agent must be a valid id"));
             }
-            entries.push((digest, Principal { agent: Some(entry.agent), role: entry.role }));
+            entries.push((
+                digest,
+                Principal {
+                    agent: Some(entry.agent),
+                    role: entry.role,
+                },
+            ));
         }
         Ok(Tokens { entries })
     }
@@ -142,7 +173,10 @@ impl Tokens {
         let presented = sha256(secret.as_bytes());
         let mut found = None;
         for (digest, principal) in &self.entries {
-            let difference = digest.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            let difference = digest
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
             if difference == 0 {
                 found = Some(principal.clone());
             }
@@ -157,7 +191,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Middleware: resolves the principal (401 for a missing or unknown token when tokens
 /// are configured), refuses writes by readers (403), and stores it in the request.
-pub async fn authenticate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let principal = match &app.tokens {
         None => Principal::open_admin(),
         Some(tokens) => {
@@ -166,9 +204,14 @@ pub async fn authenticate(State(app): State<AppState>, mut request: Request, nex
                 .get(header::AUTHORIZATION)
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.strip_prefix("Bearer "));
-            let Some(principal) = presented.and_then(|secret| tokens.authenticate(secret.trim())) else {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required (Authorization: Bearer SECRET)")
-                    .into_response();
+            let Some(principal) = presented.and_then(|secret| tokens.authenticate(secret.trim()))
+            else {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token is required (Authorization: Bearer SECRET)",
+                )
+                .into_response();
             };
             principal
         }
@@ -194,13 +237,32 @@ mod tests {
             "[[token]]\nsecret = \"agent-secret-0123456789\"\nagent = \"agent-1\"\nrole = \"agent\"\n\n[[token]]\nsecret_sha256 = \"{digest}\"\nagent = \"auditor\"\nrole = \"reader\"\n"
         );
         let tokens = Tokens::parse(&text).expect("valid file");
-        let agent = tokens.authenticate("agent-secret-0123456789").expect("known");
-        assert_eq!((agent.agent.as_deref(), agent.role), (Some("agent-1"), Role::Agent));
-        assert_eq!(tokens.authenticate("reader-secret-0123456789").map(|p| p.role), Some(Role::Reader));
+        let agent = tokens
+            .authenticate("agent-secret-0123456789")
+            .expect("known");
+        assert_eq!(
+            (agent.agent.as_deref(), agent.role),
+            (Some("agent-1"), Role::Agent)
+        );
+        assert_eq!(
+            tokens
+                .authenticate("reader-secret-0123456789")
+                .map(|p| p.role),
+            Some(Role::Reader)
+        );
         assert_eq!(tokens.authenticate("agent-secret-012345678"), None);
         assert!(agent.require_acting_as("agent-1").is_ok());
-        assert_eq!(agent.require_acting_as("agent-2").map_err(|e| e.status), Err(StatusCode::FORBIDDEN));
-        assert!(Tokens::parse("[[token]]\nsecret = \"short\"\nagent = \"a\"\nrole = \"agent\"\n").is_err());
-        assert!(Tokens::parse("[[token]]\nsecret = \"long-enough-secret-1\"\nagent = \"a\"\nrole = \"king\"\n").is_err());
+        assert_eq!(
+            agent.require_acting_as("agent-2").map_err(|e| e.status),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert!(
+            Tokens::parse("[[token]]\nsecret = \"short\"\nagent = \"a\"\nrole = \"agent\"\n")
+                .is_err()
+        );
+        assert!(Tokens::parse(
+            "[[token]]\nsecret = \"long-enough-secret-1\"\nagent = \"a\"\nrole = \"king\"\n"
+        )
+        .is_err());
     }
 }

@@ -19,14 +19,21 @@ use swarmlog_projections::coordination::branches::{ForkPoint, Replayer};
 use swarmlog_projections::coordination::wait_for::{WaitForGraph, WaiterId};
 use swarmlog_projections::coordination::{self, CoordinationCommand};
 use swarmlog_projections::state::decide_append;
-use swarmlog_projections::{work, AppendRequest, Envelope, EventDraft, Idempotency, Rejection, State, GENESIS_HASH, MAIN_BRANCH};
+use swarmlog_projections::{
+    work, AppendRequest, Envelope, EventDraft, Idempotency, Rejection, State, GENESIS_HASH,
+    MAIN_BRANCH,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::ApiError;
 pub use crate::hub::Committed;
 use crate::hub::Hub;
-use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS};
+use crate::limits::{
+    COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, ENGINE_QUEUE_DEPTH_MAX,
+    IDEMPOTENCY_WINDOW_MS, SNAPSHOT_INTERVAL_EVENTS,
+};
 use crate::metrics::Metrics;
+use crate::snapshot::{self, Snapshot};
 
 /// How the engine opens its data directory.
 #[derive(Debug, Clone)]
@@ -157,7 +164,8 @@ pub struct Fence {
 /// Builds the answer of a write from the state after its events were applied and the
 /// events it wrote (none for a no-op). Kept apart from the rules so that the routes own
 /// response shapes, and run inside the engine so that the idempotency record can hold it.
-pub type Responder = Box<dyn FnOnce(&State, &[Arc<Committed>]) -> Result<WriteResponse, ApiError> + Send>;
+pub type Responder =
+    Box<dyn FnOnce(&State, &[Arc<Committed>]) -> Result<WriteResponse, ApiError> + Send>;
 
 /// The idempotency part of a write.
 #[derive(Debug, Clone)]
@@ -221,6 +229,7 @@ enum Job {
     },
     Read(ReadJob),
     Touch(TouchJob),
+    Snapshot(oneshot::Sender<Result<(PathBuf, u64), String>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -261,7 +270,11 @@ impl Engine {
         let options = LogOptions {
             segment_size_bytes_max: config.segment_size_bytes_max,
             sync: config.sync,
-            lock: if config.lock_wait { LockMode::Wait } else { LockMode::Fail },
+            lock: if config.lock_wait {
+                LockMode::Wait
+            } else {
+                LockMode::Fail
+            },
             ..LogOptions::default()
         };
         let log = Log::open(&log_dir, options).map_err(|source| EngineError::Log {
@@ -279,7 +292,10 @@ impl Engine {
         let reader = log.reader();
         let (shutdown_signal, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            head: Mutex::new(AuditHead { seq: 0, hash: GENESIS_HASH }),
+            head: Mutex::new(AuditHead {
+                seq: 0,
+                hash: GENESIS_HASH,
+            }),
             stream_index: RwLock::new(HashMap::new()),
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
@@ -296,6 +312,9 @@ impl Engine {
             last_ts_ms: 0,
             parked: VecDeque::new(),
             wait_for: HashMap::new(),
+            data_dir: config.data_dir.clone(),
+            snapshot_head: 0,
+            snapshot_running: Arc::new(AtomicBool::new(false)),
         };
         core.recover()?;
         let hub = core.hub.clone();
@@ -324,7 +343,10 @@ impl Engine {
             reply,
             enqueued: Instant::now(),
         };
-        self.jobs.send(job).await.map_err(|_| ApiError::shutting_down())?;
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ApiError::shutting_down())?;
         answer.await.map_err(|_| ApiError::shutting_down())?
     }
 
@@ -335,31 +357,50 @@ impl Engine {
         R: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job::Read(Box::new(move |state: &State, _: &HashMap<String, WaitForGraph>| {
-            let _ = reply.send(read(state));
-        }));
-        self.jobs.send(job).await.map_err(|_| ApiError::shutting_down())?;
+        let job = Job::Read(Box::new(
+            move |state: &State, _: &HashMap<String, WaitForGraph>| {
+                let _ = reply.send(read(state));
+            },
+        ));
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ApiError::shutting_down())?;
         answer.await.map_err(|_| ApiError::shutting_down())
     }
 
     /// The lock waiters of a branch in the order they will be served:
     /// `(owner, resources, mode)`.
-    pub async fn lock_waiters(&self, branch: &str) -> Result<Vec<(String, Vec<String>, &'static str)>, ApiError> {
+    pub async fn lock_waiters(
+        &self,
+        branch: &str,
+    ) -> Result<Vec<(String, Vec<String>, &'static str)>, ApiError> {
         let (reply, answer) = oneshot::channel();
         let branch = branch.to_owned();
-        let job = Job::Read(Box::new(move |_: &State, graphs: &HashMap<String, WaitForGraph>| {
-            let waiters = graphs
-                .get(&branch)
-                .map(|graph| {
-                    graph
-                        .waiters()
-                        .map(|(_, waiter)| (waiter.owner.clone(), waiter.resources.clone(), waiter.mode.as_str()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let _ = reply.send(waiters);
-        }));
-        self.jobs.send(job).await.map_err(|_| ApiError::shutting_down())?;
+        let job = Job::Read(Box::new(
+            move |_: &State, graphs: &HashMap<String, WaitForGraph>| {
+                let waiters = graphs
+                    .get(&branch)
+                    .map(|graph| {
+                        graph
+                            .waiters()
+                            .map(|(_, waiter)| {
+                                (
+                                    waiter.owner.clone(),
+                                    waiter.resources.clone(),
+                                    waiter.mode.as_str(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(waiters);
+            },
+        ));
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ApiError::shutting_down())?;
         answer.await.map_err(|_| ApiError::shutting_down())
     }
 
@@ -374,8 +415,24 @@ impl Engine {
         let job = Job::Touch(Box::new(move |state: &mut State, now_ms: i64| {
             let _ = reply.send(touch(state, now_ms));
         }));
-        self.jobs.send(job).await.map_err(|_| ApiError::shutting_down())?;
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ApiError::shutting_down())?;
         answer.await.map_err(|_| ApiError::shutting_down())
+    }
+
+    /// Writes a snapshot of the current (durable) state now; returns its path and size.
+    pub async fn snapshot(&self) -> Result<(PathBuf, u64), ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Snapshot(reply))
+            .await
+            .map_err(|_| ApiError::shutting_down())?;
+        answer
+            .await
+            .map_err(|_| ApiError::shutting_down())?
+            .map_err(|error| ApiError::internal("cannot write the snapshot", &error))
     }
 
     /// A reader of the durable log.
@@ -400,12 +457,20 @@ impl Engine {
 
     /// The head of the hash chain (only durable events).
     pub fn audit_head(&self) -> AuditHead {
-        *self.shared.head.lock().expect("the head lock is never held across a panic")
+        *self
+            .shared
+            .head
+            .lock()
+            .expect("the head lock is never held across a panic")
     }
 
     /// The seqs of a stream's events on a branch, in order.
     pub fn stream_seqs(&self, branch: &str, stream: &str) -> Vec<u64> {
-        let index = self.shared.stream_index.read().expect("the index lock is never held across a panic");
+        let index = self
+            .shared
+            .stream_index
+            .read()
+            .expect("the index lock is never held across a panic");
         index
             .get(&(branch.to_owned(), stream.to_owned()))
             .cloned()
@@ -454,6 +519,12 @@ struct Core {
     parked: VecDeque<Parked>,
     /// Lock waiters per branch, for FIFO order and deadlock detection.
     wait_for: HashMap<String, WaitForGraph>,
+    /// Where snapshots go.
+    data_dir: PathBuf,
+    /// The head of the last snapshot written (or loaded).
+    snapshot_head: u64,
+    /// Set while a background snapshot is being written.
+    snapshot_running: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -485,7 +556,10 @@ struct Group {
 impl Group {
     /// About how many bytes the group will append.
     fn bytes(&self) -> usize {
-        self.events.iter().map(|committed| committed.json.len()).sum()
+        self.events
+            .iter()
+            .map(|committed| committed.json.len())
+            .sum()
     }
 
     /// The seq and hash the next event chains from.
@@ -506,25 +580,106 @@ enum Outcome {
 }
 
 impl Core {
-    /// Replays the log into the state, the stream index and the idempotency window, and
-    /// checks the hash chain on the way. Two passes: the first finds the branches forked
-    /// in the past, so that the second can keep their parents' state when it passes the
-    /// fork point.
+    /// Rebuilds the state, the stream index and the idempotency window: from the newest
+    /// valid snapshot plus the tail of the log, or from the whole log. Checks the hash
+    /// chain of every event it replays. Two passes over what it replays: the first finds
+    /// the branches forked in the past, so that the second can keep their parents' state
+    /// when it passes the fork point.
     fn recover(&mut self) -> Result<(), EngineError> {
         let reader = self.log.reader();
-        let log_error = |source| EngineError::Log { dir: "log".into(), source };
+        let log_head = reader.head().map_or(0, Seq::get);
+        let snapshot = snapshot::load_newest(&self.data_dir, &mut |head, hash| {
+            head <= log_head && event_hash(&reader, head).is_some_and(|stored| stored == *hash)
+        });
+        let now_ms = wall_clock_ms();
+        let replayed = match snapshot {
+            Some(snapshot) => {
+                let head = snapshot.state.head;
+                match self.replay_from(&reader, Some(snapshot), now_ms)? {
+                    Some(replayed) => {
+                        self.snapshot_head = head;
+                        tracing::info!(snapshot = head, "loaded a snapshot");
+                        replayed
+                    }
+                    None => {
+                        tracing::warn!(snapshot = head, "a branch in the tail forks before the snapshot; replaying the whole log");
+                        self.replay_from(&reader, None, now_ms)?
+                            .expect("a replay from seq 1 serves every fork point")
+                    }
+                }
+            }
+            None => self
+                .replay_from(&reader, None, now_ms)?
+                .expect("a replay from seq 1 serves every fork point"),
+        };
+        let (state, index) = replayed;
+        self.state = state;
+        // Holders could not renew while the server was down: every lease starts afresh.
+        let now_ms = self.last_ts_ms.max(now_ms);
+        coordination::restart_all_leases(&mut self.state, now_ms);
+        for branch in self.state.branches.values_mut() {
+            work::restart_leases(branch, now_ms);
+        }
+        *self
+            .shared
+            .stream_index
+            .write()
+            .expect("not poisoned during recovery") = index;
+        self.publish_head();
+        tracing::info!(head = self.state.head, "recovered the state");
+        Ok(())
+    }
+
+    /// Replays the log after `snapshot` (or from seq 1). `None` when a fork in the tail
+    /// needs a parent state from before the snapshot.
+    #[allow(clippy::type_complexity)]
+    fn replay_from(
+        &mut self,
+        reader: &LogReader,
+        snapshot: Option<Snapshot>,
+        now_ms: i64,
+    ) -> Result<Option<(State, HashMap<(String, String), Vec<u64>>)>, EngineError> {
+        let log_error = |source| EngineError::Log {
+            dir: "log".into(),
+            source,
+        };
+        self.idempotency.clear();
+        self.idempotency_expiry.clear();
+        let (start, mut index) = match snapshot {
+            Some(snapshot) => {
+                for (key, request_hex, seq, ts_ms) in snapshot.idempotency {
+                    let request = hex::decode(&request_hex)
+                        .ok()
+                        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+                    if let Some(request_sha256) =
+                        request.filter(|_| ts_ms + IDEMPOTENCY_WINDOW_MS > now_ms)
+                    {
+                        self.remember_key(key, request_sha256, seq, ts_ms, None);
+                    }
+                }
+                self.last_ts_ms = self.last_ts_ms.max(snapshot.last_ts_ms);
+                let index = snapshot
+                    .stream_index
+                    .into_iter()
+                    .map(|(branch, stream, seqs)| ((branch, stream), seqs))
+                    .collect();
+                (snapshot.state, index)
+            }
+            None => (State::default(), HashMap::new()),
+        };
+        let from = Seq(start.head + 1);
         let mut fork_points = Vec::new();
-        for record in reader.iter_from(Seq::FIRST) {
+        for record in reader.iter_from(from) {
             let record = record.map_err(log_error)?;
-            let envelope = Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)?;
+            let envelope =
+                Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)?;
             fork_points.extend(ForkPoint::from_event(&envelope));
         }
-        let mut replayer = Replayer::new(State::default(), fork_points)
-            .expect("a replay from seq 1 serves every fork point");
-        let now_ms = wall_clock_ms();
-        let mut previous = GENESIS_HASH;
-        let mut index: HashMap<(String, String), Vec<u64>> = HashMap::new();
-        for record in reader.iter_from(Seq::FIRST) {
+        let mut previous = start.head_hash;
+        let Ok(mut replayer) = Replayer::new(start, fork_points) else {
+            return Ok(None);
+        };
+        for record in reader.iter_from(from) {
             let record = record.map_err(log_error)?;
             let seq = record.seq.get();
             let envelope = Envelope::decode(seq, record.timestamp_ms, &record.payload)?;
@@ -539,7 +694,13 @@ impl Core {
             previous = envelope.hash;
             if let Some(idempotency) = &envelope.idempotency {
                 if envelope.ts_ms + IDEMPOTENCY_WINDOW_MS > now_ms {
-                    self.remember_key(idempotency.key.clone(), idempotency.request_sha256, seq, envelope.ts_ms, None);
+                    self.remember_key(
+                        idempotency.key.clone(),
+                        idempotency.request_sha256,
+                        seq,
+                        envelope.ts_ms,
+                        None,
+                    );
                 }
             }
             index
@@ -549,17 +710,7 @@ impl Core {
             self.last_ts_ms = self.last_ts_ms.max(envelope.ts_ms);
             replayer.apply(&envelope);
         }
-        self.state = replayer.finish();
-        // Holders could not renew while the server was down: every lease starts afresh.
-        let now_ms = self.last_ts_ms.max(now_ms);
-        coordination::restart_all_leases(&mut self.state, now_ms);
-        for branch in self.state.branches.values_mut() {
-            work::restart_leases(branch, now_ms);
-        }
-        *self.shared.stream_index.write().expect("not poisoned during recovery") = index;
-        self.publish_head();
-        tracing::info!(head = self.state.head, "recovered the state from the log");
-        Ok(())
+        Ok(Some((replayer.finish(), index)))
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
@@ -571,7 +722,9 @@ impl Core {
             let wake = self.next_wake();
             let first = runtime.block_on(async {
                 match wake {
-                    Some(at) => tokio::time::timeout_at(at.into(), receiver.recv()).await.ok(),
+                    Some(at) => tokio::time::timeout_at(at.into(), receiver.recv())
+                        .await
+                        .ok(),
                     None => Some(receiver.recv().await),
                 }
             });
@@ -608,7 +761,12 @@ impl Core {
 
     fn next_timer_ms(&self) -> Option<i64> {
         let coordination = coordination::next_deadline_all(&self.state);
-        let work = self.state.branches.values().filter_map(work::next_deadline).min();
+        let work = self
+            .state
+            .branches
+            .values()
+            .filter_map(work::next_deadline)
+            .min();
         match (coordination, work) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -619,6 +777,7 @@ impl Core {
     /// job was seen.
     fn process(&mut self, jobs: Vec<Job>) -> bool {
         let mut reads: Vec<ReadJob> = Vec::new();
+        let mut snapshots = Vec::new();
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         let mut group = Group::default();
         let now_ms = self.next_timestamp();
@@ -627,9 +786,18 @@ impl Core {
         let mut deferred = VecDeque::new();
         while let Some(job) = jobs.pop_front() {
             match job {
-                Job::Write { request, reply, enqueued } if shutdown.is_none() => {
-                    if group.events.len() >= COMMIT_EVENTS_MAX || group.bytes() >= COMMIT_BYTES_MAX {
-                        deferred.push_back(Job::Write { request, reply, enqueued });
+                Job::Write {
+                    request,
+                    reply,
+                    enqueued,
+                } if shutdown.is_none() => {
+                    if group.events.len() >= COMMIT_EVENTS_MAX || group.bytes() >= COMMIT_BYTES_MAX
+                    {
+                        deferred.push_back(Job::Write {
+                            request,
+                            reply,
+                            enqueued,
+                        });
                         continue;
                     }
                     self.handle_write(request, reply, enqueued, now_ms, &mut group, None);
@@ -639,12 +807,16 @@ impl Core {
                 }
                 Job::Read(read) => reads.push(read),
                 Job::Touch(touch) => touch(&mut self.state, now_ms),
+                Job::Snapshot(reply) => snapshots.push(reply),
                 Job::Shutdown(done) => shutdown = Some(done),
             }
         }
         let wrote = self.finish_group(group);
         for read in reads {
             read(&self.state, &self.wait_for);
+        }
+        for reply in snapshots {
+            let _ = reply.send(self.write_snapshot());
         }
         if wrote || !self.parked.is_empty() {
             self.retry_parked();
@@ -657,10 +829,77 @@ impl Core {
             for parked in std::mem::take(&mut self.parked) {
                 let _ = parked.reply.send(Err(ApiError::shutting_down()));
             }
+            if self.state.head > self.snapshot_head {
+                if let Err(error) = self.write_snapshot() {
+                    tracing::warn!(%error, "cannot write the shutdown snapshot; the next start replays more");
+                }
+            }
             let _ = done.send(());
             return true;
         }
         false
+    }
+
+    /// What a snapshot of the current state holds.
+    fn snapshot_now(&self) -> Snapshot {
+        let index = self
+            .shared
+            .stream_index
+            .read()
+            .expect("the index lock is never held across a panic");
+        let idempotency = self
+            .idempotency_expiry
+            .iter()
+            .filter_map(|(expires_ms, key)| {
+                let entry = self.idempotency.get(key)?;
+                Some((
+                    key.clone(),
+                    hex::encode(entry.request_sha256),
+                    entry.seq,
+                    expires_ms - IDEMPOTENCY_WINDOW_MS,
+                ))
+            })
+            .collect();
+        Snapshot {
+            format: snapshot::SNAPSHOT_FORMAT,
+            state: self.state.clone(),
+            stream_index: snapshot::index_to_list(&index),
+            idempotency,
+            last_ts_ms: self.last_ts_ms,
+        }
+    }
+
+    /// Writes a snapshot synchronously (forced, or at shutdown).
+    fn write_snapshot(&mut self) -> Result<(PathBuf, u64), String> {
+        let written = snapshot::write(&self.data_dir, &self.snapshot_now())
+            .map_err(|error| error.to_string())?;
+        self.snapshot_head = self.state.head;
+        Ok(written)
+    }
+
+    /// Every [`SNAPSHOT_INTERVAL_EVENTS`] events, writes a snapshot on a background thread
+    /// so that the writer does not wait for it.
+    fn maybe_snapshot(&mut self) {
+        if self.state.head < self.snapshot_head + SNAPSHOT_INTERVAL_EVENTS
+            || self.snapshot_running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let snapshot = self.snapshot_now();
+        self.snapshot_head = self.state.head;
+        let data_dir = self.data_dir.clone();
+        let running = self.snapshot_running.clone();
+        let spawned = std::thread::Builder::new()
+            .name("swarmlog-snapshot".into())
+            .spawn(move || {
+                if let Err(error) = snapshot::write(&data_dir, &snapshot) {
+                    tracing::warn!(%error, "cannot write a snapshot; the next start replays more");
+                }
+                running.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.snapshot_running.store(false, Ordering::Release);
+        }
     }
 
     /// Makes the group durable, then answers and publishes it. Returns whether it wrote.
@@ -674,7 +913,10 @@ impl Core {
                 self.shared.metrics.rejections.inc();
             }
             let _ = reply.send(outcome);
-            self.shared.metrics.append_latency.observe(enqueued.elapsed().as_secs_f64());
+            self.shared
+                .metrics
+                .append_latency
+                .observe(enqueued.elapsed().as_secs_f64());
         }
         if wrote {
             self.hub.publish(group.events.into());
@@ -694,14 +936,31 @@ impl Core {
             self.run_timers(now_ms, &mut group);
             let now = Instant::now();
             for parked in std::mem::take(&mut self.parked) {
-                let Parked { request, reply, enqueued, deadline, waiter } = parked;
+                let Parked {
+                    request,
+                    reply,
+                    enqueued,
+                    deadline,
+                    waiter,
+                } = parked;
                 let branch = request.context.branch.clone();
                 if let Some(id) = waiter {
-                    self.wait_for.entry(branch.clone()).or_default().remove_waiter(id);
+                    self.wait_for
+                        .entry(branch.clone())
+                        .or_default()
+                        .remove_waiter(id);
                 }
                 let waited_out = deadline <= now;
                 let keep_waiting = (!waited_out).then_some(deadline);
-                self.handle_write_parked(request, reply, enqueued, now_ms, &mut group, keep_waiting, waiter);
+                self.handle_write_parked(
+                    request,
+                    reply,
+                    enqueued,
+                    now_ms,
+                    &mut group,
+                    keep_waiting,
+                    waiter,
+                );
             }
             if !self.finish_group(group) {
                 return;
@@ -723,7 +982,14 @@ impl Core {
         if keep_waiting.is_none() {
             request.wait = None;
         }
-        self.handle_write(request, reply, enqueued, now_ms, group, keep_waiting.map(|deadline| (deadline, waiter)));
+        self.handle_write(
+            request,
+            reply,
+            enqueued,
+            now_ms,
+            group,
+            keep_waiting.map(|deadline| (deadline, waiter)),
+        );
     }
 
     /// Decides one write into the group, or parks it.
@@ -744,7 +1010,13 @@ impl Core {
                     Some((deadline, _)) => deadline,
                     None => enqueued + request.wait.unwrap_or_default(),
                 };
-                self.parked.push_back(Parked { request, reply, enqueued, deadline, waiter });
+                self.parked.push_back(Parked {
+                    request,
+                    reply,
+                    enqueued,
+                    deadline,
+                    waiter,
+                });
             }
         }
     }
@@ -758,14 +1030,24 @@ impl Core {
             ..WriteContext::default()
         };
         for (branch, drafts) in coordination::due_all(&self.state, now_ms) {
-            let context = WriteContext { branch, ..system.clone() };
+            let context = WriteContext {
+                branch,
+                ..system.clone()
+            };
             self.stamp_and_apply(drafts, &context, &[], now_ms, group);
         }
         let branches: Vec<String> = self.state.branches.keys().cloned().collect();
         for branch in branches {
-            let drafts = self.state.branch(&branch).map(|state| work::due(state, now_ms)).unwrap_or_default();
+            let drafts = self
+                .state
+                .branch(&branch)
+                .map(|state| work::due(state, now_ms))
+                .unwrap_or_default();
             if !drafts.is_empty() {
-                let context = WriteContext { branch, ..system.clone() };
+                let context = WriteContext {
+                    branch,
+                    ..system.clone()
+                };
                 self.stamp_and_apply(drafts, &context, &[], now_ms, group);
             }
         }
@@ -773,13 +1055,22 @@ impl Core {
 
     /// Decides one write. On success its events are stamped, applied to the state and
     /// added to the group (not yet durable).
-    fn decide_write(&mut self, request: WriteRequest, now_ms: i64, group: &mut Group, earlier_than: Option<WaiterId>) -> Outcome {
+    fn decide_write(
+        &mut self,
+        request: WriteRequest,
+        now_ms: i64,
+        group: &mut Group,
+        earlier_than: Option<WaiterId>,
+    ) -> Outcome {
         if let Some(idempotency) = &request.idempotency {
             if let Some(entry) = self.idempotency.get(&idempotency.key) {
                 if entry.request_sha256 != idempotency.request_sha256 {
                     return Outcome::Answer(Err(ApiError::invalid(
                         "idempotency_key_reused",
-                        format!("Idempotency-Key '{}' was already used with a different request", idempotency.key),
+                        format!(
+                            "Idempotency-Key '{}' was already used with a different request",
+                            idempotency.key
+                        ),
                     )));
                 }
                 return Outcome::Answer(self.replay_response(entry.clone()));
@@ -787,7 +1078,11 @@ impl Core {
         }
         let decided = self.check_and_decide(&request, now_ms, earlier_than);
         let drafts = match decided {
-            Ok(drafts) if drafts.is_empty() && request.wait.is_some() && request.command.waits_on_empty() => {
+            Ok(drafts)
+                if drafts.is_empty()
+                    && request.wait.is_some()
+                    && request.command.waits_on_empty() =>
+            {
                 return Outcome::Park(request, None);
             }
             Ok(drafts) => drafts,
@@ -813,8 +1108,11 @@ impl Core {
             Ok(response) => response,
             Err(error) => return Outcome::Answer(Err(error)),
         };
-        if let (Some(idempotency), Some(first)) = (&request.idempotency, group.events.get_mut(first_index)) {
-            let first = Arc::get_mut(first).expect("events of the group being built are not shared yet");
+        if let (Some(idempotency), Some(first)) =
+            (&request.idempotency, group.events.get_mut(first_index))
+        {
+            let first =
+                Arc::get_mut(first).expect("events of the group being built are not shared yet");
             first.envelope.idempotency = Some(Idempotency {
                 key: idempotency.key.clone(),
                 request_sha256: idempotency.request_sha256,
@@ -822,14 +1120,25 @@ impl Core {
                 response: response.body.clone(),
             });
             let seq = first.envelope.seq;
-            self.remember_key(idempotency.key.clone(), idempotency.request_sha256, seq, now_ms, Some(response.clone()));
+            self.remember_key(
+                idempotency.key.clone(),
+                idempotency.request_sha256,
+                seq,
+                now_ms,
+                Some(response.clone()),
+            );
         }
         Outcome::Answer(Ok(response))
     }
 
     /// The guards every write passes (branch, kill switch, fence, lock order, FIFO), then
     /// the domain's rule.
-    fn check_and_decide(&self, request: &WriteRequest, now_ms: i64, earlier_than: Option<WaiterId>) -> Result<Vec<EventDraft>, Rejection> {
+    fn check_and_decide(
+        &self,
+        request: &WriteRequest,
+        now_ms: i64,
+        earlier_than: Option<WaiterId>,
+    ) -> Result<Vec<EventDraft>, Rejection> {
         let context = &request.context;
         let Some(branch) = self.state.branch(&context.branch) else {
             return Err(Rejection::new(
@@ -838,7 +1147,10 @@ impl Core {
                 format!("branch '{}' does not exist", context.branch),
             ));
         };
-        let registering = matches!(request.command, WriteCommand::Coordination(CoordinationCommand::AgentRegister { .. }));
+        let registering = matches!(
+            request.command,
+            WriteCommand::Coordination(CoordinationCommand::AgentRegister { .. })
+        );
         if !registering {
             coordination::check_actor_allowed(branch, &context.actor)?;
             if context.branch != MAIN_BRANCH {
@@ -852,11 +1164,15 @@ impl Core {
         }
         match &request.command {
             WriteCommand::Append(items) => {
-                let requests: Vec<AppendRequest> = items.iter().map(|item| item.request.clone()).collect();
+                let requests: Vec<AppendRequest> =
+                    items.iter().map(|item| item.request.clone()).collect();
                 decide_append(&self.state, &context.branch, &requests)
             }
             WriteCommand::Coordination(command) => {
-                if let CoordinationCommand::LockAcquire { resources, owner, .. } = command {
+                if let CoordinationCommand::LockAcquire {
+                    resources, owner, ..
+                } = command
+                {
                     if self.lock_order {
                         coordination::check_lock_order(branch, owner, resources, now_ms)?;
                     }
@@ -870,18 +1186,30 @@ impl Core {
 
     /// Waiters are served in arrival order: a request may not take a resource that an
     /// earlier waiter is still waiting for.
-    fn check_fifo(&self, branch: &str, owner: &str, resources: &[String], earlier_than: Option<WaiterId>) -> Result<(), Rejection> {
-        let Some(graph) = self.wait_for.get(branch) else { return Ok(()) };
+    fn check_fifo(
+        &self,
+        branch: &str,
+        owner: &str,
+        resources: &[String],
+        earlier_than: Option<WaiterId>,
+    ) -> Result<(), Rejection> {
+        let Some(graph) = self.wait_for.get(branch) else {
+            return Ok(());
+        };
         for resource in resources {
             let ahead = graph
                 .waiters_for(resource)
-                .filter(|(id, waiter)| earlier_than.is_none_or(|mine| *id < mine) && waiter.owner != owner)
+                .filter(|(id, waiter)| {
+                    earlier_than.is_none_or(|mine| *id < mine) && waiter.owner != owner
+                })
                 .count();
             if ahead > 0 {
                 return Err(Rejection::new(
                     swarmlog_projections::RejectionKind::Conflict,
                     "lock_held",
-                    format!("lock '{resource}' has {ahead} earlier waiter(s); they are served first"),
+                    format!(
+                        "lock '{resource}' has {ahead} earlier waiter(s); they are served first"
+                    ),
                 )
                 .with("resource", resource.clone())
                 .with("waiters", ahead));
@@ -892,8 +1220,20 @@ impl Core {
 
     /// A lock request that may wait: refuse it if waiting would close a cycle (recording a
     /// `lock.deadlock_detected` event), else park it as a waiter.
-    fn park_lock_waiter(&mut self, request: WriteRequest, rejection: Rejection, now_ms: i64, group: &mut Group) -> Outcome {
-        let WriteCommand::Coordination(CoordinationCommand::LockAcquire { resources, owner, mode, .. }) = &request.command else {
+    fn park_lock_waiter(
+        &mut self,
+        request: WriteRequest,
+        rejection: Rejection,
+        now_ms: i64,
+        group: &mut Group,
+    ) -> Outcome {
+        let WriteCommand::Coordination(CoordinationCommand::LockAcquire {
+            resources,
+            owner,
+            mode,
+            ..
+        }) = &request.command
+        else {
             return Outcome::Answer(Err(rejection.into()));
         };
         let branch_name = request.context.branch.clone();
@@ -912,15 +1252,27 @@ impl Core {
     }
 
     /// Stamps drafts into envelopes chained after the group's last event and applies them.
-    fn stamp_and_apply(&mut self, drafts: Vec<EventDraft>, context: &WriteContext, provenance: &[Provenance], now_ms: i64, group: &mut Group) {
+    fn stamp_and_apply(
+        &mut self,
+        drafts: Vec<EventDraft>,
+        context: &WriteContext,
+        provenance: &[Provenance],
+        now_ms: i64,
+        group: &mut Group,
+    ) {
         for (position, draft) in drafts.into_iter().enumerate() {
             let (seq, previous_hash) = group.chain_from(&self.state);
             let own = provenance.get(position);
-            let pick = |own: Option<&Option<String>>, shared: &Option<String>| own.and_then(Clone::clone).or_else(|| shared.clone());
+            let pick = |own: Option<&Option<String>>, shared: &Option<String>| {
+                own.and_then(Clone::clone).or_else(|| shared.clone())
+            };
             // A task's events belong to its session even when the write names none, so
             // that `?session=` filters and session exports see them.
-            let session = pick(own.map(|p| &p.session), &context.session)
-                .or_else(|| self.state.branch(&context.branch).and_then(|branch| work::draft_session(branch, &draft)));
+            let session = pick(own.map(|p| &p.session), &context.session).or_else(|| {
+                self.state
+                    .branch(&context.branch)
+                    .and_then(|branch| work::draft_session(branch, &draft))
+            });
             let mut envelope = Envelope {
                 seq,
                 ts_ms: now_ms,
@@ -945,7 +1297,9 @@ impl Core {
     /// A branch forked at an earlier seq gets its parent's state as of that seq, rebuilt
     /// from the durable log.
     fn fork_if_needed(&mut self, envelope: &Envelope) {
-        let Some(point) = ForkPoint::from_event(envelope) else { return };
+        let Some(point) = ForkPoint::from_event(envelope) else {
+            return;
+        };
         if !point.needs_parent_state() {
             return;
         }
@@ -970,16 +1324,20 @@ impl Core {
                     .log
                     .reader()
                     .read(Seq(entry.seq), 1, 1)
-                    .map_err(|error| ApiError::internal("cannot read an idempotency record", &error))?;
+                    .map_err(|error| {
+                        ApiError::internal("cannot read an idempotency record", &error)
+                    })?;
                 let record = records
                     .into_iter()
                     .find(|record| record.seq.get() == entry.seq)
                     .ok_or_else(|| ApiError::internal("idempotency record missing", &entry.seq))?;
                 let envelope = Envelope::decode(entry.seq, record.timestamp_ms, &record.payload)
-                    .map_err(|error| ApiError::internal("cannot decode an idempotency record", &error))?;
-                let idempotency = envelope
-                    .idempotency
-                    .ok_or_else(|| ApiError::internal("record has no idempotency entry", &entry.seq))?;
+                    .map_err(|error| {
+                        ApiError::internal("cannot decode an idempotency record", &error)
+                    })?;
+                let idempotency = envelope.idempotency.ok_or_else(|| {
+                    ApiError::internal("record has no idempotency entry", &entry.seq)
+                })?;
                 WriteResponse {
                     status: idempotency.status,
                     body: idempotency.response,
@@ -987,18 +1345,39 @@ impl Core {
                 }
             }
         };
-        Ok(WriteResponse { replayed: true, ..stored })
+        Ok(WriteResponse {
+            replayed: true,
+            ..stored
+        })
     }
 
-    fn remember_key(&mut self, key: String, request_sha256: [u8; 32], seq: u64, ts_ms: i64, pending: Option<WriteResponse>) {
-        self.idempotency_expiry.push_back((ts_ms + IDEMPOTENCY_WINDOW_MS, key.clone()));
-        self.idempotency.insert(key, IdempotencyEntry { request_sha256, seq, pending });
+    fn remember_key(
+        &mut self,
+        key: String,
+        request_sha256: [u8; 32],
+        seq: u64,
+        ts_ms: i64,
+        pending: Option<WriteResponse>,
+    ) {
+        self.idempotency_expiry
+            .push_back((ts_ms + IDEMPOTENCY_WINDOW_MS, key.clone()));
+        self.idempotency.insert(
+            key,
+            IdempotencyEntry {
+                request_sha256,
+                seq,
+                pending,
+            },
+        );
     }
 
     /// Appends the group durably. Any failure here aborts the process: after a failed
     /// fsync the page cache may hold data the disk does not, so retrying would lie.
     fn commit(&mut self, events: &[Arc<Committed>]) {
-        let payloads: Vec<Vec<u8>> = events.iter().map(|committed| committed.envelope.encode()).collect();
+        let payloads: Vec<Vec<u8>> = events
+            .iter()
+            .map(|committed| committed.envelope.encode())
+            .collect();
         let inputs: Vec<RecordInput<'_>> = events
             .iter()
             .zip(&payloads)
@@ -1010,7 +1389,11 @@ impl Core {
         let started = Instant::now();
         match self.log.append_batch(&inputs) {
             Ok(range) => {
-                assert_eq!(range.start().get(), events[0].envelope.seq, "the log assigns the seqs the engine stamped");
+                assert_eq!(
+                    range.start().get(),
+                    events[0].envelope.seq,
+                    "the log assigns the seqs the engine stamped"
+                );
             }
             Err(error) => {
                 tracing::error!(%error, "durable append failed; aborting so that recovery decides what is durable");
@@ -1019,17 +1402,26 @@ impl Core {
             }
         }
         let metrics = &self.shared.metrics;
-        metrics.fsync_latency.observe(started.elapsed().as_secs_f64());
+        metrics
+            .fsync_latency
+            .observe(started.elapsed().as_secs_f64());
         metrics.batch_events.observe(events.len() as f64);
         metrics.events.inc_by(events.len() as u64);
         {
-            let mut index = self.shared.stream_index.write().expect("the index lock is never held across a panic");
+            let mut index = self
+                .shared
+                .stream_index
+                .write()
+                .expect("the index lock is never held across a panic");
             for committed in events {
                 let envelope = &committed.envelope;
                 match index.get_mut(&(envelope.branch.clone(), envelope.stream.clone())) {
                     Some(seqs) => seqs.push(envelope.seq),
                     None => {
-                        index.insert((envelope.branch.clone(), envelope.stream.clone()), vec![envelope.seq]);
+                        index.insert(
+                            (envelope.branch.clone(), envelope.stream.clone()),
+                            vec![envelope.seq],
+                        );
                     }
                 }
                 if let Some(idempotency) = &envelope.idempotency {
@@ -1041,6 +1433,7 @@ impl Core {
         }
         self.expire_keys();
         self.publish_head();
+        self.maybe_snapshot();
     }
 
     fn expire_keys(&mut self) {
@@ -1049,7 +1442,9 @@ impl Core {
             if *expires_ms > now_ms {
                 break;
             }
-            let Some((_, key)) = self.idempotency_expiry.pop_front() else { break };
+            let Some((_, key)) = self.idempotency_expiry.pop_front() else {
+                break;
+            };
             self.idempotency.remove(&key);
         }
     }
@@ -1059,7 +1454,11 @@ impl Core {
             seq: self.state.head,
             hash: self.state.head_hash,
         };
-        *self.shared.head.lock().expect("the head lock is never held across a panic") = head;
+        *self
+            .shared
+            .head
+            .lock()
+            .expect("the head lock is never held across a panic") = head;
         self.shared.metrics.head_seq.set(head.seq as i64);
     }
 
@@ -1070,16 +1469,36 @@ impl Core {
     }
 }
 
+/// The stored hash of event `seq`, if the log has it.
+fn event_hash(reader: &LogReader, seq: u64) -> Option<[u8; 32]> {
+    let record = reader
+        .read(Seq(seq), 1, 1)
+        .ok()?
+        .into_iter()
+        .next()
+        .filter(|record| record.seq.get() == seq)?;
+    Envelope::decode(seq, record.timestamp_ms, &record.payload)
+        .ok()
+        .map(|envelope| envelope.hash)
+}
+
 /// The state as it was right after event `at`, rebuilt from the durable log.
 pub fn state_at(reader: &LogReader, at: u64) -> Result<State, EngineError> {
-    let log_error = |source| EngineError::Log { dir: "log".into(), source };
+    let log_error = |source| EngineError::Log {
+        dir: "log".into(),
+        source,
+    };
     let mut events = Vec::new();
     for record in reader.iter_from(Seq::FIRST) {
         let record = record.map_err(log_error)?;
         if record.seq.get() > at {
             break;
         }
-        events.push(Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)?);
+        events.push(Envelope::decode(
+            record.seq.get(),
+            record.timestamp_ms,
+            &record.payload,
+        )?);
     }
     Ok(State::replay(&events))
 }

@@ -111,9 +111,10 @@ pub fn from_json_error(error: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     let message = error.to_string();
     match error.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::malformed("malformed_json", format!("the body is not valid JSON: {message}"))
-        }
+        Category::Syntax | Category::Eof | Category::Io => ApiError::malformed(
+            "malformed_json",
+            format!("the body is not valid JSON: {message}"),
+        ),
         Category::Data if message.starts_with("unknown field") => {
             ApiError::invalid("unknown_field", message)
         }

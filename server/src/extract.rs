@@ -61,9 +61,13 @@ pub async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 /// Parses a body: first as any JSON (syntax and depth), then into `T` (shape).
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::malformed("malformed_json", "the request body is empty; a JSON object is expected"));
+        return Err(ApiError::malformed(
+            "malformed_json",
+            "the request body is empty; a JSON object is expected",
+        ));
     }
-    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|error| from_json_error(&error))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|error| from_json_error(&error))?;
     let depth = json_depth(&value);
     if depth > JSON_DEPTH_MAX {
         return Err(ApiError::invalid(

@@ -29,7 +29,11 @@ pub struct EventFilter {
 impl EventFilter {
     /// Compiles a comma-separated list of type globs.
     pub fn parse_types(text: &str) -> Result<GlobSet, ApiError> {
-        let patterns: Vec<&str> = text.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+        let patterns: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
         if patterns.is_empty() || patterns.len() > TYPE_FILTERS_MAX {
             return Err(ApiError::malformed(
                 "invalid_query",
@@ -39,13 +43,16 @@ impl EventFilter {
         let mut builder = GlobSetBuilder::new();
         for pattern in patterns {
             let glob = Glob::new(pattern).map_err(|error| {
-                ApiError::malformed("invalid_query", format!("types glob '{pattern}' is invalid: {error}"))
+                ApiError::malformed(
+                    "invalid_query",
+                    format!("types glob '{pattern}' is invalid: {error}"),
+                )
             })?;
             builder.add(glob);
         }
-        builder
-            .build()
-            .map_err(|error| ApiError::malformed("invalid_query", format!("types globs are invalid: {error}")))
+        builder.build().map_err(|error| {
+            ApiError::malformed("invalid_query", format!("types globs are invalid: {error}"))
+        })
     }
 
     /// Whether `seq` is past `until`: the reader is done.
@@ -55,13 +62,24 @@ impl EventFilter {
 
     /// Whether the event passes every condition but the seq range.
     pub fn matches(&self, envelope: &Envelope) -> bool {
-        self.branch.as_ref().is_none_or(|branch| *branch == envelope.branch)
-            && self.types.as_ref().is_none_or(|types| types.is_match(&envelope.event_type))
+        self.branch
+            .as_ref()
+            .is_none_or(|branch| *branch == envelope.branch)
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|types| types.is_match(&envelope.event_type))
             && self
                 .stream_prefix
                 .as_ref()
                 .is_none_or(|prefix| envelope.stream.starts_with(prefix.as_str()))
-            && self.actor.as_ref().is_none_or(|actor| *actor == envelope.actor)
-            && self.session.as_ref().is_none_or(|session| envelope.session.as_ref() == Some(session))
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|actor| *actor == envelope.actor)
+            && self
+                .session
+                .as_ref()
+                .is_none_or(|session| envelope.session.as_ref() == Some(session))
     }
 }

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod snapshot;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     })?;
     let address_file = AddressFile::write(&data_dir, local)?;
     tracing::info!(address = %local, data = %data_dir.display(), head = engine.audit_head().seq, "serving");
-    println!("swarmlog listening on http://{local} (data in {})", data_dir.display());
+    println!(
+        "swarmlog listening on http://{local} (data in {})",
+        data_dir.display()
+    );
     let shutdown_engine = engine.clone();
     let result = axum::serve(listener, app::router_with_tokens(engine.clone(), tokens))
         .with_graceful_shutdown(async move {

@@ -55,10 +55,22 @@ impl Metrics {
             "Time of one group commit: write plus fdatasync",
             fsync_latency.clone(),
         );
-        registry.register("batch_events", "Events per group commit", batch_events.clone());
+        registry.register(
+            "batch_events",
+            "Events per group commit",
+            batch_events.clone(),
+        );
         registry.register("events", "Events appended", events.clone());
-        registry.register("rejections", "Writes refused by the rules", rejections.clone());
-        registry.register("subscribers", "Connected SSE subscribers", subscribers.clone());
+        registry.register(
+            "rejections",
+            "Writes refused by the rules",
+            rejections.clone(),
+        );
+        registry.register(
+            "subscribers",
+            "Connected SSE subscribers",
+            subscribers.clone(),
+        );
         registry.register(
             "lagging_subscribers",
             "Subscribers served from disk because they fell behind the live feed",

@@ -15,13 +15,46 @@ pub struct RouteDoc {
 
 /// Every route the router serves.
 pub const ROUTES: &[RouteDoc] = &[
-    RouteDoc { method: "get", path: "/healthz", summary: "200 once the log is recovered" },
-    RouteDoc { method: "get", path: "/metrics", summary: "Prometheus text exposition" },
-    RouteDoc { method: "get", path: "/v1/openapi.json", summary: "This document" },
-    RouteDoc { method: "get", path: "/v1/audit/head", summary: "The head of the hash chain: {seq, hash}" },
-    RouteDoc { method: "post", path: "/v1/events", summary: "Append one custom event or an atomic batch; 201 {seq, events}" },
-    RouteDoc { method: "get", path: "/v1/events", summary: "SSE (Accept: text/event-stream) or NDJSON replay of committed events" },
-    RouteDoc { method: "get", path: "/v1/streams/{stream}", summary: "A stream's events and version" },
+    RouteDoc {
+        method: "get",
+        path: "/healthz",
+        summary: "200 once the log is recovered",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus text exposition",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/openapi.json",
+        summary: "This document",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/audit/head",
+        summary: "The head of the hash chain: {seq, hash}",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/snapshots",
+        summary: "Write a projection snapshot now (admin); 201 {head, path, bytes}",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/events",
+        summary: "Append one custom event or an atomic batch; 201 {seq, events}",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/events",
+        summary: "SSE (Accept: text/event-stream) or NDJSON replay of committed events",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/streams/{stream}",
+        summary: "A stream's events and version",
+    },
 ];
 
 /// The OpenAPI 3.1 document.
@@ -30,8 +63,15 @@ pub fn document() -> Value {
     for route in ROUTES {
         let entry = paths.entry(route.path).or_insert_with(|| json!({}));
         let mut parameters = Vec::new();
-        for name in route.path.split('{').skip(1).filter_map(|rest| rest.split('}').next()) {
-            parameters.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
+        for name in route
+            .path
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split('}').next())
+        {
+            parameters.push(
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}),
+            );
         }
         if route.path.starts_with("/v1/") {
             parameters.push(json!({"name": "branch", "in": "query", "required": false, "schema": {"type": "string", "default": "main"}}));

@@ -15,7 +15,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "SWARMLOG_URL", value_name = "URL")]
     pub url: Option<String>,
     /// Bearer token for the server.
-    #[arg(long, global = true, env = "SWARMLOG_TOKEN", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SWARMLOG_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Branch to read and write.
     #[arg(long, global = true, value_name = "NAME")]
@@ -58,6 +64,8 @@ pub enum Command {
     Verify,
     /// Show the log's head and size.
     Stats,
+    /// Write a projection snapshot now (start-up then replays only what follows it).
+    Snapshot,
 }
 
 /// Flags of `serve`.

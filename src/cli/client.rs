@@ -60,8 +60,11 @@ impl Reply {
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|error| CliError::failure(format!("the server answered {status} with a body that is not JSON: {error}")))?
+            serde_json::from_slice(&bytes).map_err(|error| {
+                CliError::failure(format!(
+                    "the server answered {status} with a body that is not JSON: {error}"
+                ))
+            })?
         };
         if status.is_success() {
             Ok(value)
@@ -73,7 +76,11 @@ impl Reply {
 
 impl Client {
     /// Connects to `url`, or to the server serving `db`, or opens `db` in-process.
-    pub async fn connect(url: Option<&str>, db: &Path, token: Option<String>) -> Result<Client, CliError> {
+    pub async fn connect(
+        url: Option<&str>,
+        db: &Path,
+        token: Option<String>,
+    ) -> Result<Client, CliError> {
         if let Some(url) = url {
             return Ok(Client::remote(url, token));
         }
@@ -120,17 +127,22 @@ impl Client {
                     request = request.header(*name, value);
                 }
                 if let Some(body) = body {
-                    request = request.header("content-type", "application/json").body(body.to_string());
+                    request = request
+                        .header("content-type", "application/json")
+                        .body(body.to_string());
                 }
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|error| CliError::failure(format!("cannot reach the server at {base}: {error}")))?;
-                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let body = response
-                    .bytes_stream()
-                    .map_err(|error| CliError::failure(format!("the connection to the server broke: {error}")));
-                Ok(Reply { status, body: Box::pin(body) })
+                let response = request.send().await.map_err(|error| {
+                    CliError::failure(format!("cannot reach the server at {base}: {error}"))
+                })?;
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let body = response.bytes_stream().map_err(|error| {
+                    CliError::failure(format!("the connection to the server broke: {error}"))
+                });
+                Ok(Reply {
+                    status,
+                    body: Box::pin(body),
+                })
             }
             Client::Local { router, .. } => {
                 let mut request = Request::builder().method(method).uri(path_and_query);
@@ -151,14 +163,25 @@ impl Client {
                     .into_body()
                     .into_data_stream()
                     .map_err(|error| CliError::failure(format!("response failed: {error}")));
-                Ok(Reply { status, body: Box::pin(body) })
+                Ok(Reply {
+                    status,
+                    body: Box::pin(body),
+                })
             }
         }
     }
 
     /// Sends a request and returns its JSON answer (or the matching error).
-    pub async fn call(&self, method: Method, path_and_query: &str, body: Option<&Value>) -> Result<Value, CliError> {
-        self.send(method, path_and_query, body, &[]).await?.json().await
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        self.send(method, path_and_query, body, &[])
+            .await?
+            .json()
+            .await
     }
 
     /// Closes the in-process engine cleanly (a no-op for a server).

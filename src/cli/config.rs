@@ -37,12 +37,16 @@ impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, CliError> {
         if let Some(url) = &cli.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(CliError::usage(format!("--url must start with http:// or https://, not '{url}'")));
+                return Err(CliError::usage(format!(
+                    "--url must start with http:// or https://, not '{url}'"
+                )));
             }
         }
         if let Some(branch) = &cli.branch {
             if !swarmlog_projections::limits::is_valid_id(branch) {
-                return Err(CliError::usage("--branch must be 1 to 256 bytes without control characters"));
+                return Err(CliError::usage(
+                    "--branch must be 1 to 256 bytes without control characters",
+                ));
             }
         }
         let output = match (cli.json, cli.raw) {

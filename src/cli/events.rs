@@ -30,14 +30,18 @@ pub async fn append(config: &Config, args: AppendArgs) -> Result<(), CliError> {
     }
     let path = with_query("/v1/events", config.branch_param().into_iter().collect());
     let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
-    let answer = client.send(Method::POST, &path, Some(&body), &headers).await;
+    let answer = client
+        .send(Method::POST, &path, Some(&body), &headers)
+        .await;
     let answer = match answer {
         Ok(reply) => reply.json().await,
         Err(error) => Err(error),
     };
     client.close().await;
     let value = answer?;
-    print_value(config, &value, Some("seq"), |value| format!("appended at seq {}", value["seq"]));
+    print_value(config, &value, Some("seq"), |value| {
+        format!("appended at seq {}", value["seq"])
+    });
     Ok(())
 }
 
@@ -99,7 +103,9 @@ fn print_event(config: &Config, line: &str) -> Result<(), CliError> {
             writeln!(out, "{}", human_line(&value))
         }
     };
-    written.and_then(|()| out.flush()).map_err(|error| CliError::failure(format!("cannot write to stdout: {error}")))
+    written
+        .and_then(|()| out.flush())
+        .map_err(|error| CliError::failure(format!("cannot write to stdout: {error}")))
 }
 
 /// `events tail`: follows the server's SSE feed, resuming with `Last-Event-ID` after a
@@ -129,7 +135,10 @@ pub async fn tail(config: &Config, args: FilterArgs) -> Result<(), CliError> {
                 continue;
             }
         };
-        let mut events = reply.body.map(|chunk| chunk.map_err(|error| std::io::Error::other(error.message))).eventsource();
+        let mut events = reply
+            .body
+            .map(|chunk| chunk.map_err(|error| std::io::Error::other(error.message)))
+            .eventsource();
         while let Some(event) = events.next().await {
             let Ok(event) = event else { break };
             if event.event == "caught_up" {
@@ -143,7 +152,10 @@ pub async fn tail(config: &Config, args: FilterArgs) -> Result<(), CliError> {
             }
             print_event(config, &event.data)?;
         }
-        if args.until.is_some_and(|until| last_seen.is_some_and(|seen| seen >= until)) {
+        if args
+            .until
+            .is_some_and(|until| last_seen.is_some_and(|seen| seen >= until))
+        {
             return Ok(());
         }
         eprintln!("swarmlog: the event stream ended; reconnecting");
@@ -160,8 +172,13 @@ pub async fn replay(config: &Config, args: FilterArgs) -> Result<(), CliError> {
 }
 
 async fn replay_with(client: &Client, config: &Config, args: &FilterArgs) -> Result<(), CliError> {
-    let head = client.call(Method::GET, "/v1/audit/head", None).await?["seq"].as_u64().unwrap_or(0);
-    let progress = indicatif::ProgressBar::with_draw_target(Some(head), indicatif::ProgressDrawTarget::stderr());
+    let head = client.call(Method::GET, "/v1/audit/head", None).await?["seq"]
+        .as_u64()
+        .unwrap_or(0);
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(head),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seq  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -178,7 +195,10 @@ async fn replay_with(client: &Client, config: &Config, args: &FilterArgs) -> Res
         while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            if let Some(seq) = serde_json::from_str::<Value>(&text).ok().and_then(|value| value["seq"].as_u64()) {
+            if let Some(seq) = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|value| value["seq"].as_u64())
+            {
                 progress.set_position(seq);
             }
             progress.suspend(|| print_event(config, &text))?;

@@ -42,25 +42,36 @@ pub struct CliError {
 impl CliError {
     /// Exit 1.
     pub fn failure(message: impl Into<String>) -> Self {
-        CliError { exit: Exit::Failure, message: message.into() }
+        CliError {
+            exit: Exit::Failure,
+            message: message.into(),
+        }
     }
 
     /// Exit 2.
     pub fn usage(message: impl Into<String>) -> Self {
-        CliError { exit: Exit::Usage, message: message.into() }
+        CliError {
+            exit: Exit::Usage,
+            message: message.into(),
+        }
     }
 
     /// Maps an API error answer to an exit code: 409 is a conflict (3), 404 not found (4),
     /// anything else 1.
     pub fn from_api(status: StatusCode, body: &Value) -> Self {
         let code = body["error"]["code"].as_str().unwrap_or("error");
-        let message = body["error"]["message"].as_str().unwrap_or("the server refused the request");
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("the server refused the request");
         let exit = match status {
             StatusCode::CONFLICT => Exit::Conflict,
             StatusCode::NOT_FOUND => Exit::NotFound,
             _ => Exit::Failure,
         };
-        CliError { exit, message: format!("{message} ({code}, HTTP {})", status.as_u16()) }
+        CliError {
+            exit,
+            message: format!("{message} ({code}, HTTP {})", status.as_u16()),
+        }
     }
 }
 
@@ -71,7 +82,9 @@ pub fn run() -> ExitCode {
         Err(error) => {
             let _ = error.print();
             return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(Exit::Usage as u8),
             };
         }
@@ -97,10 +110,16 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
         Command::Serve(args) => ops::serve(&config, args).await,
         Command::Verify => ops::verify(&config),
         Command::Stats => ops::stats(&config).await,
-        Command::State(_) | Command::Kv(_) | Command::Lock(_) | Command::Agent(_) | Command::Branch(_) => {
+        Command::Snapshot => ops::snapshot(&config).await,
+        Command::State(_)
+        | Command::Kv(_)
+        | Command::Lock(_)
+        | Command::Agent(_)
+        | Command::Branch(_) => {
             // One connection for the command; closing it releases an in-process engine's
             // directory lock whatever the outcome.
-            let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
+            let client =
+                Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
             let outcome = match command {
                 Command::State(verb) => coordination::state(&client, &config, verb).await,
                 Command::Kv(verb) => coordination::kv(&client, &config, verb).await,
@@ -120,7 +139,12 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
 
 /// Prints a JSON answer in the chosen mode: `--json` the whole object, `--raw` the bare
 /// value of `raw_field` (strings without quotes), default a human line from `human`.
-pub fn print_value(config: &Config, value: &Value, raw_field: Option<&str>, human: impl FnOnce(&Value) -> String) {
+pub fn print_value(
+    config: &Config,
+    value: &Value,
+    raw_field: Option<&str>,
+    human: impl FnOnce(&Value) -> String,
+) {
     match config.output {
         OutputMode::Json => println!("{value}"),
         OutputMode::Raw => {

@@ -13,10 +13,12 @@ use super::{print_value, CliError, Config};
 
 /// `serve`: runs the server in the foreground until SIGINT/SIGTERM.
 pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
-    let listen: SocketAddr = args
-        .listen
-        .parse()
-        .map_err(|_| CliError::usage(format!("--listen must be an address like 127.0.0.1:7070, not '{}'", args.listen)))?;
+    let listen: SocketAddr = args.listen.parse().map_err(|_| {
+        CliError::usage(format!(
+            "--listen must be an address like 127.0.0.1:7070, not '{}'",
+            args.listen
+        ))
+    })?;
     let mut engine = EngineConfig::new(config.db.clone());
     engine.sync = match args.sync {
         SyncArg::Always => SyncPolicy::Always,
@@ -24,35 +26,52 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
     };
     if let Some(size) = args.segment_size {
         if size < 4096 {
-            return Err(CliError::usage(format!("--segment-size must be at least 4096 bytes, not {size}")));
+            return Err(CliError::usage(format!(
+                "--segment-size must be at least 4096 bytes, not {size}"
+            )));
         }
         engine.segment_size_bytes_max = size;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARMLOG_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARMLOG_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     engine.lock_order = args.lock_order;
-    swarmlog_server::serve(ServeConfig { engine, listen, tokens: args.tokens })
-        .await
-        .map_err(|error| CliError::failure(error.to_string()))
+    swarmlog_server::serve(ServeConfig {
+        engine,
+        listen,
+        tokens: args.tokens,
+    })
+    .await
+    .map_err(|error| CliError::failure(error.to_string()))
 }
 
 /// `verify`: checks every record of the log offline and prints the head of the hash chain.
 pub fn verify(config: &Config) -> Result<(), CliError> {
     let log_dir = swarmlog_server::engine::log_dir(&config.db);
     if !log_dir.is_dir() {
-        return Err(CliError::failure(format!("no log at {}", log_dir.display())));
+        return Err(CliError::failure(format!(
+            "no log at {}",
+            log_dir.display()
+        )));
     }
-    let progress = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let progress =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     progress.set_style(
-        indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let report = swarmlog_server::audit::verify(&log_dir, &mut |done, total| {
         progress.set_length(total);
         progress.set_position(done);
     });
     progress.finish_and_clear();
-    let report = report.map_err(|error| CliError::failure(format!("verification failed: {error}")))?;
+    let report =
+        report.map_err(|error| CliError::failure(format!("verification failed: {error}")))?;
     let value = json!({
         "ok": true,
         "segments": report.segments,
@@ -90,7 +109,29 @@ pub async fn stats(config: &Config) -> Result<(), CliError> {
     let head = head?;
     let value = json!({"head": head["seq"], "hash": head["hash"], "through_server": remote});
     print_value(config, &value, Some("head"), |value| {
-        format!("head seq {} hash {} ({})", value["head"], value["hash"].as_str().unwrap_or(""), if remote { "server" } else { "in-process" })
+        format!(
+            "head seq {} hash {} ({})",
+            value["head"],
+            value["hash"].as_str().unwrap_or(""),
+            if remote { "server" } else { "in-process" }
+        )
+    });
+    Ok(())
+}
+
+/// `snapshot`: writes a projection snapshot, through the server or in-process.
+pub async fn snapshot(config: &Config) -> Result<(), CliError> {
+    let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
+    let answer = client.call(Method::POST, "/v1/snapshots", None).await;
+    client.close().await;
+    let value = answer?;
+    print_value(config, &value, Some("path"), |value| {
+        format!(
+            "snapshot at seq {} written to {} ({} bytes)",
+            value["head"],
+            value["path"].as_str().unwrap_or(""),
+            value["bytes"]
+        )
     });
     Ok(())
 }

@@ -8,4 +8,5 @@ mod cli;
 mod crash;
 mod errors;
 mod events;
+mod snapshots;
 mod sse;

@@ -55,18 +55,32 @@ fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
 
 /// A 200 JSON answer built from a value, with the write's `seq` (its last event, or the
 /// head for a no-op) added.
-fn answer(status: u16, mut value: Value, state: &Projection, written: &[Arc<Committed>]) -> Result<WriteResponse, ApiError> {
-    let seq = written.last().map_or(state.head, |committed| committed.envelope.seq);
+fn answer(
+    status: u16,
+    mut value: Value,
+    state: &Projection,
+    written: &[Arc<Committed>],
+) -> Result<WriteResponse, ApiError> {
+    let seq = written
+        .last()
+        .map_or(state.head, |committed| committed.envelope.seq);
     if let Some(object) = value.as_object_mut() {
         object.insert("seq".into(), json!(seq));
     }
-    Ok(WriteResponse { status, body: value.to_string(), replayed: false })
+    Ok(WriteResponse {
+        status,
+        body: value.to_string(),
+        replayed: false,
+    })
 }
 
 fn branch_of<'a>(state: &'a Projection, branch: &str) -> Result<&'a BranchState, ApiError> {
-    state
-        .branch(branch)
-        .ok_or_else(|| ApiError::not_found("branch_not_found", format!("branch '{branch}' does not exist")))
+    state.branch(branch).ok_or_else(|| {
+        ApiError::not_found(
+            "branch_not_found",
+            format!("branch '{branch}' does not exist"),
+        )
+    })
 }
 
 /// Reads the state of a branch now, or as it was after `at` (rebuilt from the log).
@@ -75,17 +89,29 @@ where
     F: FnOnce(&BranchState) -> Result<R, ApiError> + Send + 'static,
     R: Send + 'static,
 {
-    let branch = BranchQuery { branch: query.branch.clone() }.branch()?;
+    let branch = BranchQuery {
+        branch: query.branch.clone(),
+    }
+    .branch()?;
     match query.at {
-        None => app.engine.read(move |state| branch_of(state, &branch).and_then(read)).await?,
+        None => {
+            app.engine
+                .read(move |state| branch_of(state, &branch).and_then(read))
+                .await?
+        }
         Some(at) => {
             let head = app.engine.audit_head().seq;
             if at > head {
-                return Err(ApiError::invalid("invalid_value", format!("at={at} is beyond the head ({head})")).with("field", "at"));
+                return Err(ApiError::invalid(
+                    "invalid_value",
+                    format!("at={at} is beyond the head ({head})"),
+                )
+                .with("field", "at"));
             }
             let reader = app.engine.reader().clone();
             tokio::task::spawn_blocking(move || {
-                let past = crate::engine::state_at(&reader, at).map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
+                let past = crate::engine::state_at(&reader, at)
+                    .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
                 branch_of(&past, &branch).and_then(read)
             })
             .await
@@ -129,16 +155,27 @@ struct CasBody {
 
 fn cell_responder(branch: String, key: String, created_status: u16) -> Responder {
     Box::new(move |state, written| {
-        let cell = get_cell(branch_of(state, &branch)?, &key).ok_or_else(|| not_found("state cell", &key))?;
-        let status = if written.is_empty() { 200 } else { created_status };
+        let cell = get_cell(branch_of(state, &branch)?, &key)
+            .ok_or_else(|| not_found("state cell", &key))?;
+        let status = if written.is_empty() {
+            200
+        } else {
+            created_status
+        };
         answer(status, cell.to_json(&key), state, written)
     })
 }
 
-async fn state_get(State(app): State<AppState>, Path(key): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+async fn state_get(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    ApiQuery(query): ApiQuery<ReadQuery>,
+) -> Result<Response, ApiError> {
     check_id("key", &key)?;
     let value = read_branch(&app, &query, move |branch| {
-        get_cell(branch, &key).map(|cell| cell.to_json(&key)).ok_or_else(|| not_found("state cell", &key))
+        get_cell(branch, &key)
+            .map(|cell| cell.to_json(&key))
+            .ok_or_else(|| not_found("state cell", &key))
     })
     .await?;
     Ok(ok_json(value))
@@ -157,7 +194,17 @@ async fn state_set(
     let spec: ValueBody = body(rest)?;
     check_id("key", &key)?;
     let respond = cell_responder(write.context.branch.clone(), key.clone(), 200);
-    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::StateSet { key, value: spec.value }), None, respond).await
+    write
+        .submit(
+            &app,
+            WriteCommand::Coordination(CoordinationCommand::StateSet {
+                key,
+                value: spec.value,
+            }),
+            None,
+            respond,
+        )
+        .await
 }
 
 async fn state_init(
@@ -173,7 +220,17 @@ async fn state_init(
     let spec: ValueBody = body(rest)?;
     check_id("key", &key)?;
     let respond = cell_responder(write.context.branch.clone(), key.clone(), 201);
-    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::StateInit { key, value: spec.value }), None, respond).await
+    write
+        .submit(
+            &app,
+            WriteCommand::Coordination(CoordinationCommand::StateInit {
+                key,
+                value: spec.value,
+            }),
+            None,
+            respond,
+        )
+        .await
 }
 
 async fn state_cas(
@@ -187,13 +244,22 @@ async fn state_cas(
 ) -> Result<Response, ApiError> {
     let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
     if rest.get("expected_version").is_none() {
-        return Err(ApiError::invalid("missing_field", "missing field `expected_version` (a version, or null for \"must not exist\")"));
+        return Err(ApiError::invalid(
+            "missing_field",
+            "missing field `expected_version` (a version, or null for \"must not exist\")",
+        ));
     }
     let spec: CasBody = body(rest)?;
     check_id("key", &key)?;
     let respond = cell_responder(write.context.branch.clone(), key.clone(), 200);
-    let command = CoordinationCommand::StateCas { key, expected_version: spec.expected_version, value: spec.value };
-    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+    let command = CoordinationCommand::StateCas {
+        key,
+        expected_version: spec.expected_version,
+        value: spec.value,
+    };
+    write
+        .submit(&app, WriteCommand::Coordination(command), None, respond)
+        .await
 }
 
 // ---- kv ---------------------------------------------------------------------------
@@ -209,20 +275,34 @@ struct KvListQuery {
     at: Option<u64>,
 }
 
-async fn kv_get(State(app): State<AppState>, Path(key): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+async fn kv_get(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    ApiQuery(query): ApiQuery<ReadQuery>,
+) -> Result<Response, ApiError> {
     check_id("key", &key)?;
     let value = read_branch(&app, &query, move |branch| {
-        get_kv(branch, &key).map(|entry| entry.to_json(&key)).ok_or_else(|| not_found("key", &key))
+        get_kv(branch, &key)
+            .map(|entry| entry.to_json(&key))
+            .ok_or_else(|| not_found("key", &key))
     })
     .await?;
     Ok(ok_json(value))
 }
 
-async fn kv_list(State(app): State<AppState>, ApiQuery(query): ApiQuery<KvListQuery>) -> Result<Response, ApiError> {
+async fn kv_list(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<KvListQuery>,
+) -> Result<Response, ApiError> {
     let prefix = query.prefix.unwrap_or_default();
-    let read = ReadQuery { branch: query.branch, at: query.at };
+    let read = ReadQuery {
+        branch: query.branch,
+        at: query.at,
+    };
     let entries = read_branch(&app, &read, move |branch| {
-        Ok(list_kv(branch, &prefix).map(|(key, entry)| entry.to_json(key)).collect::<Vec<_>>())
+        Ok(list_kv(branch, &prefix)
+            .map(|(key, entry)| entry.to_json(key))
+            .collect::<Vec<_>>())
     })
     .await?;
     Ok(ok_json(json!({ "entries": entries })))
@@ -243,10 +323,21 @@ async fn kv_put(
     let branch = write.context.branch.clone();
     let response_key = key.clone();
     let respond: Responder = Box::new(move |state, written| {
-        let entry = get_kv(branch_of(state, &branch)?, &response_key).ok_or_else(|| not_found("key", &response_key))?;
+        let entry = get_kv(branch_of(state, &branch)?, &response_key)
+            .ok_or_else(|| not_found("key", &response_key))?;
         answer(200, entry.to_json(&response_key), state, written)
     });
-    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::KvPut { key, value: spec.value }), None, respond).await
+    write
+        .submit(
+            &app,
+            WriteCommand::Coordination(CoordinationCommand::KvPut {
+                key,
+                value: spec.value,
+            }),
+            None,
+            respond,
+        )
+        .await
 }
 
 async fn kv_delete(
@@ -262,8 +353,22 @@ async fn kv_delete(
     let _: Empty = body(rest)?;
     check_id("key", &key)?;
     let response_key = key.clone();
-    let respond: Responder = Box::new(move |state, written| answer(200, json!({"key": response_key, "deleted": true}), state, written));
-    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::KvDelete { key }), None, respond).await
+    let respond: Responder = Box::new(move |state, written| {
+        answer(
+            200,
+            json!({"key": response_key, "deleted": true}),
+            state,
+            written,
+        )
+    });
+    write
+        .submit(
+            &app,
+            WriteCommand::Coordination(CoordinationCommand::KvDelete { key }),
+            None,
+            respond,
+        )
+        .await
 }
 
 /// A body with nothing route-specific in it.
@@ -313,7 +418,11 @@ struct ReleaseBody {
 
 fn wait_of(wait_ms: u64) -> Result<Option<Duration>, ApiError> {
     if wait_ms > WAIT_MS_MAX {
-        return Err(ApiError::invalid("invalid_value", format!("wait_ms must be at most {WAIT_MS_MAX}")).with("field", "wait_ms"));
+        return Err(ApiError::invalid(
+            "invalid_value",
+            format!("wait_ms must be at most {WAIT_MS_MAX}"),
+        )
+        .with("field", "wait_ms"));
     }
     Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
 }
@@ -335,12 +444,20 @@ async fn lock_acquire(
     let branch = write.context.branch.clone();
     let (owner, response_resource) = (spec.owner.clone(), resource.clone());
     let respond: Responder = Box::new(move |state, written| {
-        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner)
-            .ok_or_else(|| ApiError::internal("granted lock missing after apply", &response_resource))?;
+        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner).ok_or_else(
+            || ApiError::internal("granted lock missing after apply", &response_resource),
+        )?;
         answer(200, grant, state, written)
     });
-    let command = CoordinationCommand::LockAcquire { resources: vec![resource], owner: spec.owner, ttl_ms: spec.ttl_ms, mode: spec.mode };
-    write.submit(&app, WriteCommand::Coordination(command), wait, respond).await
+    let command = CoordinationCommand::LockAcquire {
+        resources: vec![resource],
+        owner: spec.owner,
+        ttl_ms: spec.ttl_ms,
+        mode: spec.mode,
+    };
+    write
+        .submit(&app, WriteCommand::Coordination(command), wait, respond)
+        .await
 }
 
 async fn locks_acquire_many(
@@ -359,11 +476,26 @@ async fn locks_acquire_many(
     let (owner, resources) = (spec.owner.clone(), spec.resources.clone());
     let respond: Responder = Box::new(move |state, written| {
         let branch_state = branch_of(state, &branch)?;
-        let grants: Vec<Value> = resources.iter().filter_map(|resource| grant_json(branch_state, resource, &owner)).collect();
-        answer(200, json!({"owner": owner, "locks": grants}), state, written)
+        let grants: Vec<Value> = resources
+            .iter()
+            .filter_map(|resource| grant_json(branch_state, resource, &owner))
+            .collect();
+        answer(
+            200,
+            json!({"owner": owner, "locks": grants}),
+            state,
+            written,
+        )
     });
-    let command = CoordinationCommand::LockAcquire { resources: spec.resources, owner: spec.owner, ttl_ms: spec.ttl_ms, mode: spec.mode };
-    write.submit(&app, WriteCommand::Coordination(command), wait, respond).await
+    let command = CoordinationCommand::LockAcquire {
+        resources: spec.resources,
+        owner: spec.owner,
+        ttl_ms: spec.ttl_ms,
+        mode: spec.mode,
+    };
+    write
+        .submit(&app, WriteCommand::Coordination(command), wait, respond)
+        .await
 }
 
 async fn lock_renew(
@@ -382,12 +514,20 @@ async fn lock_renew(
     let branch = write.context.branch.clone();
     let (owner, response_resource) = (spec.owner.clone(), resource.clone());
     let respond: Responder = Box::new(move |state, written| {
-        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner)
-            .ok_or_else(|| ApiError::internal("renewed lock missing after apply", &response_resource))?;
+        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner).ok_or_else(
+            || ApiError::internal("renewed lock missing after apply", &response_resource),
+        )?;
         answer(200, grant, state, written)
     });
-    let command = CoordinationCommand::LockRenew { resource, owner: spec.owner, token: spec.token, ttl_ms: spec.ttl_ms };
-    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+    let command = CoordinationCommand::LockRenew {
+        resource,
+        owner: spec.owner,
+        token: spec.token,
+        ttl_ms: spec.ttl_ms,
+    };
+    write
+        .submit(&app, WriteCommand::Coordination(command), None, respond)
+        .await
 }
 
 async fn lock_release(
@@ -405,12 +545,24 @@ async fn lock_release(
     write.principal.require_acting_as(&spec.owner)?;
     let response = json!({"resource": resource, "owner": spec.owner, "released": true});
     let respond: Responder = Box::new(move |state, written| answer(200, response, state, written));
-    let command = CoordinationCommand::LockRelease { resource, owner: spec.owner, token: spec.token };
-    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+    let command = CoordinationCommand::LockRelease {
+        resource,
+        owner: spec.owner,
+        token: spec.token,
+    };
+    write
+        .submit(&app, WriteCommand::Coordination(command), None, respond)
+        .await
 }
 
-async fn locks_list(State(app): State<AppState>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
-    let branch = BranchQuery { branch: query.branch.clone() }.branch()?;
+async fn locks_list(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<ReadQuery>,
+) -> Result<Response, ApiError> {
+    let branch = BranchQuery {
+        branch: query.branch.clone(),
+    }
+    .branch()?;
     let waiting = app.engine.lock_waiters(&branch).await?;
     let locks = read_branch(&app, &query, move |state| {
         Ok(list_locks(state)
@@ -421,9 +573,16 @@ async fn locks_list(State(app): State<AppState>, ApiQuery(query): ApiQuery<ReadQ
     Ok(ok_json(json!({ "locks": locks })))
 }
 
-async fn lock_get(State(app): State<AppState>, Path(resource): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+async fn lock_get(
+    State(app): State<AppState>,
+    Path(resource): Path<String>,
+    ApiQuery(query): ApiQuery<ReadQuery>,
+) -> Result<Response, ApiError> {
     check_id("resource", &resource)?;
-    let branch = BranchQuery { branch: query.branch.clone() }.branch()?;
+    let branch = BranchQuery {
+        branch: query.branch.clone(),
+    }
+    .branch()?;
     let waiting = app.engine.lock_waiters(&branch).await?;
     let value = read_branch(&app, &query, move |state| {
         let base = match lock_info(state, &resource) {
@@ -437,7 +596,11 @@ async fn lock_get(State(app): State<AppState>, Path(resource): Path<String>, Api
 }
 
 /// Adds the waiters of `resource` (in the order they will be served) to a lock's JSON.
-fn with_waiters(mut lock: Value, waiting: &[(String, Vec<String>, &'static str)], resource: &str) -> Value {
+fn with_waiters(
+    mut lock: Value,
+    waiting: &[(String, Vec<String>, &'static str)],
+    resource: &str,
+) -> Value {
     let waiters: Vec<Value> = waiting
         .iter()
         .filter(|(_, resources, _)| resources.iter().any(|wanted| wanted == resource))
@@ -478,7 +641,8 @@ struct AgentsQuery {
 
 fn agent_responder(branch: String, id: String, status: u16) -> Responder {
     Box::new(move |state, written| {
-        let agent = agents::agent(branch_of(state, &branch)?, &id).ok_or_else(|| not_found("agent", &id))?;
+        let agent = agents::agent(branch_of(state, &branch)?, &id)
+            .ok_or_else(|| not_found("agent", &id))?;
         answer(status, agent.to_json(), state, written)
     })
 }
@@ -493,7 +657,11 @@ async fn agent_register(
 ) -> Result<Response, ApiError> {
     let (mut write, mut rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
     // `meta` on a registration is the agent's own metadata, not the event's provenance.
-    let agent_meta = write.context.meta.take().and_then(|text| serde_json::from_str(&text).ok());
+    let agent_meta = write
+        .context
+        .meta
+        .take()
+        .and_then(|text| serde_json::from_str(&text).ok());
     if let Some(object) = rest.as_object_mut() {
         object.remove("meta");
     }
@@ -509,7 +677,9 @@ async fn agent_register(
         meta: agent_meta,
         by_admin,
     };
-    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+    write
+        .submit(&app, WriteCommand::Coordination(command), None, respond)
+        .await
 }
 
 async fn agent_kill(
@@ -526,7 +696,14 @@ async fn agent_kill(
     write.principal.require_admin()?;
     check_id("id", &id)?;
     let respond = agent_responder(write.context.branch.clone(), id.clone(), 200);
-    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::AgentKill { id }), None, respond).await
+    write
+        .submit(
+            &app,
+            WriteCommand::Coordination(CoordinationCommand::AgentKill { id }),
+            None,
+            respond,
+        )
+        .await
 }
 
 async fn agent_deregister(
@@ -543,7 +720,14 @@ async fn agent_deregister(
     check_id("id", &id)?;
     write.principal.require_acting_as(&id)?;
     let respond = agent_responder(write.context.branch.clone(), id.clone(), 200);
-    write.submit(&app, WriteCommand::Coordination(CoordinationCommand::AgentDeregister { id }), None, respond).await
+    write
+        .submit(
+            &app,
+            WriteCommand::Coordination(CoordinationCommand::AgentDeregister { id }),
+            None,
+            respond,
+        )
+        .await
 }
 
 async fn agent_heartbeat(
@@ -559,10 +743,12 @@ async fn agent_heartbeat(
     let lease = app
         .engine
         .touch(move |state, now_ms| {
-            let branch_state = state
-                .branches
-                .get_mut(&branch)
-                .ok_or_else(|| ApiError::not_found("branch_not_found", format!("branch '{branch}' does not exist")))?;
+            let branch_state = state.branches.get_mut(&branch).ok_or_else(|| {
+                ApiError::not_found(
+                    "branch_not_found",
+                    format!("branch '{branch}' does not exist"),
+                )
+            })?;
             agents::heartbeat(branch_state, &agent, now_ms).map_err(ApiError::from)
         })
         .await??;
@@ -570,26 +756,43 @@ async fn agent_heartbeat(
     Ok(ok_json(json!({"id": id, "lease_expires_at": lease})))
 }
 
-async fn agent_get(State(app): State<AppState>, Path(id): Path<String>, ApiQuery(query): ApiQuery<ReadQuery>) -> Result<Response, ApiError> {
+async fn agent_get(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ReadQuery>,
+) -> Result<Response, ApiError> {
     check_id("id", &id)?;
     let value = read_branch(&app, &query, move |branch| {
-        agents::agent(branch, &id).map(|agent| agent.to_json()).ok_or_else(|| not_found("agent", &id))
+        agents::agent(branch, &id)
+            .map(|agent| agent.to_json())
+            .ok_or_else(|| not_found("agent", &id))
     })
     .await?;
     Ok(ok_json(value))
 }
 
-async fn agents_list(State(app): State<AppState>, ApiQuery(query): ApiQuery<AgentsQuery>) -> Result<Response, ApiError> {
+async fn agents_list(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<AgentsQuery>,
+) -> Result<Response, ApiError> {
     let status = match query.status.as_deref() {
         None => None,
         Some(text) => Some(AgentStatus::parse(text).ok_or_else(|| {
-            ApiError::malformed("invalid_query", format!("status must be active, expired, killed or deregistered, not '{text}'"))
+            ApiError::malformed(
+                "invalid_query",
+                format!("status must be active, expired, killed or deregistered, not '{text}'"),
+            )
         })?),
     };
     let agent_type = query.agent_type;
-    let read = ReadQuery { branch: query.branch, at: query.at };
+    let read = ReadQuery {
+        branch: query.branch,
+        at: query.at,
+    };
     let list = read_branch(&app, &read, move |branch| {
-        Ok(agents::list_agents(branch, agent_type.as_deref(), status).map(|agent| agent.to_json()).collect::<Vec<_>>())
+        Ok(agents::list_agents(branch, agent_type.as_deref(), status)
+            .map(|agent| agent.to_json())
+            .collect::<Vec<_>>())
     })
     .await?;
     Ok(ok_json(json!({ "agents": list })))
@@ -621,11 +824,24 @@ async fn branch_create(
     let from = spec.from.unwrap_or_else(|| MAIN_BRANCH.to_owned());
     let name = spec.name.clone();
     let respond: Responder = Box::new(move |state, written| {
-        let listed = list_branches(state).into_iter().find(|branch| branch["name"] == json!(name));
-        answer(201, listed.unwrap_or_else(|| json!({"name": name})), state, written)
+        let listed = list_branches(state)
+            .into_iter()
+            .find(|branch| branch["name"] == json!(name));
+        answer(
+            201,
+            listed.unwrap_or_else(|| json!({"name": name})),
+            state,
+            written,
+        )
     });
-    let command = CoordinationCommand::BranchCreate { name: spec.name, from, at: spec.at };
-    write.submit(&app, WriteCommand::Coordination(command), None, respond).await
+    let command = CoordinationCommand::BranchCreate {
+        name: spec.name,
+        from,
+        at: spec.at,
+    };
+    write
+        .submit(&app, WriteCommand::Coordination(command), None, respond)
+        .await
 }
 
 async fn branches_list(State(app): State<AppState>) -> Result<Response, ApiError> {

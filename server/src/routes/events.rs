@@ -25,7 +25,10 @@ use crate::engine::{AppendItem, Committed, Engine, WriteCommand, WriteResponse};
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, ApiQuery, RawBody};
 use crate::filter::EventFilter;
-use crate::limits::{BATCH_EVENTS_MAX, REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL, SUBSCRIBER_BUFFER_EVENTS_MAX};
+use crate::limits::{
+    BATCH_EVENTS_MAX, REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL,
+    SUBSCRIBER_BUFFER_EVENTS_MAX,
+};
 
 /// One event of a `POST /v1/events` body. On a single event, `session`, `correlation` and
 /// `meta` are taken out first as the write's own; in a batch they override the batch's.
@@ -59,7 +62,10 @@ impl EventBody {
         let at = |error: ApiError| error.with("index", index);
         check_id("type", &self.event_type).map_err(at)?;
         check_id("stream", &self.stream).map_err(at)?;
-        for (name, id) in [("session", &self.session), ("correlation", &self.correlation)] {
+        for (name, id) in [
+            ("session", &self.session),
+            ("correlation", &self.correlation),
+        ] {
             if let Some(id) = id {
                 check_id(name, id).map_err(at)?;
             }
@@ -67,13 +73,21 @@ impl EventBody {
         let meta = match self.meta {
             None => None,
             Some(meta @ Value::Object(_)) => Some(meta.to_string()),
-            Some(_) => return Err(at(ApiError::invalid("invalid_value", "meta must be a JSON object").with("field", "meta"))),
+            Some(_) => {
+                return Err(at(ApiError::invalid(
+                    "invalid_value",
+                    "meta must be a JSON object",
+                )
+                .with("field", "meta")))
+            }
         };
         Ok(AppendItem {
             request: AppendRequest {
                 event_type: self.event_type,
                 stream: self.stream,
-                data: self.data.unwrap_or_else(|| Value::Object(Default::default())),
+                data: self
+                    .data
+                    .unwrap_or_else(|| Value::Object(Default::default())),
                 expected_version: self.expected_version,
             },
             session: self.session,
@@ -94,11 +108,15 @@ pub async fn append(
 ) -> Result<Response, ApiError> {
     let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
     let bodies = if rest.get("events").is_some() {
-        let batch: BatchBody = serde_json::from_value(rest).map_err(|error| from_json_error(&error))?;
+        let batch: BatchBody =
+            serde_json::from_value(rest).map_err(|error| from_json_error(&error))?;
         if batch.events.is_empty() || batch.events.len() > BATCH_EVENTS_MAX {
             return Err(ApiError::invalid(
                 "invalid_batch",
-                format!("a batch holds 1 to {BATCH_EVENTS_MAX} events, not {}", batch.events.len()),
+                format!(
+                    "a batch holds 1 to {BATCH_EVENTS_MAX} events, not {}",
+                    batch.events.len()
+                ),
             )
             .with("limit", BATCH_EVENTS_MAX));
         }
@@ -111,14 +129,22 @@ pub async fn append(
         .enumerate()
         .map(|(index, body)| body.into_item(index))
         .collect::<Result<Vec<_>, _>>()?;
-    write.submit(&app, WriteCommand::Append(items), None, Box::new(|_, written| Ok(appended(written)))).await
+    write
+        .submit(
+            &app,
+            WriteCommand::Append(items),
+            None,
+            Box::new(|_, written| Ok(appended(written))),
+        )
+        .await
 }
 
 /// The answer to an append: 201 `{"seq": last, "events": [envelopes]}`, from the JSON each
 /// event was serialized to once.
 pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
     let last = written.last().map_or(0, |committed| committed.envelope.seq);
-    let mut body = String::with_capacity(32 + written.iter().map(|c| c.json.len() + 1).sum::<usize>());
+    let mut body =
+        String::with_capacity(32 + written.iter().map(|c| c.json.len() + 1).sum::<usize>());
     body.push_str("{\"seq\":");
     body.push_str(&last.to_string());
     body.push_str(",\"events\":[");
@@ -129,7 +155,11 @@ pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
         body.push_str(&committed.json);
     }
     body.push_str("]}");
-    WriteResponse { status: 201, body, replayed: false }
+    WriteResponse {
+        status: 201,
+        body,
+        replayed: false,
+    }
 }
 
 /// Query of `GET /v1/streams/{stream}`.
@@ -150,7 +180,10 @@ pub async fn read_stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
     check_id("stream", &stream)?;
-    let branch = BranchQuery { branch: query.branch }.branch()?;
+    let branch = BranchQuery {
+        branch: query.branch,
+    }
+    .branch()?;
     app.require_branch(&branch).await?;
     let mut seqs = app.engine.stream_seqs(&branch, &stream);
     if let Some(at) = query.at {
@@ -216,16 +249,31 @@ impl EventsQuery {
     fn filter(self, last_event_id: Option<u64>) -> Result<(EventFilter, Option<u64>), ApiError> {
         let branch = match self.branch.as_deref() {
             Some("*") => None,
-            other => Some(BranchQuery { branch: other.map(str::to_owned) }.branch()?),
+            other => Some(
+                BranchQuery {
+                    branch: other.map(str::to_owned),
+                }
+                .branch()?,
+            ),
         };
-        let types = self.types.as_deref().map(EventFilter::parse_types).transpose()?;
+        let types = self
+            .types
+            .as_deref()
+            .map(EventFilter::parse_types)
+            .transpose()?;
         if let (Some(from), Some(until)) = (self.from, self.until) {
             if until < from {
-                return Err(ApiError::malformed("invalid_query", format!("until ({until}) is before from ({from})")));
+                return Err(ApiError::malformed(
+                    "invalid_query",
+                    format!("until ({until}) is before from ({from})"),
+                ));
             }
         }
         if self.limit == Some(0) {
-            return Err(ApiError::malformed("invalid_query", "limit must be at least 1"));
+            return Err(ApiError::malformed(
+                "invalid_query",
+                "limit must be at least 1",
+            ));
         }
         let from = match last_event_id {
             Some(seen) => seen + 1,
@@ -261,7 +309,12 @@ pub async fn read_events(
                 .to_str()
                 .ok()
                 .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::malformed("invalid_last_event_id", "Last-Event-ID must be a seq (a whole number)"))?,
+                .ok_or_else(|| {
+                    ApiError::malformed(
+                        "invalid_last_event_id",
+                        "Last-Event-ID must be a seq (a whole number)",
+                    )
+                })?,
         ),
     };
     let (filter, limit) = query.filter(last_event_id)?;
@@ -276,7 +329,10 @@ pub async fn read_events(
 }
 
 /// Starts an SSE subscription.
-fn subscribe(engine: Engine, filter: EventFilter) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
+fn subscribe(
+    engine: Engine,
+    filter: EventFilter,
+) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
     let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER_EVENTS_MAX);
     tokio::spawn(follow(engine, filter, sender));
     let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
@@ -292,7 +348,10 @@ struct SubscriberGauge {
 impl SubscriberGauge {
     fn new(engine: Engine) -> Self {
         engine.metrics().subscribers.inc();
-        SubscriberGauge { engine, lagging: false }
+        SubscriberGauge {
+            engine,
+            lagging: false,
+        }
     }
 
     fn set_lagging(&mut self, lagging: bool) {
@@ -326,7 +385,11 @@ async fn read_chunk(engine: &Engine, cursor: u64) -> Result<Vec<Envelope>, ApiEr
     let reader = engine.reader().clone();
     tokio::task::spawn_blocking(move || {
         let records = reader
-            .read(Seq(cursor), REPLAY_CHUNK_RECORDS_MAX, REPLAY_CHUNK_BYTES_MAX)
+            .read(
+                Seq(cursor),
+                REPLAY_CHUNK_RECORDS_MAX,
+                REPLAY_CHUNK_BYTES_MAX,
+            )
             .map_err(|error| ApiError::internal("cannot read the log", &error))?;
         records
             .into_iter()
@@ -341,7 +404,10 @@ async fn read_chunk(engine: &Engine, cursor: u64) -> Result<Vec<Envelope>, ApiEr
 }
 
 fn sse_event(seq: u64, event_type: &str, json: &str) -> SseEvent {
-    SseEvent::default().id(seq.to_string()).event(event_type).data(json)
+    SseEvent::default()
+        .id(seq.to_string())
+        .event(event_type)
+        .data(json)
 }
 
 /// The subscription loop: catch up from disk, announce `caught_up` once, follow the live
@@ -374,7 +440,8 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
                     }
                     cursor = envelope.seq + 1;
                     if filter.matches(&envelope) {
-                        let event = sse_event(envelope.seq, &envelope.event_type, &envelope.to_json());
+                        let event =
+                            sse_event(envelope.seq, &envelope.event_type, &envelope.to_json());
                         sender.send(event).await.map_err(|_| Stop::Done)?;
                     }
                     if filter.is_past_end(cursor) {
@@ -399,7 +466,10 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
                 };
                 match received {
                     Ok(batch) => {
-                        if batch.first().is_some_and(|first| first.envelope.seq > cursor) {
+                        if batch
+                            .first()
+                            .is_some_and(|first| first.envelope.seq > cursor)
+                        {
                             break; // Something between is only on disk: catch up first.
                         }
                         for committed in batch.iter() {
@@ -412,7 +482,8 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
                             }
                             cursor = seq + 1;
                             if filter.matches(&committed.envelope) {
-                                let event = sse_event(seq, &committed.envelope.event_type, &committed.json);
+                                let event =
+                                    sse_event(seq, &committed.envelope.event_type, &committed.json);
                                 sender.send(event).await.map_err(|_| Stop::Done)?;
                             }
                             if filter.is_past_end(cursor) {
