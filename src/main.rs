@@ -6,6 +6,12 @@
 
 mod cli;
 
+/// mimalloc instead of the system allocator: the request path allocates many small,
+/// short-lived buffers on several threads, where glibc malloc's arena locks showed up in
+/// profiles (benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -29,8 +29,8 @@ use crate::error::ApiError;
 pub use crate::hub::Committed;
 use crate::hub::Hub;
 use crate::limits::{
-    COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, ENGINE_QUEUE_DEPTH_MAX,
-    IDEMPOTENCY_WINDOW_MS, SNAPSHOT_INTERVAL_EVENTS,
+    COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, CONTENTION_TOP_MAX,
+    ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS, SNAPSHOT_INTERVAL_EVENTS,
 };
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot};
@@ -315,6 +315,8 @@ impl Engine {
             data_dir: config.data_dir.clone(),
             snapshot_head: 0,
             snapshot_running: Arc::new(AtomicBool::new(false)),
+            contention: HashMap::new(),
+            contention_changed: false,
         };
         core.recover()?;
         let hub = core.hub.clone();
@@ -525,6 +527,10 @@ struct Core {
     snapshot_head: u64,
     /// Set while a background snapshot is being written.
     snapshot_running: Arc<AtomicBool>,
+    /// Denials plus waits per lock resource, for the contention metric.
+    contention: HashMap<String, u64>,
+    /// Whether `contention` changed since the metric was last updated.
+    contention_changed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1003,12 +1009,40 @@ impl Core {
         retry: Option<(Instant, Option<WaiterId>)>,
     ) {
         let earlier_than = retry.and_then(|(_, waiter)| waiter);
+        let lock_resources = match &request.command {
+            WriteCommand::Coordination(CoordinationCommand::LockAcquire { resources, .. }) => {
+                Some(resources.clone())
+            }
+            _ => None,
+        };
         match self.decide_write(request, now_ms, group, earlier_than) {
-            Outcome::Answer(outcome) => group.answers.push((reply, outcome, enqueued)),
+            Outcome::Answer(outcome) => {
+                if let Some(resources) = lock_resources {
+                    match &outcome {
+                        Ok(_) if earlier_than.is_some() => self
+                            .shared
+                            .metrics
+                            .lock_wait_time
+                            .observe(enqueued.elapsed().as_secs_f64()),
+                        Err(error) if error.code == "lock_held" => {
+                            self.shared.metrics.lock_denials.inc();
+                            self.count_contention(&resources);
+                        }
+                        _ => {}
+                    }
+                }
+                group.answers.push((reply, outcome, enqueued));
+            }
             Outcome::Park(request, waiter) => {
                 let deadline = match retry {
                     Some((deadline, _)) => deadline,
-                    None => enqueued + request.wait.unwrap_or_default(),
+                    None => {
+                        if let Some(resources) = &lock_resources {
+                            self.shared.metrics.lock_waits.inc();
+                            self.count_contention(resources);
+                        }
+                        enqueued + request.wait.unwrap_or_default()
+                    }
                 };
                 self.parked.push_back(Parked {
                     request,
@@ -1431,9 +1465,71 @@ impl Core {
                 }
             }
         }
+        self.count_domain_metrics(events);
         self.expire_keys();
         self.publish_head();
         self.maybe_snapshot();
+    }
+
+    fn count_contention(&mut self, resources: &[String]) {
+        for resource in resources {
+            *self.contention.entry(resource.clone()).or_insert(0) += 1;
+        }
+        self.contention_changed = true;
+    }
+
+    /// Lock, agent and task metrics from a durable group.
+    fn count_domain_metrics(&mut self, events: &[Arc<Committed>]) {
+        let metrics = &self.shared.metrics;
+        let mut agents_or_tasks = false;
+        for committed in events {
+            match committed.envelope.event_type.as_str() {
+                "lock.acquired" => {
+                    metrics.lock_acquisitions.inc();
+                }
+                "lock.expired" => {
+                    metrics.lock_expiries.inc();
+                }
+                "lock.deadlock_detected" => {
+                    metrics.deadlocks.inc();
+                }
+                other => {
+                    agents_or_tasks |= other.starts_with("agent.") || other.starts_with("task.")
+                }
+            }
+        }
+        if agents_or_tasks {
+            if let Some(main) = self.state.branch(MAIN_BRANCH) {
+                metrics.agents_by_status.clear();
+                for agent in main.coordination.agents.values() {
+                    metrics
+                        .agents_by_status
+                        .get_or_create(&vec![(
+                            "status".to_owned(),
+                            agent.status.as_str().to_owned(),
+                        )])
+                        .inc();
+                }
+                metrics.tasks_by_status.clear();
+                for (status, count) in &main.work.tasks.status_counts {
+                    metrics
+                        .tasks_by_status
+                        .get_or_create(&vec![("status".to_owned(), status.as_str().to_owned())])
+                        .set(*count as i64);
+                }
+            }
+        }
+        if std::mem::take(&mut self.contention_changed) {
+            let mut top: Vec<(&String, &u64)> = self.contention.iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            metrics.lock_contention_top.clear();
+            for (resource, count) in top.into_iter().take(CONTENTION_TOP_MAX) {
+                metrics
+                    .lock_contention_top
+                    .get_or_create(&vec![("resource".to_owned(), resource.clone())])
+                    .set(*count as i64);
+            }
+        }
     }
 
     fn expire_keys(&mut self) {

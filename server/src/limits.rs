@@ -64,3 +64,7 @@ pub const WAIT_MS_MAX: u64 = 10 * 60 * 1000;
 /// fraction of a second, which bounds start-up time, while a snapshot every 100,000 events
 /// costs little.
 pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 100_000;
+
+/// Resources listed by the `lock_contention_top` metric: enough to spot the hot ones,
+/// few enough to keep the metric's cardinality fixed.
+pub const CONTENTION_TOP_MAX: usize = 10;

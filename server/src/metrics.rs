@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -30,6 +31,25 @@ pub struct Metrics {
     pub subscriber_lag_events: Counter<u64, AtomicU64>,
     /// The last committed seq.
     pub head_seq: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Lock grants.
+    pub lock_acquisitions: Counter<u64, AtomicU64>,
+    /// Lock requests refused because the lock was held (after any wait).
+    pub lock_denials: Counter<u64, AtomicU64>,
+    /// Lock requests that waited (`wait_ms`).
+    pub lock_waits: Counter<u64, AtomicU64>,
+    /// How long granted waiters waited (seconds).
+    pub lock_wait_time: Histogram,
+    /// Deadlocks detected (requests refused because waiting would close a cycle).
+    pub deadlocks: Counter<u64, AtomicU64>,
+    /// Locks released by their TTL or their holder's expiry.
+    pub lock_expiries: Counter<u64, AtomicU64>,
+    /// Denials plus waits of the most contended resources (the top few only).
+    pub lock_contention_top:
+        Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// Agents on main by status.
+    pub agents_by_status: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// Tasks on main by status.
+    pub tasks_by_status: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
 impl Metrics {
@@ -82,6 +102,56 @@ impl Metrics {
             subscriber_lag_events.clone(),
         );
         registry.register("head_seq", "The last committed seq", head_seq.clone());
+        let lock_acquisitions = Counter::default();
+        let lock_denials = Counter::default();
+        let lock_waits = Counter::default();
+        let lock_wait_time = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        let deadlocks = Counter::default();
+        let lock_expiries = Counter::default();
+        let lock_contention_top = Family::default();
+        let agents_by_status = Family::default();
+        let tasks_by_status = Family::default();
+        registry.register(
+            "lock_acquisitions",
+            "Lock grants",
+            lock_acquisitions.clone(),
+        );
+        registry.register(
+            "lock_denials",
+            "Lock requests refused because the lock was held",
+            lock_denials.clone(),
+        );
+        registry.register(
+            "lock_waits",
+            "Lock requests that waited",
+            lock_waits.clone(),
+        );
+        registry.register(
+            "lock_wait_seconds",
+            "How long granted waiters waited",
+            lock_wait_time.clone(),
+        );
+        registry.register(
+            "deadlocks_detected",
+            "Lock requests refused because waiting would close a cycle",
+            deadlocks.clone(),
+        );
+        registry.register(
+            "lock_expiries",
+            "Locks released by their TTL or their holder's expiry",
+            lock_expiries.clone(),
+        );
+        registry.register(
+            "lock_contention_top",
+            "Denials plus waits of the most contended resources",
+            lock_contention_top.clone(),
+        );
+        registry.register(
+            "agents",
+            "Agents on main by status",
+            agents_by_status.clone(),
+        );
+        registry.register("tasks", "Tasks on main by status", tasks_by_status.clone());
         Metrics {
             registry,
             append_latency,
@@ -93,6 +163,15 @@ impl Metrics {
             lagging_subscribers,
             subscriber_lag_events,
             head_seq,
+            lock_acquisitions,
+            lock_denials,
+            lock_waits,
+            lock_wait_time,
+            deadlocks,
+            lock_expiries,
+            lock_contention_top,
+            agents_by_status,
+            tasks_by_status,
         }
     }
 
