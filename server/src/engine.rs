@@ -49,6 +49,10 @@ pub struct EngineConfig {
     pub lock_wait: bool,
     /// Refuse lock acquisitions out of resource order (`serve --lock-order`).
     pub lock_order: bool,
+    /// At shutdown, write a snapshot only if at least this many events came since the
+    /// last one: 1 for a server; more for the in-process CLI, which opens and closes the
+    /// log for every command and should not rewrite the state each time.
+    pub shutdown_snapshot_min_events: u64,
 }
 
 impl EngineConfig {
@@ -60,6 +64,7 @@ impl EngineConfig {
             segment_size_bytes_max: LogOptions::default().segment_size_bytes_max,
             lock_wait: false,
             lock_order: false,
+            shutdown_snapshot_min_events: 1,
         }
     }
 
@@ -315,6 +320,7 @@ impl Engine {
             data_dir: config.data_dir.clone(),
             snapshot_head: 0,
             snapshot_running: Arc::new(AtomicBool::new(false)),
+            shutdown_snapshot_min_events: config.shutdown_snapshot_min_events.max(1),
             contention: HashMap::new(),
             contention_changed: false,
         };
@@ -527,6 +533,8 @@ struct Core {
     snapshot_head: u64,
     /// Set while a background snapshot is being written.
     snapshot_running: Arc<AtomicBool>,
+    /// See [`EngineConfig::shutdown_snapshot_min_events`].
+    shutdown_snapshot_min_events: u64,
     /// Denials plus waits per lock resource, for the contention metric.
     contention: HashMap<String, u64>,
     /// Whether `contention` changed since the metric was last updated.
@@ -755,7 +763,9 @@ impl Core {
     /// When the loop must wake up without a job: the next timer or the first wait to end.
     fn next_wake(&self) -> Option<Instant> {
         let timer = self.next_timer_ms().map(|at_ms| {
-            let delay_ms = (at_ms - wall_clock_ms()).max(0) as u64;
+            // At least 1 ms: a deadline that is due is handled by the group this wake-up
+            // starts, so waking again at once could only spin.
+            let delay_ms = (at_ms - wall_clock_ms()).max(1) as u64;
             Instant::now() + Duration::from_millis(delay_ms)
         });
         let wait = self.parked.iter().map(|parked| parked.deadline).min();
@@ -835,7 +845,7 @@ impl Core {
             for parked in std::mem::take(&mut self.parked) {
                 let _ = parked.reply.send(Err(ApiError::shutting_down()));
             }
-            if self.state.head > self.snapshot_head {
+            if self.state.head >= self.snapshot_head + self.shutdown_snapshot_min_events {
                 if let Err(error) = self.write_snapshot() {
                     tracing::warn!(%error, "cannot write the shutdown snapshot; the next start replays more");
                 }

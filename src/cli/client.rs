@@ -15,6 +15,11 @@ use tower::ServiceExt;
 
 use super::CliError;
 
+/// An in-process command writes a snapshot on close only after this many events since
+/// the last one: often enough that opening stays fast, rarely enough that a command does
+/// not rewrite the whole state each time.
+const IN_PROCESS_SNAPSHOT_MIN_EVENTS: u64 = 1000;
+
 /// Where commands go.
 pub enum Client {
     /// A running server.
@@ -89,6 +94,7 @@ impl Client {
         }
         let engine = Engine::start(EngineConfig {
             lock_wait: true,
+            shutdown_snapshot_min_events: IN_PROCESS_SNAPSHOT_MIN_EVENTS,
             ..EngineConfig::new(db.to_path_buf())
         })
         .map_err(|error| CliError::failure(format!("cannot open {}: {error}", db.display())))?;
