@@ -124,7 +124,8 @@ impl State {
 
     /// The version of `stream` on `branch`.
     pub fn stream_version(&self, branch: &str, stream: &str) -> u64 {
-        self.branch(branch).map_or(0, |state| state.stream_version(stream))
+        self.branch(branch)
+            .map_or(0, |state| state.stream_version(stream))
     }
 
     /// Folds one committed event into the state.
@@ -145,7 +146,10 @@ impl State {
         let branch_created = (event.event_type == crate::coordination::event_types::BRANCH_CREATED)
             .then(|| crate::coordination::branches::apply_created(self, event));
         let branch = self.branches.get_mut(&event.branch).unwrap_or_else(|| {
-            panic!("event seq {} is on branch '{}', which does not exist", event.seq, event.branch)
+            panic!(
+                "event seq {} is on branch '{}', which does not exist",
+                event.seq, event.branch
+            )
         });
         *branch.streams.entry(event.stream.clone()).or_insert(0) += 1;
         if let Some(known) = branch_created {
@@ -158,7 +162,8 @@ impl State {
             return;
         }
         let data = event.data_value();
-        let known = crate::coordination::apply(branch, event, &data) || crate::work::apply(branch, event, &data);
+        let known = crate::coordination::apply(branch, event, &data)
+            || crate::work::apply(branch, event, &data);
         if !known {
             self.unknown_events += 1;
         }
@@ -180,14 +185,14 @@ pub struct AppendRequest {
 
 /// Decides an atomic batch of custom appends: every `expected_version` is checked against
 /// the stream's version as it would be after the earlier events of the same batch.
-pub fn decide_append(
+pub fn decide_append<'a>(
     state: &State,
     branch: &str,
-    requests: &[AppendRequest],
+    requests: impl IntoIterator<Item = &'a AppendRequest>,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let mut pending: HashMap<&str, u64> = HashMap::new();
-    let mut drafts = Vec::with_capacity(requests.len());
-    for (index, request) in requests.iter().enumerate() {
+    let mut drafts = Vec::new();
+    for (index, request) in requests.into_iter().enumerate() {
         if crate::catalog::is_reserved(&request.event_type) {
             return Err(Rejection::new(
                 RejectionKind::Invalid,
@@ -281,10 +286,18 @@ mod tests {
     fn expected_version_is_checked_within_a_batch() {
         let mut state = State::default();
         state.apply(&event(1, "order/1"));
-        let ok = decide_append(&state, MAIN_BRANCH, &[append("order/1", Some(1)), append("order/1", Some(2))]);
+        let ok = decide_append(
+            &state,
+            MAIN_BRANCH,
+            &[append("order/1", Some(1)), append("order/1", Some(2))],
+        );
         assert_eq!(ok.map(|drafts| drafts.len()), Ok(2));
-        let conflict = decide_append(&state, MAIN_BRANCH, &[append("order/1", Some(1)), append("order/1", Some(1))])
-            .expect_err("the second event expects a version the first one moved");
+        let conflict = decide_append(
+            &state,
+            MAIN_BRANCH,
+            &[append("order/1", Some(1)), append("order/1", Some(1))],
+        )
+        .expect_err("the second event expects a version the first one moved");
         assert_eq!(conflict.code, "version_conflict");
         assert_eq!(conflict.details["current_version"], json!(2));
         assert_eq!(conflict.details["index"], json!(1));
@@ -294,7 +307,8 @@ mod tests {
     fn reserved_types_are_refused() {
         let mut request = append("task/1", None);
         request.event_type = "task.claimed".into();
-        let rejection = decide_append(&State::default(), MAIN_BRANCH, &[request]).expect_err("reserved");
+        let rejection =
+            decide_append(&State::default(), MAIN_BRANCH, &[request]).expect_err("reserved");
         assert_eq!(rejection.code, "reserved_type");
         assert_eq!(rejection.kind, RejectionKind::Invalid);
     }
@@ -311,9 +325,17 @@ mod tests {
         on_branch.branch = "b".into();
         state.apply(&on_branch);
         assert_eq!(state.stream_version(MAIN_BRANCH, "order/1"), 1);
-        assert_eq!(state.stream_version("b", "order/1"), 2, "b forked from main after seq 1");
+        assert_eq!(
+            state.stream_version("b", "order/1"),
+            2,
+            "b forked from main after seq 1"
+        );
         assert_eq!(state.stream_version(MAIN_BRANCH, "branch/b"), 1);
-        assert_eq!(state.stream_version("b", "branch/b"), 0, "the fork is the parent's state before the event");
+        assert_eq!(
+            state.stream_version("b", "branch/b"),
+            0,
+            "the fork is the parent's state before the event"
+        );
         assert_eq!(state.stream_version(MAIN_BRANCH, "order/2"), 0);
         assert_eq!(state.head, 3);
     }

@@ -238,6 +238,59 @@ enum Job {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// The seqs of each stream's events, per branch: what `GET /v1/streams/{stream}` reads.
+/// Nested maps, so that the hot path looks streams up by `&str` without allocating.
+#[derive(Debug, Default)]
+pub struct StreamIndex {
+    branches: HashMap<String, HashMap<String, Vec<u64>>>,
+}
+
+impl StreamIndex {
+    /// Records that event `seq` belongs to `stream` on `branch`.
+    pub fn push(&mut self, branch: &str, stream: &str, seq: u64) {
+        let streams = match self.branches.get_mut(branch) {
+            Some(streams) => streams,
+            None => self.branches.entry(branch.to_owned()).or_default(),
+        };
+        match streams.get_mut(stream) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                streams.insert(stream.to_owned(), vec![seq]);
+            }
+        }
+    }
+
+    /// The seqs of a stream, in order (empty for a stream that does not exist).
+    pub fn seqs(&self, branch: &str, stream: &str) -> &[u64] {
+        self.branches
+            .get(branch)
+            .and_then(|streams| streams.get(stream))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The snapshot form: `(branch, stream, seqs)` sorted.
+    pub fn to_list(&self) -> Vec<(String, String, Vec<u64>)> {
+        let mut list: Vec<(String, String, Vec<u64>)> = self
+            .branches
+            .iter()
+            .flat_map(|(branch, streams)| {
+                streams.iter().map(move |(stream, seqs)| (branch.clone(), stream.clone(), seqs.clone()))
+            })
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Rebuilds the index from its snapshot form.
+    pub fn from_list(list: Vec<(String, String, Vec<u64>)>) -> Self {
+        let mut index = StreamIndex::default();
+        for (branch, stream, seqs) in list {
+            index.branches.entry(branch).or_default().insert(stream, seqs);
+        }
+        index
+    }
+}
+
 /// The head of the hash chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditHead {
@@ -251,7 +304,7 @@ pub struct AuditHead {
 pub struct Shared {
     head: Mutex<AuditHead>,
     /// Seqs of each `(branch, stream)`'s events, in order.
-    stream_index: RwLock<HashMap<(String, String), Vec<u64>>>,
+    stream_index: RwLock<StreamIndex>,
     /// The metrics.
     pub metrics: Metrics,
     shutting_down: AtomicBool,
@@ -301,7 +354,7 @@ impl Engine {
                 seq: 0,
                 hash: GENESIS_HASH,
             }),
-            stream_index: RwLock::new(HashMap::new()),
+            stream_index: RwLock::new(StreamIndex::default()),
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             shutdown_signal,
@@ -479,10 +532,7 @@ impl Engine {
             .stream_index
             .read()
             .expect("the index lock is never held across a panic");
-        index
-            .get(&(branch.to_owned(), stream.to_owned()))
-            .cloned()
-            .unwrap_or_default()
+        index.seqs(branch, stream).to_vec()
     }
 
     /// Whether shutdown has begun (new writes are refused with 503).
@@ -652,7 +702,7 @@ impl Core {
         reader: &LogReader,
         snapshot: Option<Snapshot>,
         now_ms: i64,
-    ) -> Result<Option<(State, HashMap<(String, String), Vec<u64>>)>, EngineError> {
+    ) -> Result<Option<(State, StreamIndex)>, EngineError> {
         let log_error = |source| EngineError::Log {
             dir: "log".into(),
             source,
@@ -672,14 +722,9 @@ impl Core {
                     }
                 }
                 self.last_ts_ms = self.last_ts_ms.max(snapshot.last_ts_ms);
-                let index = snapshot
-                    .stream_index
-                    .into_iter()
-                    .map(|(branch, stream, seqs)| ((branch, stream), seqs))
-                    .collect();
-                (snapshot.state, index)
+                (snapshot.state, StreamIndex::from_list(snapshot.stream_index))
             }
-            None => (State::default(), HashMap::new()),
+            None => (State::default(), StreamIndex::default()),
         };
         let from = Seq(start.head + 1);
         let mut fork_points = Vec::new();
@@ -717,10 +762,7 @@ impl Core {
                     );
                 }
             }
-            index
-                .entry((envelope.branch.clone(), envelope.stream.clone()))
-                .or_default()
-                .push(seq);
+            index.push(&envelope.branch, &envelope.stream, seq);
             self.last_ts_ms = self.last_ts_ms.max(envelope.ts_ms);
             replayer.apply(&envelope);
         }
@@ -879,7 +921,7 @@ impl Core {
         Snapshot {
             format: snapshot::SNAPSHOT_FORMAT,
             state: self.state.clone(),
-            stream_index: snapshot::index_to_list(&index),
+            stream_index: index.to_list(),
             idempotency,
             last_ts_ms: self.last_ts_ms,
         }
@@ -1207,11 +1249,11 @@ impl Core {
             coordination::check_fence(branch, &fence.resource, fence.token, now_ms)?;
         }
         match &request.command {
-            WriteCommand::Append(items) => {
-                let requests: Vec<AppendRequest> =
-                    items.iter().map(|item| item.request.clone()).collect();
-                decide_append(&self.state, &context.branch, &requests)
-            }
+            WriteCommand::Append(items) => decide_append(
+                &self.state,
+                &context.branch,
+                items.iter().map(|item| &item.request),
+            ),
             WriteCommand::Coordination(command) => {
                 if let CoordinationCommand::LockAcquire {
                     resources, owner, ..
@@ -1459,15 +1501,7 @@ impl Core {
                 .expect("the index lock is never held across a panic");
             for committed in events {
                 let envelope = &committed.envelope;
-                match index.get_mut(&(envelope.branch.clone(), envelope.stream.clone())) {
-                    Some(seqs) => seqs.push(envelope.seq),
-                    None => {
-                        index.insert(
-                            (envelope.branch.clone(), envelope.stream.clone()),
-                            vec![envelope.seq],
-                        );
-                    }
-                }
+                index.push(&envelope.branch, &envelope.stream, envelope.seq);
                 if let Some(idempotency) = &envelope.idempotency {
                     if let Some(entry) = self.idempotency.get_mut(&idempotency.key) {
                         entry.pending = None;

@@ -8,7 +8,6 @@
 //! one. A snapshot whose checksum fails, that does not parse, or whose head does not
 //! match the log (another log, or a log cut shorter) is skipped, never trusted.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -156,18 +155,6 @@ pub fn load_newest(
         }
     }
     None
-}
-
-/// Converts the stream index to the snapshot's list form.
-pub fn index_to_list(
-    index: &HashMap<(String, String), Vec<u64>>,
-) -> Vec<(String, String, Vec<u64>)> {
-    let mut list: Vec<(String, String, Vec<u64>)> = index
-        .iter()
-        .map(|((branch, stream), seqs)| (branch.clone(), stream.clone(), seqs.clone()))
-        .collect();
-    list.sort();
-    list
 }
 
 #[cfg(test)]
