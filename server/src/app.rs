@@ -21,7 +21,7 @@ use crate::engine::{
 };
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, idempotency, parse_json};
-use crate::routes::{coordination, events};
+use crate::routes::{coordination, events, work};
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -254,6 +254,7 @@ pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
         .route("/v1/events", post(events::append).get(events::read_events))
         .route("/v1/streams/{stream}", get(events::read_stream))
         .merge(coordination::routes())
+        .merge(work::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,

@@ -226,6 +226,9 @@ type ReadJob = Box<dyn FnOnce(&State, &HashMap<String, WaitForGraph>) + Send>;
 type TouchJob = Box<dyn FnOnce(&mut State, i64) + Send>;
 type Reply = oneshot::Sender<Result<WriteResponse, ApiError>>;
 
+// Writes are nearly every job, so boxing them would add an allocation per request to
+// shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Write {
         request: WriteRequest,
@@ -640,7 +643,7 @@ enum Outcome {
     /// Answer now (after the commit).
     Answer(Result<WriteResponse, ApiError>),
     /// Nothing yet: wait for a later commit.
-    Park(WriteRequest, Option<WaiterId>),
+    Park(Box<WriteRequest>, Option<WaiterId>),
 }
 
 impl Core {
@@ -995,59 +998,31 @@ impl Core {
             let now = Instant::now();
             for parked in std::mem::take(&mut self.parked) {
                 let Parked {
-                    request,
+                    mut request,
                     reply,
                     enqueued,
                     deadline,
                     waiter,
                 } = parked;
-                let branch = request.context.branch.clone();
                 if let Some(id) = waiter {
                     self.wait_for
-                        .entry(branch.clone())
+                        .entry(request.context.branch.clone())
                         .or_default()
                         .remove_waiter(id);
                 }
-                let waited_out = deadline <= now;
-                let keep_waiting = (!waited_out).then_some(deadline);
-                self.handle_write_parked(
-                    request,
-                    reply,
-                    enqueued,
-                    now_ms,
-                    &mut group,
-                    keep_waiting,
-                    waiter,
-                );
+                // A request whose wait ran out is decided once more without waiting.
+                let retry = if deadline <= now {
+                    request.wait = None;
+                    None
+                } else {
+                    Some((deadline, waiter))
+                };
+                self.handle_write(request, reply, enqueued, now_ms, &mut group, retry);
             }
             if !self.finish_group(group) {
                 return;
             }
         }
-    }
-
-    fn handle_write_parked(
-        &mut self,
-        request: WriteRequest,
-        reply: Reply,
-        enqueued: Instant,
-        now_ms: i64,
-        group: &mut Group,
-        keep_waiting: Option<Instant>,
-        waiter: Option<WaiterId>,
-    ) {
-        let mut request = request;
-        if keep_waiting.is_none() {
-            request.wait = None;
-        }
-        self.handle_write(
-            request,
-            reply,
-            enqueued,
-            now_ms,
-            group,
-            keep_waiting.map(|deadline| (deadline, waiter)),
-        );
     }
 
     /// Decides one write into the group, or parks it.
@@ -1097,7 +1072,7 @@ impl Core {
                     }
                 };
                 self.parked.push_back(Parked {
-                    request,
+                    request: *request,
                     reply,
                     enqueued,
                     deadline,
@@ -1169,7 +1144,7 @@ impl Core {
                     && request.wait.is_some()
                     && request.command.waits_on_empty() =>
             {
-                return Outcome::Park(request, None);
+                return Outcome::Park(Box::new(request), None);
             }
             Ok(drafts) => drafts,
             Err(rejection) if rejection.code == "lock_held" && request.wait.is_some() => {
@@ -1334,7 +1309,7 @@ impl Core {
             return Outcome::Answer(Err(answer.into()));
         }
         let waiter = graph.add_waiter(owner, resources, *mode);
-        Outcome::Park(request, Some(waiter))
+        Outcome::Park(Box::new(request), Some(waiter))
     }
 
     /// Stamps drafts into envelopes chained after the group's last event and applies them.

@@ -103,7 +103,7 @@ fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
             Some((head, entry.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(head, _)| std::cmp::Reverse(*head));
     found
 }
 

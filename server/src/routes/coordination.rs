@@ -439,6 +439,7 @@ async fn lock_acquire(
     let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
     let spec: AcquireBody = body(rest)?;
     check_id("resource", &resource)?;
+    check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
     let wait = wait_of(spec.wait_ms)?;
     let branch = write.context.branch.clone();
@@ -470,6 +471,7 @@ async fn locks_acquire_many(
 ) -> Result<Response, ApiError> {
     let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
     let spec: AcquireManyBody = body(rest)?;
+    check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
     let wait = wait_of(spec.wait_ms)?;
     let branch = write.context.branch.clone();
@@ -510,6 +512,7 @@ async fn lock_renew(
     let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
     let spec: RenewBody = body(rest)?;
     check_id("resource", &resource)?;
+    check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
     let branch = write.context.branch.clone();
     let (owner, response_resource) = (spec.owner.clone(), resource.clone());
@@ -542,6 +545,7 @@ async fn lock_release(
     let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
     let spec: ReleaseBody = body(rest)?;
     check_id("resource", &resource)?;
+    check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
     let response = json!({"resource": resource, "owner": spec.owner, "released": true});
     let respond: Responder = Box::new(move |state, written| answer(200, response, state, written));
@@ -666,6 +670,7 @@ async fn agent_register(
         object.remove("meta");
     }
     let spec: RegisterBody = body(rest)?;
+    check_id("id", &spec.id)?;
     write.principal.require_acting_as(&spec.id)?;
     let by_admin = write.principal.role == crate::auth::Role::Admin;
     let respond = agent_responder(write.context.branch.clone(), spec.id.clone(), 201);
@@ -845,6 +850,6 @@ async fn branch_create(
 }
 
 async fn branches_list(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let list = app.engine.read(|state| list_branches(state)).await?;
+    let list = app.engine.read(list_branches).await?;
     Ok(ok_json(json!({ "branches": list })))
 }

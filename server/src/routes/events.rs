@@ -333,8 +333,22 @@ fn subscribe(
     engine: Engine,
     filter: EventFilter,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
+    subscribe_matching(engine, filter, Arc::new(|_: &Envelope| true))
+}
+
+/// An extra condition on the events a subscription sends, beyond the [`EventFilter`]
+/// (for instance "a `message.sent` whose recipients include this agent").
+pub type EventPredicate = Arc<dyn Fn(&Envelope) -> bool + Send + Sync>;
+
+/// Starts an SSE subscription that sends only the events passing both `filter` and
+/// `predicate`, with the catch-up, `caught_up`, live and lag handling of `GET /v1/events`.
+pub fn subscribe_matching(
+    engine: Engine,
+    filter: EventFilter,
+    predicate: EventPredicate,
+) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
     let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER_EVENTS_MAX);
-    tokio::spawn(follow(engine, filter, sender));
+    tokio::spawn(follow(engine, filter, predicate, sender));
     let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE_INTERVAL))
 }
@@ -413,7 +427,12 @@ fn sse_event(seq: u64, event_type: &str, json: &str) -> SseEvent {
 /// The subscription loop: catch up from disk, announce `caught_up` once, follow the live
 /// feed; whenever the live feed has moved on without us (lag), go back to disk. `cursor` is
 /// always the next seq to consider, so nothing is sent twice and nothing is skipped.
-async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEvent>) {
+async fn follow(
+    engine: Engine,
+    filter: EventFilter,
+    predicate: EventPredicate,
+    sender: mpsc::Sender<SseEvent>,
+) {
     let mut gauge = SubscriberGauge::new(engine.clone());
     let mut shutdown = engine.shutdown_watch();
     let mut live = engine.hub().subscribe();
@@ -439,7 +458,7 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
                         return Err(Stop::Done);
                     }
                     cursor = envelope.seq + 1;
-                    if filter.matches(&envelope) {
+                    if filter.matches(&envelope) && predicate(&envelope) {
                         let event =
                             sse_event(envelope.seq, &envelope.event_type, &envelope.to_json());
                         sender.send(event).await.map_err(|_| Stop::Done)?;
@@ -481,7 +500,8 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
                                 return Err(Stop::Done);
                             }
                             cursor = seq + 1;
-                            if filter.matches(&committed.envelope) {
+                            if filter.matches(&committed.envelope) && predicate(&committed.envelope)
+                            {
                                 let event =
                                     sse_event(seq, &committed.envelope.event_type, &committed.json);
                                 sender.send(event).await.map_err(|_| Stop::Done)?;
@@ -506,7 +526,7 @@ async fn follow(engine: Engine, filter: EventFilter, sender: mpsc::Sender<SseEve
 }
 
 /// NDJSON replay: finite, up to `until`, `limit`, or the head at request time.
-fn replay(engine: Engine, filter: EventFilter, limit: Option<u64>) -> Response {
+pub fn replay(engine: Engine, filter: EventFilter, limit: Option<u64>) -> Response {
     let head = engine.reader().head().map_or(0, Seq::get);
     let end = filter.until.map_or(head, |until| until.min(head));
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);

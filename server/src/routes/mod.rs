@@ -2,3 +2,4 @@
 
 pub mod coordination;
 pub mod events;
+pub mod work;
