@@ -13,7 +13,11 @@ use swarmlog_server::{Engine, EngineConfig};
 
 fn request(client: usize) -> WriteRequest {
     WriteRequest::new(
-        WriteContext { branch: "main".into(), actor: format!("bench-{client}"), ..WriteContext::default() },
+        WriteContext {
+            branch: "main".into(),
+            actor: format!("bench-{client}"),
+            ..WriteContext::default()
+        },
         WriteCommand::Append(vec![AppendItem {
             request: AppendRequest {
                 event_type: "bench.event".into(),
@@ -60,5 +64,74 @@ fn concurrent_appends(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, concurrent_appends);
+/// Fills a data directory with `events` 256-byte events (no fsync: this is set-up).
+fn fill(dir: &std::path::Path, events: usize, runtime: &tokio::runtime::Runtime) {
+    let config = EngineConfig {
+        sync: swarmlog_log::SyncPolicy::Never,
+        ..EngineConfig::new(dir)
+    };
+    let engine = Engine::start(config).expect("engine");
+    runtime.block_on(async {
+        for chunk in 0..events / 1000 {
+            let items = (0..1000)
+                .map(|index| AppendItem {
+                    request: AppendRequest {
+                        event_type: "bench.event".into(),
+                        stream: format!("bench/{}", (chunk * 1000 + index) % 64),
+                        data: json!({"d": "z".repeat(256)}),
+                        expected_version: None,
+                    },
+                    session: None,
+                    correlation: None,
+                    meta: None,
+                })
+                .collect();
+            let request = WriteRequest::new(
+                WriteContext {
+                    branch: "main".into(),
+                    actor: "bench".into(),
+                    ..WriteContext::default()
+                },
+                WriteCommand::Append(items),
+                Box::new(|_, written| Ok(appended(written))),
+            );
+            engine.write(request).await.expect("append");
+        }
+        engine.shutdown().await;
+    });
+}
+
+/// Replay speed: the offline audit (frame CRCs plus the SHA-256 hash chain) and a full
+/// recovery (decode, chain check, fold into the state), from the page cache.
+fn replay(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = 200_000usize;
+    fill(dir.path(), events, &runtime);
+    let _ = std::fs::remove_dir_all(dir.path().join("snapshots"));
+    let log_dir = swarmlog_server::engine::log_dir(dir.path());
+    let bytes = swarmlog_log::verify(&log_dir, &mut |_| {})
+        .expect("clean log")
+        .bytes;
+    let mut group = c.benchmark_group("replay_200k_events");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("verify_crc_and_hash_chain", |b| {
+        b.iter(|| swarmlog_server::audit::verify(&log_dir, &mut |_, _| {}).expect("clean log"));
+    });
+    group.bench_function("verify_crc_only", |b| {
+        b.iter(|| swarmlog_log::verify(&log_dir, &mut |_| {}).expect("clean log"));
+    });
+    group.throughput(Throughput::Elements(events as u64));
+    group.bench_function("recover_full_replay", |b| {
+        b.iter(|| {
+            let engine = Engine::start(EngineConfig::new(dir.path())).expect("recovers");
+            runtime.block_on(engine.shutdown());
+            let _ = std::fs::remove_dir_all(dir.path().join("snapshots"));
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, concurrent_appends, replay);
 criterion_main!(benches);

@@ -9,7 +9,14 @@ use swarmlog_log::{Log, LogOptions, RecordInput, Seq, SyncPolicy};
 const PAYLOAD_BYTES: usize = 256;
 
 fn open(dir: &std::path::Path, sync: SyncPolicy) -> Log {
-    Log::open(dir, LogOptions { sync, ..LogOptions::default() }).expect("open the log")
+    Log::open(
+        dir,
+        LogOptions {
+            sync,
+            ..LogOptions::default()
+        },
+    )
+    .expect("open the log")
 }
 
 fn append(c: &mut Criterion) {
@@ -20,7 +27,12 @@ fn append(c: &mut Criterion) {
         for batch in [1usize, 32, 256] {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut log = open(dir.path(), sync);
-            let inputs: Vec<RecordInput<'_>> = (0..batch).map(|_| RecordInput { timestamp_ms: 0, payload: &payload }).collect();
+            let inputs: Vec<RecordInput<'_>> = (0..batch)
+                .map(|_| RecordInput {
+                    timestamp_ms: 0,
+                    payload: &payload,
+                })
+                .collect();
             group.throughput(Throughput::Elements(batch as u64));
             group.bench_function(format!("{name}/batch_{batch}"), |b| {
                 b.iter(|| log.append_batch(&inputs).expect("append"));
@@ -36,7 +48,12 @@ fn replay(c: &mut Criterion) {
     let records = 200_000usize;
     {
         let mut log = open(dir.path(), SyncPolicy::Never);
-        let inputs: Vec<RecordInput<'_>> = (0..1000).map(|_| RecordInput { timestamp_ms: 0, payload: &payload }).collect();
+        let inputs: Vec<RecordInput<'_>> = (0..1000)
+            .map(|_| RecordInput {
+                timestamp_ms: 0,
+                payload: &payload,
+            })
+            .collect();
         for _ in 0..records / 1000 {
             log.append_batch(&inputs).expect("append");
         }

@@ -225,6 +225,14 @@ pub fn decide(
         )
         .with("branch", branch)
     })?;
+    // The owner a lock command names is the agent that acts, whoever sends the request:
+    // a killed agent may not take, renew or release locks through a third party either.
+    if let C::LockAcquire { owner, .. }
+    | C::LockRenew { owner, .. }
+    | C::LockRelease { owner, .. } = command
+    {
+        check_named_agent_allowed(state, branch, owner)?;
+    }
     match command {
         C::StateSet { key, value } => cells::decide_set(branch_state, key, value),
         C::StateInit { key, value } => cells::decide_init(branch_state, key, value),
@@ -321,6 +329,17 @@ pub fn check_fence(
 /// because an admin may register a killed agent again.
 pub fn check_actor_allowed(branch: &BranchState, actor: &str) -> Result<(), Rejection> {
     agents::check_actor_allowed(branch, actor)
+}
+
+/// 403 `agent_killed` if `agent`, named by a command as the one who acts (a lock's owner),
+/// is killed on `branch` or on `main` (a kill on main stops the agent everywhere).
+fn check_named_agent_allowed(state: &State, branch: &str, agent: &str) -> Result<(), Rejection> {
+    for name in [branch, crate::MAIN_BRANCH] {
+        if let Some(branch_state) = state.branch(name) {
+            agents::check_actor_allowed(branch_state, agent)?;
+        }
+    }
+    Ok(())
 }
 
 /// With `serve --lock-order`: 409 `lock_order_violation` if `owner` asks for a resource

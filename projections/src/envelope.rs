@@ -175,7 +175,8 @@ impl Envelope {
             meta: self.meta.as_deref(),
             data: &self.data,
         };
-        let bytes = postcard::to_allocvec(&canonical).expect("postcard encodes plain structs of strings and integers into a Vec");
+        let bytes = postcard::to_allocvec(&canonical)
+            .expect("postcard encodes plain structs of strings and integers into a Vec");
         let mut hasher = Sha256::new();
         hasher.update(previous);
         hasher.update(&bytes);
@@ -208,8 +209,8 @@ impl Envelope {
 
     /// Rebuilds an envelope from a log record.
     pub fn decode(seq: u64, ts_ms: i64, payload: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let stored: StoredEvent =
-            postcard::from_bytes(payload).map_err(|source| EnvelopeError::Decode { seq, source })?;
+        let stored: StoredEvent = postcard::from_bytes(payload)
+            .map_err(|source| EnvelopeError::Decode { seq, source })?;
         Ok(Envelope {
             seq,
             ts_ms,
@@ -328,7 +329,10 @@ mod tests {
         assert_eq!(value["session"], json!("inc-1234"));
         assert_eq!(value["meta"], json!({"model": "m"}));
         assert_eq!(value["data"], json!({"attempt": 1}));
-        assert!(value.get("correlation").is_none(), "absent optional fields are omitted");
+        assert!(
+            value.get("correlation").is_none(),
+            "absent optional fields are omitted"
+        );
         assert_eq!(value["hash"].as_str().map(str::len), Some(64));
     }
 
@@ -342,9 +346,22 @@ mod tests {
         let mut tampered = second.clone();
         tampered.data = r#"{"attempt":2}"#.into();
         assert_ne!(tampered.compute_hash(&first_hash), second_hash);
-        assert_ne!(second.compute_hash(&GENESIS_HASH), second_hash, "the chain depends on the previous hash");
+        assert_ne!(
+            second.compute_hash(&GENESIS_HASH),
+            second_hash,
+            "the chain depends on the previous hash"
+        );
         let mut with_key = second.clone();
-        with_key.idempotency = Some(Idempotency { key: "k".into(), request_sha256: [0; 32], status: 201, response: String::new() });
-        assert_eq!(with_key.compute_hash(&first_hash), second_hash, "the idempotency record is outside the hash");
+        with_key.idempotency = Some(Idempotency {
+            key: "k".into(),
+            request_sha256: [0; 32],
+            status: 201,
+            response: String::new(),
+        });
+        assert_eq!(
+            with_key.compute_hash(&first_hash),
+            second_hash,
+            "the idempotency record is outside the hash"
+        );
     }
 }

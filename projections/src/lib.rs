@@ -14,5 +14,7 @@ pub mod state;
 pub mod time;
 pub mod work;
 
-pub use envelope::{Envelope, EnvelopeError, EventDraft, Idempotency, StoredEvent, GENESIS_HASH, SYSTEM_ACTOR};
+pub use envelope::{
+    Envelope, EnvelopeError, EventDraft, Idempotency, StoredEvent, GENESIS_HASH, SYSTEM_ACTOR,
+};
 pub use state::{AppendRequest, BranchState, Rejection, RejectionKind, State, MAIN_BRANCH};

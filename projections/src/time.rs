@@ -27,12 +27,22 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
         }
         part.parse().ok()
     };
-    if bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' || bytes[13] != b':' || bytes[16] != b':' {
+    if bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || bytes[10] != b'T'
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hours, minutes, seconds) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hours > 23 || minutes > 59 || seconds > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hours > 23
+        || minutes > 59
+        || seconds > 60
+    {
         return None;
     }
     let millis = match &text[19..text.len() - 1] {
@@ -56,11 +66,16 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -83,17 +98,37 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_rfc3339_ms(1_795_341_600_123), "2026-11-22T10:00:00.123Z");
-        assert_eq!(format_rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_795_341_600_123),
+            "2026-11-22T10:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
     fn parse_inverts_format() {
-        for ms in [0, 1, 999, 86_399_999, 951_782_400_000, 1_795_341_600_123, 4_102_444_800_000] {
+        for ms in [
+            0,
+            1,
+            999,
+            86_399_999,
+            951_782_400_000,
+            1_795_341_600_123,
+            4_102_444_800_000,
+        ] {
             assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms), "{ms}");
         }
-        assert_eq!(parse_rfc3339_ms("2026-11-22T10:00:00Z"), Some(1_795_341_600_000));
-        assert_eq!(parse_rfc3339_ms("2026-11-22T10:00:00.5Z"), Some(1_795_341_600_500));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T10:00:00Z"),
+            Some(1_795_341_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T10:00:00.5Z"),
+            Some(1_795_341_600_500)
+        );
         assert_eq!(parse_rfc3339_ms("2026-13-22T10:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }

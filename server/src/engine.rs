@@ -277,7 +277,9 @@ impl StreamIndex {
             .branches
             .iter()
             .flat_map(|(branch, streams)| {
-                streams.iter().map(move |(stream, seqs)| (branch.clone(), stream.clone(), seqs.clone()))
+                streams
+                    .iter()
+                    .map(move |(stream, seqs)| (branch.clone(), stream.clone(), seqs.clone()))
             })
             .collect();
         list.sort();
@@ -288,7 +290,11 @@ impl StreamIndex {
     pub fn from_list(list: Vec<(String, String, Vec<u64>)>) -> Self {
         let mut index = StreamIndex::default();
         for (branch, stream, seqs) in list {
-            index.branches.entry(branch).or_default().insert(stream, seqs);
+            index
+                .branches
+                .entry(branch)
+                .or_default()
+                .insert(stream, seqs);
         }
         index
     }
@@ -725,7 +731,10 @@ impl Core {
                     }
                 }
                 self.last_ts_ms = self.last_ts_ms.max(snapshot.last_ts_ms);
-                (snapshot.state, StreamIndex::from_list(snapshot.stream_index))
+                (
+                    snapshot.state,
+                    StreamIndex::from_list(snapshot.stream_index),
+                )
             }
             None => (State::default(), StreamIndex::default()),
         };

@@ -27,8 +27,7 @@ pub const COMMIT_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 const _: () = assert!(COMMIT_EVENTS_MAX as u64 <= swarmlog_log::limits::BATCH_RECORDS_MAX as u64);
 const _: () = assert!(
-    (COMMIT_BYTES_MAX + 2 * REQUEST_BODY_BYTES_MAX) as u64
-        <= swarmlog_log::limits::BATCH_BYTES_MAX
+    (COMMIT_BYTES_MAX + 2 * REQUEST_BODY_BYTES_MAX) as u64 <= swarmlog_log::limits::BATCH_BYTES_MAX
 );
 
 /// Committed batches the live fan-out keeps for subscribers. A subscriber further behind

@@ -60,6 +60,24 @@ pub enum Command {
     /// Branches: isolated copies of the state.
     #[command(subcommand)]
     Branch(BranchCommand),
+    /// Tasks: create, claim, complete, fail, assign, auction (exit 4 when nothing to claim).
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Blackboard findings.
+    #[command(subcommand)]
+    Finding(FindingCommand),
+    /// Blackboard hypotheses with evidence-weighted confidence.
+    #[command(subcommand)]
+    Hypothesis(HypothesisCommand),
+    /// Proposals and votes.
+    #[command(subcommand)]
+    Proposal(ProposalCommand),
+    /// Direct and broadcast messages.
+    #[command(subcommand)]
+    Message(MessageCommand),
+    /// Sessions and their reports.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Check every record of the log offline (CRC, sequence, hash chain).
     Verify,
     /// Show the log's head and size.
@@ -250,9 +268,9 @@ pub enum LockCommand {
         /// The holder.
         #[arg(long)]
         owner: String,
-        /// The fencing token from acquire.
-        #[arg(long)]
-        token: u64,
+        /// The fencing token from acquire (`--token` is the global bearer token).
+        #[arg(long, value_name = "N")]
+        fencing_token: u64,
         /// The new TTL, from now.
         #[arg(long, value_name = "MS")]
         ttl_ms: u64,
@@ -264,9 +282,9 @@ pub enum LockCommand {
         /// The holder.
         #[arg(long)]
         owner: String,
-        /// The fencing token from acquire.
-        #[arg(long)]
-        token: u64,
+        /// The fencing token from acquire (`--token` is the global bearer token).
+        #[arg(long, value_name = "N")]
+        fencing_token: u64,
     },
     /// List the held locks and their waiters.
     List,
@@ -336,4 +354,434 @@ pub enum BranchCommand {
     },
     /// List branches.
     List,
+}
+
+/// `--field` of the read verbs: which field `--raw` prints.
+#[derive(Debug, Args)]
+pub struct FieldArg {
+    /// The field `--raw` prints (of each item, for lists).
+    #[arg(long, value_name = "NAME")]
+    pub field: Option<String>,
+}
+
+/// Verbs of `task`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Create a task (`--raw` prints its id), or an atomic batch with `--batch`.
+    Create {
+        /// The task type (omit with --batch).
+        #[arg(value_name = "TYPE", required_unless_present = "batch")]
+        task_type: Option<String>,
+        /// The id (generated T-n when absent).
+        #[arg(long)]
+        id: Option<String>,
+        /// A human title.
+        #[arg(long)]
+        title: Option<String>,
+        /// 1..10, 10 most urgent (default 5).
+        #[arg(long)]
+        priority: Option<i64>,
+        /// Comma-separated ids of tasks that must complete first.
+        #[arg(long, value_delimiter = ',', value_name = "IDS")]
+        depends_on: Vec<String>,
+        /// Comma-separated capabilities an agent needs to claim it.
+        #[arg(long, value_delimiter = ',', value_name = "CAPS")]
+        capabilities: Vec<String>,
+        /// Input for the worker (JSON if it parses, else a string).
+        #[arg(long, value_name = "VALUE")]
+        parameters: Option<String>,
+        /// The claim lease (default 300000).
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<i64>,
+        /// Attempts before it fails for good (default 3).
+        #[arg(long, value_name = "N")]
+        max_attempts: Option<i64>,
+        /// Wait for `task approve` before it can be claimed.
+        #[arg(long)]
+        requires_approval: bool,
+        /// The session it belongs to.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// A JSON array of task bodies created atomically (they may depend on each other).
+        #[arg(long, value_name = "JSON", conflicts_with = "task_type")]
+        batch: Option<String>,
+    },
+    /// Claim the most urgent pending task the agent can do; exit 4 if there is none.
+    Claim {
+        /// Who claims.
+        #[arg(long)]
+        agent: String,
+        /// Comma-separated capabilities (default: the agent's registered ones).
+        #[arg(long, value_delimiter = ',', value_name = "CAPS")]
+        capabilities: Option<Vec<String>>,
+        /// Comma-separated task types to consider.
+        #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+        types: Option<Vec<String>>,
+        /// How long to wait for a task to appear.
+        #[arg(long, value_name = "MS")]
+        wait_ms: Option<i64>,
+    },
+    /// Assign a pending task to an agent, or by strategy.
+    Assign {
+        /// The task id.
+        id: String,
+        /// The agent.
+        #[arg(long, conflicts_with = "strategy")]
+        agent: Option<String>,
+        /// round_robin, least_loaded or capability.
+        #[arg(long, required_unless_present = "agent")]
+        strategy: Option<String>,
+    },
+    /// Open a task's approval gate.
+    Approve {
+        /// The task id.
+        id: String,
+    },
+    /// Report progress (renews the claim lease).
+    Progress {
+        /// The task id.
+        id: String,
+        /// The claimant.
+        #[arg(long)]
+        agent: String,
+        /// 0..100.
+        percent: f64,
+        /// A note.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Complete a claimed task.
+    Complete {
+        /// The task id.
+        id: String,
+        /// The claimant.
+        #[arg(long)]
+        agent: String,
+        /// The result (JSON if it parses, else a string).
+        result: Option<String>,
+    },
+    /// Fail the current attempt.
+    Fail {
+        /// The task id.
+        id: String,
+        /// The claimant.
+        #[arg(long)]
+        agent: String,
+        /// What went wrong (JSON if it parses, else a string).
+        error: Option<String>,
+        /// Put it back to pending if attempts remain.
+        #[arg(long)]
+        retry: bool,
+    },
+    /// Give a claimed task back to pending.
+    Release {
+        /// The task id.
+        id: String,
+        /// The claimant.
+        #[arg(long)]
+        agent: String,
+    },
+    /// Cancel a task and its dependents.
+    Cancel {
+        /// The task id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Open an auction on a pending task.
+    Auction {
+        /// The task id.
+        id: String,
+        /// How long bids are taken.
+        #[arg(long, value_name = "MS")]
+        deadline_ms: i64,
+        /// Bids below this confidence are not valid.
+        #[arg(long, value_name = "C")]
+        min_confidence: Option<f64>,
+    },
+    /// Bid in a task's auction.
+    Bid {
+        /// The task id.
+        id: String,
+        /// The bidder.
+        #[arg(long)]
+        agent: String,
+        /// The price asked.
+        #[arg(long)]
+        price: f64,
+        /// The estimated duration.
+        #[arg(long, value_name = "MS")]
+        estimated_ms: i64,
+        /// 0..1.
+        #[arg(long)]
+        confidence: f64,
+    },
+    /// List tasks (`--raw`: one id per line, or --field).
+    List {
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        task_type: Option<String>,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+    /// Show a task with its history (`--raw`: its status, or --field).
+    Show {
+        /// The task id.
+        id: String,
+        /// The task as it was after this seq.
+        #[arg(long, value_name = "SEQ")]
+        at: Option<u64>,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+}
+
+/// Verbs of `finding`.
+#[derive(Debug, Subcommand)]
+pub enum FindingCommand {
+    /// Post a finding (`--raw` prints its id).
+    Post {
+        /// The reporter.
+        #[arg(long)]
+        agent: String,
+        /// observation, hypothesis or conclusion.
+        #[arg(long, default_value = "observation")]
+        category: String,
+        /// What was found (JSON if it parses, else a string).
+        content: String,
+        /// 0..1.
+        #[arg(long)]
+        confidence: Option<f64>,
+        /// A tag (repeatable or comma-separated).
+        #[arg(long = "tag", value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Evidence: a JSON array of {source, query?, result?}.
+        #[arg(long, value_name = "JSON")]
+        evidence: Option<String>,
+        /// The session.
+        #[arg(long)]
+        session: Option<String>,
+        /// The id (generated F-n when absent).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List findings (`--raw`: one id per line, or --field).
+    List {
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this category.
+        #[arg(long)]
+        category: Option<String>,
+        /// Only with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+}
+
+/// Verbs of `hypothesis`.
+#[derive(Debug, Subcommand)]
+pub enum HypothesisCommand {
+    /// Propose a hypothesis (`--raw` prints its id).
+    Propose {
+        /// What is suspected.
+        description: String,
+        /// The prior confidence, 0..1.
+        #[arg(long)]
+        confidence: f64,
+        /// The session.
+        #[arg(long)]
+        session: Option<String>,
+        /// The id (generated H-n when absent).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Attach a finding as evidence (`--raw` prints the new confidence).
+    Evidence {
+        /// The hypothesis id.
+        id: String,
+        /// The finding id.
+        #[arg(long)]
+        finding: String,
+        /// The finding refutes the hypothesis (default: it supports it).
+        #[arg(long)]
+        refutes: bool,
+        /// 0..10 (default 1).
+        #[arg(long)]
+        weight: Option<f64>,
+    },
+    /// Confirm (`true`) or refute (`false`) a hypothesis.
+    Validate {
+        /// The hypothesis id.
+        id: String,
+        /// `true` (confirmed) or `false` (refuted).
+        #[arg(value_name = "true|false")]
+        result: String,
+        /// Evidence (JSON if it parses, else a string).
+        #[arg(long)]
+        evidence: Option<String>,
+    },
+    /// List hypotheses, most confident first (`--raw`: one id per line, or --field).
+    List {
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+}
+
+/// Verbs of `proposal`.
+#[derive(Debug, Subcommand)]
+pub enum ProposalCommand {
+    /// Open a proposal (`--raw` prints its id).
+    Open {
+        /// What is proposed (JSON if it parses, else a string).
+        action: String,
+        /// majority, unanimous or threshold.
+        #[arg(long, default_value = "majority")]
+        quorum: String,
+        /// For threshold: the share of yes among yes and no, in (0, 1].
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Comma-separated electorate (default: the active agents).
+        #[arg(long, value_delimiter = ',')]
+        voters: Option<Vec<String>>,
+        /// How long the vote stays open.
+        #[arg(long, value_name = "MS")]
+        deadline_ms: i64,
+        /// The id (generated P-n when absent).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Vote yes, no or abstain (`--raw` prints the decision, or `open`).
+    Vote {
+        /// The proposal id.
+        id: String,
+        /// The voter.
+        #[arg(long)]
+        agent: String,
+        /// yes, no or abstain.
+        vote: String,
+        /// 0..1.
+        #[arg(long)]
+        confidence: Option<f64>,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show a proposal (`--raw` prints the decision, or `open`).
+    Show {
+        /// The proposal id.
+        id: String,
+    },
+    /// List proposals (`--raw`: one id per line, or --field).
+    List {
+        /// open or decided.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+}
+
+/// Verbs of `message`.
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Send a message to an agent or to `*` (every active agent but the sender).
+    Send {
+        /// The sender.
+        #[arg(long)]
+        from: String,
+        /// An agent id, or `*`.
+        #[arg(long)]
+        to: String,
+        /// The message type.
+        #[arg(value_name = "TYPE")]
+        message_type: String,
+        /// The payload (JSON if it parses, else a string).
+        payload: Option<String>,
+        /// The sender expects acks.
+        #[arg(long)]
+        requires_ack: bool,
+    },
+    /// An agent's inbox (`--raw`: one id per line, or --field payload).
+    Inbox {
+        /// The agent.
+        agent: String,
+        /// Only messages it has not acked.
+        #[arg(long)]
+        unacked: bool,
+        /// Keep following: print each message as it arrives (needs a server).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+    /// Acknowledge a message.
+    Ack {
+        /// The message id.
+        id: String,
+        /// The recipient.
+        #[arg(long)]
+        agent: String,
+    },
+}
+
+/// Verbs of `session`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session (`--raw` prints its id).
+    Start {
+        /// What it is for.
+        operation: String,
+        /// The id (generated S-n when absent).
+        #[arg(long)]
+        id: Option<String>,
+        /// Context (JSON if it parses, else a string).
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Complete a session.
+    Complete {
+        /// The session id.
+        id: String,
+        /// How it ended (JSON if it parses, else a string).
+        #[arg(long)]
+        outcome: Option<String>,
+    },
+    /// Show a session (`--raw`: its progress percent, or --field).
+    Show {
+        /// The session id.
+        id: String,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+    /// A session's report (`--raw`: a summary field, default success_rate).
+    Report {
+        /// The session id.
+        id: String,
+        #[command(flatten)]
+        field: FieldArg,
+    },
+    /// Print every event of the session as NDJSON, for archiving.
+    Export {
+        /// The session id.
+        id: String,
+    },
 }

@@ -215,10 +215,10 @@ pub async fn lock(client: &Client, config: &Config, command: LockCommand) -> Res
         LockCommand::Renew {
             resource,
             owner,
-            token,
+            fencing_token,
             ttl_ms,
         } => {
-            let body = json!({"owner": owner, "token": token, "ttl_ms": ttl_ms});
+            let body = json!({"owner": owner, "token": fencing_token, "ttl_ms": ttl_ms});
             let value = client
                 .call(
                     Method::POST,
@@ -236,9 +236,9 @@ pub async fn lock(client: &Client, config: &Config, command: LockCommand) -> Res
         LockCommand::Release {
             resource,
             owner,
-            token,
+            fencing_token,
         } => {
-            let body = json!({"owner": owner, "token": token});
+            let body = json!({"owner": owner, "token": fencing_token});
             let value = client
                 .call(
                     Method::POST,

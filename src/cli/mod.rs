@@ -6,6 +6,7 @@ mod config;
 mod coordination;
 mod events;
 mod ops;
+mod work;
 
 use std::process::ExitCode;
 
@@ -128,6 +129,18 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
                 Command::Branch(verb) => coordination::branch(&client, &config, verb).await,
                 _ => unreachable!("matched by the outer arm"),
             };
+            client.close().await;
+            outcome
+        }
+        Command::Task(_)
+        | Command::Finding(_)
+        | Command::Hypothesis(_)
+        | Command::Proposal(_)
+        | Command::Message(_)
+        | Command::Session(_) => {
+            let client =
+                Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
+            let outcome = work::run(&client, &config, command).await;
             client.close().await;
             outcome
         }

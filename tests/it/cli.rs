@@ -9,33 +9,74 @@ use crate::support::{cli, data_dir, Server};
 async fn events_append_and_replay_in_process_with_exit_codes() {
     let dir = data_dir();
     let db = dir.path().to_str().expect("utf-8 path");
-    let (code, stdout, stderr) = cli(&["--db", db, "--raw", "events", "append", "note.added", "notes/1", "{\"text\":\"hi\"}"]);
+    let (code, stdout, stderr) = cli(&[
+        "--db",
+        db,
+        "--raw",
+        "events",
+        "append",
+        "note.added",
+        "notes/1",
+        "{\"text\":\"hi\"}",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "1", "--raw prints the bare seq");
-    let (code, stdout, _) = cli(&["--db", db, "--raw", "events", "append", "note.added", "notes/1", "plain words", "--expected-version", "1"]);
+    let (code, stdout, _) = cli(&[
+        "--db",
+        db,
+        "--raw",
+        "events",
+        "append",
+        "note.added",
+        "notes/1",
+        "plain words",
+        "--expected-version",
+        "1",
+    ]);
     assert_eq!((code, stdout.trim()), (0, "2"));
-    let (code, _, stderr) = cli(&["--db", db, "events", "append", "note.added", "notes/1", "x", "--expected-version", "1"]);
+    let (code, _, stderr) = cli(&[
+        "--db",
+        db,
+        "events",
+        "append",
+        "note.added",
+        "notes/1",
+        "x",
+        "--expected-version",
+        "1",
+    ]);
     assert_eq!(code, 3, "a version conflict exits 3: {stderr}");
     assert!(stderr.contains("version_conflict"), "{stderr}");
     let (code, _, stderr) = cli(&["--db", db, "events", "append", "task.created", "t", "x"]);
     assert_eq!(code, 1, "a reserved type exits 1: {stderr}");
-    let (code, _, _) = cli(&["--db", db, "--branch", "ghost", "events", "append", "a.b", "t"]);
+    let (code, _, _) = cli(&[
+        "--db", db, "--branch", "ghost", "events", "append", "a.b", "t",
+    ]);
     assert_eq!(code, 4, "an unknown branch exits 4");
     let (code, _, _) = cli(&["--db", db, "events", "frobnicate"]);
     assert_eq!(code, 2, "a usage error exits 2");
 
     let (code, stdout, _) = cli(&["--db", db, "--json", "events", "replay"]);
     assert_eq!(code, 0);
-    let events: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).expect("NDJSON")).collect();
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("NDJSON"))
+        .collect();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["data"]["text"], "hi");
-    assert_eq!(events[1]["data"], "plain words", "a value that is not JSON is taken as a string");
+    assert_eq!(
+        events[1]["data"], "plain words",
+        "a value that is not JSON is taken as a string"
+    );
 
     let (code, stdout, stderr) = cli(&["--db", db, "--json", "verify"]);
     assert_eq!(code, 0, "{stderr}");
     let report: Value = serde_json::from_str(stdout.trim()).expect("verify --json prints JSON");
     assert_eq!(report["records"], 2);
-    assert_eq!(report["head_hash"], events[1]["hash"], "verify recomputes the chain up to the head hash");
+    assert_eq!(
+        report["head_hash"], events[1]["hash"],
+        "verify recomputes the chain up to the head hash"
+    );
 }
 
 #[tokio::test]
@@ -46,7 +87,11 @@ async fn the_cli_goes_through_the_server_serving_the_directory() {
     let (code, stdout, stderr) = cli(&["--db", db, "--raw", "events", "append", "a.b", "s", "1"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "1");
-    assert_eq!(server.head().await, 1, "the write went through the running server");
+    assert_eq!(
+        server.head().await,
+        1,
+        "the write went through the running server"
+    );
     let (code, stdout, _) = cli(&["--db", db, "--json", "stats"]);
     assert_eq!(code, 0);
     let stats: Value = serde_json::from_str(stdout.trim()).expect("json");

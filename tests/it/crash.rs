@@ -52,8 +52,15 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
 
     let server = Server::start(dir.path(), &[]).await;
     let events = server.replay("").await;
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<u64>>(), "the sequence is gap-free after recovery");
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<u64>>(),
+        "the sequence is gap-free after recovery"
+    );
     let recovered: HashMap<u64, (usize, usize)> = events
         .iter()
         .map(|e| {
@@ -63,24 +70,44 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
         })
         .collect();
     for (seq, origin) in &acknowledged {
-        assert_eq!(recovered.get(seq), Some(origin), "acknowledged seq {seq} survived with its content");
+        assert_eq!(
+            recovered.get(seq),
+            Some(origin),
+            "acknowledged seq {seq} survived with its content"
+        );
     }
     // Nothing invented: each client's recovered events are its own appends, in order, once.
     let mut per_client: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (client, index) in events.iter().map(|e| (e["data"]["client"].as_u64().expect("c") as usize, e["data"]["index"].as_u64().expect("i") as usize)) {
+    for (client, index) in events.iter().map(|e| {
+        (
+            e["data"]["client"].as_u64().expect("c") as usize,
+            e["data"]["index"].as_u64().expect("i") as usize,
+        )
+    }) {
         per_client.entry(client).or_default().push(index);
     }
     for (client, indexes) in per_client {
-        assert_eq!(indexes, (0..indexes.len()).collect::<Vec<_>>(), "client {client}'s events are a prefix of what it sent");
+        assert_eq!(
+            indexes,
+            (0..indexes.len()).collect::<Vec<_>>(),
+            "client {client}'s events are a prefix of what it sent"
+        );
     }
     let next = server.append("after", json!({})).await;
-    assert_eq!(next, seqs.len() as u64 + 1, "appends continue right after the recovered head");
+    assert_eq!(
+        next,
+        seqs.len() as u64 + 1,
+        "appends continue right after the recovered head"
+    );
 }
 
 /// The position just after the last non-zero byte of a file (the logical end of a
 /// preallocated segment).
 fn logical_end(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|byte| *byte != 0).map_or(0, |position| position + 1)
+    bytes
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .map_or(0, |position| position + 1)
 }
 
 #[tokio::test]
@@ -92,7 +119,11 @@ async fn garbage_after_the_last_record_is_cut_away() {
         // the last record can be found from outside as the last non-zero byte.
         let key = format!("garbage-{index}");
         let (status, _) = server
-            .post_with("/v1/events", &json!({"type": "test.event", "stream": "s", "data": {"i": index}}), &[("idempotency-key", key.as_str())])
+            .post_with(
+                "/v1/events",
+                &json!({"type": "test.event", "stream": "s", "data": {"i": index}}),
+                &[("idempotency-key", key.as_str())],
+            )
             .await;
         assert_eq!(status, 201);
     }
@@ -108,8 +139,16 @@ async fn garbage_after_the_last_record_is_cut_away() {
     std::fs::write(&segment, &bytes).expect("write segment");
 
     let server = Server::start(dir.path(), &[]).await;
-    assert_eq!(server.head().await, 10, "the ten acknowledged events survive");
-    assert_eq!(server.append("s", json!({"i": 10})).await, 11, "the torn tail is gone and appends continue");
+    assert_eq!(
+        server.head().await,
+        10,
+        "the ten acknowledged events survive"
+    );
+    assert_eq!(
+        server.append("s", json!({"i": 10})).await,
+        11,
+        "the torn tail is gone and appends continue"
+    );
     let events = server.replay("").await;
     assert_eq!(events.len(), 11);
     assert_eq!(events[10]["data"], json!({"i": 10}));
@@ -120,7 +159,9 @@ async fn a_flipped_bit_in_an_acknowledged_record_is_reported_and_refuses_the_sta
     let dir = data_dir();
     let mut server = Server::start(dir.path(), &[]).await;
     for index in 0..10 {
-        server.append("s", json!({"needle": format!("needle-{index}")})).await;
+        server
+            .append("s", json!({"needle": format!("needle-{index}")}))
+            .await;
     }
     assert_eq!(server.stop(), Some(0), "a clean shutdown exits 0");
     let db = dir.path().to_str().expect("utf-8 path");
@@ -128,22 +169,44 @@ async fn a_flipped_bit_in_an_acknowledged_record_is_reported_and_refuses_the_sta
     assert_eq!(code, 0, "a clean log verifies: {stderr}");
 
     let segment = segments(dir.path()).pop().expect("a segment");
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&segment).expect("open segment");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .expect("open segment");
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).expect("read");
-    let position = bytes.windows(8).position(|window| window == b"needle-4").expect("the payload is on disk");
-    file.seek(SeekFrom::Start(position as u64 + 3)).expect("seek");
-    file.write_all(&[bytes[position + 3] ^ 0b0000_0100]).expect("flip one bit");
+    let position = bytes
+        .windows(8)
+        .position(|window| window == b"needle-4")
+        .expect("the payload is on disk");
+    file.seek(SeekFrom::Start(position as u64 + 3))
+        .expect("seek");
+    file.write_all(&[bytes[position + 3] ^ 0b0000_0100])
+        .expect("flip one bit");
     file.sync_all().expect("sync");
     drop(file);
 
-    let segment_name = segment.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    let segment_name = segment
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
     let (code, _, stderr) = cli(&["--db", db, "verify"]);
     assert_ne!(code, 0, "verify fails on a flipped bit");
-    assert!(stderr.contains(&segment_name), "verify names the segment: {stderr}");
+    assert!(
+        stderr.contains(&segment_name),
+        "verify names the segment: {stderr}"
+    );
     let (code, stderr) = Server::start_expecting_failure(dir.path());
-    assert_ne!(code, 0, "the server refuses to start on a corrupt acknowledged record");
-    assert!(stderr.contains(&segment_name), "the start names the segment: {stderr}");
+    assert_ne!(
+        code, 0,
+        "the server refuses to start on a corrupt acknowledged record"
+    );
+    assert!(
+        stderr.contains(&segment_name),
+        "the start names the segment: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -155,12 +218,20 @@ async fn an_idempotent_retry_across_a_restart_does_not_write_twice() {
     let (status, first) = server.post_with("/v1/events", &body, &key).await;
     assert_eq!(status, 201);
     let (status, again) = server.post_with("/v1/events", &body, &key).await;
-    assert_eq!((status, &again), (201, &first), "a retry gets the first response");
+    assert_eq!(
+        (status, &again),
+        (201, &first),
+        "a retry gets the first response"
+    );
     server.kill9();
 
     let server = Server::start(dir.path(), &[]).await;
     let (status, after_restart) = server.post_with("/v1/events", &body, &key).await;
-    assert_eq!((status, &after_restart), (201, &first), "the key survives a crash and restart");
+    assert_eq!(
+        (status, &after_restart),
+        (201, &first),
+        "the key survives a crash and restart"
+    );
     assert_eq!(server.head().await, 1, "nothing was written twice");
     let other = json!({"type": "payment.made", "stream": "payment/7", "data": {"cents": 99}});
     let (status, error) = server.post_with("/v1/events", &other, &key).await;

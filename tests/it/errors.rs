@@ -15,42 +15,159 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
     let server = Server::start(dir.path(), &[]).await;
     server.append("s/1", json!({})).await;
     let head = server.head().await;
-    let too_many: Vec<Value> = (0..1001).map(|_| json!({"type": "a.b", "stream": "s"})).collect();
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"type": "a.b", "stream": "s"}))
+        .collect();
     let long_id = "x".repeat(257);
     let huge = json!({"type": "a.b", "stream": "s", "data": "y".repeat(1024 * 1024)});
 
     let posts: Vec<(&str, Value, u16, &str)> = vec![
         ("/v1/events", json!({"stream": "s"}), 422, "missing_field"),
-        ("/v1/events", json!({"type": 7, "stream": "s"}), 422, "invalid_value"),
-        ("/v1/events", json!({"type": "a.b", "stream": "s", "colour": "red"}), 422, "unknown_field"),
-        ("/v1/events", json!({"type": "task.claimed", "stream": "s"}), 422, "reserved_type"),
-        ("/v1/events", json!({"type": "lock.acquired", "stream": "s"}), 422, "reserved_type"),
-        ("/v1/events", json!({"type": "a.b", "stream": ""}), 422, "invalid_id"),
-        ("/v1/events", json!({"type": "a.b", "stream": "bad\nstream"}), 422, "invalid_id"),
-        ("/v1/events", json!({"type": "a.b", "stream": long_id}), 422, "invalid_id"),
-        ("/v1/events", json!({"type": "", "stream": "s"}), 422, "invalid_id"),
-        ("/v1/events", json!({"type": "a.b", "stream": "s", "expected_version": -1}), 422, "invalid_value"),
-        ("/v1/events", json!({"type": "a.b", "stream": "s", "meta": "not an object"}), 422, "invalid_value"),
-        ("/v1/events", json!({"type": "a.b", "stream": "s", "session": ""}), 422, "invalid_id"),
-        ("/v1/events", json!({"type": "a.b", "stream": "s", "data": nested(70)}), 422, "too_deep"),
+        (
+            "/v1/events",
+            json!({"type": 7, "stream": "s"}),
+            422,
+            "invalid_value",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "s", "colour": "red"}),
+            422,
+            "unknown_field",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "task.claimed", "stream": "s"}),
+            422,
+            "reserved_type",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "lock.acquired", "stream": "s"}),
+            422,
+            "reserved_type",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": ""}),
+            422,
+            "invalid_id",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "bad\nstream"}),
+            422,
+            "invalid_id",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": long_id}),
+            422,
+            "invalid_id",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "", "stream": "s"}),
+            422,
+            "invalid_id",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "s", "expected_version": -1}),
+            422,
+            "invalid_value",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "s", "meta": "not an object"}),
+            422,
+            "invalid_value",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "s", "session": ""}),
+            422,
+            "invalid_id",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "s", "data": nested(70)}),
+            422,
+            "too_deep",
+        ),
         ("/v1/events", json!({"events": []}), 422, "invalid_batch"),
-        ("/v1/events", json!({"events": too_many}), 422, "invalid_batch"),
-        ("/v1/events", json!({"events": [{"type": "a.b", "stream": "s"}, {"type": "kv.put", "stream": "s"}]}), 422, "reserved_type"),
-        ("/v1/events", json!({"events": [{"type": "a.b", "stream": "s"}], "extra": 1}), 422, "unknown_field"),
-        ("/v1/events", json!({"type": "a.b", "stream": "s/1", "expected_version": 0}), 409, "version_conflict"),
-        ("/v1/events", json!({"type": "a.b", "stream": "s/1", "expected_version": 5}), 409, "version_conflict"),
-        ("/v1/events?branch=nope", json!({"type": "a.b", "stream": "s"}), 404, "branch_not_found"),
-        ("/v1/events?branch=%01", json!({"type": "a.b", "stream": "s"}), 422, "invalid_id"),
-        ("/v1/events?colour=red", json!({"type": "a.b", "stream": "s"}), 400, "invalid_query"),
-        ("/v1/events", json!(["not", "an", "object"]), 422, "invalid_value"),
+        (
+            "/v1/events",
+            json!({"events": too_many}),
+            422,
+            "invalid_batch",
+        ),
+        (
+            "/v1/events",
+            json!({"events": [{"type": "a.b", "stream": "s"}, {"type": "kv.put", "stream": "s"}]}),
+            422,
+            "reserved_type",
+        ),
+        (
+            "/v1/events",
+            json!({"events": [{"type": "a.b", "stream": "s"}], "extra": 1}),
+            422,
+            "unknown_field",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "s/1", "expected_version": 0}),
+            409,
+            "version_conflict",
+        ),
+        (
+            "/v1/events",
+            json!({"type": "a.b", "stream": "s/1", "expected_version": 5}),
+            409,
+            "version_conflict",
+        ),
+        (
+            "/v1/events?branch=nope",
+            json!({"type": "a.b", "stream": "s"}),
+            404,
+            "branch_not_found",
+        ),
+        (
+            "/v1/events?branch=%01",
+            json!({"type": "a.b", "stream": "s"}),
+            422,
+            "invalid_id",
+        ),
+        (
+            "/v1/events?colour=red",
+            json!({"type": "a.b", "stream": "s"}),
+            400,
+            "invalid_query",
+        ),
+        (
+            "/v1/events",
+            json!(["not", "an", "object"]),
+            422,
+            "invalid_value",
+        ),
         ("/v1/events", huge, 413, "payload_too_large"),
         ("/v1/nothing", json!({}), 404, "route_not_found"),
         ("/v1/streams/s", json!({}), 405, "method_not_allowed"),
     ];
     for (path, body, status, code) in &posts {
         let (got_status, got) = server.post(path, body).await;
-        assert_eq!((got_status, got["error"]["code"].as_str()), (*status, Some(*code)), "POST {path} {}", body.to_string().chars().take(80).collect::<String>());
-        assert!(got["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "a message explains {code}");
+        assert_eq!(
+            (got_status, got["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "POST {path} {}",
+            body.to_string().chars().take(80).collect::<String>()
+        );
+        assert!(
+            got["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "a message explains {code}"
+        );
     }
 
     let raws: Vec<(&str, u16, &str)> = vec![
@@ -60,7 +177,11 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
     ];
     for (body, status, code) in raws {
         let (got_status, got) = server.post_raw("/v1/events", body).await;
-        assert_eq!((got_status, got["error"]["code"].as_str()), (status, Some(code)), "raw body {body:?}");
+        assert_eq!(
+            (got_status, got["error"]["code"].as_str()),
+            (status, Some(code)),
+            "raw body {body:?}"
+        );
     }
 
     let gets: Vec<(&str, u16, &str)> = vec![
@@ -75,7 +196,11 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
     ];
     for (path, status, code) in gets {
         let (got_status, got) = server.get(path).await;
-        assert_eq!((got_status, got["error"]["code"].as_str()), (status, Some(code)), "GET {path}");
+        assert_eq!(
+            (got_status, got["error"]["code"].as_str()),
+            (status, Some(code)),
+            "GET {path}"
+        );
     }
 
     let response = server
@@ -91,8 +216,21 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
     assert_eq!(body["error"]["code"], json!("invalid_last_event_id"));
 
     let long_key = "k".repeat(300);
-    let (status, body) = server.post_with("/v1/events", &json!({"type": "a.b", "stream": "s"}), &[("idempotency-key", long_key.as_str())]).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_idempotency_key")));
+    let (status, body) = server
+        .post_with(
+            "/v1/events",
+            &json!({"type": "a.b", "stream": "s"}),
+            &[("idempotency-key", long_key.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_idempotency_key"))
+    );
 
-    assert_eq!(server.head().await, head, "no refused request wrote anything");
+    assert_eq!(
+        server.head().await,
+        head,
+        "no refused request wrote anything"
+    );
 }

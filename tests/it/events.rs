@@ -26,8 +26,17 @@ async fn append_returns_durable_envelopes_with_a_hash_chain() {
     assert_eq!(event["session"], json!("s-1"));
     assert_eq!(event["meta"], json!({"model": "m"}));
     assert_eq!(event["data"], json!({"qty": 2}));
-    assert!(event.get("correlation").is_none(), "absent optional fields are omitted");
-    assert!(event["ts"].as_str().is_some_and(|ts| ts.ends_with('Z') && ts.len() == 24), "ts is RFC 3339 with ms: {}", event["ts"]);
+    assert!(
+        event.get("correlation").is_none(),
+        "absent optional fields are omitted"
+    );
+    assert!(
+        event["ts"]
+            .as_str()
+            .is_some_and(|ts| ts.ends_with('Z') && ts.len() == 24),
+        "ts is RFC 3339 with ms: {}",
+        event["ts"]
+    );
     let (_, head) = server.get("/v1/audit/head").await;
     assert_eq!(head["seq"], json!(1));
     assert_eq!(head["hash"], event["hash"]);
@@ -44,7 +53,11 @@ async fn append_returns_durable_envelopes_with_a_hash_chain() {
     assert_eq!(status, 201, "{batch}");
     assert_eq!(batch["seq"], json!(3));
     assert_eq!(batch["events"][0]["correlation"], json!("c-1"));
-    assert_eq!(batch["events"][1]["correlation"], json!("c-9"), "a per-event field overrides the batch's");
+    assert_eq!(
+        batch["events"][1]["correlation"],
+        json!("c-9"),
+        "a per-event field overrides the batch's"
+    );
     assert_ne!(batch["events"][0]["hash"], event["hash"]);
 }
 
@@ -78,7 +91,10 @@ async fn expected_version_lets_exactly_one_concurrent_writer_win() {
                 other => panic!("unexpected status {other}: {body}"),
             }
         }
-        assert_eq!(winners, 1, "round {round}: exactly one conditional append wins");
+        assert_eq!(
+            winners, 1,
+            "round {round}: exactly one conditional append wins"
+        );
     }
     let (status, stream) = server.get("/v1/streams/counter%2F1").await;
     assert_eq!(status, 200);
@@ -101,7 +117,11 @@ async fn a_batch_is_atomic_and_checks_versions_in_order() {
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["index"], json!(1));
-    assert_eq!(server.head().await, 0, "a refused batch writes nothing, not even its valid first event");
+    assert_eq!(
+        server.head().await,
+        0,
+        "a refused batch writes nothing, not even its valid first event"
+    );
     let (status, _) = server
         .post(
             "/v1/events",
@@ -121,16 +141,28 @@ async fn streams_read_versions_and_time_travel() {
     let server = Server::start(dir.path(), &[]).await;
     let (status, empty) = server.get("/v1/streams/nothing-here").await;
     assert_eq!(status, 200);
-    assert_eq!(empty, json!({"stream": "nothing-here", "version": 0, "events": []}));
+    assert_eq!(
+        empty,
+        json!({"stream": "nothing-here", "version": 0, "events": []})
+    );
     let first = server.append("doc/1", json!({"v": 1})).await;
     server.append("doc/2", json!({"v": 1})).await;
     server.append("doc/1", json!({"v": 2})).await;
     let (_, stream) = server.get("/v1/streams/doc%2F1").await;
     assert_eq!(stream["version"], json!(2));
-    let data: Vec<Value> = stream["events"].as_array().expect("events").iter().map(|e| e["data"]["v"].clone()).collect();
+    let data: Vec<Value> = stream["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["data"]["v"].clone())
+        .collect();
     assert_eq!(data, vec![json!(1), json!(2)]);
     let (_, past) = server.get(&format!("/v1/streams/doc%2F1?at={first}")).await;
-    assert_eq!(past["version"], json!(1), "?at= shows the stream as it was after that seq");
+    assert_eq!(
+        past["version"],
+        json!(1),
+        "?at= shows the stream as it was after that seq"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +170,11 @@ async fn replay_filters_by_range_type_stream_actor_and_session() {
     let dir = data_dir();
     let server = Server::start(dir.path(), &[]).await;
     for index in 0..10 {
-        let event_type = if index % 2 == 0 { "job.started" } else { "job.finished" };
+        let event_type = if index % 2 == 0 {
+            "job.started"
+        } else {
+            "job.finished"
+        };
         let actor = if index < 5 { "alice" } else { "bob" };
         let (status, _) = server
             .post_with(
@@ -149,12 +185,29 @@ async fn replay_filters_by_range_type_stream_actor_and_session() {
             .await;
         assert_eq!(status, 201);
     }
-    let seqs = |events: Vec<Value>| -> Vec<u64> { events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect() };
+    let seqs = |events: Vec<Value>| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e["seq"].as_u64().expect("seq"))
+            .collect()
+    };
     assert_eq!(seqs(server.replay("").await), (1..=10).collect::<Vec<_>>());
     assert_eq!(seqs(server.replay("?from=4&until=6").await), vec![4, 5, 6]);
-    assert_eq!(seqs(server.replay("?types=job.fin*").await), vec![2, 4, 6, 8, 10]);
-    assert_eq!(seqs(server.replay("?types=nothing.*,job.started").await), vec![1, 3, 5, 7, 9]);
-    assert_eq!(seqs(server.replay("?stream=job/0").await), vec![1, 4, 7, 10]);
-    assert_eq!(seqs(server.replay("?actor=bob").await), vec![6, 7, 8, 9, 10]);
+    assert_eq!(
+        seqs(server.replay("?types=job.fin*").await),
+        vec![2, 4, 6, 8, 10]
+    );
+    assert_eq!(
+        seqs(server.replay("?types=nothing.*,job.started").await),
+        vec![1, 3, 5, 7, 9]
+    );
+    assert_eq!(
+        seqs(server.replay("?stream=job/0").await),
+        vec![1, 4, 7, 10]
+    );
+    assert_eq!(
+        seqs(server.replay("?actor=bob").await),
+        vec![6, 7, 8, 9, 10]
+    );
     assert_eq!(seqs(server.replay("?session=s1&limit=2").await), vec![2, 4]);
 }

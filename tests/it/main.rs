@@ -4,9 +4,21 @@
 
 mod support;
 
+mod agents;
+mod auth;
+mod blackboard;
 mod cli;
+mod consensus;
+mod coordination;
 mod crash;
 mod errors;
 mod events;
+mod locks;
+mod messages;
+mod openapi;
+mod patterns;
+mod recipes;
+mod sessions;
 mod snapshots;
 mod sse;
+mod tasks;

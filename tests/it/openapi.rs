@@ -16,12 +16,23 @@ async fn every_documented_route_is_served() {
             let url = format!("{}{concrete}", server.url);
             let request = match method.as_str() {
                 "get" => server.http.get(&url),
-                "post" => server.http.post(&url).header("content-type", "application/json").body("{}"),
-                "put" => server.http.put(&url).header("content-type", "application/json").body("{}"),
+                "post" => server
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body("{}"),
+                "put" => server
+                    .http
+                    .put(&url)
+                    .header("content-type", "application/json")
+                    .body("{}"),
                 "delete" => server.http.delete(&url),
                 other => panic!("unexpected method {other} for {path}"),
             };
-            let response = request.timeout(std::time::Duration::from_secs(10)).send().await;
+            let response = request
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await;
             // An SSE route may keep the connection open; answering at all is enough there.
             let Ok(response) = response else { continue };
             let status = response.status().as_u16();

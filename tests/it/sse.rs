@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use crate::support::{data_dir, Server};
 
 /// Opens an SSE subscription.
-async fn subscribe(server: &Server, query: &str, last_event_id: Option<u64>) -> impl Stream<Item = Event> + Unpin {
+async fn subscribe(
+    server: &Server,
+    query: &str,
+    last_event_id: Option<u64>,
+) -> impl Stream<Item = Event> + Unpin {
     let mut request = server
         .http
         .get(format!("{}/v1/events{query}", server.url))
@@ -22,35 +26,57 @@ async fn subscribe(server: &Server, query: &str, last_event_id: Option<u64>) -> 
     let response = request.send().await.expect("the server answers");
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
-    Box::pin(response.bytes_stream().eventsource().map(|event| event.expect("well-formed SSE")))
+    Box::pin(
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(|event| event.expect("well-formed SSE")),
+    )
 }
 
 /// Reads events until `count` data events arrived (the bound only keeps a broken build
 /// from hanging the suite); returns (seqs, position of caught_up among them, its head).
-async fn collect(stream: &mut (impl Stream<Item = Event> + Unpin), count: usize) -> (Vec<u64>, Option<(usize, u64)>) {
+async fn collect(
+    stream: &mut (impl Stream<Item = Event> + Unpin),
+    count: usize,
+) -> (Vec<u64>, Option<(usize, u64)>) {
     let mut seqs = Vec::new();
     let mut caught_up = None;
     let outcome = tokio::time::timeout(Duration::from_secs(120), async {
         while seqs.len() < count {
-            let Some(event) = stream.next().await else { break };
+            let Some(event) = stream.next().await else {
+                break;
+            };
             if event.event == "caught_up" {
                 assert!(caught_up.is_none(), "caught_up is sent once");
-                let data: Value = serde_json::from_str(&event.data).expect("caught_up data is JSON");
+                let data: Value =
+                    serde_json::from_str(&event.data).expect("caught_up data is JSON");
                 caught_up = Some((seqs.len(), data["head"].as_u64().expect("head")));
                 continue;
             }
             let envelope: Value = serde_json::from_str(&event.data).expect("data is an envelope");
             let seq = envelope["seq"].as_u64().expect("seq");
             assert_eq!(event.id, seq.to_string(), "id is the seq");
-            assert_eq!(event.event, envelope["type"].as_str().expect("type"), "event is the type");
+            assert_eq!(
+                event.event,
+                envelope["type"].as_str().expect("type"),
+                "event is the type"
+            );
             seqs.push(seq);
         }
     })
     .await;
-    assert!(outcome.is_ok(), "received only {} of {count} events", seqs.len());
+    assert!(
+        outcome.is_ok(),
+        "received only {} of {count} events",
+        seqs.len()
+    );
     (seqs, caught_up)
 }
 
@@ -67,7 +93,9 @@ async fn catch_up_then_live_with_concurrent_writers_has_no_gap_or_duplicate() {
         let server = server.clone();
         writers.push(tokio::spawn(async move {
             for index in 0..100 {
-                server.append(&format!("live/{writer}"), json!({"i": index})).await;
+                server
+                    .append(&format!("live/{writer}"), json!({"i": index}))
+                    .await;
             }
         }));
     }
@@ -75,10 +103,17 @@ async fn catch_up_then_live_with_concurrent_writers_has_no_gap_or_duplicate() {
     for writer in writers {
         writer.await.expect("writer finished");
     }
-    assert_eq!(seqs, (1..=450).collect::<Vec<u64>>(), "every event once, in order");
+    assert_eq!(
+        seqs,
+        (1..=450).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
     let (position, head) = caught_up.expect("a caught_up marker");
     assert!(head >= 50, "the catch-up covered the history (head {head})");
-    assert_eq!(position as u64, head, "caught_up comes right after the events up to its head");
+    assert_eq!(
+        position as u64, head,
+        "caught_up comes right after the events up to its head"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +136,11 @@ async fn last_event_id_resumes_after_that_seq_and_until_ends_the_stream() {
     let mut filtered = subscribe(&server, "?types=test.*&stream=s&from=19", None).await;
     let (seqs, caught_up) = collect(&mut filtered, 2).await;
     assert_eq!(seqs, vec![19, 20]);
-    assert_eq!(caught_up.map(|(_, head)| head), None, "caught_up comes after the history, not before it");
+    assert_eq!(
+        caught_up.map(|(_, head)| head),
+        None,
+        "caught_up comes after the history, not before it"
+    );
     server.append("s", json!({"live": true})).await;
     let (seqs, caught_up) = collect(&mut filtered, 1).await;
     assert_eq!(seqs, vec![21]);
@@ -120,20 +159,41 @@ async fn a_stalled_subscriber_neither_loses_events_nor_slows_a_fast_one() {
     let filler = "x".repeat(16 * 1024);
     let fast_reader = tokio::spawn(async move { collect(&mut fast, total).await });
     for index in 0..total {
-        server.append("bulk", json!({"i": index, "pad": filler})).await;
+        server
+            .append("bulk", json!({"i": index, "pad": filler}))
+            .await;
     }
     let (fast_seqs, _) = fast_reader.await.expect("fast reader finished");
-    assert_eq!(fast_seqs, (1..=total as u64).collect::<Vec<u64>>(), "the fast subscriber got everything while the other stalled");
+    assert_eq!(
+        fast_seqs,
+        (1..=total as u64).collect::<Vec<u64>>(),
+        "the fast subscriber got everything while the other stalled"
+    );
     let (stalled_seqs, _) = collect(&mut stalled, total).await;
-    assert_eq!(stalled_seqs, (1..=total as u64).collect::<Vec<u64>>(), "the stalled subscriber lost nothing");
-    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.expect("metrics").text().await.expect("text");
+    assert_eq!(
+        stalled_seqs,
+        (1..=total as u64).collect::<Vec<u64>>(),
+        "the stalled subscriber lost nothing"
+    );
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     let lags: f64 = metrics
         .lines()
         .find(|line| line.starts_with("swarmlog_subscriber_lags_total"))
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|value| value.parse().ok())
         .expect("the lag counter is exported");
-    assert!(lags >= 1.0, "the stalled subscriber was served from disk at least once");
+    assert!(
+        lags >= 1.0,
+        "the stalled subscriber was served from disk at least once"
+    );
 }
 
 #[tokio::test]
@@ -152,10 +212,27 @@ async fn the_wire_format_is_id_event_data_and_caught_up_has_no_id() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         server.append("s", json!({"n": 2})).await
     };
-    let (text, _) = tokio::join!(async { response.text().await.expect("the stream ends at until") }, appender);
-    let blocks: Vec<&str> = text.split("\n\n").filter(|block| !block.trim().is_empty() && !block.starts_with(':')).collect();
+    let (text, _) = tokio::join!(
+        async { response.text().await.expect("the stream ends at until") },
+        appender
+    );
+    let blocks: Vec<&str> = text
+        .split("\n\n")
+        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
+        .collect();
     assert_eq!(blocks.len(), 3, "two events and the marker: {text}");
-    assert!(blocks[0].starts_with("id: 1\nevent: test.event\ndata: {"), "{}", blocks[0]);
-    assert_eq!(blocks[1], "event: caught_up\ndata: {\"head\":1}", "the marker has no id");
-    assert!(blocks[2].starts_with("id: 2\nevent: test.event\ndata: {"), "{}", blocks[2]);
+    assert!(
+        blocks[0].starts_with("id: 1\nevent: test.event\ndata: {"),
+        "{}",
+        blocks[0]
+    );
+    assert_eq!(
+        blocks[1], "event: caught_up\ndata: {\"head\":1}",
+        "the marker has no id"
+    );
+    assert!(
+        blocks[2].starts_with("id: 2\nevent: test.event\ndata: {"),
+        "{}",
+        blocks[2]
+    );
 }

@@ -49,18 +49,35 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = server.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten())
+            {
                 panic!("swarmlog serve exited early with {status}");
             }
             if let Ok(text) = std::fs::read_to_string(&address_file) {
-                if let Some(url) = text.lines().next().filter(|line| line.starts_with("http://")) {
+                if let Some(url) = text
+                    .lines()
+                    .next()
+                    .filter(|line| line.starts_with("http://"))
+                {
                     server.url = url.trim().to_owned();
-                    if server.http.get(format!("{}/healthz", server.url)).send().await.is_ok() {
+                    if server
+                        .http
+                        .get(format!("{}/healthz", server.url))
+                        .send()
+                        .await
+                        .is_ok()
+                    {
                         return server;
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "swarmlog serve did not come up within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "swarmlog serve did not come up within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -75,7 +92,10 @@ impl Server {
             .env("SWARMLOG_LOG", "warn")
             .output()
             .expect("the swarmlog binary runs");
-        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// `POST path` with a JSON body; returns status and JSON.
@@ -84,7 +104,12 @@ impl Server {
     }
 
     /// `POST path` with extra headers.
-    pub async fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self.http.post(format!("{}{path}", self.url)).json(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -92,7 +117,10 @@ impl Server {
         let response = request.send().await.expect("the server answers");
         let status = response.status().as_u16();
         let text = response.text().await.expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// `POST path` with a raw body.
@@ -107,15 +135,26 @@ impl Server {
             .expect("the server answers");
         let status = response.status().as_u16();
         let text = response.text().await.expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// `GET path`; returns status and JSON.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.url)).send().await.expect("the server answers");
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("the server answers");
         let status = response.status().as_u16();
         let text = response.text().await.expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// The NDJSON replay of `query` as parsed events.
@@ -128,18 +167,25 @@ impl Server {
             .expect("the server answers");
         assert_eq!(response.status().as_u16(), 200, "replay answers 200");
         let text = response.text().await.expect("a body");
-        text.lines().map(|line| serde_json::from_str(line).expect("each NDJSON line is JSON")).collect()
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("each NDJSON line is JSON"))
+            .collect()
     }
 
     /// The committed head seq.
     pub async fn head(&self) -> u64 {
-        self.get("/v1/audit/head").await.1["seq"].as_u64().expect("head has a seq")
+        self.get("/v1/audit/head").await.1["seq"]
+            .as_u64()
+            .expect("head has a seq")
     }
 
     /// Appends one custom event and returns its seq.
     pub async fn append(&self, stream: &str, data: Value) -> u64 {
         let (status, body) = self
-            .post("/v1/events", &serde_json::json!({"type": "test.event", "stream": stream, "data": data}))
+            .post(
+                "/v1/events",
+                &serde_json::json!({"type": "test.event", "stream": stream, "data": data}),
+            )
             .await;
         assert_eq!(status, 201, "append answers 201: {body}");
         body["seq"].as_u64().expect("append returns a seq")
@@ -177,7 +223,11 @@ pub fn data_dir() -> tempfile::TempDir {
 
 /// Runs the CLI with `args`; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary()).args(args).env_remove("SWARMLOG_URL").output().expect("the swarmlog binary runs");
+    let output = Command::new(binary())
+        .args(args)
+        .env_remove("SWARMLOG_URL")
+        .output()
+        .expect("the swarmlog binary runs");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -510,6 +510,13 @@ mod tests {
             (RejectionKind::Forbidden, "agent_killed")
         );
         assert_eq!(check_actor_allowed(harness.main(), "someone-else"), Ok(()));
+        assert_eq!(
+            harness
+                .err(acquire("other", "a1", 5000, LockMode::Exclusive))
+                .code,
+            "agent_killed",
+            "a lock naming a killed owner is refused, whoever sends it"
+        );
         assert!(
             harness.ok(C::AgentKill { id: "a1".into() }).is_empty(),
             "killing twice writes nothing"
