@@ -126,3 +126,10 @@ const _: () = assert!(READ_CHUNK_BYTES >= RECORD_HEADER_BYTES);
 const _: () = assert!(READ_CHUNK_BYTES as usize <= READ_BUFFER_POOLED_BYTES_MAX);
 const _: () = assert!(ITER_CHUNK_RECORDS_MAX > 0);
 const _: () = assert!(VERIFY_PROGRESS_INTERVAL_BYTES > 0);
+
+/// How far ahead of the data the active segment is preallocated. Writing into allocated
+/// space lets `fdatasync` skip the metadata update (measured here: 8.5k/s against 7.6k/s,
+/// p99 195 µs against 400 µs), and extending once every 4 MiB keeps nearly all of that
+/// gain. Preallocating a whole 64 MiB segment instead made every open read 64 MiB of zeros
+/// to find where the data ends (25–48 ms per in-process CLI command).
+pub const PREALLOCATE_STEP_BYTES: u64 = 4 * 1024 * 1024;

@@ -21,8 +21,8 @@ use crate::format::{
 use crate::index::IndexFile;
 use crate::limits::{
     APPEND_BUFFER_RETAINED_BYTES_MAX, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES,
-    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX_CEILING,
-    SEGMENT_SIZE_BYTES_MAX_FLOOR,
+    PREALLOCATE_STEP_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_SIZE_BYTES_DEFAULT,
+    SEGMENT_SIZE_BYTES_MAX_CEILING, SEGMENT_SIZE_BYTES_MAX_FLOOR,
 };
 use crate::reader::LogReader;
 use crate::recovery;
@@ -135,6 +135,9 @@ pub(crate) struct Active<S: Storage> {
     pub last_record_position: Option<u64>,
     /// The position from which the next record gets an index entry.
     pub index_next_position: u64,
+    /// How far the file is allocated (its length); appends past it extend it by
+    /// [`PREALLOCATE_STEP_BYTES`] first.
+    pub allocated_bytes: u64,
 }
 
 /// The append-only log; the single writer of its directory.
@@ -256,6 +259,22 @@ impl<S: Storage> Log<S> {
         let index_next_position = self.encode(records, first_seq);
         debug_assert_eq!(self.buffer.len() as u64, batch_bytes);
         let position = self.active.written_bytes;
+        if self.options.preallocate && position + batch_bytes > self.active.allocated_bytes {
+            let wanted = (self.active.allocated_bytes + PREALLOCATE_STEP_BYTES)
+                .min(self.options.segment_size_bytes_max)
+                .max(position + batch_bytes);
+            if let Err(source) = self.active.file.preallocate(wanted) {
+                let error = Error::io(
+                    format!(
+                        "cannot preallocate {wanted} bytes for segment {}",
+                        self.active.segment.name
+                    ),
+                    source,
+                );
+                return Err(self.poison(error));
+            }
+            self.active.allocated_bytes = wanted;
+        }
         if let Err(source) = self.active.file.write_at(&self.buffer, position) {
             let error = Error::io(
                 format!(
@@ -394,8 +413,8 @@ impl<S: Storage> Log<S> {
 
         let first_seq = self.next_seq;
         let preallocate_bytes = self.options.preallocate.then(|| {
-            self.options
-                .segment_size_bytes_max
+            (SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_BYTES)
+                .min(self.options.segment_size_bytes_max)
                 .max(SEGMENT_HEADER_BYTES + batch_bytes)
         });
         let file = Arc::new(files::create_segment(
@@ -425,6 +444,7 @@ impl<S: Storage> Log<S> {
             written_bytes: SEGMENT_HEADER_BYTES,
             last_record_position: None,
             index_next_position: SEGMENT_HEADER_BYTES,
+            allocated_bytes: preallocate_bytes.unwrap_or(SEGMENT_HEADER_BYTES),
         };
         Ok(())
     }
@@ -699,6 +719,49 @@ mod tests {
                 "{name} is cut to its records"
             );
         }
+    }
+
+    #[test]
+    fn large_segments_are_preallocated_a_step_at_a_time() {
+        let step = PREALLOCATE_STEP_BYTES as usize;
+        let options = LogOptions {
+            preallocate: true,
+            ..options(64 * 1024 * 1024)
+        };
+        let payload = vec![7u8; 1024 * 1024];
+        let storage = SimStorage::new();
+        let length = |storage: &SimStorage| {
+            let names = segments(storage);
+            storage
+                .read_file(names.last().expect("a segment"))
+                .expect("segment")
+                .len()
+        };
+        let mut log = Log::open_with(storage.clone(), options.clone()).expect("opens");
+        assert_eq!(
+            length(&storage),
+            SEGMENT_HEADER_BYTES as usize + step,
+            "a new segment gets one step"
+        );
+        for _ in 0..5 {
+            log.append_batch(&[RecordInput {
+                timestamp_ms: 1,
+                payload: &payload,
+            }])
+            .expect("append");
+        }
+        assert_eq!(
+            length(&storage),
+            SEGMENT_HEADER_BYTES as usize + 2 * step,
+            "appends past the step extend it by one more"
+        );
+        drop(log);
+        let reopened = Log::open_with(storage.clone(), options).expect("reopens");
+        assert_eq!(
+            reopened.head(),
+            Some(Seq(5)),
+            "the zeros after the data are not a torn tail"
+        );
     }
 
     #[test]

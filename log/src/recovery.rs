@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::files::{self, Listing};
 use crate::format::{decode_record, index_name, segment_name, Frame, SEGMENT_HEADER_BYTES};
 use crate::index::{Index, IndexFile};
+use crate::limits::PREALLOCATE_STEP_BYTES;
 use crate::log::{Active, LogOptions, RecoveryReport};
 use crate::scan::{scan, Role};
 use crate::shared::{Segment, SegmentState};
@@ -56,9 +57,9 @@ pub(crate) fn recover<S: Storage>(
         report.temporary_files_removed += 1;
         directory_changed = true;
     }
-    let preallocate_bytes = options
-        .preallocate
-        .then_some(options.segment_size_bytes_max);
+    let preallocate_bytes = options.preallocate.then_some(
+        (SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_BYTES).min(options.segment_size_bytes_max),
+    );
 
     let Some((&newest_first_seq, newest_name)) = listing.segments.iter().next_back() else {
         let file = Arc::new(files::create_segment(storage, 1, preallocate_bytes)?);
@@ -82,6 +83,7 @@ pub(crate) fn recover<S: Storage>(
                 written_bytes: SEGMENT_HEADER_BYTES,
                 last_record_position: None,
                 index_next_position: SEGMENT_HEADER_BYTES,
+                allocated_bytes: preallocate_bytes.unwrap_or(SEGMENT_HEADER_BYTES),
             },
             segments: vec![segment],
             head: None,
@@ -157,6 +159,9 @@ pub(crate) fn recover<S: Storage>(
         file_changed = true;
         directory_changed = true;
     }
+    // Allocate a step past the data (an older, wholly preallocated segment keeps its size).
+    let preallocate_bytes = preallocate_bytes
+        .map(|step| (scanned.end + step).min(options.segment_size_bytes_max.max(scanned.end)));
     if let Some(length) = preallocate_bytes {
         let current = file
             .len()
@@ -176,6 +181,9 @@ pub(crate) fn recover<S: Storage>(
             Error::io(format!("cannot sync {location} after recovery"), source)
         })?;
     }
+    let allocated_bytes = file
+        .len()
+        .map_err(|source| Error::io(format!("cannot read the length of {location}"), source))?;
     if directory_changed {
         storage.sync_dir().map_err(|source| {
             Error::io(
@@ -213,6 +221,7 @@ pub(crate) fn recover<S: Storage>(
             written_bytes: scanned.end,
             last_record_position: scanned.last_record_position,
             index_next_position,
+            allocated_bytes,
         },
         head,
         next_seq,

@@ -118,6 +118,25 @@ pub enum TimerKind {
     ProposalDeadline,
 }
 
+impl WorkCommand {
+    /// The agent a command acts for, when its body names one.
+    pub fn named_agent(&self) -> Option<&str> {
+        match self {
+            WorkCommand::TaskClaim(spec) => Some(&spec.agent),
+            WorkCommand::TaskProgress { spec, .. } => Some(&spec.agent),
+            WorkCommand::TaskComplete { spec, .. } => Some(&spec.agent),
+            WorkCommand::TaskFail { spec, .. } => Some(&spec.agent),
+            WorkCommand::TaskRelease { spec, .. } => Some(&spec.agent),
+            WorkCommand::BidPlace { spec, .. } => Some(&spec.agent),
+            WorkCommand::FindingPost(spec) => Some(&spec.agent),
+            WorkCommand::VoteCast { spec, .. } => Some(&spec.agent),
+            WorkCommand::MessageSend(spec) => Some(&spec.from),
+            WorkCommand::MessageAck { spec, .. } => Some(&spec.agent),
+            _ => None,
+        }
+    }
+}
+
 /// A command of this domain: one per write operation of SPEC §3. The bodies (`*Spec`)
 /// deserialize from the HTTP body with the same field names and refuse unknown fields;
 /// the server takes the generic write fields (`correlation`, `meta`, and `session` where it
@@ -254,6 +273,11 @@ pub fn decide(
     command: &WorkCommand,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
+    // The kill switch covers an agent named in a body, not just the one making the
+    // request: a killed agent's claims, results, bids, votes and messages are refused.
+    if let Some(agent) = command.named_agent() {
+        crate::coordination::check_actor_allowed(branch, agent)?;
+    }
     match command {
         WorkCommand::TaskCreate { tasks } => tasks::decide_create(branch, tasks),
         WorkCommand::TaskClaim(spec) => tasks::decide_claim(branch, spec, now_ms),

@@ -90,6 +90,9 @@ pub fn run() -> ExitCode {
             };
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        restore_default_sigpipe();
+    }
     let outcome = Config::from_cli(&cli).and_then(|config| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -103,6 +106,17 @@ pub fn run() -> ExitCode {
             eprintln!("swarmlog: {}", error.message);
             ExitCode::from(error.exit as u8)
         }
+    }
+}
+
+/// A client command piped into `head` should end quietly when the pipe closes, like any
+/// Unix tool, instead of panicking in `println!`. Not for `serve`, whose sockets must not
+/// kill the process when a peer goes away.
+fn restore_default_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default has no memory-safety
+    // preconditions; it runs before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

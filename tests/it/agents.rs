@@ -351,3 +351,48 @@ async fn the_cli_registers_beats_kills_and_lists_agents() {
     );
     assert_eq!(cli(&["--db", db, "agent", "show", "nobody"]).0, 4);
 }
+
+#[tokio::test]
+async fn a_killed_agent_named_in_a_body_is_refused_whoever_sends_it() {
+    let dir = crate::support::data_dir();
+    let server = crate::support::Server::start(dir.path(), &[]).await;
+    let (status, _) = server
+        .post(
+            "/v1/agents",
+            &serde_json::json!({"id": "rogue", "type": "worker"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = server
+        .post("/v1/tasks", &serde_json::json!({"id": "t1", "type": "job"}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = server
+        .post("/v1/agents/rogue/kill", &serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let head = server.head().await;
+    for (path, body) in [
+        ("/v1/tasks/claim", serde_json::json!({"agent": "rogue"})),
+        (
+            "/v1/findings",
+            serde_json::json!({"agent": "rogue", "category": "observation", "content": "x"}),
+        ),
+        (
+            "/v1/messages",
+            serde_json::json!({"from": "rogue", "to": "*", "type": "note", "payload": {}}),
+        ),
+    ] {
+        let (status, answer) = server.post(path, &body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some("agent_killed")),
+            "POST {path}"
+        );
+    }
+    assert_eq!(
+        server.head().await,
+        head,
+        "nothing was written for the killed agent"
+    );
+}
