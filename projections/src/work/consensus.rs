@@ -981,7 +981,11 @@ mod tests {
             (rejection.kind, rejection.code),
             (RejectionKind::Forbidden, "not_eligible")
         );
-        assert_eq!(harness.err(vote("P-1", "c", "yes")).code, "not_eligible");
+        assert_eq!(
+            harness.err(vote("P-1", "c", "yes")).code,
+            "agent_killed",
+            "a killed agent is refused before eligibility is even considered"
+        );
         harness.ok(vote("P-1", "a", "yes"));
         let rejection = harness.err(vote("P-1", "a", "no"));
         assert_eq!(
