@@ -141,6 +141,24 @@ pub struct StoredEvent {
     pub idempotency: Option<Idempotency>,
 }
 
+/// [`StoredEvent`] borrowed from an envelope, for encoding without copying. Postcard
+/// writes `&str` as it writes `String` and `&T` as `T`, so the bytes are identical (a
+/// test checks the round trip).
+#[derive(Serialize)]
+struct StoredEventRef<'a> {
+    version: u8,
+    branch: &'a str,
+    event_type: &'a str,
+    stream: &'a str,
+    actor: &'a str,
+    session: Option<&'a str>,
+    correlation: Option<&'a str>,
+    meta: Option<&'a str>,
+    data: &'a str,
+    hash: &'a [u8; 32],
+    idempotency: Option<&'a Idempotency>,
+}
+
 /// The current version of [`StoredEvent`].
 pub const STORED_EVENT_VERSION: u8 = 1;
 
@@ -191,18 +209,18 @@ impl Envelope {
 
     /// The record payload for the log.
     pub fn encode(&self) -> Vec<u8> {
-        let stored = StoredEvent {
+        let stored = StoredEventRef {
             version: STORED_EVENT_VERSION,
-            branch: self.branch.clone(),
-            event_type: self.event_type.clone(),
-            stream: self.stream.clone(),
-            actor: self.actor.clone(),
-            session: self.session.clone(),
-            correlation: self.correlation.clone(),
-            meta: self.meta.clone(),
-            data: self.data.clone(),
-            hash: self.hash,
-            idempotency: self.idempotency.clone(),
+            branch: &self.branch,
+            event_type: &self.event_type,
+            stream: &self.stream,
+            actor: &self.actor,
+            session: self.session.as_deref(),
+            correlation: self.correlation.as_deref(),
+            meta: self.meta.as_deref(),
+            data: &self.data,
+            hash: &self.hash,
+            idempotency: self.idempotency.as_ref(),
         };
         postcard::to_allocvec(&stored).expect("postcard encodes StoredEvent into a Vec")
     }
@@ -317,6 +335,24 @@ mod tests {
         });
         let decoded = Envelope::decode(42, event.ts_ms, &event.encode()).expect("decodes");
         assert_eq!(decoded, event);
+        let owned = StoredEvent {
+            version: STORED_EVENT_VERSION,
+            branch: event.branch.clone(),
+            event_type: event.event_type.clone(),
+            stream: event.stream.clone(),
+            actor: event.actor.clone(),
+            session: event.session.clone(),
+            correlation: event.correlation.clone(),
+            meta: event.meta.clone(),
+            data: event.data.clone(),
+            hash: event.hash,
+            idempotency: event.idempotency.clone(),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&owned).expect("encodes"),
+            event.encode(),
+            "the borrowed encoding is byte for byte the stored format"
+        );
     }
 
     #[test]
