@@ -2,15 +2,13 @@
 //! body, check who may act as whom, and hand a command to the engine with a responder
 //! that shapes the answer from the state after the write.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use serde::de::DeserializeOwned;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::coordination::agents::{self, AgentStatus};
@@ -18,12 +16,13 @@ use swarmlog_projections::coordination::branches::list_branches;
 use swarmlog_projections::coordination::cells::{get_cell, get_kv, list_kv};
 use swarmlog_projections::coordination::locks::{grant_json, list_locks, lock_info, LockMode};
 use swarmlog_projections::coordination::CoordinationCommand;
-use swarmlog_projections::{BranchState, State as Projection, MAIN_BRANCH};
+use swarmlog_projections::MAIN_BRANCH;
 
+use super::common::{answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery};
 use crate::app::{AppState, BranchQuery};
 use crate::auth::Principal;
-use crate::engine::{Committed, Responder, WriteCommand, WriteResponse};
-use crate::error::{from_json_error, ApiError};
+use crate::engine::{Responder, WriteCommand};
+use crate::error::ApiError;
 use crate::extract::{check_id, ApiQuery, RawBody};
 use crate::limits::WAIT_MS_MAX;
 
@@ -46,96 +45,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/agents/{id}/heartbeat", post(agent_heartbeat))
         .route("/v1/agents/{id}/kill", post(agent_kill))
         .route("/v1/branches", post(branch_create).get(branches_list))
-}
-
-/// Deserializes the route-specific rest of a write body.
-fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
-    serde_json::from_value(rest).map_err(|error| from_json_error(&error))
-}
-
-/// A 200 JSON answer built from a value, with the write's `seq` (its last event, or the
-/// head for a no-op) added.
-fn answer(
-    status: u16,
-    mut value: Value,
-    state: &Projection,
-    written: &[Arc<Committed>],
-) -> Result<WriteResponse, ApiError> {
-    let seq = written
-        .last()
-        .map_or(state.head, |committed| committed.envelope.seq);
-    if let Some(object) = value.as_object_mut() {
-        object.insert("seq".into(), json!(seq));
-    }
-    Ok(WriteResponse {
-        status,
-        body: value.to_string(),
-        replayed: false,
-    })
-}
-
-fn branch_of<'a>(state: &'a Projection, branch: &str) -> Result<&'a BranchState, ApiError> {
-    state.branch(branch).ok_or_else(|| {
-        ApiError::not_found(
-            "branch_not_found",
-            format!("branch '{branch}' does not exist"),
-        )
-    })
-}
-
-/// Reads the state of a branch now, or as it was after `at` (rebuilt from the log).
-async fn read_branch<R, F>(app: &AppState, query: &ReadQuery, read: F) -> Result<R, ApiError>
-where
-    F: FnOnce(&BranchState) -> Result<R, ApiError> + Send + 'static,
-    R: Send + 'static,
-{
-    let branch = BranchQuery {
-        branch: query.branch.clone(),
-    }
-    .branch()?;
-    match query.at {
-        None => {
-            app.engine
-                .read(move |state| branch_of(state, &branch).and_then(read))
-                .await?
-        }
-        Some(at) => {
-            let head = app.engine.audit_head().seq;
-            if at > head {
-                return Err(ApiError::invalid(
-                    "invalid_value",
-                    format!("at={at} is beyond the head ({head})"),
-                )
-                .with("field", "at"));
-            }
-            let reader = app.engine.reader().clone();
-            tokio::task::spawn_blocking(move || {
-                let past = crate::engine::state_at(&reader, at)
-                    .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
-                branch_of(&past, &branch).and_then(read)
-            })
-            .await
-            .map_err(|error| ApiError::internal("time-travel read failed", &error))?
-        }
-    }
-}
-
-/// `?branch=` and `?at=` of every state read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadQuery {
-    #[serde(default)]
-    branch: Option<String>,
-    #[serde(default)]
-    at: Option<u64>,
-}
-
-fn ok_json(value: Value) -> Response {
-    (StatusCode::OK, Json(value)).into_response()
-}
-
-fn not_found(what: &str, id: &str) -> ApiError {
-    ApiError::not_found("not_found", format!("{what} '{id}' does not exist")).with("id", id)
 }
 
 // ---- state cells ------------------------------------------------------------------
@@ -370,11 +279,6 @@ async fn kv_delete(
         )
         .await
 }
-
-/// A body with nothing route-specific in it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
 
 // ---- locks ------------------------------------------------------------------------
 

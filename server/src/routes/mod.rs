@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per area of SPEC §3.
 
+pub mod common;
 pub mod coordination;
 pub mod events;
 pub mod work;

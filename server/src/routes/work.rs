@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::work::{
@@ -31,12 +30,13 @@ use swarmlog_projections::work::{
     ProposalSpec, ProposalStatus, ReleaseSpec, SessionCompleteSpec, SessionSpec, TaskFilter,
     TaskSpec, TaskStatus, ValidateSpec, VoteSpec, WorkCommand,
 };
-use swarmlog_projections::{BranchState, Envelope, State as Projection};
+use swarmlog_projections::{BranchState, Envelope};
 
+use super::common::{answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery};
 use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::auth::Principal;
 use crate::engine::{Committed, Responder, WriteCommand, WriteResponse};
-use crate::error::{from_json_error, ApiError};
+use crate::error::ApiError;
 use crate::extract::{check_id, read_body, ApiQuery};
 use crate::filter::EventFilter;
 use crate::limits::WAIT_MS_MAX;
@@ -129,11 +129,6 @@ impl WriteInput {
     }
 }
 
-/// Deserializes the route-specific rest of a write body.
-fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
-    serde_json::from_value(rest).map_err(|error| from_json_error(&error))
-}
-
 /// Puts the write's `session` back into the rest of the body, for the bodies where
 /// `session` is a field of the entity (tasks, findings, hypotheses).
 fn with_session(mut rest: Value, write: &PreparedWrite) -> Value {
@@ -155,27 +150,6 @@ async fn submit(
     write
         .submit(app, WriteCommand::Work(command), wait, respond)
         .await
-}
-
-/// The answer to a write: `value` with the `seq` of the write's last event (the head for a
-/// no-op) added.
-fn answer(
-    status: u16,
-    mut value: Value,
-    state: &Projection,
-    written: &[Arc<Committed>],
-) -> Result<WriteResponse, ApiError> {
-    let seq = written
-        .last()
-        .map_or(state.head, |committed| committed.envelope.seq);
-    if let Some(object) = value.as_object_mut() {
-        object.insert("seq".into(), json!(seq));
-    }
-    Ok(WriteResponse {
-        status,
-        body: value.to_string(),
-        replayed: false,
-    })
 }
 
 /// A responder that answers `created` (or 200 for a no-op, 200 always if `created` is
@@ -207,80 +181,9 @@ fn written_id(written: &[Arc<Committed>], kind: &str, given: Option<&str>) -> Op
         .or_else(|| given.map(str::to_owned))
 }
 
-fn branch_of<'a>(state: &'a Projection, branch: &str) -> Result<&'a BranchState, ApiError> {
-    state.branch(branch).ok_or_else(|| {
-        ApiError::not_found(
-            "branch_not_found",
-            format!("branch '{branch}' does not exist"),
-        )
-    })
-}
-
-fn not_found(kind: &str, id: &str) -> ApiError {
-    ApiError::not_found("not_found", format!("{kind} '{id}' does not exist"))
-        .with("kind", kind)
-        .with("id", id)
-}
-
-/// `?branch=` and `?at=`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    #[serde(default)]
-    branch: Option<String>,
-    #[serde(default)]
-    at: Option<u64>,
-}
-
-/// Reads the state of a branch now, or as it was after `at` (rebuilt from the log).
-async fn read_branch<R, F>(app: &AppState, query: &ReadQuery, read: F) -> Result<R, ApiError>
-where
-    F: FnOnce(&BranchState) -> Result<R, ApiError> + Send + 'static,
-    R: Send + 'static,
-{
-    let branch = BranchQuery {
-        branch: query.branch.clone(),
-    }
-    .branch()?;
-    match query.at {
-        None => {
-            app.engine
-                .read(move |state| branch_of(state, &branch).and_then(read))
-                .await?
-        }
-        Some(at) => {
-            let head = app.engine.audit_head().seq;
-            if at > head {
-                return Err(ApiError::invalid(
-                    "invalid_value",
-                    format!("at={at} is beyond the head ({head})"),
-                )
-                .with("field", "at"));
-            }
-            let reader = app.engine.reader().clone();
-            tokio::task::spawn_blocking(move || {
-                let past = crate::engine::state_at(&reader, at)
-                    .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
-                branch_of(&past, &branch).and_then(read)
-            })
-            .await
-            .map_err(|error| ApiError::internal("time-travel read failed", &error))?
-        }
-    }
-}
-
-fn ok_json(value: Value) -> Response {
-    (StatusCode::OK, Json(value)).into_response()
-}
-
 fn invalid_query(message: String) -> ApiError {
     ApiError::malformed("invalid_query", message)
 }
-
-/// A body with nothing route-specific in it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
 
 // ---- tasks --------------------------------------------------------------------------
 

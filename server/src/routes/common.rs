@@ -1,0 +1,118 @@
+//! What the domain handlers share: parsing the route-specific rest of a body, shaping a
+//! write's answer, and reading a branch now or as it was after `?at=SEQ`.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use swarmlog_projections::{BranchState, State as Projection};
+
+use crate::app::{AppState, BranchQuery};
+use crate::engine::{Committed, WriteResponse};
+use crate::error::{from_json_error, ApiError};
+
+/// Deserializes the route-specific rest of a write body.
+pub fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
+    serde_json::from_value(rest).map_err(|error| from_json_error(&error))
+}
+
+/// A body with nothing route-specific in it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// A write's answer: `value` with the `seq` of the write's last event (the head for a
+/// no-op) added.
+pub fn answer(
+    status: u16,
+    mut value: Value,
+    state: &Projection,
+    written: &[Arc<Committed>],
+) -> Result<WriteResponse, ApiError> {
+    let seq = written
+        .last()
+        .map_or(state.head, |committed| committed.envelope.seq);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("seq".into(), json!(seq));
+    }
+    Ok(WriteResponse {
+        status,
+        body: value.to_string(),
+        replayed: false,
+    })
+}
+
+/// The state of `branch`, or 404 `branch_not_found`.
+pub fn branch_of<'a>(state: &'a Projection, branch: &str) -> Result<&'a BranchState, ApiError> {
+    state.branch(branch).ok_or_else(|| {
+        ApiError::not_found(
+            "branch_not_found",
+            format!("branch '{branch}' does not exist"),
+        )
+    })
+}
+
+/// 404 `not_found` for an entity of `kind`.
+pub fn not_found(kind: &str, id: &str) -> ApiError {
+    ApiError::not_found("not_found", format!("{kind} '{id}' does not exist"))
+        .with("kind", kind)
+        .with("id", id)
+}
+
+/// A 200 JSON answer.
+pub fn ok_json(value: Value) -> Response {
+    (StatusCode::OK, Json(value)).into_response()
+}
+
+/// `?branch=` and `?at=` of every state read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// The branch, `main` when absent.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Read the state as it was after this seq.
+    #[serde(default)]
+    pub at: Option<u64>,
+}
+
+/// Reads the state of a branch now, or as it was after `at` (rebuilt from the log).
+pub async fn read_branch<R, F>(app: &AppState, query: &ReadQuery, read: F) -> Result<R, ApiError>
+where
+    F: FnOnce(&BranchState) -> Result<R, ApiError> + Send + 'static,
+    R: Send + 'static,
+{
+    let branch = BranchQuery {
+        branch: query.branch.clone(),
+    }
+    .branch()?;
+    match query.at {
+        None => {
+            app.engine
+                .read(move |state| branch_of(state, &branch).and_then(read))
+                .await?
+        }
+        Some(at) => {
+            let head = app.engine.audit_head().seq;
+            if at > head {
+                return Err(ApiError::invalid(
+                    "invalid_value",
+                    format!("at={at} is beyond the head ({head})"),
+                )
+                .with("field", "at"));
+            }
+            let reader = app.engine.reader().clone();
+            tokio::task::spawn_blocking(move || {
+                let past = crate::engine::state_at(&reader, at)
+                    .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
+                branch_of(&past, &branch).and_then(read)
+            })
+            .await
+            .map_err(|error| ApiError::internal("time-travel read failed", &error))?
+        }
+    }
+}
