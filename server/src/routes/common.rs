@@ -11,9 +11,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::{BranchState, State as Projection};
 
-use crate::app::{AppState, BranchQuery};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, Uri};
+
+use crate::app::{AppState, BranchQuery, PreparedWrite};
+use crate::auth::Principal;
 use crate::engine::{Committed, WriteResponse};
 use crate::error::{from_json_error, ApiError};
+use crate::extract::{read_body, ApiQuery};
 
 /// Deserializes the route-specific rest of a write body.
 pub fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
@@ -114,5 +120,57 @@ where
             .await
             .map_err(|error| ApiError::internal("time-travel read failed", &error))?
         }
+    }
+}
+
+/// Everything a write handler needs from the request besides its path: the caller, the
+/// `?branch=`, and the raw body (kept whole for the idempotency hash).
+pub struct WriteInput {
+    /// The caller.
+    pub principal: Principal,
+    /// `?branch=`.
+    pub query: BranchQuery,
+    /// The request URI (for the idempotency hash).
+    pub uri: Uri,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body as received.
+    pub raw: Bytes,
+}
+
+impl FromRequest<AppState> for WriteInput {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("no principal on a routed request", &"auth"))?;
+        let ApiQuery(query) =
+            ApiQuery::<BranchQuery>::from_request_parts(&mut parts, state).await?;
+        let (uri, headers) = (parts.uri.clone(), parts.headers.clone());
+        let raw = read_body(Request::from_parts(parts, body)).await?;
+        Ok(WriteInput {
+            principal,
+            query,
+            uri,
+            headers,
+            raw,
+        })
+    }
+}
+
+impl WriteInput {
+    /// Takes out the generic write fields; returns the rest of the body.
+    pub fn prepare(&self, app: &AppState) -> Result<(PreparedWrite, Value), ApiError> {
+        app.prepare(
+            self.principal.clone(),
+            &self.query,
+            &self.uri,
+            &self.headers,
+            &self.raw,
+        )
     }
 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -18,12 +17,14 @@ use swarmlog_projections::coordination::locks::{grant_json, list_locks, lock_inf
 use swarmlog_projections::coordination::CoordinationCommand;
 use swarmlog_projections::MAIN_BRANCH;
 
-use super::common::{answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery};
+use super::common::{
+    answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery, WriteInput,
+};
 use crate::app::{AppState, BranchQuery};
 use crate::auth::Principal;
 use crate::engine::{Responder, WriteCommand};
 use crate::error::ApiError;
-use crate::extract::{check_id, ApiQuery, RawBody};
+use crate::extract::{check_id, ApiQuery};
 use crate::limits::WAIT_MS_MAX;
 
 /// The routes of this module.
@@ -92,14 +93,10 @@ async fn state_get(
 
 async fn state_set(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(key): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: ValueBody = body(rest)?;
     check_id("key", &key)?;
     let respond = cell_responder(write.context.branch.clone(), key.clone(), 200);
@@ -118,14 +115,10 @@ async fn state_set(
 
 async fn state_init(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(key): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: ValueBody = body(rest)?;
     check_id("key", &key)?;
     let respond = cell_responder(write.context.branch.clone(), key.clone(), 201);
@@ -144,14 +137,10 @@ async fn state_init(
 
 async fn state_cas(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(key): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     if rest.get("expected_version").is_none() {
         return Err(ApiError::invalid(
             "missing_field",
@@ -219,14 +208,10 @@ async fn kv_list(
 
 async fn kv_put(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(key): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: ValueBody = body(rest)?;
     check_id("key", &key)?;
     let branch = write.context.branch.clone();
@@ -251,14 +236,10 @@ async fn kv_put(
 
 async fn kv_delete(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(key): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let _: Empty = body(rest)?;
     check_id("key", &key)?;
     let response_key = key.clone();
@@ -333,14 +314,10 @@ fn wait_of(wait_ms: u64) -> Result<Option<Duration>, ApiError> {
 
 async fn lock_acquire(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(resource): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: AcquireBody = body(rest)?;
     check_id("resource", &resource)?;
     check_id("owner", &spec.owner)?;
@@ -367,13 +344,9 @@ async fn lock_acquire(
 
 async fn locks_acquire_many(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: AcquireManyBody = body(rest)?;
     check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
@@ -406,14 +379,10 @@ async fn locks_acquire_many(
 
 async fn lock_renew(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(resource): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: RenewBody = body(rest)?;
     check_id("resource", &resource)?;
     check_id("owner", &spec.owner)?;
@@ -439,14 +408,10 @@ async fn lock_renew(
 
 async fn lock_release(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(resource): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: ReleaseBody = body(rest)?;
     check_id("resource", &resource)?;
     check_id("owner", &spec.owner)?;
@@ -557,13 +522,9 @@ fn agent_responder(branch: String, id: String, status: u16) -> Responder {
 
 async fn agent_register(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (mut write, mut rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (mut write, mut rest) = input.prepare(&app)?;
     // `meta` on a registration is the agent's own metadata, not the event's provenance.
     let agent_meta = write
         .context
@@ -593,14 +554,10 @@ async fn agent_register(
 
 async fn agent_kill(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let _: Empty = body(rest)?;
     write.principal.require_admin()?;
     check_id("id", &id)?;
@@ -617,14 +574,10 @@ async fn agent_kill(
 
 async fn agent_deregister(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let _: Empty = body(rest)?;
     check_id("id", &id)?;
     write.principal.require_acting_as(&id)?;
@@ -721,13 +674,9 @@ struct BranchBody {
 
 async fn branch_create(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
+    input: WriteInput,
 ) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+    let (write, rest) = input.prepare(&app)?;
     let spec: BranchBody = body(rest)?;
     check_id("name", &spec.name)?;
     let from = spec.from.unwrap_or_else(|| MAIN_BRANCH.to_owned());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -17,13 +17,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use axum::Extension;
-
+use super::common::WriteInput;
 use crate::app::{AppState, BranchQuery};
-use crate::auth::Principal;
 use crate::engine::{AppendItem, Committed, Engine, WriteCommand, WriteResponse};
 use crate::error::{from_json_error, ApiError};
-use crate::extract::{check_id, ApiQuery, RawBody};
+use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
 use crate::limits::{
     BATCH_EVENTS_MAX, REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL,
@@ -98,15 +96,8 @@ impl EventBody {
 }
 
 /// `POST /v1/events`: one event or an atomic batch.
-pub async fn append(
-    State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ApiQuery(query): ApiQuery<BranchQuery>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
-) -> Result<Response, ApiError> {
-    let (write, rest) = app.prepare(principal, &query, &uri, &headers, &raw)?;
+pub async fn append(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
+    let (write, rest) = input.prepare(&app)?;
     let bodies = if rest.get("events").is_some() {
         let batch: BatchBody =
             serde_json::from_value(rest).map_err(|error| from_json_error(&error))?;

@@ -16,12 +16,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::{header, HeaderMap, Uri};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::work::{
@@ -32,12 +31,13 @@ use swarmlog_projections::work::{
 };
 use swarmlog_projections::{BranchState, Envelope};
 
-use super::common::{answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery};
+use super::common::{
+    answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery, WriteInput,
+};
 use crate::app::{AppState, BranchQuery, PreparedWrite};
-use crate::auth::Principal;
 use crate::engine::{Committed, Responder, WriteCommand, WriteResponse};
 use crate::error::ApiError;
-use crate::extract::{check_id, read_body, ApiQuery};
+use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
 use crate::limits::WAIT_MS_MAX;
 use crate::routes::events;
@@ -81,53 +81,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 // ---- shared plumbing ----------------------------------------------------------------
-
-/// Everything a write handler needs from the request besides its path: the caller, the
-/// `?branch=`, and the raw body (kept whole for the idempotency hash).
-struct WriteInput {
-    principal: Principal,
-    query: BranchQuery,
-    uri: Uri,
-    headers: HeaderMap,
-    raw: Bytes,
-}
-
-impl FromRequest<AppState> for WriteInput {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let (mut parts, body) = request.into_parts();
-        let principal = parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| ApiError::internal("no principal on a routed request", &"auth"))?;
-        let ApiQuery(query) =
-            ApiQuery::<BranchQuery>::from_request_parts(&mut parts, state).await?;
-        let (uri, headers) = (parts.uri.clone(), parts.headers.clone());
-        let raw = read_body(Request::from_parts(parts, body)).await?;
-        Ok(WriteInput {
-            principal,
-            query,
-            uri,
-            headers,
-            raw,
-        })
-    }
-}
-
-impl WriteInput {
-    /// Takes out the generic write fields; returns the rest of the body.
-    fn prepare(&self, app: &AppState) -> Result<(PreparedWrite, Value), ApiError> {
-        app.prepare(
-            self.principal.clone(),
-            &self.query,
-            &self.uri,
-            &self.headers,
-            &self.raw,
-        )
-    }
-}
 
 /// Puts the write's `session` back into the rest of the body, for the bodies where
 /// `session` is a field of the entity (tasks, findings, hypotheses).
