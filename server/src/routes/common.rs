@@ -2,6 +2,7 @@
 //! write's answer, and reading a branch now or as it was after `?at=SEQ`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,9 +18,10 @@ use axum::http::{HeaderMap, Uri};
 
 use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::auth::Principal;
-use crate::engine::{Committed, WriteResponse};
+use crate::engine::{Committed, Responder, WriteResponse};
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{read_body, ApiQuery};
+use crate::limits::WAIT_MS_MAX;
 
 /// Deserializes the route-specific rest of a write body.
 pub fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
@@ -50,6 +52,33 @@ pub fn answer(
         body: value.to_string(),
         replayed: false,
     })
+}
+
+/// A responder that answers `created` (or 200 for a no-op, 200 always if `created` is
+/// 200) with the JSON `view` builds from the branch after the write.
+pub fn responder<F>(branch: String, created: u16, view: F) -> Responder
+where
+    F: FnOnce(&BranchState, &[Arc<Committed>]) -> Result<Value, ApiError> + Send + 'static,
+{
+    Box::new(move |state, written| {
+        let value = view(branch_of(state, &branch)?, written)?;
+        let status = if written.is_empty() { 200 } else { created };
+        answer(status, value, state, written)
+    })
+}
+
+/// The wait of a request that may wait for a lock or a task (`wait_ms`): none for 0, 422
+/// `invalid_value` outside 0 to [`WAIT_MS_MAX`]. Takes an `i128` so that both the lock
+/// routes' unsigned and the claim's signed field convert without loss.
+pub fn wait_of(wait_ms: i128) -> Result<Option<Duration>, ApiError> {
+    if !(0..=i128::from(WAIT_MS_MAX)).contains(&wait_ms) {
+        return Err(ApiError::invalid(
+            "invalid_value",
+            format!("wait_ms must be from 0 to {WAIT_MS_MAX}, not {wait_ms}"),
+        )
+        .with("field", "wait_ms"));
+    }
+    Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms as u64)))
 }
 
 /// The state of `branch`, or 404 `branch_not_found`.

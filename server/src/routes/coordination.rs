@@ -2,8 +2,6 @@
 //! body, check who may act as whom, and hand a command to the engine with a responder
 //! that shapes the answer from the state after the write.
 
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -18,14 +16,14 @@ use swarmlog_projections::coordination::CoordinationCommand;
 use swarmlog_projections::MAIN_BRANCH;
 
 use super::common::{
-    answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery, WriteInput,
+    answer, body, branch_of, not_found, ok_json, read_branch, responder, wait_of, Empty, ReadQuery,
+    WriteInput,
 };
 use crate::app::{AppState, BranchQuery};
 use crate::auth::Principal;
 use crate::engine::{Responder, WriteCommand};
 use crate::error::ApiError;
 use crate::extract::{check_id, ApiQuery};
-use crate::limits::WAIT_MS_MAX;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -64,15 +62,10 @@ struct CasBody {
 }
 
 fn cell_responder(branch: String, key: String, created_status: u16) -> Responder {
-    Box::new(move |state, written| {
-        let cell = get_cell(branch_of(state, &branch)?, &key)
-            .ok_or_else(|| not_found("state cell", &key))?;
-        let status = if written.is_empty() {
-            200
-        } else {
-            created_status
-        };
-        answer(status, cell.to_json(&key), state, written)
+    responder(branch, created_status, move |branch, _| {
+        get_cell(branch, &key)
+            .map(|cell| cell.to_json(&key))
+            .ok_or_else(|| not_found("state cell", &key))
     })
 }
 
@@ -301,17 +294,6 @@ struct ReleaseBody {
     token: u64,
 }
 
-fn wait_of(wait_ms: u64) -> Result<Option<Duration>, ApiError> {
-    if wait_ms > WAIT_MS_MAX {
-        return Err(ApiError::invalid(
-            "invalid_value",
-            format!("wait_ms must be at most {WAIT_MS_MAX}"),
-        )
-        .with("field", "wait_ms"));
-    }
-    Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
-}
-
 async fn lock_acquire(
     State(app): State<AppState>,
     Path(resource): Path<String>,
@@ -322,7 +304,7 @@ async fn lock_acquire(
     check_id("resource", &resource)?;
     check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
-    let wait = wait_of(spec.wait_ms)?;
+    let wait = wait_of(spec.wait_ms.into())?;
     let branch = write.context.branch.clone();
     let (owner, response_resource) = (spec.owner.clone(), resource.clone());
     let respond: Responder = Box::new(move |state, written| {
@@ -350,7 +332,7 @@ async fn locks_acquire_many(
     let spec: AcquireManyBody = body(rest)?;
     check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
-    let wait = wait_of(spec.wait_ms)?;
+    let wait = wait_of(spec.wait_ms.into())?;
     let branch = write.context.branch.clone();
     let (owner, resources) = (spec.owner.clone(), spec.resources.clone());
     let respond: Responder = Box::new(move |state, written| {

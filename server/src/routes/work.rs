@@ -32,14 +32,14 @@ use swarmlog_projections::work::{
 use swarmlog_projections::{BranchState, Envelope};
 
 use super::common::{
-    answer, body, branch_of, not_found, ok_json, read_branch, Empty, ReadQuery, WriteInput,
+    answer, body, branch_of, not_found, ok_json, read_branch, responder, wait_of, Empty, ReadQuery,
+    WriteInput,
 };
 use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::engine::{Committed, Responder, WriteCommand, WriteResponse};
 use crate::error::ApiError;
 use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
-use crate::limits::WAIT_MS_MAX;
 use crate::routes::events;
 
 /// The routes of this module.
@@ -103,19 +103,6 @@ async fn submit(
     write
         .submit(app, WriteCommand::Work(command), wait, respond)
         .await
-}
-
-/// A responder that answers `created` (or 200 for a no-op, 200 always if `created` is
-/// 200) with the JSON `view` builds from the branch after the write.
-fn responder<F>(branch: String, created: u16, view: F) -> Responder
-where
-    F: FnOnce(&BranchState, &[Arc<Committed>]) -> Result<Value, ApiError> + Send + 'static,
-{
-    Box::new(move |state, written| {
-        let value = view(branch_of(state, &branch)?, written)?;
-        let status = if written.is_empty() { 200 } else { created };
-        answer(status, value, state, written)
-    })
 }
 
 /// The id of the entity of `kind` the write created: the stream `kind/ID` of its first
@@ -232,17 +219,7 @@ async fn task_claim(State(app): State<AppState>, input: WriteInput) -> Result<Re
     let (write, rest) = input.prepare(&app)?;
     let spec: ClaimSpec = body(rest)?;
     write.principal.require_acting_as(&spec.agent)?;
-    let wait = match spec.wait_ms {
-        None | Some(0) => None,
-        Some(wait_ms) if wait_ms < 0 || wait_ms as u64 > WAIT_MS_MAX => {
-            return Err(ApiError::invalid(
-                "invalid_value",
-                format!("wait_ms must be from 0 to {WAIT_MS_MAX}, not {wait_ms}"),
-            )
-            .with("field", "wait_ms"));
-        }
-        Some(wait_ms) => Some(Duration::from_millis(wait_ms as u64)),
-    };
+    let wait = wait_of(spec.wait_ms.unwrap_or(0).into())?;
     let branch = write.context.branch.clone();
     let respond: Responder = Box::new(move |state, written| {
         let Some(id) = written_id(written, "task", None) else {
