@@ -27,6 +27,10 @@ pub const BATCH_RECORDS_MAX: u32 = 65_536;
 /// fsync.
 pub const BATCH_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// What a record adds to its payload in a batch (its frame header): `BATCH_BYTES_MAX`
+/// counts these bytes too, so a caller that merges batches sums `payload + this`.
+pub const RECORD_FRAME_BYTES: u64 = RECORD_HEADER_BYTES;
+
 /// Default for `LogOptions::segment_size_bytes_max`.
 ///
 /// 64 MiB is large enough that rolling (a few fsyncs) happens rarely even at 80k appends/s

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use swarmlog_log::{LockMode, Log, LogOptions, LogReader, RecordInput, Seq, SyncPolicy};
+use swarmlog_log::{LockMode, Log, LogOptions, LogReader, Seq, SyncPolicy};
 use swarmlog_projections::coordination::branches::{ForkPoint, Replayer};
 use swarmlog_projections::coordination::wait_for::{WaitForGraph, WaiterId};
 use swarmlog_projections::coordination::{self, CoordinationCommand};
@@ -25,6 +25,7 @@ use swarmlog_projections::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::committer::{Answer, Commit, Committer, Deferred};
 use crate::error::ApiError;
 pub use crate::hub::Committed;
 use crate::hub::Hub;
@@ -222,9 +223,12 @@ pub struct WriteResponse {
     pub replayed: bool,
 }
 
-type ReadJob = Box<dyn FnOnce(&State, &HashMap<String, WaitForGraph>) + Send>;
-type TouchJob = Box<dyn FnOnce(&mut State, i64) + Send>;
-type Reply = oneshot::Sender<Result<WriteResponse, ApiError>>;
+/// A read against the engine's state; returns the reply to send once that state is durable.
+type ReadJob = Box<dyn FnOnce(&State, &HashMap<String, WaitForGraph>) -> Deferred + Send>;
+/// A change to unlogged state (a heartbeat); returns its reply, sent like a read's.
+type TouchJob = Box<dyn FnOnce(&mut State, i64) -> Deferred + Send>;
+/// Where a write's answer goes.
+pub(crate) type Reply = oneshot::Sender<Result<WriteResponse, ApiError>>;
 
 // Writes are nearly every job, so boxing them would add an allocation per request to
 // shrink the rare ones.
@@ -320,6 +324,36 @@ pub struct Shared {
     shutdown_signal: watch::Sender<bool>,
 }
 
+impl Shared {
+    /// Makes durable events visible to readers: their streams' seqs, then the new head.
+    pub(crate) fn publish<'a>(
+        &self,
+        events: impl Iterator<Item = &'a Arc<Committed>>,
+        head: AuditHead,
+    ) {
+        {
+            let mut index = self
+                .stream_index
+                .write()
+                .expect("the index lock is never held across a panic");
+            for committed in events {
+                let envelope = &committed.envelope;
+                index.push(&envelope.branch, &envelope.stream, envelope.seq);
+            }
+        }
+        self.set_head(head);
+    }
+
+    /// Publishes the head of the durable hash chain.
+    pub(crate) fn set_head(&self, head: AuditHead) {
+        *self
+            .head
+            .lock()
+            .expect("the head lock is never held across a panic") = head;
+        self.metrics.head_seq.set(head.seq as i64);
+    }
+}
+
 /// A cloneable handle to a running engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -357,6 +391,7 @@ impl Engine {
             );
         }
         let reader = log.reader();
+        let hub = Hub::new();
         let (shutdown_signal, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             head: Mutex::new(AuditHead {
@@ -368,10 +403,12 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             shutdown_signal,
         });
+        let committer =
+            Committer::start(log, shared.clone(), hub.clone()).map_err(EngineError::Thread)?;
         let mut core = Core {
-            log,
+            reader: reader.clone(),
+            committer,
             state: State::default(),
-            hub: Hub::new(),
             shared: shared.clone(),
             lock_order: config.lock_order,
             idempotency: HashMap::new(),
@@ -385,9 +422,9 @@ impl Engine {
             shutdown_snapshot_min_events: config.shutdown_snapshot_min_events.max(1),
             contention: HashMap::new(),
             contention_changed: false,
+            not_durable_keys: VecDeque::new(),
         };
         core.recover()?;
-        let hub = core.hub.clone();
         let (jobs, receiver) = mpsc::channel(ENGINE_QUEUE_DEPTH_MAX);
         std::thread::Builder::new()
             .name("swarmlog-engine".into())
@@ -420,7 +457,8 @@ impl Engine {
         answer.await.map_err(|_| ApiError::shutting_down())?
     }
 
-    /// Runs `read` on the engine thread against state that is entirely durable.
+    /// Runs `read` on the engine thread against its current state, and answers once every
+    /// event that state reflects is durable: a read never returns in-flight state.
     pub async fn read<R, F>(&self, read: F) -> Result<R, ApiError>
     where
         F: FnOnce(&State) -> R + Send + 'static,
@@ -429,7 +467,10 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         let job = Job::Read(Box::new(
             move |state: &State, _: &HashMap<String, WaitForGraph>| {
-                let _ = reply.send(read(state));
+                let value = read(state);
+                Box::new(move || {
+                    let _ = reply.send(value);
+                }) as Deferred
             },
         ));
         self.jobs
@@ -464,7 +505,9 @@ impl Engine {
                             .collect()
                     })
                     .unwrap_or_default();
-                let _ = reply.send(waiters);
+                Box::new(move || {
+                    let _ = reply.send(waiters);
+                }) as Deferred
             },
         ));
         self.jobs
@@ -483,7 +526,10 @@ impl Engine {
     {
         let (reply, answer) = oneshot::channel();
         let job = Job::Touch(Box::new(move |state: &mut State, now_ms: i64| {
-            let _ = reply.send(touch(state, now_ms));
+            let value = touch(state, now_ms);
+            Box::new(move || {
+                let _ = reply.send(value);
+            }) as Deferred
         }));
         self.jobs
             .send(job)
@@ -573,9 +619,12 @@ impl Engine {
 
 /// The engine thread's own state.
 struct Core {
-    log: Log,
+    /// Reads the durable log (idempotent replays, forks at past seqs).
+    reader: LogReader,
+    /// Makes the groups durable and releases their answers; owns the log.
+    committer: Committer,
+    /// Ahead of the durable log by the groups the committer has not synced yet.
     state: State,
-    hub: Hub,
     shared: Arc<Shared>,
     lock_order: bool,
     idempotency: HashMap<String, IdempotencyEntry>,
@@ -598,6 +647,9 @@ struct Core {
     contention: HashMap<String, u64>,
     /// Whether `contention` changed since the metric was last updated.
     contention_changed: bool,
+    /// Idempotency keys whose entry still holds its response because the event that
+    /// stores it may not be durable yet, as `(seq, key)` in seq order.
+    not_durable_keys: VecDeque<(u64, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -605,7 +657,8 @@ struct IdempotencyEntry {
     request_sha256: [u8; 32],
     /// The seq of the first event of the write, whose record holds the response.
     seq: u64,
-    /// The response while its write is not yet durable (same group commit).
+    /// The response while its event may not be durable yet (then the log cannot be read
+    /// for it).
     pending: Option<WriteResponse>,
 }
 
@@ -623,7 +676,9 @@ struct Parked {
 #[derive(Default)]
 struct Group {
     events: Vec<Arc<Committed>>,
-    answers: Vec<(Reply, Result<WriteResponse, ApiError>, Instant)>,
+    answers: Vec<Answer>,
+    /// Replies to the reads and heartbeats handled with the group.
+    deferred: Vec<Deferred>,
 }
 
 impl Group {
@@ -659,7 +714,7 @@ impl Core {
     /// the branches forked in the past, so that the second can keep their parents' state
     /// when it passes the fork point.
     fn recover(&mut self) -> Result<(), EngineError> {
-        let reader = self.log.reader();
+        let reader = self.reader.clone();
         let log_head = reader.head().map_or(0, Seq::get);
         let snapshot = snapshot::load_newest(&self.data_dir, &mut |head, hash| {
             head <= log_head && event_hash(&reader, head).is_some_and(|stored| stored == *hash)
@@ -698,7 +753,10 @@ impl Core {
             .stream_index
             .write()
             .expect("not poisoned during recovery") = index;
-        self.publish_head();
+        self.shared.set_head(AuditHead {
+            seq: self.state.head,
+            hash: self.state.head_hash,
+        });
         tracing::info!(head = self.state.head, "recovered the state");
         Ok(())
     }
@@ -846,6 +904,7 @@ impl Core {
     /// Runs group commits until nothing is left to decide; returns true when a shutdown
     /// job was seen.
     fn process(&mut self, jobs: Vec<Job>) -> bool {
+        self.forget_durable_responses();
         let mut reads: Vec<ReadJob> = Vec::new();
         let mut snapshots = Vec::new();
         let mut shutdown: Option<oneshot::Sender<()>> = None;
@@ -876,16 +935,18 @@ impl Core {
                     let _ = reply.send(Err(ApiError::shutting_down()));
                 }
                 Job::Read(read) => reads.push(read),
-                Job::Touch(touch) => touch(&mut self.state, now_ms),
+                Job::Touch(touch) => group.deferred.push(touch(&mut self.state, now_ms)),
                 Job::Snapshot(reply) => snapshots.push(reply),
                 Job::Shutdown(done) => shutdown = Some(done),
             }
         }
-        let wrote = self.finish_group(group);
+        // Reads see the group's writes; all are released once the group is durable.
         for read in reads {
-            read(&self.state, &self.wait_for);
+            group.deferred.push(read(&self.state, &self.wait_for));
         }
+        let wrote = self.finish_group(group);
         for reply in snapshots {
+            self.committer.durability().wait_durable(self.state.head);
             let _ = reply.send(self.write_snapshot());
         }
         if wrote || !self.parked.is_empty() {
@@ -899,6 +960,8 @@ impl Core {
             for parked in std::mem::take(&mut self.parked) {
                 let _ = parked.reply.send(Err(ApiError::shutting_down()));
             }
+            // Every group is durable and answered before the snapshot and the goodbye.
+            self.committer.stop();
             if self.state.head >= self.snapshot_head + self.shutdown_snapshot_min_events {
                 if let Err(error) = self.write_snapshot() {
                     tracing::warn!(%error, "cannot write the shutdown snapshot; the next start replays more");
@@ -939,7 +1002,7 @@ impl Core {
         }
     }
 
-    /// Writes a snapshot synchronously (forced, or at shutdown).
+    /// Writes a snapshot synchronously (forced, or at shutdown); the state must be durable.
     fn write_snapshot(&mut self) -> Result<(PathBuf, u64), String> {
         let written = snapshot::write(&self.data_dir, &self.snapshot_now())
             .map_err(|error| error.to_string())?;
@@ -959,9 +1022,12 @@ impl Core {
         self.snapshot_head = self.state.head;
         let data_dir = self.data_dir.clone();
         let running = self.snapshot_running.clone();
+        let durability = self.committer.durability().clone();
         let spawned = std::thread::Builder::new()
             .name("swarmlog-snapshot".into())
             .spawn(move || {
+                // A snapshot never describes a state the log may lose.
+                durability.wait_durable(snapshot.state.head);
                 if let Err(error) = snapshot::write(&data_dir, &snapshot) {
                     tracing::warn!(%error, "cannot write a snapshot; the next start replays more");
                 }
@@ -972,26 +1038,49 @@ impl Core {
         }
     }
 
-    /// Makes the group durable, then answers and publishes it. Returns whether it wrote.
+    /// Hands the group to the committer, which makes it durable and then answers and
+    /// publishes it. Returns whether the group has events.
     fn finish_group(&mut self, group: Group) -> bool {
         let wrote = !group.events.is_empty();
         if wrote {
-            self.commit(&group.events);
-        }
-        for (reply, outcome, enqueued) in group.answers {
-            if outcome.is_err() {
-                self.shared.metrics.rejections.inc();
+            for committed in &group.events {
+                if let Some(idempotency) = &committed.envelope.idempotency {
+                    self.not_durable_keys
+                        .push_back((committed.envelope.seq, idempotency.key.clone()));
+                }
             }
-            let _ = reply.send(outcome);
-            self.shared
-                .metrics
-                .append_latency
-                .observe(enqueued.elapsed().as_secs_f64());
+            self.count_domain_metrics(&group.events);
+            self.expire_keys();
         }
+        self.committer.submit(Commit::new(
+            group.events,
+            self.state.head,
+            group.answers,
+            group.deferred,
+        ));
         if wrote {
-            self.hub.publish(group.events.into());
+            self.maybe_snapshot();
         }
         wrote
+    }
+
+    /// Drops the responses kept for idempotent retries whose events are now durable (a
+    /// retry then reads the response from the log).
+    fn forget_durable_responses(&mut self) {
+        let durable = self.committer.durability().durable();
+        while let Some((seq, _)) = self.not_durable_keys.front() {
+            if *seq > durable {
+                return;
+            }
+            if let Some((seq, key)) = self.not_durable_keys.pop_front() {
+                // The key may have expired and been used again by a later write.
+                if let Some(entry) = self.idempotency.get_mut(&key) {
+                    if entry.seq == seq {
+                        entry.pending = None;
+                    }
+                }
+            }
+        }
     }
 
     /// Decides parked requests again, in arrival order, after a commit changed the state
@@ -1359,21 +1448,29 @@ impl Core {
             };
             envelope.seal(&previous_hash);
             self.state.apply(&envelope);
-            self.fork_if_needed(&envelope);
+            self.fork_if_needed(&envelope, group);
             group.events.push(Arc::new(Committed::new(envelope)));
         }
     }
 
     /// A branch forked at an earlier seq gets its parent's state as of that seq, rebuilt
-    /// from the durable log.
-    fn fork_if_needed(&mut self, envelope: &Envelope) {
+    /// from the log and, for a seq not submitted yet, the group being built.
+    fn fork_if_needed(&mut self, envelope: &Envelope, group: &Group) {
         let Some(point) = ForkPoint::from_event(envelope) else {
             return;
         };
         if !point.needs_parent_state() {
             return;
         }
-        match state_at(&self.log.reader(), point.at) {
+        let submitted = group
+            .events
+            .first()
+            .map_or(envelope.seq, |first| first.envelope.seq)
+            - 1;
+        self.committer
+            .durability()
+            .wait_durable(submitted.min(point.at));
+        match state_after(&self.reader, point.at, &group.events) {
             Ok(past) => {
                 let parent = past.branch(&point.from).cloned().unwrap_or_default();
                 self.state.fork_branch(&point.name, parent);
@@ -1390,13 +1487,9 @@ impl Core {
         let stored = match entry.pending {
             Some(response) => response,
             None => {
-                let records = self
-                    .log
-                    .reader()
-                    .read(Seq(entry.seq), 1, 1)
-                    .map_err(|error| {
-                        ApiError::internal("cannot read an idempotency record", &error)
-                    })?;
+                let records = self.reader.read(Seq(entry.seq), 1, 1).map_err(|error| {
+                    ApiError::internal("cannot read an idempotency record", &error)
+                })?;
                 let record = records
                     .into_iter()
                     .find(|record| record.seq.get() == entry.seq)
@@ -1439,64 +1532,6 @@ impl Core {
                 pending,
             },
         );
-    }
-
-    /// Appends the group durably. Any failure here aborts the process: after a failed
-    /// fsync the page cache may hold data the disk does not, so retrying would lie.
-    fn commit(&mut self, events: &[Arc<Committed>]) {
-        let payloads: Vec<Vec<u8>> = events
-            .iter()
-            .map(|committed| committed.envelope.encode())
-            .collect();
-        let inputs: Vec<RecordInput<'_>> = events
-            .iter()
-            .zip(&payloads)
-            .map(|(committed, payload)| RecordInput {
-                timestamp_ms: committed.envelope.ts_ms,
-                payload,
-            })
-            .collect();
-        let started = Instant::now();
-        match self.log.append_batch(&inputs) {
-            Ok(range) => {
-                assert_eq!(
-                    range.start().get(),
-                    events[0].envelope.seq,
-                    "the log assigns the seqs the engine stamped"
-                );
-            }
-            Err(error) => {
-                tracing::error!(%error, "durable append failed; aborting so that recovery decides what is durable");
-                eprintln!("swarmlog: durable append failed: {error}; aborting");
-                std::process::abort();
-            }
-        }
-        let metrics = &self.shared.metrics;
-        metrics
-            .fsync_latency
-            .observe(started.elapsed().as_secs_f64());
-        metrics.batch_events.observe(events.len() as f64);
-        metrics.events.inc_by(events.len() as u64);
-        {
-            let mut index = self
-                .shared
-                .stream_index
-                .write()
-                .expect("the index lock is never held across a panic");
-            for committed in events {
-                let envelope = &committed.envelope;
-                index.push(&envelope.branch, &envelope.stream, envelope.seq);
-                if let Some(idempotency) = &envelope.idempotency {
-                    if let Some(entry) = self.idempotency.get_mut(&idempotency.key) {
-                        entry.pending = None;
-                    }
-                }
-            }
-        }
-        self.count_domain_metrics(events);
-        self.expire_keys();
-        self.publish_head();
-        self.maybe_snapshot();
     }
 
     fn count_contention(&mut self, resources: &[String]) {
@@ -1573,19 +1608,6 @@ impl Core {
         }
     }
 
-    fn publish_head(&self) {
-        let head = AuditHead {
-            seq: self.state.head,
-            hash: self.state.head_hash,
-        };
-        *self
-            .shared
-            .head
-            .lock()
-            .expect("the head lock is never held across a panic") = head;
-        self.shared.metrics.head_seq.set(head.seq as i64);
-    }
-
     /// The timestamp of the next group: wall-clock time, never going backwards.
     fn next_timestamp(&mut self) -> i64 {
         self.last_ts_ms = self.last_ts_ms.max(wall_clock_ms());
@@ -1608,6 +1630,16 @@ fn event_hash(reader: &LogReader, seq: u64) -> Option<[u8; 32]> {
 
 /// The state as it was right after event `at`, rebuilt from the durable log.
 pub fn state_at(reader: &LogReader, at: u64) -> Result<State, EngineError> {
+    state_after(reader, at, &[])
+}
+
+/// The state right after event `at`, from the durable log followed by `newer`: events
+/// not durable yet that come right after the log's head, in seq order.
+fn state_after(
+    reader: &LogReader,
+    at: u64,
+    newer: &[Arc<Committed>],
+) -> Result<State, EngineError> {
     let log_error = |source| EngineError::Log {
         dir: "log".into(),
         source,
@@ -1624,6 +1656,14 @@ pub fn state_at(reader: &LogReader, at: u64) -> Result<State, EngineError> {
             &record.payload,
         )?);
     }
+    let next = events.last().map_or(1, |last| last.seq + 1);
+    events.extend(
+        newer
+            .iter()
+            .map(|committed| &committed.envelope)
+            .filter(|envelope| envelope.seq >= next && envelope.seq <= at)
+            .cloned(),
+    );
     Ok(State::replay(&events))
 }
 

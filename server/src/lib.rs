@@ -4,6 +4,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+mod committer;
 pub mod engine;
 pub mod error;
 pub mod extract;

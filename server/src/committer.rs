@@ -1,0 +1,330 @@
+//! The committer: the thread that makes the engine's decisions durable and only then lets
+//! anybody see them.
+//!
+//! The engine decides and applies writes on its own thread and hands each group to the
+//! committer as a [`Commit`]. The committer takes every commit queued while its previous
+//! fsync ran, appends all their events as one batch with one fdatasync, and then does what
+//! must wait for durability, in this order: publishes the head and the stream index,
+//! answers the requests, hands the deferred reads their answers, and publishes the events
+//! to subscribers. So the disk never waits for the engine and the engine never waits for
+//! the disk: while one group is being synced the engine decides the next, and that next
+//! group holds every request that arrived during the sync.
+//!
+//! Nothing a client sees depends on state that is not durable: every answer and every
+//! read the engine computes carries the last seq its state reflected (`upto`), and is
+//! released only once that seq is durable. A refused write is released the same way,
+//! because the refusal may rest on an event still in flight.
+//!
+//! A failed append aborts the process (the page cache may hold what the disk does not, so
+//! retrying would lie); there is no path on which the engine's state must be rolled back.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use swarmlog_log::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, RECORD_FRAME_BYTES};
+use swarmlog_log::{Log, RecordInput};
+
+use crate::engine::{AuditHead, Reply, Shared, WriteResponse};
+use crate::error::ApiError;
+use crate::hub::{Committed, Hub};
+use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX};
+
+/// An answer (or a read's reply) that may be sent once its state is durable.
+pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
+
+/// An answer to a write, and when its request was queued.
+pub(crate) type Answer = (Reply, Result<WriteResponse, ApiError>, Instant);
+
+/// One group of the engine's: its events (possibly none) and everything that waits for
+/// them.
+pub(crate) struct Commit {
+    /// The events to append, stamped with consecutive seqs after the previous commit's.
+    events: Vec<Arc<Committed>>,
+    /// Their record payloads.
+    payloads: Vec<Vec<u8>>,
+    /// The last seq the engine's state reflected when it produced the answers and reads.
+    upto: u64,
+    answers: Vec<Answer>,
+    deferred: Vec<Deferred>,
+}
+
+impl Commit {
+    /// A group's commit: `events` (final: their envelopes are encoded here), the answers
+    /// to its writes, and the replies to reads and heartbeats computed against the state
+    /// that reflects everything up to seq `upto`.
+    pub fn new(
+        events: Vec<Arc<Committed>>,
+        upto: u64,
+        answers: Vec<Answer>,
+        deferred: Vec<Deferred>,
+    ) -> Commit {
+        let payloads = events
+            .iter()
+            .map(|committed| committed.envelope.encode())
+            .collect();
+        Commit {
+            events,
+            payloads,
+            upto,
+            answers,
+            deferred,
+        }
+    }
+
+    /// The size of the events in the log.
+    fn bytes(&self) -> u64 {
+        self.payloads
+            .iter()
+            .map(|payload| RECORD_FRAME_BYTES + payload.len() as u64)
+            .sum()
+    }
+
+    /// Sends everything the commit waited for; its events are durable.
+    fn release(self, shared: &Shared, hub: &Hub) {
+        for (reply, outcome, enqueued) in self.answers {
+            if outcome.is_err() {
+                shared.metrics.rejections.inc();
+            }
+            let _ = reply.send(outcome);
+            shared
+                .metrics
+                .append_latency
+                .observe(enqueued.elapsed().as_secs_f64());
+        }
+        for deferred in self.deferred {
+            deferred();
+        }
+        if !self.events.is_empty() {
+            hub.publish(self.events.into());
+        }
+    }
+}
+
+/// What the engine thread and the committer thread share.
+pub(crate) struct Durability {
+    queue: Mutex<Queue>,
+    /// The committer waits here for commits.
+    work: Condvar,
+    /// The engine waits here for queue space or for a seq to become durable.
+    progress: Condvar,
+    /// The last durable seq (0 while the log is empty).
+    durable: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    commits: VecDeque<Commit>,
+    events: usize,
+    bytes: u64,
+    stopping: bool,
+}
+
+impl Durability {
+    /// The last durable seq.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Blocks until `seq` is durable. The committer never waits for the engine, so the
+    /// engine (or a snapshot thread) may block here without deadlock, as long as every
+    /// event up to `seq` has been submitted.
+    pub fn wait_durable(&self, seq: u64) {
+        let mut queue = self.lock();
+        while self.durable() < seq {
+            queue = self
+                .progress
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Every change under this lock is a few assignments that cannot panic halfway.
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The engine's handle to the committer thread. Dropping it drains the queue (every
+/// submitted commit is appended and released) and joins the thread.
+pub(crate) struct Committer {
+    durability: Arc<Durability>,
+    shared: Arc<Shared>,
+    hub: Hub,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts the thread that owns `log` from now on.
+    pub fn start(log: Log, shared: Arc<Shared>, hub: Hub) -> std::io::Result<Committer> {
+        let durability = Arc::new(Durability {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            durable: AtomicU64::new(log.head().map_or(0, |seq| seq.get())),
+        });
+        let thread = {
+            let durability = durability.clone();
+            let shared = shared.clone();
+            let hub = hub.clone();
+            std::thread::Builder::new()
+                .name("swarmlog-commit".into())
+                .spawn(move || run(log, &durability, &shared, &hub))?
+        };
+        Ok(Committer {
+            durability,
+            shared,
+            hub,
+            thread: Some(thread),
+        })
+    }
+
+    /// The shared part, for threads that wait for durability (background snapshots).
+    pub fn durability(&self) -> &Arc<Durability> {
+        &self.durability
+    }
+
+    /// Queues a commit. A commit without events whose state is already durable is released
+    /// at once on the caller's thread; otherwise this blocks while the queue holds more
+    /// than a few groups' worth of events, so a slow disk slows the engine down instead of
+    /// filling memory.
+    pub fn submit(&self, commit: Commit) {
+        if commit.events.is_empty() && self.durability.durable() >= commit.upto {
+            commit.release(&self.shared, &self.hub);
+            return;
+        }
+        let mut queue = self.durability.lock();
+        while queue.events >= 2 * COMMIT_EVENTS_MAX || queue.bytes >= 2 * COMMIT_BYTES_MAX as u64 {
+            queue = self
+                .durability
+                .progress
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        queue.events += commit.events.len();
+        queue.bytes += commit.bytes();
+        queue.commits.push_back(commit);
+        drop(queue);
+        self.durability.work.notify_one();
+    }
+
+    /// Appends and releases everything submitted, then stops the thread.
+    pub fn stop(&mut self) {
+        self.durability.lock().stopping = true;
+        self.durability.work.notify_one();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the commit thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The committer thread: take what is queued, append it with one fsync, release it.
+fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub) {
+    loop {
+        let batch = {
+            let mut queue = durability.lock();
+            while queue.commits.is_empty() && !queue.stopping {
+                queue = durability
+                    .work
+                    .wait(queue)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if queue.commits.is_empty() {
+                return;
+            }
+            take_batch(&mut queue)
+        };
+        durability.progress.notify_all();
+
+        let last = batch
+            .iter()
+            .rev()
+            .find_map(|commit| commit.events.last())
+            .map(|committed| AuditHead {
+                seq: committed.envelope.seq,
+                hash: committed.envelope.hash,
+            });
+        if let Some(last) = last {
+            append(&mut log, &batch, shared);
+            shared.publish(batch.iter().flat_map(|commit| &commit.events), last);
+            durability.durable.store(last.seq, Ordering::Release);
+            // Taking the lock orders the store before any waiter's next check.
+            drop(durability.lock());
+            durability.progress.notify_all();
+        }
+        for commit in batch {
+            commit.release(shared, hub);
+        }
+    }
+}
+
+/// Takes queued commits, in order, as long as their events fit one log batch (at least
+/// one commit: the engine's groups always fit).
+fn take_batch(queue: &mut Queue) -> Vec<Commit> {
+    let mut batch = Vec::new();
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    while let Some(commit) = queue.commits.front() {
+        let commit_bytes = commit.bytes();
+        let fits = records + commit.events.len() as u64 <= u64::from(BATCH_RECORDS_MAX)
+            && bytes + commit_bytes <= BATCH_BYTES_MAX;
+        if !fits && !batch.is_empty() {
+            break;
+        }
+        records += commit.events.len() as u64;
+        bytes += commit_bytes;
+        queue.events -= commit.events.len();
+        queue.bytes -= commit_bytes;
+        batch.extend(queue.commits.pop_front());
+    }
+    batch
+}
+
+/// Appends the batch's events durably, or aborts the process.
+fn append(log: &mut Log, batch: &[Commit], shared: &Shared) {
+    let inputs: Vec<RecordInput<'_>> = batch
+        .iter()
+        .flat_map(|commit| commit.events.iter().zip(&commit.payloads))
+        .map(|(committed, payload)| RecordInput {
+            timestamp_ms: committed.envelope.ts_ms,
+            payload,
+        })
+        .collect();
+    let started = Instant::now();
+    match log.append_batch(&inputs) {
+        Ok(range) => {
+            let first = batch
+                .iter()
+                .find_map(|commit| commit.events.first())
+                .map(|committed| committed.envelope.seq);
+            assert_eq!(
+                Some(range.start().get()),
+                first,
+                "the log assigns the seqs the engine stamped"
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "durable append failed; aborting so that recovery decides what is durable");
+            eprintln!("swarmlog: durable append failed: {error}; aborting");
+            std::process::abort();
+        }
+    }
+    let metrics = &shared.metrics;
+    metrics
+        .fsync_latency
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_events.observe(inputs.len() as f64);
+    metrics.events.inc_by(inputs.len() as u64);
+}
