@@ -370,14 +370,7 @@ pub(crate) fn decode_record(bytes: &[u8], segment_first_seq: u64) -> Result<Fram
     if bytes[..header_bytes].iter().all(|byte| *byte == 0) {
         return Ok(Frame::Zeros);
     }
-    let header = FrameHeader {
-        payload_bytes: read_u32(bytes, 0),
-        crc: read_u32(bytes, 4),
-        seq: read_u64(bytes, 8),
-        timestamp_ms: read_i64(bytes, 16),
-        batch_record_index: read_u32(bytes, 24),
-        batch_record_count: read_u32(bytes, 28),
-    };
+    let header = read_frame_header(bytes);
     if header.payload_bytes > RECORD_PAYLOAD_BYTES_MAX {
         return Err(FrameError::PayloadTooLarge {
             payload_bytes: header.payload_bytes,
@@ -420,6 +413,23 @@ pub(crate) fn decode_record(bytes: &[u8], segment_first_seq: u64) -> Result<Fram
         header,
         payload: &frame[header_bytes..],
     })
+}
+
+/// The header fields at the start of `bytes`, unchecked: for frames already validated by
+/// `decode_record` (a second pass over a verified segment), or inside `decode_record`.
+///
+/// # Panics
+///
+/// If `bytes` is shorter than a record header.
+pub(crate) fn read_frame_header(bytes: &[u8]) -> FrameHeader {
+    FrameHeader {
+        payload_bytes: read_u32(bytes, 0),
+        crc: read_u32(bytes, 4),
+        seq: read_u64(bytes, 8),
+        timestamp_ms: read_i64(bytes, 16),
+        batch_record_index: read_u32(bytes, 24),
+        batch_record_count: read_u32(bytes, 28),
+    }
 }
 
 /// Reads a little-endian u32 at `position`; the caller has checked the length.

@@ -79,6 +79,17 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// A record borrowed from the bytes that hold it (what `verify_each` visits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Its seq.
+    pub seq: Seq,
+    /// The caller's timestamp, as appended.
+    pub timestamp_ms: i64,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

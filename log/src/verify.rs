@@ -12,12 +12,14 @@ use std::path::Path;
 
 use crate::error::Error;
 use crate::files::{self, Listing};
-use crate::format::{decode_record, index_name, Frame, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::format::{
+    decode_record, index_name, read_frame_header, Frame, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
 use crate::index::{IndexFile, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES};
 use crate::recovery::{check_continuity, check_last_record};
 use crate::scan::{scan, Role};
 use crate::storage::{Access, FsStorage, Storage, StorageFile};
-use crate::{Record, Seq};
+use crate::{RecordRef, Seq};
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,7 +68,7 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(VerifyProgress)) -> Result<Ve
 pub fn verify_each(
     dir: &Path,
     progress: &mut dyn FnMut(VerifyProgress),
-    visit: &mut dyn FnMut(&Record),
+    visit: &mut dyn FnMut(RecordRef<'_>),
 ) -> Result<VerifyReport, Error> {
     let storage = FsStorage::open(dir).map_err(|source| {
         Error::io(
@@ -74,7 +76,7 @@ pub fn verify_each(
             source,
         )
     })?;
-    verify_visiting(&storage, progress, visit)
+    verify_visiting(&storage, progress, Some(visit))
 }
 
 /// `verify` over any storage (tests use `SimStorage`).
@@ -82,13 +84,13 @@ pub fn verify_with<S: Storage>(
     storage: &S,
     progress: &mut dyn FnMut(VerifyProgress),
 ) -> Result<VerifyReport, Error> {
-    verify_visiting(storage, progress, &mut |_| {})
+    verify_visiting(storage, progress, None)
 }
 
 fn verify_visiting<S: Storage>(
     storage: &S,
     progress: &mut dyn FnMut(VerifyProgress),
-    visit: &mut dyn FnMut(&Record),
+    mut visit: Option<&mut dyn FnMut(RecordRef<'_>)>,
 ) -> Result<VerifyReport, Error> {
     let listing = Listing::read(storage)?;
     listing.check()?;
@@ -157,7 +159,9 @@ fn verify_visiting<S: Storage>(
         if let Some(torn) = &scanned.torn {
             report.torn_tail_bytes = torn.data_end - scanned.end;
         }
-        visit_records(&bytes[..scanned.end as usize], first_seq, visit);
+        if let Some(visit) = visit.as_mut() {
+            visit_records(&bytes[..scanned.end as usize], *visit);
+        }
         if let Some(last_seq) = scanned.last_seq {
             report.first.get_or_insert(Seq(first_seq));
             report.last = Some(Seq(last_seq));
@@ -176,20 +180,18 @@ fn verify_visiting<S: Storage>(
 }
 
 /// Hands the records of an already scanned (so valid) segment prefix to `visit`.
-fn visit_records(bytes: &[u8], first_seq: u64, visit: &mut dyn FnMut(&Record)) {
+fn visit_records(bytes: &[u8], visit: &mut dyn FnMut(RecordRef<'_>)) {
     let mut position = SEGMENT_HEADER_BYTES as usize;
     while position < bytes.len() {
-        match decode_record(&bytes[position..], first_seq) {
-            Ok(Frame::Record { header, payload }) => {
-                visit(&Record {
-                    seq: Seq(header.seq),
-                    timestamp_ms: header.timestamp_ms,
-                    payload: payload.to_vec(),
-                });
-                position += RECORD_HEADER_BYTES as usize + payload.len();
-            }
-            _ => unreachable!("the scan validated every record before its end"),
-        }
+        let header = read_frame_header(&bytes[position..]);
+        let start = position + RECORD_HEADER_BYTES as usize;
+        let end = start + header.payload_bytes as usize;
+        visit(RecordRef {
+            seq: Seq(header.seq),
+            timestamp_ms: header.timestamp_ms,
+            payload: &bytes[start..end],
+        });
+        position = end;
     }
 }
 

@@ -159,6 +159,35 @@ struct StoredEventRef<'a> {
     idempotency: Option<&'a Idempotency>,
 }
 
+/// [`StoredEvent`] decoded in place: its strings borrow the record's bytes, so checking a
+/// stored hash allocates nothing. Same fields in the same order.
+#[derive(Deserialize)]
+struct StoredEventView<'a> {
+    #[allow(dead_code)] // Read to keep the field order; one version exists so far.
+    version: u8,
+    branch: &'a str,
+    event_type: &'a str,
+    stream: &'a str,
+    actor: &'a str,
+    session: Option<&'a str>,
+    correlation: Option<&'a str>,
+    meta: Option<&'a str>,
+    data: &'a str,
+    hash: [u8; 32],
+    #[allow(dead_code)] // Decoded so that a damaged tail is caught, not used.
+    idempotency: Option<IdempotencyView<'a>>,
+}
+
+/// [`Idempotency`] decoded in place.
+#[derive(Deserialize)]
+#[allow(dead_code)] // Decoded for validation only.
+struct IdempotencyView<'a> {
+    key: &'a str,
+    request_sha256: [u8; 32],
+    status: u16,
+    response: &'a str,
+}
+
 /// The current version of [`StoredEvent`].
 pub const STORED_EVENT_VERSION: u8 = 1;
 
@@ -178,6 +207,20 @@ struct Canonical<'a> {
     data: &'a str,
 }
 
+impl Canonical<'_> {
+    /// SHA-256 over `previous` and these canonical bytes, encoded into `scratch`.
+    fn chain_hash(&self, previous: &[u8; 32], scratch: &mut Vec<u8>) -> [u8; 32] {
+        scratch.clear();
+        let bytes = postcard::to_extend(self, std::mem::take(scratch))
+            .expect("postcard encodes plain structs of strings and integers into a Vec");
+        let mut hasher = Sha256::new();
+        hasher.update(previous);
+        hasher.update(&bytes);
+        *scratch = bytes;
+        hasher.finalize().into()
+    }
+}
+
 impl Envelope {
     /// Computes the chained hash of this envelope's content given the previous event's hash.
     pub fn compute_hash(&self, previous: &[u8; 32]) -> [u8; 32] {
@@ -193,12 +236,34 @@ impl Envelope {
             meta: self.meta.as_deref(),
             data: &self.data,
         };
-        let bytes = postcard::to_allocvec(&canonical)
-            .expect("postcard encodes plain structs of strings and integers into a Vec");
-        let mut hasher = Sha256::new();
-        hasher.update(previous);
-        hasher.update(&bytes);
-        hasher.finalize().into()
+        canonical.chain_hash(previous, &mut Vec::new())
+    }
+
+    /// Checks a stored event's hash straight from its record payload, without building an
+    /// envelope: returns `(stored, computed)`, equal when the event is intact and chains
+    /// from `previous`. `scratch` is reused between calls (an audit checks millions).
+    pub fn check_stored_hash(
+        seq: u64,
+        ts_ms: i64,
+        payload: &[u8],
+        previous: &[u8; 32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<([u8; 32], [u8; 32]), EnvelopeError> {
+        let stored: StoredEventView<'_> = postcard::from_bytes(payload)
+            .map_err(|source| EnvelopeError::Decode { seq, source })?;
+        let canonical = Canonical {
+            seq,
+            ts_ms,
+            branch: stored.branch,
+            event_type: stored.event_type,
+            stream: stored.stream,
+            actor: stored.actor,
+            session: stored.session,
+            correlation: stored.correlation,
+            meta: stored.meta,
+            data: stored.data,
+        };
+        Ok((stored.hash, canonical.chain_hash(previous, scratch)))
     }
 
     /// Sets `hash` from the previous event's hash and returns it.
@@ -321,6 +386,49 @@ mod tests {
             hash: GENESIS_HASH,
             idempotency: None,
         }
+    }
+
+    #[test]
+    fn a_stored_hash_is_checked_from_the_record_bytes_alone() {
+        let previous = [9; 32];
+        let mut event = sample(7);
+        event.seal(&previous);
+        event.idempotency = Some(Idempotency {
+            key: "k".into(),
+            request_sha256: [1; 32],
+            status: 201,
+            response: r#"{"seq":7}"#.into(),
+        });
+        let payload = event.encode();
+        let mut scratch = Vec::new();
+        let (stored, computed) =
+            Envelope::check_stored_hash(7, event.ts_ms, &payload, &previous, &mut scratch)
+                .expect("decodes");
+        assert_eq!(stored, event.hash);
+        assert_eq!(computed, event.compute_hash(&previous));
+        assert_eq!(stored, computed);
+
+        // Another predecessor, seq or time, or a changed byte of the data: no match.
+        let check = |seq, ts_ms, payload: &[u8], previous: &[u8; 32]| {
+            let (stored, computed) =
+                Envelope::check_stored_hash(seq, ts_ms, payload, previous, &mut Vec::new())
+                    .expect("decodes");
+            stored == computed
+        };
+        assert!(!check(7, event.ts_ms, &payload, &GENESIS_HASH));
+        assert!(!check(8, event.ts_ms, &payload, &previous));
+        assert!(!check(7, event.ts_ms + 1, &payload, &previous));
+        let mut tampered = payload.clone();
+        let at = tampered
+            .windows(8)
+            .position(|window| window == b"attempt\"")
+            .expect("the data is stored as text");
+        tampered[at] = b'A';
+        assert!(!check(7, event.ts_ms, &tampered, &previous));
+        assert!(matches!(
+            Envelope::check_stored_hash(7, event.ts_ms, &payload[..10], &previous, &mut scratch),
+            Err(EnvelopeError::Decode { seq: 7, .. })
+        ));
     }
 
     #[test]

@@ -53,25 +53,31 @@ pub fn verify(
 ) -> Result<AuditReport, AuditError> {
     let mut previous = GENESIS_HASH;
     let mut chain_error: Option<AuditError> = None;
+    let mut scratch = Vec::new();
     let report = swarmlog_log::verify_each(
         log_dir,
         &mut |step: swarmlog_log::VerifyProgress| progress(step.bytes_done, step.bytes_total),
-        &mut |record: &swarmlog_log::Record| {
+        &mut |record: swarmlog_log::RecordRef<'_>| {
             if chain_error.is_some() {
                 return;
             }
             let seq = record.seq.get();
-            match Envelope::decode(seq, record.timestamp_ms, &record.payload) {
-                Ok(envelope) => {
-                    let computed = envelope.compute_hash(&previous);
-                    if computed != envelope.hash {
+            match Envelope::check_stored_hash(
+                seq,
+                record.timestamp_ms,
+                record.payload,
+                &previous,
+                &mut scratch,
+            ) {
+                Ok((stored, computed)) => {
+                    if computed != stored {
                         chain_error = Some(AuditError::HashChain {
                             seq,
-                            stored: envelope.hash_hex(),
+                            stored: hex::encode(stored),
                             computed: hex::encode(computed),
                         });
                     }
-                    previous = envelope.hash;
+                    previous = stored;
                 }
                 Err(error) => chain_error = Some(error.into()),
             }

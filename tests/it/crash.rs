@@ -239,3 +239,61 @@ async fn an_idempotent_retry_across_a_restart_does_not_write_twice() {
     assert_eq!(error["error"]["code"], json!("idempotency_key_reused"));
     assert_eq!(server.head().await, 1);
 }
+
+/// A history rewritten with valid checksums (what someone with write access to the files,
+/// but not the chain, could produce) passes the frame check and fails the hash chain.
+#[test]
+fn verify_finds_a_rewritten_event_whose_frames_are_valid() {
+    use swarmlog_log::{Log, LogOptions, RecordInput, Seq};
+    use swarmlog_projections::Envelope;
+
+    let original = data_dir();
+    let db = original.path().to_str().expect("utf-8 path");
+    for text in ["first", "second", "third"] {
+        let (code, _, stderr) = cli(&[
+            "--db",
+            db,
+            "events",
+            "append",
+            "note.added",
+            "notes/n",
+            text,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let log = Log::open(&original.path().join("log"), LogOptions::default()).expect("open");
+    let mut envelopes: Vec<Envelope> = log
+        .reader()
+        .iter_from(Seq::FIRST)
+        .map(|record| {
+            let record = record.expect("read");
+            Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)
+                .expect("decode")
+        })
+        .collect();
+    drop(log);
+    assert_eq!(envelopes.len(), 3);
+    envelopes[1].data = envelopes[1].data.replace("second", "SECOND");
+
+    let rewritten = data_dir();
+    let mut log = Log::open(&rewritten.path().join("log"), LogOptions::default()).expect("open");
+    for envelope in &envelopes {
+        let payload = envelope.encode();
+        log.append_batch(&[RecordInput {
+            timestamp_ms: envelope.ts_ms,
+            payload: &payload,
+        }])
+        .expect("append");
+    }
+    drop(log);
+
+    let db = rewritten.path().to_str().expect("utf-8 path");
+    let (code, _, stderr) = cli(&["--db", db, "verify"]);
+    assert_ne!(code, 0, "verify fails on a rewritten event");
+    assert!(
+        stderr.contains("hash chain broken at seq 2"),
+        "verify names the first rewritten seq: {stderr}"
+    );
+    let (code, stderr) = Server::start_expecting_failure(rewritten.path());
+    assert_ne!(code, 0, "the server refuses a rewritten history: {stderr}");
+}

@@ -1,6 +1,7 @@
 //! swarmlog's integration tests: one binary, one module per area. Each test starts the
 //! real `swarmlog` binary on a fresh data directory on 127.0.0.1 port 0 and talks to it
-//! over HTTP, so what is tested is what users run.
+//! over HTTP, so what is tested is what users run; `engine` drives the engine in-process,
+//! as the embedded CLI does, to watch what its commit thread lets through.
 
 mod support;
 
@@ -11,6 +12,7 @@ mod cli;
 mod consensus;
 mod coordination;
 mod crash;
+mod engine;
 mod errors;
 mod events;
 mod locks;

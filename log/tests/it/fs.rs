@@ -5,7 +5,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use swarmlog_log::{verify, Error, LockMode, Log, LogOptions, RecordInput, Seq, VerifyProgress};
+use swarmlog_log::{
+    verify, verify_each, Error, LockMode, Log, LogOptions, RecordInput, Seq, VerifyProgress,
+};
 
 fn options() -> LogOptions {
     LogOptions {
@@ -133,6 +135,49 @@ fn verify_reports_a_torn_tail_that_open_then_cuts() {
         Some("00000000000000000001.seg")
     );
     assert_eq!(log.head(), Some(Seq(10)));
+}
+
+#[test]
+fn verify_each_visits_every_record_in_order_across_segments_but_not_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = Log::open(
+        dir.path(),
+        LogOptions {
+            preallocate: false,
+            ..options()
+        },
+    )
+    .expect("open");
+    append(&mut log, 1500);
+    let expected = log
+        .reader()
+        .iter_from(Seq::FIRST)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read back");
+    drop(log);
+    let newest = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .max()
+        .expect("a segment");
+    let mut bytes = std::fs::read(&newest).expect("read");
+    bytes.extend_from_slice(b"a torn write");
+    std::fs::write(&newest, &bytes).expect("write");
+
+    let mut visited = Vec::new();
+    let report = verify_each(dir.path(), &mut |_| {}, &mut |record| {
+        visited.push((record.seq, record.timestamp_ms, record.payload.to_vec()));
+    })
+    .expect("verify");
+    assert!(report.segments > 3, "{report:?}");
+    assert_eq!(report.torn_tail_bytes, 12);
+    assert_eq!(visited.len(), expected.len());
+    for (record, (seq, timestamp_ms, payload)) in expected.iter().zip(&visited) {
+        assert_eq!(record.seq, *seq);
+        assert_eq!(record.timestamp_ms, *timestamp_ms);
+        assert_eq!(&record.payload, payload);
+    }
 }
 
 #[test]
