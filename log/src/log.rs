@@ -737,7 +737,7 @@ mod tests {
                 .expect("segment")
                 .len()
         };
-        let mut log = Log::open_with(storage.clone(), options.clone()).expect("opens");
+        let mut log = Log::open_with(storage.clone(), options).expect("opens");
         assert_eq!(
             length(&storage),
             SEGMENT_HEADER_BYTES as usize + step,

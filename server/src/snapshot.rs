@@ -162,9 +162,11 @@ mod tests {
     use super::*;
 
     fn sample(head: u64) -> Snapshot {
-        let mut state = State::default();
-        state.head = head;
-        state.head_hash = [head as u8; 32];
+        let state = State {
+            head,
+            head_hash: [head as u8; 32],
+            ..State::default()
+        };
         Snapshot {
             format: SNAPSHOT_FORMAT,
             state,

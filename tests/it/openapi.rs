@@ -12,7 +12,7 @@ async fn every_documented_route_is_served() {
     assert!(paths.len() >= 7, "the document lists the routes");
     for (path, methods) in paths {
         for method in methods.as_object().expect("methods").keys() {
-            let concrete = path.replace('{', "").replace('}', "");
+            let concrete = path.replace(['{', '}'], "");
             let url = format!("{}{concrete}", server.url);
             let request = match method.as_str() {
                 "get" => server.http.get(&url),

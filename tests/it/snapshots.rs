@@ -30,7 +30,7 @@ async fn write_some(server: &Server, round: u64) {
     assert_eq!(status, 200, "cas round {round}");
     let (status, _) = server
         .post(
-            &format!("/v1/state/config/init"),
+            "/v1/state/config/init",
             &json!({"value": {"round": round}}),
         )
         .await;
