@@ -94,6 +94,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         data_dir.display()
     );
     let shutdown_engine = engine.clone();
+    // Answers are small and each client waits for its answer: send them at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let result = axum::serve(listener, app::router_with_tokens(engine.clone(), tokens))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -29,10 +29,7 @@ async fn write_some(server: &Server, round: u64) {
     let (status, _) = server.post("/v1/state/counter/cas", &json!({"expected_version": if round == 0 { Value::Null } else { json!(round) }, "value": round})).await;
     assert_eq!(status, 200, "cas round {round}");
     let (status, _) = server
-        .post(
-            "/v1/state/config/init",
-            &json!({"value": {"round": round}}),
-        )
+        .post("/v1/state/config/init", &json!({"value": {"round": round}}))
         .await;
     assert!(status == 200 || status == 201);
     let response = server
