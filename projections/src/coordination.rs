@@ -69,13 +69,7 @@ pub mod event_types {
     pub const BRANCH_CREATED: &str = "branch.created";
 }
 
-/// The shortest lock TTL or agent lease (SPEC §6: 100 ms). Shorter than this and a holder
-/// could not renew in time across one network round trip.
-pub const TTL_MS_MIN: u64 = 100;
-
-/// The longest lock TTL or agent lease (SPEC §6: 24 h). Longer than this and a crashed
-/// holder blocks everyone for more than a working day.
-pub const TTL_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+pub use crate::limits::{TTL_MS_MAX, TTL_MS_MIN};
 
 /// The most resources one acquire may name. Each resource costs at most two events
 /// (an expiry of a stale holder and the grant), so 100 resources stay far below the
@@ -492,23 +486,28 @@ pub fn restart_all_leases(state: &mut State, now_ms: i64) {
     }
 }
 
-/// A TTL as a signed duration; TTLs are bounded by [`TTL_MS_MAX`], so this never wraps.
+/// A TTL as a signed duration; TTLs are bounded by `limits::TTL_MS_RANGE` (at most 7 days),
+/// so this never wraps.
 fn ttl_as_ms(ttl_ms: u64) -> i64 {
-    i64::try_from(ttl_ms).expect("TTLs are validated to at most TTL_MS_MAX")
+    i64::try_from(ttl_ms).expect("TTLs are validated to at most 7 days")
 }
 
-/// 422 `invalid_value` unless `ttl_ms` is within [`TTL_MS_MIN`]..=[`TTL_MS_MAX`].
+/// 422 `invalid_value` unless `ttl_ms` is within the process's TTL limits.
 fn check_ttl(field: &str, ttl_ms: u64) -> Result<(), Rejection> {
-    if (TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
+    let limits = crate::limits::current();
+    if (limits.ttl_ms_min..=limits.ttl_ms_max).contains(&ttl_ms) {
         return Ok(());
     }
     Err(invalid_value(
         field,
-        format!("{field} must be between {TTL_MS_MIN} and {TTL_MS_MAX}, not {ttl_ms}"),
+        format!(
+            "{field} must be between {} and {}, not {ttl_ms}",
+            limits.ttl_ms_min, limits.ttl_ms_max
+        ),
     ))
 }
 
-/// 422 `invalid_value` unless `id` is 1–256 bytes of UTF-8 without control characters.
+/// 422 `invalid_value` unless `id` is a valid id (`limits::is_valid_id`).
 fn check_id(field: &str, id: &str) -> Result<(), Rejection> {
     if crate::limits::is_valid_id(id) {
         return Ok(());
@@ -517,7 +516,7 @@ fn check_id(field: &str, id: &str) -> Result<(), Rejection> {
         field,
         format!(
             "{field} must be 1 to {} bytes without control characters",
-            crate::limits::ID_BYTES_MAX
+            crate::limits::current().id_bytes_max
         ),
     ))
 }

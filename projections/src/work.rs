@@ -67,15 +67,8 @@ pub use tasks::{
     Tasks,
 };
 
-/// Smallest claim lease (`timeout_ms`) and proposal or auction deadline: SPEC §6's lower
-/// bound for TTLs; anything shorter would expire before a client could act on it.
-pub const DURATION_MS_MIN: i64 = 100;
-
-/// Largest claim lease and deadline: SPEC §6's upper bound for TTLs (24 h).
+/// Largest `wait_ms` of a claim (24 h), and the unit of the bound on estimates.
 pub const DURATION_MS_MAX: i64 = 24 * 60 * 60 * 1000;
-
-/// Most tasks in one atomic create: SPEC §6's batch bound, since each task is an event.
-pub const TASKS_PER_CREATE_MAX: usize = 1000;
 
 /// The work part of a branch's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -498,7 +491,8 @@ pub(crate) fn already_exists(kind: &str, id: &str) -> Rejection {
     .with("id", id)
 }
 
-/// Checks that `value` is a valid id (SPEC §3: 1–256 bytes, no control characters).
+/// Checks that `value` is a valid id (SPEC §3: 1–256 bytes by default, no control
+/// characters).
 pub(crate) fn check_id(field: &str, value: &str) -> Result<(), Rejection> {
     if crate::limits::is_valid_id(value) {
         Ok(())
@@ -507,7 +501,7 @@ pub(crate) fn check_id(field: &str, value: &str) -> Result<(), Rejection> {
             field,
             format!(
                 "{field} must be 1 to {} bytes without control characters",
-                crate::limits::ID_BYTES_MAX
+                crate::limits::current().id_bytes_max
             ),
         ))
     }
@@ -525,16 +519,26 @@ pub(crate) fn check_unit(field: &str, value: f64) -> Result<(), Rejection> {
     }
 }
 
-/// Checks that `value` is a duration in `DURATION_MS_MIN..=DURATION_MS_MAX`.
+/// Checks that a claim lease (`timeout_ms`) or a proposal or auction deadline is within
+/// the process's TTL limits (SPEC §6: 100 ms to 24 h by default); anything shorter would
+/// expire before a client could act on it.
 pub(crate) fn check_duration(field: &str, value: i64) -> Result<(), Rejection> {
-    if (DURATION_MS_MIN..=DURATION_MS_MAX).contains(&value) {
+    let (min, max) = duration_bounds();
+    if (min..=max).contains(&value) {
         Ok(())
     } else {
         Err(invalid(
             field,
-            format!("{field} must be from {DURATION_MS_MIN} to {DURATION_MS_MAX} ms, not {value}"),
+            format!("{field} must be from {min} to {max} ms, not {value}"),
         ))
     }
+}
+
+/// The TTL limits as signed milliseconds (at most 7 days, so they fit).
+pub(crate) fn duration_bounds() -> (i64, i64) {
+    let limits = crate::limits::current();
+    let signed = |ms: u64| i64::try_from(ms).expect("TTL limits are at most 7 days");
+    (signed(limits.ttl_ms_min), signed(limits.ttl_ms_max))
 }
 
 /// The id `PREFIX-n` for the first `n >= count + 1` that `taken` does not hold.

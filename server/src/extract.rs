@@ -7,14 +7,14 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use swarmlog_projections::limits::{is_valid_id, json_depth, JSON_DEPTH_MAX};
+use swarmlog_projections::limits::{self, is_valid_id, json_depth};
 
 use crate::engine::IdempotencyRequest;
 use crate::error::{from_json_error, ApiError};
-use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, REQUEST_BODY_BYTES_MAX};
+use crate::limits::IDEMPOTENCY_KEY_BYTES_MAX;
 
-/// A JSON request body: at most [`REQUEST_BODY_BYTES_MAX`] bytes (413), valid JSON (400),
-/// nested at most [`JSON_DEPTH_MAX`] deep and of the expected shape (422). Keeps the raw
+/// A JSON request body: within the process's body limit (413), valid JSON (400), within
+/// its depth limit (422 `too_deep`) and of the expected shape (422). Keeps the raw
 /// bytes for the idempotency hash.
 pub struct ApiJson<T> {
     /// The parsed body.
@@ -33,7 +33,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// A raw request body of at most [`REQUEST_BODY_BYTES_MAX`] bytes (413 beyond).
+/// A raw request body within the process's body limit (413 beyond).
 pub struct RawBody(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
@@ -46,15 +46,16 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 
 /// Reads a body up to the limit.
 pub async fn read_body(request: Request) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(request.into_body(), REQUEST_BODY_BYTES_MAX)
+    let most = limits::current().request_body_bytes_max;
+    axum::body::to_bytes(request.into_body(), most)
         .await
         .map_err(|_| {
             ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!("the request body is larger than {REQUEST_BODY_BYTES_MAX} bytes"),
+                format!("the request body is larger than {most} bytes"),
             )
-            .with("limit_bytes", REQUEST_BODY_BYTES_MAX)
+            .with("limit_bytes", most)
         })
 }
 
@@ -69,12 +70,13 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(raw).map_err(|error| from_json_error(&error))?;
     let depth = json_depth(&value);
-    if depth > JSON_DEPTH_MAX {
+    let most = limits::current().json_depth_max;
+    if depth > most {
         return Err(ApiError::invalid(
             "too_deep",
-            format!("the body nests {depth} levels deep; the limit is {JSON_DEPTH_MAX}"),
+            format!("the body nests {depth} levels deep; the limit is {most}"),
         )
-        .with("limit", JSON_DEPTH_MAX));
+        .with("limit", most));
     }
     serde_json::from_value(value).map_err(|error| from_json_error(&error))
 }
@@ -93,16 +95,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// Checks an id, key, stream or branch name (SPEC §3: 1–256 bytes of UTF-8 without control
-/// characters); `what` names it in the error.
+/// characters, or fewer if `serve --max-id-bytes` says so); `what` names it in the error.
 pub fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
     if is_valid_id(id) {
         Ok(())
     } else {
+        let most = limits::current().id_bytes_max;
         Err(ApiError::invalid(
             "invalid_id",
-            format!("{what} must be 1 to 256 bytes of UTF-8 without control characters"),
+            format!("{what} must be 1 to {most} bytes of UTF-8 without control characters"),
         )
-        .with("field", what))
+        .with("field", what)
+        .with("limit", most))
     }
 }
 
@@ -121,9 +125,12 @@ pub fn idempotency(
         .ok()
         .filter(|key| is_valid_id(key) && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX)
         .ok_or_else(|| {
+            let most = limits::current()
+                .id_bytes_max
+                .min(IDEMPOTENCY_KEY_BYTES_MAX);
             ApiError::malformed(
                 "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 256 bytes of visible ASCII",
+                format!("Idempotency-Key must be 1 to {most} bytes of visible ASCII"),
             )
         })?;
     let mut hasher = Sha256::new();

@@ -1,13 +1,10 @@
-//! Every bound the server enforces, in one place, each with how it was chosen.
+//! Every bound the server enforces, in one place, each with how it was chosen. The limits
+//! SPEC §6 makes configurable (request body, batch, ids, JSON depth, TTLs) are
+//! `swarmlog_projections::limits::Limits`, set by `serve`'s flags.
 
 use std::time::Duration;
 
-/// Largest request body (SPEC §6): far above any sane event, small enough that a burst of
-/// concurrent maximum-size requests cannot exhaust memory.
-pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
-
-/// Most events in one atomic batch (SPEC §6).
-pub const BATCH_EVENTS_MAX: usize = 1000;
+use swarmlog_projections::limits::REQUEST_BODY_BYTES_MAX;
 
 /// Depth of the engine's command queue. Handlers wait (async) when it is full, which is
 /// the back-pressure: at ~100 µs per fsync a full queue drains in a few commits.

@@ -104,6 +104,63 @@ pub struct ServeArgs {
     /// Refuse lock acquisitions that take a resource sorting before one already held.
     #[arg(long)]
     pub lock_order: bool,
+    /// Largest request body in bytes (1024 to 1048576, the default); 413 beyond.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most events in one batch or tasks in one create (1 to 1000, the default).
+    #[arg(long, value_name = "N")]
+    pub max_batch_events: Option<usize>,
+    /// Longest id, key, stream, type, branch or actor name in bytes (64 to 256, the default).
+    #[arg(long, value_name = "BYTES")]
+    pub max_id_bytes: Option<usize>,
+    /// Deepest JSON nesting of a request body (4 to 64, the default).
+    #[arg(long, value_name = "N")]
+    pub max_json_depth: Option<usize>,
+    /// Shortest TTL, lease, claim timeout or deadline in ms (default 100; at least 10).
+    #[arg(long, value_name = "MS")]
+    pub min_ttl_ms: Option<u64>,
+    /// Longest TTL, lease, claim timeout or deadline in ms (default 86400000; at most 7 days).
+    #[arg(long, value_name = "MS")]
+    pub max_ttl_ms: Option<u64>,
+}
+
+/// A refused limit as a sentence naming its flag.
+pub fn limit_error(error: &swarmlog_projections::limits::ConfigureError) -> String {
+    use swarmlog_projections::limits::ConfigureError;
+    match error {
+        ConfigureError::OutOfRange(range) => {
+            let flag = match range.field {
+                "request_body_bytes_max" => "--max-body-bytes",
+                "batch_events_max" => "--max-batch-events",
+                "id_bytes_max" => "--max-id-bytes",
+                "json_depth_max" => "--max-json-depth",
+                "ttl_ms_min" => "--min-ttl-ms",
+                _ => "--max-ttl-ms",
+            };
+            format!(
+                "{flag} must be between {} and {}, not {}",
+                range.low, range.high, range.value
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+impl ServeArgs {
+    /// The limits the flags ask for, the defaults for the others.
+    pub fn limits(&self) -> swarmlog_projections::limits::Limits {
+        let defaults = swarmlog_projections::limits::Limits::default();
+        swarmlog_projections::limits::Limits {
+            request_body_bytes_max: self
+                .max_body_bytes
+                .unwrap_or(defaults.request_body_bytes_max),
+            batch_events_max: self.max_batch_events.unwrap_or(defaults.batch_events_max),
+            id_bytes_max: self.max_id_bytes.unwrap_or(defaults.id_bytes_max),
+            json_depth_max: self.max_json_depth.unwrap_or(defaults.json_depth_max),
+            ttl_ms_min: self.min_ttl_ms.unwrap_or(defaults.ttl_ms_min),
+            ttl_ms_max: self.max_ttl_ms.unwrap_or(defaults.ttl_ms_max),
+        }
+    }
 }
 
 /// `--sync` values.

@@ -44,9 +44,10 @@ impl Config {
         }
         if let Some(branch) = &cli.branch {
             if !swarmlog_projections::limits::is_valid_id(branch) {
-                return Err(CliError::usage(
-                    "--branch must be 1 to 256 bytes without control characters",
-                ));
+                return Err(CliError::usage(format!(
+                    "--branch must be 1 to {} bytes without control characters",
+                    swarmlog_projections::limits::current().id_bytes_max
+                )));
             }
         }
         let output = match (cli.json, cli.raw) {

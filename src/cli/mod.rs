@@ -90,8 +90,15 @@ pub fn run() -> ExitCode {
             };
         }
     };
-    if !matches!(cli.command, Command::Serve(_)) {
-        restore_default_sigpipe();
+    match &cli.command {
+        // Fixed first, before anything (the --branch check, say) reads the limits.
+        Command::Serve(args) => {
+            if let Err(error) = swarmlog_projections::limits::configure(args.limits()) {
+                eprintln!("swarmlog: {}", args::limit_error(&error));
+                return ExitCode::from(Exit::Usage as u8);
+            }
+        }
+        _ => restore_default_sigpipe(),
     }
     let outcome = Config::from_cli(&cli).and_then(|config| {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -234,3 +234,131 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
         "no refused request wrote anything"
     );
 }
+
+/// SPEC §6's limits are settings of `serve`: tightened (or, for TTLs, widened), every one
+/// refuses exactly past its new value, names the value, and writes nothing; at the value
+/// the request passes.
+#[tokio::test]
+async fn limits_set_on_the_command_line_are_enforced_at_their_values() {
+    let dir = data_dir();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--max-body-bytes",
+            "2048",
+            "--max-batch-events",
+            "3",
+            "--max-id-bytes",
+            "64",
+            "--max-json-depth",
+            "6",
+            "--min-ttl-ms",
+            "1000",
+            "--max-ttl-ms",
+            "172800000",
+        ],
+    )
+    .await;
+    let event = |stream: &str| json!({"type": "a.b", "stream": stream});
+    let id_64 = "i".repeat(64);
+    let id_65 = "i".repeat(65);
+
+    // At each limit: accepted.
+    let at_limit: Vec<(String, Value)> = vec![
+        (
+            "/v1/events".into(),
+            json!({"type": "a.b", "stream": "s", "data": {"d": "x".repeat(1900)}}),
+        ),
+        (
+            "/v1/events".into(),
+            json!({"events": [event("s"), event("s"), event("s")]}),
+        ),
+        ("/v1/events".into(), event(&id_64)),
+        (
+            "/v1/events".into(),
+            json!({"type": "a.b", "stream": "s", "data": nested(5)}),
+        ),
+        (
+            "/v1/locks/short/acquire".into(),
+            json!({"owner": "a", "ttl_ms": 1000}),
+        ),
+        // 36 h: above the default 24 h, within the 48 h set here.
+        (
+            "/v1/locks/long/acquire".into(),
+            json!({"owner": "a", "ttl_ms": 129_600_000}),
+        ),
+        (
+            "/v1/tasks".into(),
+            json!({"tasks": [{"type": "t"}, {"type": "t"}, {"type": "t"}]}),
+        ),
+    ];
+    for (path, body) in &at_limit {
+        let (status, answer) = server.post(path, body).await;
+        assert!(
+            status == 200 || status == 201,
+            "{path} {body}: {status} {answer}"
+        );
+    }
+    let head = server.head().await;
+
+    // One past each limit: refused with the configured value.
+    let past_limit: Vec<(String, Value, u16, &str, &str)> = vec![
+        (
+            "/v1/events".into(),
+            json!({"type": "a.b", "stream": "s", "data": {"d": "x".repeat(2100)}}),
+            413,
+            "payload_too_large",
+            "2048",
+        ),
+        (
+            "/v1/events".into(),
+            json!({"events": [event("s"), event("s"), event("s"), event("s")]}),
+            422,
+            "invalid_batch",
+            "3",
+        ),
+        ("/v1/events".into(), event(&id_65), 422, "invalid_id", "64"),
+        (
+            "/v1/events".into(),
+            json!({"type": "a.b", "stream": "s", "data": nested(6)}),
+            422,
+            "too_deep",
+            "6",
+        ),
+        (
+            "/v1/locks/short2/acquire".into(),
+            json!({"owner": "a", "ttl_ms": 999}),
+            422,
+            "invalid_value",
+            "1000",
+        ),
+        (
+            "/v1/locks/long2/acquire".into(),
+            json!({"owner": "a", "ttl_ms": 172_800_001}),
+            422,
+            "invalid_value",
+            "172800000",
+        ),
+        (
+            "/v1/tasks".into(),
+            json!({"tasks": [{"type": "t"}, {"type": "t"}, {"type": "t"}, {"type": "t"}]}),
+            422,
+            "invalid_value",
+            "3",
+        ),
+    ];
+    for (path, body, status, code, named) in &past_limit {
+        let (got, answer) = server.post(path, body).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{path}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(named),
+            "{path}: the message names the limit: {message}"
+        );
+    }
+    assert_eq!(server.head().await, head, "refused requests wrote nothing");
+}

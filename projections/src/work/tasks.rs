@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_duration, check_id, check_unit, conflict, format_instant, generate_id, invalid,
-    not_found, parse_data, roster, Timer, TimerKind, Work, DURATION_MS_MAX, TASKS_PER_CREATE_MAX,
+    not_found, parse_data, roster, Timer, TimerKind, Work, DURATION_MS_MAX,
 };
 use crate::envelope::{Envelope, EventDraft};
 use crate::state::{BranchState, Rejection};
@@ -866,7 +866,10 @@ fn normalize(spec: &TaskSpec, field: &dyn Fn(&str) -> String) -> Result<TaskDefi
             format!("priority must be from {PRIORITY_MIN} to {PRIORITY_MAX}, not {priority}"),
         ));
     }
-    let timeout_ms = spec.timeout_ms.unwrap_or(TIMEOUT_MS_DEFAULT);
+    let timeout_ms = spec.timeout_ms.unwrap_or_else(|| {
+        let (min, max) = super::duration_bounds();
+        TIMEOUT_MS_DEFAULT.clamp(min, max)
+    });
     check_duration(&field("timeout_ms"), timeout_ms)?;
     let max_attempts = spec.max_attempts.unwrap_or(i64::from(MAX_ATTEMPTS_DEFAULT));
     if !(1..=i64::from(MAX_ATTEMPTS_MAX)).contains(&max_attempts) {
@@ -910,13 +913,12 @@ pub(super) fn decide_create(
     if specs.is_empty() {
         return Err(invalid("tasks", "a create needs at least one task"));
     }
-    if specs.len() > TASKS_PER_CREATE_MAX {
+    // Each task is an event, so a create is bounded like a batch.
+    let most = crate::limits::current().batch_events_max;
+    if specs.len() > most {
         return Err(invalid(
             "tasks",
-            format!(
-                "a create takes at most {TASKS_PER_CREATE_MAX} tasks, not {}",
-                specs.len()
-            ),
+            format!("a create takes at most {most} tasks, not {}", specs.len()),
         ));
     }
     let batch = specs.len() > 1;

@@ -24,7 +24,7 @@ use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
 use crate::limits::{
-    BATCH_EVENTS_MAX, REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL,
+    REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL,
     SUBSCRIBER_BUFFER_EVENTS_MAX,
 };
 
@@ -101,15 +101,16 @@ pub async fn append(State(app): State<AppState>, input: WriteInput) -> Result<Re
     let bodies = if rest.get("events").is_some() {
         let batch: BatchBody =
             serde_json::from_value(rest).map_err(|error| from_json_error(&error))?;
-        if batch.events.is_empty() || batch.events.len() > BATCH_EVENTS_MAX {
+        let most = swarmlog_projections::limits::current().batch_events_max;
+        if batch.events.is_empty() || batch.events.len() > most {
             return Err(ApiError::invalid(
                 "invalid_batch",
                 format!(
-                    "a batch holds 1 to {BATCH_EVENTS_MAX} events, not {}",
+                    "a batch holds 1 to {most} events, not {}",
                     batch.events.len()
                 ),
             )
-            .with("limit", BATCH_EVENTS_MAX));
+            .with("limit", most));
         }
         batch.events
     } else {
