@@ -173,7 +173,17 @@ impl Committer {
             let hub = hub.clone();
             std::thread::Builder::new()
                 .name("swarmlog-commit".into())
-                .spawn(move || run(log, &durability, &shared, &hub))?
+                .spawn(move || {
+                    // Without this thread nothing becomes durable and every writer would
+                    // wait forever; a bug here must stop the process like a failed fsync.
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(log, &durability, &shared, &hub)
+                    }));
+                    if ran.is_err() {
+                        eprintln!("swarmlog: the commit thread panicked; aborting");
+                        std::process::abort();
+                    }
+                })?
         };
         Ok(Committer {
             durability,

@@ -1,10 +1,13 @@
-//! The single-writer engine (SPEC §1): one thread owns the log and the in-memory state.
+//! The single-writer engine (SPEC §1): one thread owns the in-memory state and decides
+//! every write; the commit thread (`committer`) owns the log.
 //!
-//! It drains a bounded queue of jobs; for each write it decides against the state, stamps
-//! the resulting events (seq, time, hash) and applies them; then it appends the whole group
-//! as one batch with one fsync, and only after that answers every request of the group,
-//! publishes the events to subscribers and answers the reads that were queued. So nobody,
-//! not even a refused request or a reader, sees state that is not durable.
+//! The engine drains a bounded queue of jobs; for each write it decides against the state,
+//! stamps the resulting events (seq, time, hash) and applies them, then hands the group to
+//! the commit thread and goes on with the next. The commit thread appends what it was
+//! handed with one fsync, and only after that answers every request of the group,
+//! answers the reads computed meanwhile and publishes the events to subscribers. So the
+//! state may run ahead of the disk by the groups in flight, yet nobody, not even a refused
+//! request or a reader, sees state that is not durable.
 //!
 //! The engine is usable without HTTP: tests and the embedded CLI drive it directly.
 
