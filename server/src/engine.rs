@@ -28,7 +28,7 @@ use swarmlog_projections::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::committer::{Answer, Commit, Committer, Deferred};
+use crate::committer::{Answer, Commit, Committer, Deferred, Durability};
 use crate::error::ApiError;
 pub use crate::hub::Committed;
 use crate::hub::Hub;
@@ -57,6 +57,9 @@ pub struct EngineConfig {
     /// last one: 1 for a server; more for the in-process CLI, which opens and closes the
     /// log for every command and should not rewrite the state each time.
     pub shutdown_snapshot_min_events: u64,
+    /// A snapshot is written in the background every this many events (default
+    /// [`SNAPSHOT_INTERVAL_EVENTS`]).
+    pub snapshot_interval_events: u64,
 }
 
 impl EngineConfig {
@@ -69,6 +72,7 @@ impl EngineConfig {
             lock_wait: false,
             lock_order: false,
             shutdown_snapshot_min_events: 1,
+            snapshot_interval_events: SNAPSHOT_INTERVAL_EVENTS,
         }
     }
 
@@ -278,15 +282,17 @@ impl StreamIndex {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// The snapshot form: `(branch, stream, seqs)` sorted.
-    pub fn to_list(&self) -> Vec<(String, String, Vec<u64>)> {
+    /// The snapshot form of the index as of seq `head`: `(branch, stream, seqs)` sorted,
+    /// without the seqs after `head` (the index may already hold later durable events).
+    pub fn to_list_until(&self, head: u64) -> Vec<(String, String, Vec<u64>)> {
         let mut list: Vec<(String, String, Vec<u64>)> = self
             .branches
             .iter()
             .flat_map(|(branch, streams)| {
-                streams
-                    .iter()
-                    .map(move |(stream, seqs)| (branch.clone(), stream.clone(), seqs.clone()))
+                streams.iter().filter_map(move |(stream, seqs)| {
+                    let until = seqs.partition_point(|seq| *seq <= head);
+                    (until > 0).then(|| (branch.clone(), stream.clone(), seqs[..until].to_vec()))
+                })
             })
             .collect();
         list.sort();
@@ -423,6 +429,7 @@ impl Engine {
             snapshot_head: 0,
             snapshot_running: Arc::new(AtomicBool::new(false)),
             shutdown_snapshot_min_events: config.shutdown_snapshot_min_events.max(1),
+            snapshot_interval_events: config.snapshot_interval_events.max(1),
             contention: HashMap::new(),
             contention_changed: false,
             not_durable_keys: VecDeque::new(),
@@ -646,6 +653,8 @@ struct Core {
     snapshot_running: Arc<AtomicBool>,
     /// See [`EngineConfig::shutdown_snapshot_min_events`].
     shutdown_snapshot_min_events: u64,
+    /// See [`EngineConfig::snapshot_interval_events`].
+    snapshot_interval_events: u64,
     /// Denials plus waits per lock resource, for the contention metric.
     contention: HashMap<String, u64>,
     /// Whether `contention` changed since the metric was last updated.
@@ -949,7 +958,6 @@ impl Core {
         }
         let wrote = self.finish_group(group);
         for reply in snapshots {
-            self.committer.durability().wait_durable(self.state.head);
             let _ = reply.send(self.write_snapshot());
         }
         if wrote || !self.parked.is_empty() {
@@ -977,12 +985,9 @@ impl Core {
     }
 
     /// What a snapshot of the current state holds.
+    /// Everything a snapshot of the current state holds but the stream index, which
+    /// [`complete_snapshot`] adds once the state is durable.
     fn snapshot_now(&self) -> Snapshot {
-        let index = self
-            .shared
-            .stream_index
-            .read()
-            .expect("the index lock is never held across a panic");
         let idempotency = self
             .idempotency_expiry
             .iter()
@@ -999,38 +1004,40 @@ impl Core {
         Snapshot {
             format: snapshot::SNAPSHOT_FORMAT,
             state: self.state.clone(),
-            stream_index: index.to_list(),
+            stream_index: Vec::new(),
             idempotency,
             last_ts_ms: self.last_ts_ms,
         }
     }
 
-    /// Writes a snapshot synchronously (forced, or at shutdown); the state must be durable.
+    /// Writes a snapshot synchronously (forced, or at shutdown), once the state is durable.
     fn write_snapshot(&mut self) -> Result<(PathBuf, u64), String> {
-        let written = snapshot::write(&self.data_dir, &self.snapshot_now())
-            .map_err(|error| error.to_string())?;
+        let mut snapshot = self.snapshot_now();
+        complete_snapshot(self.committer.durability(), &self.shared, &mut snapshot);
+        let written =
+            snapshot::write(&self.data_dir, &snapshot).map_err(|error| error.to_string())?;
         self.snapshot_head = self.state.head;
         Ok(written)
     }
 
-    /// Every [`SNAPSHOT_INTERVAL_EVENTS`] events, writes a snapshot on a background thread
+    /// Every `snapshot_interval_events` events, writes a snapshot on a background thread
     /// so that the writer does not wait for it.
     fn maybe_snapshot(&mut self) {
-        if self.state.head < self.snapshot_head + SNAPSHOT_INTERVAL_EVENTS
+        if self.state.head < self.snapshot_head + self.snapshot_interval_events
             || self.snapshot_running.swap(true, Ordering::AcqRel)
         {
             return;
         }
-        let snapshot = self.snapshot_now();
+        let mut snapshot = self.snapshot_now();
         self.snapshot_head = self.state.head;
         let data_dir = self.data_dir.clone();
         let running = self.snapshot_running.clone();
         let durability = self.committer.durability().clone();
+        let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("swarmlog-snapshot".into())
             .spawn(move || {
-                // A snapshot never describes a state the log may lose.
-                durability.wait_durable(snapshot.state.head);
+                complete_snapshot(&durability, &shared, &mut snapshot);
                 if let Err(error) = snapshot::write(&data_dir, &snapshot) {
                     tracing::warn!(%error, "cannot write a snapshot; the next start replays more");
                 }
@@ -1616,6 +1623,18 @@ impl Core {
         self.last_ts_ms = self.last_ts_ms.max(wall_clock_ms());
         self.last_ts_ms
     }
+}
+
+/// Waits until the snapshot's state is durable (a snapshot never describes a state the log
+/// may lose), then adds the stream index as of the snapshot's head.
+fn complete_snapshot(durability: &Durability, shared: &Shared, snapshot: &mut Snapshot) {
+    let head = snapshot.state.head;
+    durability.wait_durable(head);
+    snapshot.stream_index = shared
+        .stream_index
+        .read()
+        .expect("the index lock is never held across a panic")
+        .to_list_until(head);
 }
 
 /// The stored hash of event `seq`, if the log has it.
