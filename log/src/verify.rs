@@ -2,8 +2,9 @@
 //!
 //! `verify` applies the same rules as recovery (it shares the listing checks and the
 //! segment scan) but reads everything and changes nothing. So it fails with `Corrupt`
-//! exactly where opening or reading the log would, and it reports a torn tail of the newest
-//! segment (what a crash normally leaves, and what the next open cuts) instead of failing.
+//! wherever opening or reading the log would (and, with forged checksums, in two places
+//! reads cannot see: see `FORMAT.md`), and it reports a torn tail of the newest segment
+//! (what a crash normally leaves, and what the next open cuts) instead of failing.
 //! It reads the newest segment with positional reads rather than a map, so a server
 //! appending to it at the same time cannot crash the check; the result is then only a
 //! snapshot, which is why `verify` is meant to run offline.
@@ -20,6 +21,9 @@ use crate::recovery::{check_continuity, check_last_record};
 use crate::scan::{scan, Role};
 use crate::storage::{Access, FsStorage, Storage, StorageFile};
 use crate::{RecordRef, Seq};
+
+/// Where an index file stores the last seq of its segment (`FORMAT.md`).
+const INDEX_LAST_SEQ_POSITION: u64 = 24;
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,7 +152,7 @@ fn verify_visiting<S: Storage>(
             if newest {
                 // Opening the log removes an index file of the newest segment.
                 report.index_files_rebuildable += 1;
-            } else if check_index_file(storage, bytes, first_seq)? {
+            } else if check_index_file(storage, bytes, first_seq, scanned.last_seq)? {
                 report.index_files_checked += 1;
             } else {
                 report.index_files_rebuildable += 1;
@@ -195,13 +199,15 @@ fn visit_records(bytes: &[u8], visit: &mut dyn FnMut(RecordRef<'_>)) {
     }
 }
 
-/// Checks a sealed segment's index file. Returns false if it is unusable (open would
-/// rebuild it), and `Corrupt` if it decodes and passes its own checks, and the check open
-/// makes, yet points somewhere wrong: reads through it would then fail.
+/// Checks a sealed segment's index file against the segment and the last seq its scan
+/// found. Returns false if it is unusable (open would rebuild it), and `Corrupt` if it
+/// decodes and passes its own checks, and the check open makes, yet points somewhere wrong:
+/// reads through it would then fail, or open would take the wrong last seq from it.
 fn check_index_file<S: Storage>(
     storage: &S,
     segment: &[u8],
     first_seq: u64,
+    last_seq: Option<u64>,
 ) -> Result<bool, Error> {
     let name = index_name(first_seq);
     let Ok(bytes) = files::read_whole(storage, &name) else {
@@ -212,6 +218,19 @@ fn check_index_file<S: Storage>(
     };
     if check_last_record(segment, first_seq, &index_file).is_err() {
         return Ok(false);
+    }
+    // The check open makes can pass for a valid frame inside the last record's payload,
+    // and open then continues the log after the seq the index names.
+    if Some(index_file.last_seq) != last_seq {
+        return Err(Error::corrupt(
+            &name,
+            INDEX_LAST_SEQ_POSITION,
+            format!(
+                "the index says the segment ends with seq {}, but its records end with seq {}",
+                index_file.last_seq,
+                last_seq.map_or_else(|| "none".to_owned(), |seq| seq.to_string())
+            ),
+        ));
     }
     for (number, entry) in index_file.index.entries().iter().enumerate() {
         let seq = first_seq + u64::from(entry.seq_offset);
