@@ -45,6 +45,8 @@ pub(crate) struct Commit {
     events: Vec<Arc<Committed>>,
     /// Their record payloads.
     payloads: Vec<Vec<u8>>,
+    /// What the events take in the log, frame headers included.
+    bytes: u64,
     /// The last seq the engine's state reflected when it produced the answers and reads.
     upto: u64,
     answers: Vec<Answer>,
@@ -61,25 +63,22 @@ impl Commit {
         answers: Vec<Answer>,
         deferred: Vec<Deferred>,
     ) -> Commit {
-        let payloads = events
+        let payloads: Vec<Vec<u8>> = events
             .iter()
             .map(|committed| committed.envelope.encode())
             .collect();
+        let bytes = payloads
+            .iter()
+            .map(|payload| RECORD_FRAME_BYTES + payload.len() as u64)
+            .sum();
         Commit {
             events,
             payloads,
+            bytes,
             upto,
             answers,
             deferred,
         }
-    }
-
-    /// The size of the events in the log.
-    fn bytes(&self) -> u64 {
-        self.payloads
-            .iter()
-            .map(|payload| RECORD_FRAME_BYTES + payload.len() as u64)
-            .sum()
     }
 
     /// Sends everything the commit waited for; its events are durable.
@@ -216,7 +215,7 @@ impl Committer {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         queue.events += commit.events.len();
-        queue.bytes += commit.bytes();
+        queue.bytes += commit.bytes;
         queue.commits.push_back(commit);
         drop(queue);
         self.durability.work.notify_one();
@@ -287,7 +286,7 @@ fn take_batch(queue: &mut Queue) -> Vec<Commit> {
     let mut records = 0u64;
     let mut bytes = 0u64;
     while let Some(commit) = queue.commits.front() {
-        let commit_bytes = commit.bytes();
+        let commit_bytes = commit.bytes;
         let fits = records + commit.events.len() as u64 <= u64::from(BATCH_RECORDS_MAX)
             && bytes + commit_bytes <= BATCH_BYTES_MAX;
         if !fits && !batch.is_empty() {

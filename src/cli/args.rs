@@ -135,7 +135,8 @@ pub fn limit_error(error: &swarmlog_projections::limits::ConfigureError) -> Stri
                 "id_bytes_max" => "--max-id-bytes",
                 "json_depth_max" => "--max-json-depth",
                 "ttl_ms_min" => "--min-ttl-ms",
-                _ => "--max-ttl-ms",
+                "ttl_ms_max" => "--max-ttl-ms",
+                other => other,
             };
             format!(
                 "{flag} must be between {} and {}, not {}",

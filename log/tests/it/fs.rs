@@ -16,6 +16,19 @@ fn options() -> LogOptions {
     }
 }
 
+/// A log whose segments end right after their records, so that bytes a test appends to a
+/// file by hand come straight after the last record (a torn tail).
+fn open_unpreallocated(dir: &std::path::Path) -> Log {
+    Log::open(
+        dir,
+        LogOptions {
+            preallocate: false,
+            ..options()
+        },
+    )
+    .expect("open")
+}
+
 fn append(log: &mut Log, count: u64) {
     for _ in 0..count {
         let seq = log.next_seq().get();
@@ -111,14 +124,7 @@ fn verify_checks_every_segment_and_reports_progress() {
 #[test]
 fn verify_reports_a_torn_tail_that_open_then_cuts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut log = Log::open(
-        dir.path(),
-        LogOptions {
-            preallocate: false,
-            ..options()
-        },
-    )
-    .expect("open");
+    let mut log = open_unpreallocated(dir.path());
     append(&mut log, 10);
     drop(log);
     let segment = dir.path().join("00000000000000000001.seg");
@@ -140,14 +146,7 @@ fn verify_reports_a_torn_tail_that_open_then_cuts() {
 #[test]
 fn verify_each_visits_every_record_in_order_across_segments_but_not_a_torn_tail() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut log = Log::open(
-        dir.path(),
-        LogOptions {
-            preallocate: false,
-            ..options()
-        },
-    )
-    .expect("open");
+    let mut log = open_unpreallocated(dir.path());
     append(&mut log, 1500);
     let expected = log
         .reader()
