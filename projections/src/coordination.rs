@@ -25,13 +25,14 @@ mod proptests;
 #[cfg(test)]
 mod testing;
 
+use crate::rejection::{check_id, Code};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::envelope::{Envelope, EventDraft, SYSTEM_ACTOR};
-use crate::state::{BranchState, Rejection, RejectionKind, State};
+use crate::state::{BranchState, Rejection, State};
 
 pub use agents::{Agent, AgentStatus};
 pub use branches::{BranchOrigin, ForkPoint, Replayer};
@@ -212,9 +213,7 @@ pub fn decide(
 ) -> Result<Vec<EventDraft>, Rejection> {
     use CoordinationCommand as C;
     let branch_state = state.branch(branch).ok_or_else(|| {
-        Rejection::new(
-            RejectionKind::NotFound,
-            "branch_not_found",
+        Rejection::new(Code::BranchNotFound,
             format!("branch '{branch}' does not exist"),
         )
         .with("branch", branch)
@@ -507,23 +506,9 @@ fn check_ttl(field: &str, ttl_ms: u64) -> Result<(), Rejection> {
     ))
 }
 
-/// 422 `invalid_value` unless `id` is a valid id (`limits::is_valid_id`).
-fn check_id(field: &str, id: &str) -> Result<(), Rejection> {
-    if crate::limits::is_valid_id(id) {
-        return Ok(());
-    }
-    Err(invalid_value(
-        field,
-        format!(
-            "{field} must be 1 to {} bytes without control characters",
-            crate::limits::current().id_bytes_max
-        ),
-    ))
-}
-
 /// A 422 `invalid_value` naming the offending field.
 fn invalid_value(field: &str, message: String) -> Rejection {
-    Rejection::new(RejectionKind::Invalid, "invalid_value", message).with("field", field)
+    Rejection::new(Code::InvalidValue, message).with("field", field)
 }
 
 /// Parses an event's data into the shape this domain writes.

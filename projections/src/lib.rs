@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod coordination;
 pub mod envelope;
 pub mod limits;
+pub mod rejection;
 pub mod state;
 pub mod time;
 pub mod work;
@@ -17,4 +18,5 @@ pub mod work;
 pub use envelope::{
     Envelope, EnvelopeError, EventDraft, Idempotency, StoredEvent, GENESIS_HASH, SYSTEM_ACTOR,
 };
-pub use state::{AppendRequest, BranchState, Rejection, RejectionKind, State, MAIN_BRANCH};
+pub use rejection::{Code, Rejection, RejectionKind};
+pub use state::{AppendRequest, BranchState, State, MAIN_BRANCH};

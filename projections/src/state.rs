@@ -10,57 +10,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::envelope::{Envelope, EventDraft};
 
 /// The default branch.
 pub const MAIN_BRANCH: &str = "main";
 
-/// Why a command was refused. The server maps [`RejectionKind`] to an HTTP status and
-/// `code` to `error.code`; `details` are merged into the error object.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    /// The class of refusal.
-    pub kind: RejectionKind,
-    /// The snake_case error code of SPEC §3 (`version_conflict`, `lock_held`, ...).
-    pub code: &'static str,
-    /// A sentence for humans, naming the values involved.
-    pub message: String,
-    /// Extra fields for the error object (`current_version`, `holders`, `cycle`, ...).
-    pub details: Map<String, Value>,
-}
-
-/// The class of a [`Rejection`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionKind {
-    /// The request is well-formed but invalid (HTTP 422).
-    Invalid,
-    /// The entity does not exist (HTTP 404).
-    NotFound,
-    /// The request conflicts with the current state (HTTP 409).
-    Conflict,
-    /// The actor may not do this (HTTP 403).
-    Forbidden,
-}
-
-impl Rejection {
-    /// A rejection without details.
-    pub fn new(kind: RejectionKind, code: &'static str, message: impl Into<String>) -> Self {
-        Rejection {
-            kind,
-            code,
-            message: message.into(),
-            details: Map::new(),
-        }
-    }
-
-    /// Adds a detail field.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.details.insert(key.to_owned(), value.into());
-        self
-    }
-}
+pub use crate::rejection::{Code, Rejection, RejectionKind};
 
 /// The state of one branch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -194,9 +151,7 @@ pub fn decide_append<'a>(
     let mut drafts = Vec::new();
     for (index, request) in requests.into_iter().enumerate() {
         if crate::catalog::is_reserved(&request.event_type) {
-            return Err(Rejection::new(
-                RejectionKind::Invalid,
-                "reserved_type",
+            return Err(Rejection::new(Code::ReservedType,
                 format!(
                     "event type '{}' uses a reserved prefix; only the server's rules write it",
                     request.event_type
@@ -210,9 +165,7 @@ pub fn decide_append<'a>(
             .unwrap_or_else(|| state.stream_version(branch, &request.stream));
         if let Some(expected) = request.expected_version {
             if expected != current {
-                return Err(Rejection::new(
-                    RejectionKind::Conflict,
-                    "version_conflict",
+                return Err(Rejection::new(Code::VersionConflict,
                     format!(
                         "stream '{}' is at version {current}, not the expected {expected}",
                         request.stream

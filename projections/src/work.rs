@@ -40,6 +40,8 @@ mod proptests;
 #[cfg(test)]
 mod testkit;
 
+pub(crate) use crate::rejection::check_id;
+use crate::rejection::Code;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
@@ -47,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, RejectionKind};
+use crate::state::{BranchState, Rejection};
 
 pub use blackboard::{
     Blackboard, EvidenceSpec, Finding, FindingCategory, FindingEvidence, FindingFilter,
@@ -462,14 +464,12 @@ pub(crate) mod roster {
 
 /// 422 `invalid_value` naming `field`.
 pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Rejection {
-    Rejection::new(RejectionKind::Invalid, "invalid_value", message).with("field", field)
+    Rejection::new(Code::InvalidValue, message).with("field", field)
 }
 
 /// 404 `not_found` for the `kind` entity `id`.
 pub(crate) fn not_found(kind: &str, id: &str) -> Rejection {
-    Rejection::new(
-        RejectionKind::NotFound,
-        "not_found",
+    Rejection::new(Code::NotFound,
         format!("{kind} '{id}' does not exist"),
     )
     .with("kind", kind)
@@ -477,34 +477,17 @@ pub(crate) fn not_found(kind: &str, id: &str) -> Rejection {
 }
 
 /// 409 with `code`.
-pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Rejection {
-    Rejection::new(RejectionKind::Conflict, code, message)
+pub(crate) fn conflict(code: Code, message: impl Into<String>) -> Rejection {
+    Rejection::new(code, message)
 }
 
 /// 409 `already_exists`: a create reused an id with another body.
 pub(crate) fn already_exists(kind: &str, id: &str) -> Rejection {
-    conflict(
-        "already_exists",
+    conflict(Code::AlreadyExists,
         format!("{kind} '{id}' already exists with a different body"),
     )
     .with("kind", kind)
     .with("id", id)
-}
-
-/// Checks that `value` is a valid id (SPEC §3: 1–256 bytes by default, no control
-/// characters).
-pub(crate) fn check_id(field: &str, value: &str) -> Result<(), Rejection> {
-    if crate::limits::is_valid_id(value) {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!(
-                "{field} must be 1 to {} bytes without control characters",
-                crate::limits::current().id_bytes_max
-            ),
-        ))
-    }
 }
 
 /// Checks that `value` is a finite number in `0..=1`.

@@ -11,6 +11,7 @@
 //!
 //! The engine is usable without HTTP: tests and the embedded CLI drive it directly.
 
+use swarmlog_projections::Code;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1255,7 +1256,7 @@ impl Core {
                 return Outcome::Park(Box::new(request), None);
             }
             Ok(drafts) => drafts,
-            Err(rejection) if rejection.code == "lock_held" && request.wait.is_some() => {
+            Err(rejection) if rejection.code == Code::LockHeld && request.wait.is_some() => {
                 return self.park_lock_waiter(request, rejection, now_ms, group);
             }
             Err(rejection) => return Outcome::Answer(Err(rejection.into())),
@@ -1310,9 +1311,7 @@ impl Core {
     ) -> Result<Vec<EventDraft>, Rejection> {
         let context = &request.context;
         let Some(branch) = self.state.branch(&context.branch) else {
-            return Err(Rejection::new(
-                swarmlog_projections::RejectionKind::NotFound,
-                "branch_not_found",
+            return Err(Rejection::new(Code::BranchNotFound,
                 format!("branch '{}' does not exist", context.branch),
             ));
         };
@@ -1373,9 +1372,7 @@ impl Core {
                 })
                 .count();
             if ahead > 0 {
-                return Err(Rejection::new(
-                    swarmlog_projections::RejectionKind::Conflict,
-                    "lock_held",
+                return Err(Rejection::new(Code::LockHeld,
                     format!(
                         "lock '{resource}' has {ahead} earlier waiter(s); they are served first"
                     ),

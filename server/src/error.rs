@@ -92,7 +92,7 @@ impl From<Rejection> for ApiError {
         };
         ApiError {
             status,
-            code: rejection.code,
+            code: rejection.code.as_str(),
             message: rejection.message,
             details: rejection.details,
         }

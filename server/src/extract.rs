@@ -94,20 +94,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// Checks an id, key, stream or branch name (SPEC §3: 1–256 bytes of UTF-8 without control
-/// characters, or fewer if `serve --max-id-bytes` says so); `what` names it in the error.
+/// Checks an id, key, stream or branch name with the one rule every layer shares
+/// ([`swarmlog_projections::rejection::check_id`]); `what` names it in the error.
 pub fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
-    if is_valid_id(id) {
-        Ok(())
-    } else {
-        let most = limits::current().id_bytes_max;
-        Err(ApiError::invalid(
-            "invalid_id",
-            format!("{what} must be 1 to {most} bytes of UTF-8 without control characters"),
-        )
-        .with("field", what)
-        .with("limit", most))
-    }
+    swarmlog_projections::rejection::check_id(what, id).map_err(ApiError::from)
 }
 
 /// Reads the `Idempotency-Key` header, if any, and hashes the request it guards.

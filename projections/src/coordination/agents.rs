@@ -10,6 +10,7 @@
 //! event left it. That is harmless: after a restart the engine gives every lease its full
 //! TTL again ([`super::restart_leases`]), and `?at=` reads show the logged lease.
 
+use crate::rejection::Code;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use super::{
     Coordination,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, RejectionKind};
+use crate::state::{BranchState, Rejection};
 
 /// An agent's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,9 +157,7 @@ pub fn heartbeat(
         } else {
             agent.status
         };
-        return Err(Rejection::new(
-            RejectionKind::Conflict,
-            "agent_not_active",
+        return Err(Rejection::new(Code::AgentNotActive,
             format!("agent '{id}' is {}; register it again", status.as_str()),
         )
         .with("id", id)
@@ -180,18 +179,14 @@ pub(super) fn check_actor_allowed(branch: &BranchState, actor: &str) -> Result<(
 }
 
 fn killed(id: &str) -> Rejection {
-    Rejection::new(
-        RejectionKind::Forbidden,
-        "agent_killed",
+    Rejection::new(Code::AgentKilled,
         format!("agent '{id}' was killed by an admin; only an admin can register it again"),
     )
     .with("id", id)
 }
 
 fn not_found(id: &str) -> Rejection {
-    Rejection::new(
-        RejectionKind::NotFound,
-        "not_found",
+    Rejection::new(Code::NotFound,
         format!("agent '{id}' is not registered"),
     )
     .with("id", id)
@@ -369,6 +364,7 @@ pub(super) fn apply_status(
 
 #[cfg(test)]
 mod tests {
+    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::locks::{lock_info, LockMode};
     use crate::coordination::testing::{acquire, register, Harness, START_MS};
@@ -416,14 +412,14 @@ mod tests {
         harness.advance(900);
         assert!(harness.tick(0).is_empty(), "the heartbeat kept it alive");
         assert_eq!(
-            heartbeat(harness.main_mut(), "ghost", now).map_err(|rejection| rejection.code),
+            heartbeat(harness.main_mut(), "ghost", now).map_err(|rejection| rejection.code.as_str()),
             Err("not_found")
         );
         harness.advance(1000);
         let now = harness.now_ms;
         let late = heartbeat(harness.main_mut(), "a1", now).expect_err("lease ran out");
         assert_eq!(
-            (late.kind, late.code),
+            (late.kind, late.code.as_str()),
             (RejectionKind::Conflict, "agent_not_active")
         );
         assert_eq!(late.details["status"], json!("expired"));
@@ -506,14 +502,14 @@ mod tests {
         assert!(lock_info(harness.main(), "db").is_none());
         let refused = check_actor_allowed(harness.main(), "a1").expect_err("killed");
         assert_eq!(
-            (refused.kind, refused.code),
+            (refused.kind, refused.code.as_str()),
             (RejectionKind::Forbidden, "agent_killed")
         );
         assert_eq!(check_actor_allowed(harness.main(), "someone-else"), Ok(()));
         assert_eq!(
             harness
                 .err(acquire("other", "a1", 5000, LockMode::Exclusive))
-                .code,
+                .code.as_str(),
             "agent_killed",
             "a lock naming a killed owner is refused, whoever sends it"
         );
@@ -522,17 +518,17 @@ mod tests {
             "killing twice writes nothing"
         );
         assert_eq!(
-            harness.err(register("a1", None)).code,
+            harness.err(register("a1", None)).code.as_str(),
             "agent_killed",
             "it cannot revive itself"
         );
         assert_eq!(
-            harness.err(C::AgentDeregister { id: "a1".into() }).code,
+            harness.err(C::AgentDeregister { id: "a1".into() }).code.as_str(),
             "agent_killed"
         );
         let now = harness.now_ms;
         assert_eq!(
-            heartbeat(harness.main_mut(), "a1", now).map_err(|rejection| rejection.code),
+            heartbeat(harness.main_mut(), "a1", now).map_err(|rejection| rejection.code.as_str()),
             Err("agent_killed")
         );
         let mut revive = register("a1", None);
@@ -546,7 +542,7 @@ mod tests {
                 .err(C::AgentKill {
                     id: "nobody".into()
                 })
-                .code,
+                .code.as_str(),
             "not_found"
         );
     }
@@ -567,7 +563,7 @@ mod tests {
             .ok(C::AgentDeregister { id: "a1".into() })
             .is_empty());
         assert_eq!(
-            harness.err(C::AgentDeregister { id: "zz".into() }).code,
+            harness.err(C::AgentDeregister { id: "zz".into() }).code.as_str(),
             "not_found"
         );
         let deregistered: Vec<&str> =

@@ -11,6 +11,7 @@
 //!   then fold with a [`Replayer`], which keeps a copy of each parent as it passes `at`.
 //!   [`State::replay`] does both passes over events in memory.
 
+use crate::rejection::Code;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::{check_id, event_types, invalid_value, parse};
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, RejectionKind, State, MAIN_BRANCH};
+use crate::state::{BranchState, Rejection, State, MAIN_BRANCH};
 
 /// Where a branch came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,17 +102,13 @@ pub(super) fn decide_create(
 ) -> Result<Vec<EventDraft>, Rejection> {
     check_id("name", name)?;
     if state.has_branch(name) {
-        return Err(Rejection::new(
-            RejectionKind::Conflict,
-            "branch_exists",
+        return Err(Rejection::new(Code::BranchExists,
             format!("branch '{name}' already exists"),
         )
         .with("name", name));
     }
     if !state.has_branch(from) {
-        return Err(Rejection::new(
-            RejectionKind::NotFound,
-            "branch_not_found",
+        return Err(Rejection::new(Code::BranchNotFound,
             format!("parent branch '{from}' does not exist"),
         )
         .with("branch", from));
@@ -278,6 +275,7 @@ impl Replayer {
 
 #[cfg(test)]
 mod tests {
+    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::cells::get_kv;
     use crate::coordination::testing::{acquire, Harness};
@@ -369,21 +367,21 @@ mod tests {
         harness.ok(create("b", "main", None));
         let exists = harness.err(create("b", "main", None));
         assert_eq!(
-            (exists.kind, exists.code),
+            (exists.kind, exists.code.as_str()),
             (RejectionKind::Conflict, "branch_exists")
         );
         assert_eq!(
-            harness.err(create("main", "main", None)).code,
+            harness.err(create("main", "main", None)).code.as_str(),
             "branch_exists"
         );
         let missing = harness.err(create("c", "nope", None));
         assert_eq!(
-            (missing.kind, missing.code),
+            (missing.kind, missing.code.as_str()),
             (RejectionKind::NotFound, "branch_not_found")
         );
         let future = harness.err(create("c", "main", Some(3)));
         assert_eq!(
-            (future.kind, future.code),
+            (future.kind, future.code.as_str()),
             (RejectionKind::Invalid, "invalid_value")
         );
         let before_parent = harness.err(create("c", "b", Some(1)));
@@ -392,7 +390,7 @@ mod tests {
             "b did not exist after seq 1"
         );
         harness.ok(create("c", "b", Some(2)));
-        assert_eq!(harness.err(create("", "main", None)).code, "invalid_value");
+        assert_eq!(harness.err(create("", "main", None)).code, "invalid_id");
         let unknown = harness.err_on("nope", put("k", "v"));
         assert_eq!(unknown.code, "branch_not_found");
     }

@@ -5,12 +5,13 @@
 //! entry is a plain last-writer-wins value. Both are written by events on their own
 //! stream (`state/KEY`, `kv/KEY`), so every change is in the audit trail.
 
+use crate::rejection::Code;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{check_id, event_types, parse, Coordination};
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, RejectionKind};
+use crate::state::{BranchState, Rejection};
 
 /// A state cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,9 +152,7 @@ pub(super) fn decide_cas(
         } else {
             format!("to be at version {expected}")
         };
-        return Err(Rejection::new(
-            RejectionKind::Conflict,
-            "version_conflict",
+        return Err(Rejection::new(Code::VersionConflict,
             format!("state cell '{key}' is at version {current}; the write expected it {wanted}"),
         )
         .with("key", key)
@@ -178,9 +177,7 @@ pub(super) fn decide_kv_delete(
 ) -> Result<Vec<EventDraft>, Rejection> {
     check_id("key", key)?;
     if get_kv(branch, key).is_none() {
-        return Err(Rejection::new(
-            RejectionKind::NotFound,
-            "not_found",
+        return Err(Rejection::new(Code::NotFound,
             format!("kv key '{key}' does not exist"),
         )
         .with("key", key));
@@ -246,6 +243,7 @@ pub(super) fn apply_kv_deleted(coordination: &mut Coordination, data: &Value) ->
 
 #[cfg(test)]
 mod tests {
+    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::testing::Harness;
     use crate::coordination::CoordinationCommand as C;
@@ -337,7 +335,7 @@ mod tests {
             },
         ] {
             let rejection = harness.err(command);
-            assert_eq!(rejection.code, "invalid_value");
+            assert_eq!(rejection.code, "invalid_id");
             assert_eq!(rejection.kind, RejectionKind::Invalid);
         }
         assert_eq!(harness.state.head, 0, "a refused request writes nothing");
@@ -377,7 +375,7 @@ mod tests {
             key: "task:1".into(),
         });
         assert_eq!(
-            (missing.kind, missing.code),
+            (missing.kind, missing.code.as_str()),
             (RejectionKind::NotFound, "not_found")
         );
     }

@@ -10,6 +10,7 @@
 //! stale holder writes that `lock.expired` first, so the audit trail stays complete
 //! whatever the timer's lag.
 
+use crate::rejection::Code;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use super::{
     Coordination, LOCK_RESOURCES_MAX,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, RejectionKind};
+use crate::state::{BranchState, Rejection};
 
 /// How a lock is held.
 #[derive(
@@ -304,9 +305,7 @@ fn lock_held(resource: &str, lock: &Lock, blockers: &[&str], now_ms: i64) -> Rej
         .map(|owner| lock.holders[*owner].expires_at_ms)
         .max()
         .unwrap_or(now_ms);
-    Rejection::new(
-        RejectionKind::Conflict,
-        "lock_held",
+    Rejection::new(Code::LockHeld,
         format!(
             "lock '{resource}' is held ({}) by {}",
             lock.mode.as_str(),
@@ -334,9 +333,7 @@ pub(super) fn decide_renew(
         .and_then(|lock| lock.live_hold(owner, now_ms))
         .filter(|hold| hold.token == token);
     let (Some(lock), Some(_)) = (lock, hold) else {
-        return Err(Rejection::new(
-            RejectionKind::Conflict,
-            "lock_lost",
+        return Err(Rejection::new(Code::LockLost,
             format!("'{owner}' does not hold lock '{resource}' with token {token} any more"),
         )
         .with("resource", resource)
@@ -364,9 +361,7 @@ pub(super) fn decide_release(
         .and_then(|lock| lock.live_hold(owner, now_ms))
         .is_some_and(|hold| hold.token == token);
     if !held {
-        return Err(Rejection::new(
-            RejectionKind::Conflict,
-            "not_owner",
+        return Err(Rejection::new(Code::NotOwner,
             format!("'{owner}' does not hold lock '{resource}' with token {token} (never held, released or expired)"),
         )
         .with("resource", resource)
@@ -396,9 +391,7 @@ pub(super) fn check_fence(
     if held {
         return Ok(());
     }
-    Err(Rejection::new(
-        RejectionKind::Conflict,
-        "stale_fence",
+    Err(Rejection::new(Code::StaleFence,
         format!("lock '{resource}' is not held with fencing token {token} right now"),
     )
     .with("resource", resource)
@@ -421,9 +414,7 @@ pub(super) fn check_lock_order(
         .find(|resource| resource.as_str() < highest_held.as_str());
     match violation {
         None => Ok(()),
-        Some(resource) => Err(Rejection::new(
-            RejectionKind::Conflict,
-            "lock_order_violation",
+        Some(resource) => Err(Rejection::new(Code::LockOrderViolation,
             format!("'{owner}' asks for lock '{resource}', which sorts before lock '{highest_held}' it already holds"),
         )
         .with("resource", resource.as_str())
@@ -507,6 +498,7 @@ pub(super) fn apply_ended(coordination: &mut Coordination, data: &Value) -> bool
 
 #[cfg(test)]
 mod tests {
+    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::testing::{acquire, acquire_many, Harness, START_MS};
     use crate::coordination::{due, CoordinationCommand as C, TTL_MS_MAX, TTL_MS_MIN};
@@ -563,7 +555,7 @@ mod tests {
         for mode in [LockMode::Exclusive, LockMode::Shared] {
             let held = harness.err(acquire("db", "b", 1000, mode));
             assert_eq!(
-                (held.kind, held.code),
+                (held.kind, held.code.as_str()),
                 (RejectionKind::Conflict, "lock_held")
             );
             assert_eq!(held.details["holders"][0]["owner"], json!("a"));
@@ -647,7 +639,7 @@ mod tests {
         for ttl_ms in [0, TTL_MS_MIN - 1, TTL_MS_MAX + 1] {
             let invalid = harness.err(acquire("db", "a", ttl_ms, LockMode::Exclusive));
             assert_eq!(
-                (invalid.kind, invalid.code),
+                (invalid.kind, invalid.code.as_str()),
                 (RejectionKind::Invalid, "invalid_value")
             );
             assert_eq!(invalid.details["field"], json!("ttl_ms"));
@@ -686,7 +678,7 @@ mod tests {
         harness.ok(acquire("db", "a", 1000, LockMode::Exclusive));
         let refused = harness.err(release("db", "b", 1));
         assert_eq!(
-            (refused.kind, refused.code),
+            (refused.kind, refused.code.as_str()),
             (RejectionKind::Conflict, "not_owner")
         );
         assert_eq!(harness.err(release("db", "a", 2)).code, "not_owner");
@@ -695,7 +687,7 @@ mod tests {
         assert_eq!(events[0].event_type, "lock.released");
         assert_eq!(events[0].data_value()["reason"], json!("released"));
         assert_eq!(
-            harness.err(release("db", "a", 1)).code,
+            harness.err(release("db", "a", 1)).code.as_str(),
             "not_owner",
             "released twice"
         );
@@ -760,15 +752,15 @@ mod tests {
         assert_eq!(check_fence(harness.main(), "db", 1, now), Ok(()));
         let stale = check_fence(harness.main(), "db", 2, now).expect_err("wrong token");
         assert_eq!(
-            (stale.kind, stale.code),
+            (stale.kind, stale.code.as_str()),
             (RejectionKind::Conflict, "stale_fence")
         );
         assert_eq!(
-            check_fence(harness.main(), "other", 1, now).map_err(|rejection| rejection.code),
+            check_fence(harness.main(), "other", 1, now).map_err(|rejection| rejection.code.as_str()),
             Err("stale_fence")
         );
         assert_eq!(
-            check_fence(harness.main(), "db", 1, now + 1000).map_err(|rejection| rejection.code),
+            check_fence(harness.main(), "db", 1, now + 1000).map_err(|rejection| rejection.code.as_str()),
             Err("stale_fence"),
             "a TTL that passed fences out its holder at once"
         );
@@ -776,7 +768,7 @@ mod tests {
         harness.ok(acquire("db", "b", 1000, LockMode::Exclusive));
         let now = harness.now_ms;
         assert_eq!(
-            check_fence(harness.main(), "db", 1, now).map_err(|rejection| rejection.code),
+            check_fence(harness.main(), "db", 1, now).map_err(|rejection| rejection.code.as_str()),
             Err("stale_fence")
         );
         assert_eq!(check_fence(harness.main(), "db", 3, now), Ok(()));
@@ -790,7 +782,7 @@ mod tests {
         let now = harness.now_ms;
         let refused = check_lock_order(main, "a", &["c".into()], now).expect_err("c < m");
         assert_eq!(
-            (refused.kind, refused.code),
+            (refused.kind, refused.code.as_str()),
             (RejectionKind::Conflict, "lock_order_violation")
         );
         assert_eq!(

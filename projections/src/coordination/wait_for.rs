@@ -12,6 +12,7 @@
 //! The graph is in memory only. A restart drops every parked request (their HTTP requests
 //! are gone too), so there is nothing to replay.
 
+use crate::rejection::Code;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use serde_json::{json, Value};
 use super::event_types;
 use super::locks::{self, LockMode};
 use crate::envelope::EventDraft;
-use crate::state::{BranchState, Rejection, RejectionKind};
+use crate::state::{BranchState, Rejection};
 
 /// Identifies one parked request in a [`WaitForGraph`]; ids grow, so they order waiters
 /// first come, first served.
@@ -71,9 +72,7 @@ impl DeadlockCycle {
 
     /// The 409 `deadlock` answer for `owner`'s request.
     pub fn rejection(&self, owner: &str) -> Rejection {
-        Rejection::new(
-            RejectionKind::Conflict,
-            "deadlock",
+        Rejection::new(Code::Deadlock,
             format!(
                 "waiting would deadlock: {} wait for each other",
                 self.owners().join(" -> ")
@@ -225,6 +224,7 @@ fn blocking_edges(
 
 #[cfg(test)]
 mod tests {
+    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::testing::{acquire, Harness};
 
@@ -269,7 +269,7 @@ mod tests {
         );
         let rejection = cycle.rejection("b");
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "deadlock")
         );
         assert_eq!(rejection.details["cycle"], cycle.to_json());

@@ -17,6 +17,7 @@
 //! proposed. `validate` settles it: confirmed sets the confidence to 1,
 //! refuted to 0, and the evidence list is closed.
 
+use crate::rejection::Code;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -563,8 +564,7 @@ fn open_hypothesis<'a>(branch: &'a BranchState, id: &str) -> Result<&'a Hypothes
         .get(id)
         .ok_or_else(|| not_found("hypothesis", id))?;
     if hypothesis.status != HypothesisStatus::Open {
-        return Err(conflict(
-            "already_validated",
+        return Err(conflict(Code::AlreadyValidated,
             format!("hypothesis '{id}' is already validated"),
         )
         .with("hypothesis", id)
@@ -599,8 +599,7 @@ pub(super) fn decide_evidence(
         .iter()
         .any(|item| item.finding == spec.finding)
     {
-        return Err(conflict(
-            "duplicate_evidence",
+        return Err(conflict(Code::DuplicateEvidence,
             format!(
                 "finding '{}' is already evidence of hypothesis '{id}'",
                 spec.finding
@@ -930,7 +929,7 @@ mod tests {
             json!({"id": "f", "agent": "a", "category": "observation", "content": "y"}),
         ));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "already_exists")
         );
     }
@@ -1048,11 +1047,11 @@ mod tests {
         assert_eq!(order(&harness, Some("inc-1")), ["leak", "pool"]);
         let rejection = harness.err(validate("leak", false));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "already_validated")
         );
         assert_eq!(
-            harness.err(evidence("pool", "f", true, None)).code,
+            harness.err(evidence("pool", "f", true, None)).code.as_str(),
             "already_validated"
         );
         assert!(
@@ -1062,7 +1061,7 @@ mod tests {
             "same body"
         );
         assert_eq!(
-            harness.err(propose("elsewhere", 0.8, Some("inc-2"))).code,
+            harness.err(propose("elsewhere", 0.8, Some("inc-2"))).code.as_str(),
             "already_exists"
         );
     }

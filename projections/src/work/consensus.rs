@@ -19,6 +19,7 @@
 //! voter for `unanimous`. With it, the votes cast decide (`approves(Y, X)`); without it the
 //! decision is `expired`.
 
+use crate::rejection::Code;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,7 @@ use super::{
     invalid, not_found, parse_data, roster, Timer, TimerKind, Work,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, RejectionKind};
+use crate::state::{BranchState, Rejection};
 
 /// How a proposal is decided (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -484,8 +485,7 @@ pub(super) fn decide_vote(
         check_unit("confidence", confidence)?;
     }
     if proposal.status != ProposalStatus::Open || now_ms >= proposal.deadline_at_ms {
-        return Err(conflict(
-            "proposal_closed",
+        return Err(conflict(Code::ProposalClosed,
             format!("proposal '{id}' no longer takes votes"),
         )
         .with("proposal", id)
@@ -493,9 +493,7 @@ pub(super) fn decide_vote(
         .with("decision", json!(proposal.decision)));
     }
     if !proposal.voters.contains(&spec.agent) {
-        return Err(Rejection::new(
-            RejectionKind::Forbidden,
-            "not_eligible",
+        return Err(Rejection::new(Code::NotEligible,
             format!(
                 "agent '{}' is not in the electorate of proposal '{id}'",
                 spec.agent
@@ -505,8 +503,7 @@ pub(super) fn decide_vote(
         .with("agent", spec.agent.as_str()));
     }
     if let Some(ballot) = proposal.votes.get(&spec.agent) {
-        return Err(conflict(
-            "already_voted",
+        return Err(conflict(Code::AlreadyVoted,
             format!("agent '{}' already voted on proposal '{id}'", spec.agent),
         )
         .with("proposal", id)
@@ -654,6 +651,7 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::rejection::RejectionKind;
     use serde_json::json;
 
     use super::super::testkit::{types, Harness};
@@ -731,7 +729,7 @@ mod tests {
         assert_eq!(view["votes"][0]["agent"], json!("a"));
         let rejection = harness.err(vote("p", "c", "no"));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "proposal_closed")
         );
         assert!(
@@ -978,18 +976,18 @@ mod tests {
         );
         let rejection = harness.err(vote("P-1", "late", "yes"));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Forbidden, "not_eligible")
         );
         assert_eq!(
-            harness.err(vote("P-1", "c", "yes")).code,
+            harness.err(vote("P-1", "c", "yes")).code.as_str(),
             "agent_killed",
             "a killed agent is refused before eligibility is even considered"
         );
         harness.ok(vote("P-1", "a", "yes"));
         let rejection = harness.err(vote("P-1", "a", "no"));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "already_voted")
         );
         assert_eq!(
@@ -1041,7 +1039,7 @@ mod tests {
         for (command, field) in cases {
             let rejection = harness.err(command);
             assert_eq!(
-                (rejection.code, rejection.details["field"].as_str()),
+                (rejection.code.as_str(), rejection.details["field"].as_str()),
                 ("invalid_value", Some(field))
             );
         }

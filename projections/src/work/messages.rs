@@ -10,6 +10,7 @@
 //! `requires_ack`; the inbox's `unacked` filter shows the messages the agent has not acked
 //! yet. `requires_ack` tells the sender to expect acks: the message view lists who acked.
 
+use crate::rejection::Code;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::{check_id, format_instant, generate_id, not_found, parse_data, roster, Work};
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, RejectionKind};
+use crate::state::{BranchState, Rejection};
 
 /// The `to` of a broadcast.
 pub const BROADCAST: &str = "*";
@@ -198,9 +199,7 @@ pub(super) fn decide_ack(
         .ok_or_else(|| not_found("message", id))?;
     check_id("agent", &spec.agent)?;
     if !message.recipients.contains(&spec.agent) {
-        return Err(Rejection::new(
-            RejectionKind::Forbidden,
-            "not_recipient",
+        return Err(Rejection::new(Code::NotRecipient,
             format!("agent '{}' did not receive message '{id}'", spec.agent),
         )
         .with("message", id)
@@ -269,6 +268,7 @@ pub(super) fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::rejection::RejectionKind;
     use serde_json::json;
 
     use super::super::testkit::Harness;
@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(message.view(None)["acked_by"], json!(["b"]));
         let rejection = harness.err(ack("M-1", "a"));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Forbidden, "not_recipient")
         );
         assert_eq!(harness.err(ack("M-9", "b")).kind, RejectionKind::NotFound);

@@ -18,6 +18,7 @@
 //!   of the completed tasks (0 without any), and `agents_used` = the number of agents in
 //!   `by_agent`.
 
+use crate::rejection::Code;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -373,8 +374,7 @@ pub(super) fn decide_complete(
         if session.outcome == spec.outcome {
             return Ok(Vec::new());
         }
-        return Err(conflict(
-            "session_completed",
+        return Err(conflict(Code::SessionCompleted,
             format!("session '{id}' already completed with another outcome"),
         )
         .with("session", id));
@@ -556,7 +556,7 @@ mod tests {
             context: None,
         }));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "already_exists")
         );
         let report = harness.work().session_report("s").expect("started");
@@ -574,7 +574,7 @@ mod tests {
             .ok(complete_session("s", json!("resolved")))
             .is_empty());
         assert_eq!(
-            harness.err(complete_session("s", json!("other"))).code,
+            harness.err(complete_session("s", json!("other"))).code.as_str(),
             "session_completed"
         );
         assert_eq!(

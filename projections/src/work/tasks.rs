@@ -17,6 +17,7 @@
 //! from 100,000 pending tasks in microseconds. (A swarm that gives every task its own
 //! type pays O(n) per claim; grouping by type is what makes the `types` filter cheap.)
 
+use crate::rejection::Code;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -1108,8 +1109,7 @@ fn find<'a>(branch: &'a BranchState, id: &str) -> Result<&'a Task, Rejection> {
 }
 
 fn invalid_status(task: &Task, wanted: &str) -> Rejection {
-    conflict(
-        "invalid_status",
+    conflict(Code::InvalidStatus,
         format!(
             "task '{}' is {}, so it cannot be {wanted}",
             task.id,
@@ -1196,7 +1196,7 @@ pub(super) fn decide_assign(
             check_id("agent", agent)?;
             if roster::agent(branch, agent).is_some_and(|info| !info.active) {
                 return Err(
-                    conflict("agent_not_active", format!("agent '{agent}' is not active"))
+                    conflict(Code::AgentNotActive, format!("agent '{agent}' is not active"))
                         .with("agent", agent.as_str()),
                 );
             }
@@ -1251,8 +1251,7 @@ pub(super) fn decide_assign(
             match chosen {
                 Some(info) => info.id.clone(),
                 None => {
-                    return Err(conflict(
-                        "no_eligible_agent",
+                    return Err(conflict(Code::NoEligibleAgent,
                         format!(
                         "no active agent has the capabilities {required:?} that task '{id}' needs"
                     ),
@@ -1271,8 +1270,7 @@ pub(super) fn decide_assign(
 }
 
 fn auction_open(task: &Task) -> Rejection {
-    conflict(
-        "auction_open",
+    conflict(Code::AuctionOpen,
         format!("task '{}' is being auctioned", task.id),
     )
     .with("task", task.id.as_str())
@@ -1282,8 +1280,7 @@ fn auction_open(task: &Task) -> Rejection {
 pub(super) fn decide_approve(branch: &BranchState, id: &str) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
     if !task.definition.requires_approval {
-        return Err(conflict(
-            "approval_not_required",
+        return Err(conflict(Code::ApprovalNotRequired,
             format!("task '{id}' does not require approval"),
         )
         .with("task", id));
@@ -1317,8 +1314,7 @@ fn claimed_by<'a>(branch: &'a BranchState, id: &str, agent: &str) -> Result<&'a 
     } else {
         Value::Null
     };
-    Err(conflict(
-        "not_claimant",
+    Err(conflict(Code::NotClaimant,
         format!(
             "agent '{agent}' does not hold task '{id}' (status {})",
             task.status.as_str()
@@ -1561,16 +1557,14 @@ pub(super) fn decide_bid(
         .as_ref()
         .filter(|auction| auction.status == AuctionStatus::Open && now_ms < auction.deadline_at_ms);
     if open.is_none() {
-        return Err(conflict(
-            "auction_closed",
+        return Err(conflict(Code::AuctionClosed,
             format!("task '{id}' has no auction taking bids"),
         )
         .with("task", id));
     }
     let registered = roster::agent(branch, &spec.agent);
     if registered.as_ref().is_some_and(|info| !info.active) {
-        return Err(conflict(
-            "agent_not_active",
+        return Err(conflict(Code::AgentNotActive,
             format!("agent '{}' is not active", spec.agent),
         )
         .with("agent", spec.agent.as_str()));
@@ -1583,8 +1577,7 @@ pub(super) fn decide_bid(
         .filter(|capability| !capabilities.contains(*capability))
         .collect();
     if !missing.is_empty() {
-        return Err(conflict(
-            "missing_capabilities",
+        return Err(conflict(Code::MissingCapabilities,
             format!(
                 "agent '{}' lacks capabilities {missing:?} that task '{id}' needs",
                 spec.agent
@@ -2165,10 +2158,13 @@ mod tests {
 
     fn invalid_field(rejection: &Rejection) -> &str {
         assert_eq!(rejection.kind, RejectionKind::Invalid, "{rejection:?}");
-        assert_eq!(rejection.code, "invalid_value");
+        assert!(
+            matches!(rejection.code, Code::InvalidValue | Code::InvalidId),
+            "{rejection:?}"
+        );
         rejection.details["field"]
             .as_str()
-            .expect("an invalid_value names its field")
+            .expect("an invalid value or id names its field")
     }
 
     #[test]
@@ -2206,7 +2202,7 @@ mod tests {
         );
         let rejection = harness.err(create(json!({"id": "a", "type": "build", "priority": 7})));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "already_exists")
         );
         assert_eq!(rejection.details["id"], json!("a"));
@@ -2432,7 +2428,7 @@ mod tests {
             task: "ghost".into(),
         });
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::NotFound, "not_found")
         );
     }
@@ -2594,7 +2590,7 @@ mod tests {
         for command in intruder_commands {
             let rejection = harness.err(command);
             assert_eq!(
-                (rejection.kind, rejection.code),
+                (rejection.kind, rejection.code.as_str()),
                 (RejectionKind::Conflict, "not_claimant")
             );
             assert_eq!(rejection.details["claimant"], json!("owner"));
@@ -2611,7 +2607,7 @@ mod tests {
         harness.ok(complete("a", "owner"));
         assert_eq!(harness.task("a").result, Some(json!("ok")));
         assert_eq!(
-            harness.err(complete("a", "owner")).code,
+            harness.err(complete("a", "owner")).code.as_str(),
             "not_claimant",
             "completing twice"
         );
@@ -2712,7 +2708,7 @@ mod tests {
             spec: CancelSpec::default(),
         });
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "invalid_status")
         );
     }
@@ -2741,7 +2737,7 @@ mod tests {
             (TaskStatus::Claimed, Some("w"))
         );
         assert_eq!(
-            harness.err(assign("a", Some("w"), None)).code,
+            harness.err(assign("a", Some("w"), None)).code.as_str(),
             "invalid_status"
         );
         assert_eq!(
@@ -2759,7 +2755,7 @@ mod tests {
         harness.register_agent("dead", &[]);
         harness.kill_agent("dead");
         assert_eq!(
-            harness.err(assign("b", Some("dead"), None)).code,
+            harness.err(assign("b", Some("dead"), None)).code.as_str(),
             "agent_not_active"
         );
     }
@@ -2816,7 +2812,7 @@ mod tests {
         );
         let rejection = harness.err(assign("nobody", None, Some("least_loaded")));
         assert_eq!(
-            (rejection.kind, rejection.code),
+            (rejection.kind, rejection.code.as_str()),
             (RejectionKind::Conflict, "no_eligible_agent")
         );
     }
@@ -2854,7 +2850,7 @@ mod tests {
             "an auctioned task is not claimable"
         );
         assert_eq!(
-            harness.err(assign("a", Some("w"), None)).code,
+            harness.err(assign("a", Some("w"), None)).code.as_str(),
             "auction_open"
         );
         // Scores: cheap 0.4*10/100 + 0.3*0.5 - 0.3*0.8 = -0.05; slow 0.4*0.1 + 0.3*2 - 0.27 = 0.37;
@@ -2894,7 +2890,7 @@ mod tests {
             Some(AuctionStatus::Awarded)
         );
         assert_eq!(
-            harness.err(bid("a", "late", 1.0, 1, 0.9)).code,
+            harness.err(bid("a", "late", 1.0, 1, 0.9)).code.as_str(),
             "auction_closed"
         );
     }
