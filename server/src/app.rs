@@ -16,8 +16,8 @@ use swarmlog_projections::MAIN_BRANCH;
 
 use crate::auth::{Principal, Role, Tokens};
 use crate::engine::{
-    Engine, Fence, IdempotencyRequest, Responder, WriteCommand, WriteContext, WriteRequest,
-    WriteResponse,
+    Engine, Fence, IdempotencyRequest, Responder, Status, WriteCommand, WriteContext,
+    WriteRequest, WriteResponse,
 };
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, idempotency, parse_json};
@@ -62,7 +62,7 @@ impl PreparedWrite {
             wait,
             respond,
         };
-        app.engine.write(request).await.map(write_response)
+        Ok(write_response(app.engine.write(request).await?))
     }
 }
 
@@ -224,7 +224,11 @@ impl BranchQuery {
 
 /// Turns an engine answer into an HTTP response.
 pub fn write_response(response: WriteResponse) -> Response {
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let status = match response.status {
+        Status::Ok => StatusCode::OK,
+        Status::Created => StatusCode::CREATED,
+        Status::Empty => StatusCode::NO_CONTENT,
+    };
     let mut http = events::json_text(status, response.body);
     if response.replayed {
         http.headers_mut().insert(

@@ -28,7 +28,7 @@ use swarmlog_log::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, RECORD_FRAME_BYTE
 use swarmlog_log::{Log, RecordInput};
 
 use crate::engine::{AuditHead, Reply, Shared, WriteResponse};
-use crate::error::ApiError;
+use crate::refusal::Refusal;
 use crate::hub::{Committed, Hub};
 use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX};
 
@@ -36,7 +36,7 @@ use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX};
 pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
 
 /// An answer to a write, and when its request was queued.
-pub(crate) type Answer = (Reply, Result<WriteResponse, ApiError>, Instant);
+pub(crate) type Answer = (Reply, Result<WriteResponse, Refusal>, Instant);
 
 /// One group of the engine's: its events (possibly none) and everything that waits for
 /// them.

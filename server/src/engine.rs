@@ -30,7 +30,7 @@ use swarmlog_projections::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::committer::{Answer, Commit, Committer, Deferred, Durability};
-use crate::error::ApiError;
+use crate::refusal::Refusal;
 pub use crate::hub::Committed;
 use crate::hub::Hub;
 use crate::limits::{
@@ -179,7 +179,7 @@ pub struct Fence {
 /// events it wrote (none for a no-op). Kept apart from the rules so that the routes own
 /// response shapes, and run inside the engine so that the idempotency record can hold it.
 pub type Responder =
-    Box<dyn FnOnce(&State, &[Arc<Committed>]) -> Result<WriteResponse, ApiError> + Send>;
+    Box<dyn FnOnce(&State, &[Arc<Committed>]) -> Result<WriteResponse, Refusal> + Send>;
 
 /// The idempotency part of a write.
 #[derive(Debug, Clone)]
@@ -220,11 +220,43 @@ impl WriteRequest {
     }
 }
 
+/// What kind of answer a write gives; adapters map it (HTTP 200, 201, 204).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Done, or nothing to change (a no-op write).
+    Ok,
+    /// Something new was created.
+    Created,
+    /// Nothing to answer (a claim that found no task).
+    Empty,
+}
+
+impl Status {
+    /// The number an idempotency record stores on disk. These are the HTTP numbers the
+    /// records have always held, so logs written before this type existed still replay.
+    pub fn stored(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::Created => 201,
+            Status::Empty => 204,
+        }
+    }
+
+    /// The status an idempotency record stored (anything unknown answers as `Ok`).
+    pub fn from_stored(stored: u16) -> Self {
+        match stored {
+            201 => Status::Created,
+            204 => Status::Empty,
+            _ => Status::Ok,
+        }
+    }
+}
+
 /// The answer to a write, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteResponse {
-    /// HTTP status.
-    pub status: u16,
+    /// What kind of answer.
+    pub status: Status,
     /// JSON body.
     pub body: String,
     /// Whether this answers a retry from the idempotency record instead of writing.
@@ -236,7 +268,7 @@ type ReadJob = Box<dyn FnOnce(&State, &HashMap<String, WaitForGraph>) -> Deferre
 /// A change to unlogged state (a heartbeat); returns its reply, sent like a read's.
 type TouchJob = Box<dyn FnOnce(&mut State, i64) -> Deferred + Send>;
 /// Where a write's answer goes.
-pub(crate) type Reply = oneshot::Sender<Result<WriteResponse, ApiError>>;
+pub(crate) type Reply = oneshot::Sender<Result<WriteResponse, Refusal>>;
 
 // Writes are nearly every job, so boxing them would add an allocation per request to
 // shrink the rare ones.
@@ -451,9 +483,9 @@ impl Engine {
     }
 
     /// Submits a write and waits until it is durable (or refused).
-    pub async fn write(&self, request: WriteRequest) -> Result<WriteResponse, ApiError> {
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteResponse, Refusal> {
         if self.is_shutting_down() {
-            return Err(ApiError::shutting_down());
+            return Err(Refusal::ShuttingDown);
         }
         let (reply, answer) = oneshot::channel();
         let job = Job::Write {
@@ -464,13 +496,13 @@ impl Engine {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| ApiError::shutting_down())?;
-        answer.await.map_err(|_| ApiError::shutting_down())?
+            .map_err(|_| Refusal::ShuttingDown)?;
+        answer.await.map_err(|_| Refusal::ShuttingDown)?
     }
 
     /// Runs `read` on the engine thread against its current state, and answers once every
     /// event that state reflects is durable: a read never returns in-flight state.
-    pub async fn read<R, F>(&self, read: F) -> Result<R, ApiError>
+    pub async fn read<R, F>(&self, read: F) -> Result<R, Refusal>
     where
         F: FnOnce(&State) -> R + Send + 'static,
         R: Send + 'static,
@@ -487,8 +519,8 @@ impl Engine {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| ApiError::shutting_down())?;
-        answer.await.map_err(|_| ApiError::shutting_down())
+            .map_err(|_| Refusal::ShuttingDown)?;
+        answer.await.map_err(|_| Refusal::ShuttingDown)
     }
 
     /// The lock waiters of a branch in the order they will be served:
@@ -496,7 +528,7 @@ impl Engine {
     pub async fn lock_waiters(
         &self,
         branch: &str,
-    ) -> Result<Vec<(String, Vec<String>, &'static str)>, ApiError> {
+    ) -> Result<Vec<(String, Vec<String>, &'static str)>, Refusal> {
         let (reply, answer) = oneshot::channel();
         let branch = branch.to_owned();
         let job = Job::Read(Box::new(
@@ -524,13 +556,13 @@ impl Engine {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| ApiError::shutting_down())?;
-        answer.await.map_err(|_| ApiError::shutting_down())
+            .map_err(|_| Refusal::ShuttingDown)?;
+        answer.await.map_err(|_| Refusal::ShuttingDown)
     }
 
     /// Changes in-memory state that is not logged (a heartbeat extending a lease), on the
     /// engine thread, in order with the writes.
-    pub async fn touch<R, F>(&self, touch: F) -> Result<R, ApiError>
+    pub async fn touch<R, F>(&self, touch: F) -> Result<R, Refusal>
     where
         F: FnOnce(&mut State, i64) -> R + Send + 'static,
         R: Send + 'static,
@@ -545,21 +577,21 @@ impl Engine {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| ApiError::shutting_down())?;
-        answer.await.map_err(|_| ApiError::shutting_down())
+            .map_err(|_| Refusal::ShuttingDown)?;
+        answer.await.map_err(|_| Refusal::ShuttingDown)
     }
 
     /// Writes a snapshot of the current (durable) state now; returns its path and size.
-    pub async fn snapshot(&self) -> Result<(PathBuf, u64), ApiError> {
+    pub async fn snapshot(&self) -> Result<(PathBuf, u64), Refusal> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Snapshot(reply))
             .await
-            .map_err(|_| ApiError::shutting_down())?;
+            .map_err(|_| Refusal::ShuttingDown)?;
         answer
             .await
-            .map_err(|_| ApiError::shutting_down())?
-            .map_err(|error| ApiError::internal("cannot write the snapshot", &error))
+            .map_err(|_| Refusal::ShuttingDown)?
+            .map_err(|error| Refusal::internal("cannot write the snapshot", &error))
     }
 
     /// A reader of the durable log.
@@ -715,7 +747,7 @@ impl Group {
 /// What deciding a write led to.
 enum Outcome {
     /// Answer now (after the commit).
-    Answer(Result<WriteResponse, ApiError>),
+    Answer(Result<WriteResponse, Refusal>),
     /// Nothing yet: wait for a later commit.
     Park(Box<WriteRequest>, Option<WaiterId>),
 }
@@ -945,7 +977,7 @@ impl Core {
                     self.handle_write(request, reply, enqueued, now_ms, &mut group, None);
                 }
                 Job::Write { reply, .. } => {
-                    let _ = reply.send(Err(ApiError::shutting_down()));
+                    let _ = reply.send(Err(Refusal::ShuttingDown));
                 }
                 Job::Read(read) => reads.push(read),
                 Job::Touch(touch) => group.deferred.push(touch(&mut self.state, now_ms)),
@@ -970,7 +1002,7 @@ impl Core {
         }
         if let Some(done) = shutdown {
             for parked in std::mem::take(&mut self.parked) {
-                let _ = parked.reply.send(Err(ApiError::shutting_down()));
+                let _ = parked.reply.send(Err(Refusal::ShuttingDown));
             }
             // Every group is durable and answered before the snapshot and the goodbye.
             self.committer.stop();
@@ -1160,7 +1192,7 @@ impl Core {
                             .metrics
                             .lock_wait_time
                             .observe(enqueued.elapsed().as_secs_f64()),
-                        Err(error) if error.code == "lock_held" => {
+                        Err(Refusal::Rule(rejection)) if rejection.code == Code::LockHeld => {
                             self.shared.metrics.lock_denials.inc();
                             self.count_contention(&resources);
                         }
@@ -1235,13 +1267,9 @@ impl Core {
         if let Some(idempotency) = &request.idempotency {
             if let Some(entry) = self.idempotency.get(&idempotency.key) {
                 if entry.request_sha256 != idempotency.request_sha256 {
-                    return Outcome::Answer(Err(ApiError::invalid(
-                        "idempotency_key_reused",
-                        format!(
-                            "Idempotency-Key '{}' was already used with a different request",
-                            idempotency.key
-                        ),
-                    )));
+                    return Outcome::Answer(Err(Refusal::IdempotencyKeyReused {
+                        key: idempotency.key.clone(),
+                    }));
                 }
                 return Outcome::Answer(self.replay_response(entry.clone()));
             }
@@ -1286,7 +1314,7 @@ impl Core {
             first.envelope.idempotency = Some(Idempotency {
                 key: idempotency.key.clone(),
                 request_sha256: idempotency.request_sha256,
-                status: response.status,
+                status: response.status.stored(),
                 response: response.body.clone(),
             });
             let seq = first.envelope.seq;
@@ -1490,26 +1518,26 @@ impl Core {
     }
 
     /// The first response of an idempotent write, for a retry.
-    fn replay_response(&self, entry: IdempotencyEntry) -> Result<WriteResponse, ApiError> {
+    fn replay_response(&self, entry: IdempotencyEntry) -> Result<WriteResponse, Refusal> {
         let stored = match entry.pending {
             Some(response) => response,
             None => {
                 let records = self.reader.read(Seq(entry.seq), 1, 1).map_err(|error| {
-                    ApiError::internal("cannot read an idempotency record", &error)
+                    Refusal::internal("cannot read an idempotency record", &error)
                 })?;
                 let record = records
                     .into_iter()
                     .find(|record| record.seq.get() == entry.seq)
-                    .ok_or_else(|| ApiError::internal("idempotency record missing", &entry.seq))?;
+                    .ok_or_else(|| Refusal::internal("idempotency record missing", &entry.seq))?;
                 let envelope = Envelope::decode(entry.seq, record.timestamp_ms, &record.payload)
                     .map_err(|error| {
-                        ApiError::internal("cannot decode an idempotency record", &error)
+                        Refusal::internal("cannot decode an idempotency record", &error)
                     })?;
                 let idempotency = envelope.idempotency.ok_or_else(|| {
-                    ApiError::internal("record has no idempotency entry", &entry.seq)
+                    Refusal::internal("record has no idempotency entry", &entry.seq)
                 })?;
                 WriteResponse {
-                    status: idempotency.status,
+                    status: Status::from_stored(idempotency.status),
                     body: idempotency.response,
                     replayed: false,
                 }

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use swarmlog_projections::{Rejection, RejectionKind};
 
+use crate::refusal::Refusal;
+
 /// An error answered to a client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -95,6 +97,24 @@ impl From<Rejection> for ApiError {
             code: rejection.code.as_str(),
             message: rejection.message,
             details: rejection.details,
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Rule(rejection) => rejection.into(),
+            Refusal::IdempotencyKeyReused { ref key } => ApiError::invalid(
+                refusal.code(),
+                format!("Idempotency-Key '{key}' was already used with a different request"),
+            ),
+            Refusal::ShuttingDown => ApiError::shutting_down(),
+            Refusal::Internal { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                refusal.code(),
+                refusal.to_string(),
+            ),
         }
     }
 }

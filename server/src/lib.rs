@@ -12,6 +12,7 @@ pub mod filter;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod refusal;
 pub mod openapi;
 pub mod routes;
 pub mod snapshot;

@@ -39,7 +39,7 @@ pub const PRIOR_EPSILON: f64 = 0.001;
 pub const EVIDENCE_WEIGHT_MAX: f64 = 10.0;
 
 /// The kind of a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingCategory {
     /// Something seen.
@@ -73,7 +73,7 @@ impl FindingCategory {
 }
 
 /// One piece of evidence of a finding: where it comes from and what it showed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FindingEvidence {
     /// Where it comes from (`prometheus`, `logs`, ...).
@@ -87,7 +87,7 @@ pub struct FindingEvidence {
 }
 
 /// The body of `POST /v1/findings`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FindingSpec {
     /// The id; generated (`F-<n>`) when absent.
@@ -190,7 +190,7 @@ pub struct FindingFilter {
 }
 
 /// The body of `POST /v1/hypotheses`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HypothesisSpec {
     /// The id; generated (`H-<n>`) when absent.
@@ -206,7 +206,7 @@ pub struct HypothesisSpec {
 }
 
 /// The body of `POST /v1/hypotheses/{id}/evidence`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceSpec {
     /// The finding that is the evidence.
@@ -219,7 +219,7 @@ pub struct EvidenceSpec {
 }
 
 /// The body of `POST /v1/hypotheses/{id}/validate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateSpec {
     /// True confirms, false refutes.
@@ -242,7 +242,7 @@ pub enum HypothesisStatus {
 }
 
 /// Evidence attached to a hypothesis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HypothesisEvidence {
     /// The finding.
     pub finding: String,

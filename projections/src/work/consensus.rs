@@ -102,7 +102,7 @@ impl ProposalStatus {
 }
 
 /// The body of `POST /v1/proposals`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposalSpec {
     /// The id; generated (`P-<n>`) when absent.
@@ -123,7 +123,7 @@ pub struct ProposalSpec {
 }
 
 /// The body of `POST /v1/proposals/{id}/votes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteSpec {
     /// The voter.

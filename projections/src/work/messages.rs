@@ -24,7 +24,7 @@ use crate::state::{BranchState, Rejection};
 pub const BROADCAST: &str = "*";
 
 /// The body of `POST /v1/messages`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageSpec {
     /// The sender.
@@ -43,7 +43,7 @@ pub struct MessageSpec {
 }
 
 /// The body of `POST /v1/messages/{id}/ack`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckSpec {
     /// The recipient who acks.

@@ -32,7 +32,7 @@ use crate::envelope::{Envelope, EventDraft, SYSTEM_ACTOR};
 use crate::state::{BranchState, Rejection};
 
 /// The body of `POST /v1/sessions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSpec {
     /// The id; generated (`S-<n>`) when absent.
@@ -46,7 +46,7 @@ pub struct SessionSpec {
 }
 
 /// The body of `POST /v1/sessions/{id}/complete`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionCompleteSpec {
     /// How it ended (any JSON).

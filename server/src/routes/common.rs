@@ -10,7 +10,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use swarmlog_projections::{BranchState, State as Projection};
+use swarmlog_projections::{BranchState, Code, Rejection, State as Projection};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -18,7 +18,8 @@ use axum::http::{HeaderMap, Uri};
 
 use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::auth::Principal;
-use crate::engine::{Committed, Responder, WriteResponse};
+use crate::engine::{Committed, Responder, Status, WriteResponse};
+use crate::refusal::Refusal;
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{read_body, ApiQuery};
 use crate::limits::WAIT_MS_MAX;
@@ -36,11 +37,11 @@ pub struct Empty {}
 /// A write's answer: `value` with the `seq` of the write's last event (the head for a
 /// no-op) added.
 pub fn answer(
-    status: u16,
+    status: Status,
     mut value: Value,
     state: &Projection,
     written: &[Arc<Committed>],
-) -> Result<WriteResponse, ApiError> {
+) -> Result<WriteResponse, Refusal> {
     let seq = written
         .last()
         .map_or(state.head, |committed| committed.envelope.seq);
@@ -56,13 +57,13 @@ pub fn answer(
 
 /// A responder that answers `created` (or 200 for a no-op, 200 always if `created` is
 /// 200) with the JSON `view` builds from the branch after the write.
-pub fn responder<F>(branch: String, created: u16, view: F) -> Responder
+pub fn responder<F>(branch: String, created: Status, view: F) -> Responder
 where
-    F: FnOnce(&BranchState, &[Arc<Committed>]) -> Result<Value, ApiError> + Send + 'static,
+    F: FnOnce(&BranchState, &[Arc<Committed>]) -> Result<Value, Refusal> + Send + 'static,
 {
     Box::new(move |state, written| {
         let value = view(branch_of(state, &branch)?, written)?;
-        let status = if written.is_empty() { 200 } else { created };
+        let status = if written.is_empty() { Status::Ok } else { created };
         answer(status, value, state, written)
     })
 }
@@ -82,18 +83,18 @@ pub fn wait_of(wait_ms: i128) -> Result<Option<Duration>, ApiError> {
 }
 
 /// The state of `branch`, or 404 `branch_not_found`.
-pub fn branch_of<'a>(state: &'a Projection, branch: &str) -> Result<&'a BranchState, ApiError> {
+pub fn branch_of<'a>(state: &'a Projection, branch: &str) -> Result<&'a BranchState, Rejection> {
     state.branch(branch).ok_or_else(|| {
-        ApiError::not_found(
-            "branch_not_found",
+        Rejection::new(
+            Code::BranchNotFound,
             format!("branch '{branch}' does not exist"),
         )
     })
 }
 
 /// 404 `not_found` for an entity of `kind`.
-pub fn not_found(kind: &str, id: &str) -> ApiError {
-    ApiError::not_found("not_found", format!("{kind} '{id}' does not exist"))
+pub fn not_found(kind: &str, id: &str) -> Rejection {
+    Rejection::new(Code::NotFound, format!("{kind} '{id}' does not exist"))
         .with("kind", kind)
         .with("id", id)
 }
@@ -118,9 +119,10 @@ pub struct ReadQuery {
 /// Reads the state of a branch now, or as it was after `at` (rebuilt from the log).
 pub async fn read_branch<R, F>(app: &AppState, query: &ReadQuery, read: F) -> Result<R, ApiError>
 where
-    F: FnOnce(&BranchState) -> Result<R, ApiError> + Send + 'static,
+    F: FnOnce(&BranchState) -> Result<R, Rejection> + Send + 'static,
     R: Send + 'static,
 {
+    let read = move |branch: &BranchState| read(branch).map_err(ApiError::from);
     let branch = BranchQuery {
         branch: query.branch.clone(),
     }
@@ -128,7 +130,7 @@ where
     match query.at {
         None => {
             app.engine
-                .read(move |state| branch_of(state, &branch).and_then(read))
+                .read(move |state| branch_of(state, &branch).map_err(ApiError::from).and_then(read))
                 .await?
         }
         Some(at) => {
@@ -144,7 +146,7 @@ where
             tokio::task::spawn_blocking(move || {
                 let past = crate::engine::state_at(&reader, at)
                     .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
-                branch_of(&past, &branch).and_then(read)
+                branch_of(&past, &branch).map_err(ApiError::from).and_then(read)
             })
             .await
             .map_err(|error| ApiError::internal("time-travel read failed", &error))?

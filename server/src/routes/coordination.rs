@@ -21,8 +21,9 @@ use super::common::{
 };
 use crate::app::{AppState, BranchQuery};
 use crate::auth::Principal;
-use crate::engine::{Responder, WriteCommand};
+use crate::engine::{Responder, Status, WriteCommand};
 use crate::error::ApiError;
+use crate::refusal::Refusal;
 use crate::extract::{check_id, ApiQuery};
 
 /// The routes of this module.
@@ -61,11 +62,11 @@ struct CasBody {
     value: Value,
 }
 
-fn cell_responder(branch: String, key: String, created_status: u16) -> Responder {
+fn cell_responder(branch: String, key: String, created_status: Status) -> Responder {
     responder(branch, created_status, move |branch, _| {
-        get_cell(branch, &key)
+        Ok(get_cell(branch, &key)
             .map(|cell| cell.to_json(&key))
-            .ok_or_else(|| not_found("state cell", &key))
+            .ok_or_else(|| not_found("state cell", &key))?)
     })
 }
 
@@ -92,7 +93,7 @@ async fn state_set(
     let (write, rest) = input.prepare(&app)?;
     let spec: ValueBody = body(rest)?;
     check_id("key", &key)?;
-    let respond = cell_responder(write.context.branch.clone(), key.clone(), 200);
+    let respond = cell_responder(write.context.branch.clone(), key.clone(), Status::Ok);
     write
         .submit(
             &app,
@@ -114,7 +115,7 @@ async fn state_init(
     let (write, rest) = input.prepare(&app)?;
     let spec: ValueBody = body(rest)?;
     check_id("key", &key)?;
-    let respond = cell_responder(write.context.branch.clone(), key.clone(), 201);
+    let respond = cell_responder(write.context.branch.clone(), key.clone(), Status::Created);
     write
         .submit(
             &app,
@@ -142,7 +143,7 @@ async fn state_cas(
     }
     let spec: CasBody = body(rest)?;
     check_id("key", &key)?;
-    let respond = cell_responder(write.context.branch.clone(), key.clone(), 200);
+    let respond = cell_responder(write.context.branch.clone(), key.clone(), Status::Ok);
     let command = CoordinationCommand::StateCas {
         key,
         expected_version: spec.expected_version,
@@ -212,7 +213,7 @@ async fn kv_put(
     let respond: Responder = Box::new(move |state, written| {
         let entry = get_kv(branch_of(state, &branch)?, &response_key)
             .ok_or_else(|| not_found("key", &response_key))?;
-        answer(200, entry.to_json(&response_key), state, written)
+        answer(Status::Ok, entry.to_json(&response_key), state, written)
     });
     write
         .submit(
@@ -237,8 +238,7 @@ async fn kv_delete(
     check_id("key", &key)?;
     let response_key = key.clone();
     let respond: Responder = Box::new(move |state, written| {
-        answer(
-            200,
+        answer(Status::Ok,
             json!({"key": response_key, "deleted": true}),
             state,
             written,
@@ -309,9 +309,9 @@ async fn lock_acquire(
     let (owner, response_resource) = (spec.owner.clone(), resource.clone());
     let respond: Responder = Box::new(move |state, written| {
         let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner).ok_or_else(
-            || ApiError::internal("granted lock missing after apply", &response_resource),
+            || Refusal::internal("granted lock missing after apply", &response_resource),
         )?;
-        answer(200, grant, state, written)
+        answer(Status::Ok, grant, state, written)
     });
     let command = CoordinationCommand::LockAcquire {
         resources: vec![resource],
@@ -341,8 +341,7 @@ async fn locks_acquire_many(
             .iter()
             .filter_map(|resource| grant_json(branch_state, resource, &owner))
             .collect();
-        answer(
-            200,
+        answer(Status::Ok,
             json!({"owner": owner, "locks": grants}),
             state,
             written,
@@ -373,9 +372,9 @@ async fn lock_renew(
     let (owner, response_resource) = (spec.owner.clone(), resource.clone());
     let respond: Responder = Box::new(move |state, written| {
         let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner).ok_or_else(
-            || ApiError::internal("renewed lock missing after apply", &response_resource),
+            || Refusal::internal("renewed lock missing after apply", &response_resource),
         )?;
-        answer(200, grant, state, written)
+        answer(Status::Ok, grant, state, written)
     });
     let command = CoordinationCommand::LockRenew {
         resource,
@@ -399,7 +398,7 @@ async fn lock_release(
     check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
     let response = json!({"resource": resource, "owner": spec.owner, "released": true});
-    let respond: Responder = Box::new(move |state, written| answer(200, response, state, written));
+    let respond: Responder = Box::new(move |state, written| answer(Status::Ok, response, state, written));
     let command = CoordinationCommand::LockRelease {
         resource,
         owner: spec.owner,
@@ -494,7 +493,7 @@ struct AgentsQuery {
     at: Option<u64>,
 }
 
-fn agent_responder(branch: String, id: String, status: u16) -> Responder {
+fn agent_responder(branch: String, id: String, status: Status) -> Responder {
     Box::new(move |state, written| {
         let agent = agents::agent(branch_of(state, &branch)?, &id)
             .ok_or_else(|| not_found("agent", &id))?;
@@ -520,7 +519,7 @@ async fn agent_register(
     check_id("id", &spec.id)?;
     write.principal.require_acting_as(&spec.id)?;
     let by_admin = write.principal.role == crate::auth::Role::Admin;
-    let respond = agent_responder(write.context.branch.clone(), spec.id.clone(), 201);
+    let respond = agent_responder(write.context.branch.clone(), spec.id.clone(), Status::Created);
     let command = CoordinationCommand::AgentRegister {
         id: spec.id,
         agent_type: spec.agent_type,
@@ -543,7 +542,7 @@ async fn agent_kill(
     let _: Empty = body(rest)?;
     write.principal.require_admin()?;
     check_id("id", &id)?;
-    let respond = agent_responder(write.context.branch.clone(), id.clone(), 200);
+    let respond = agent_responder(write.context.branch.clone(), id.clone(), Status::Ok);
     write
         .submit(
             &app,
@@ -563,7 +562,7 @@ async fn agent_deregister(
     let _: Empty = body(rest)?;
     check_id("id", &id)?;
     write.principal.require_acting_as(&id)?;
-    let respond = agent_responder(write.context.branch.clone(), id.clone(), 200);
+    let respond = agent_responder(write.context.branch.clone(), id.clone(), Status::Ok);
     write
         .submit(
             &app,
@@ -667,8 +666,7 @@ async fn branch_create(
         let listed = list_branches(state)
             .into_iter()
             .find(|branch| branch["name"] == json!(name));
-        answer(
-            201,
+        answer(Status::Created,
             listed.unwrap_or_else(|| json!({"name": name})),
             state,
             written,

@@ -19,7 +19,7 @@ use tokio_stream::StreamExt;
 
 use super::common::WriteInput;
 use crate::app::{AppState, BranchQuery};
-use crate::engine::{AppendItem, Committed, Engine, WriteCommand, WriteResponse};
+use crate::engine::{AppendItem, Committed, Engine, Status, WriteCommand, WriteResponse};
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
@@ -148,7 +148,7 @@ pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
     }
     body.push_str("]}");
     WriteResponse {
-        status: 201,
+        status: Status::Created,
         body,
         replayed: false,
     }

@@ -29,15 +29,16 @@ use swarmlog_projections::work::{
     ProposalSpec, ProposalStatus, ReleaseSpec, SessionCompleteSpec, SessionSpec, TaskFilter,
     TaskSpec, TaskStatus, ValidateSpec, VoteSpec, WorkCommand,
 };
-use swarmlog_projections::{BranchState, Envelope};
+use swarmlog_projections::{BranchState, Envelope, Rejection};
 
 use super::common::{
     answer, body, branch_of, not_found, ok_json, read_branch, responder, wait_of, Empty, ReadQuery,
     WriteInput,
 };
 use crate::app::{AppState, BranchQuery, PreparedWrite};
-use crate::engine::{Committed, Responder, WriteCommand, WriteResponse};
+use crate::engine::{Committed, Responder, Status, WriteCommand, WriteResponse};
 use crate::error::ApiError;
+use crate::refusal::Refusal;
 use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
 use crate::routes::events;
@@ -136,7 +137,7 @@ fn task_summary(branch: &BranchState, id: &str) -> Option<Value> {
     Some(view)
 }
 
-fn task_view(branch: &BranchState, id: &str) -> Result<Value, ApiError> {
+fn task_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .tasks
@@ -147,8 +148,8 @@ fn task_view(branch: &BranchState, id: &str) -> Result<Value, ApiError> {
 
 /// Answers with task `id` as it is after the write.
 fn task_responder(write: &PreparedWrite, id: String) -> Responder {
-    responder(write.context.branch.clone(), 200, move |branch, _| {
-        task_view(branch, &id)
+    responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
+        Ok(task_view(branch, &id)?)
     })
 }
 
@@ -175,7 +176,7 @@ async fn task_create(State(app): State<AppState>, input: WriteInput) -> Result<R
         vec![body(with_session(rest, &write))?]
     };
     let explicit: Vec<Option<String>> = specs.iter().map(|spec| spec.id.clone()).collect();
-    let respond = responder(write.context.branch.clone(), 201, move |branch, written| {
+    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
         // Tasks without an id in the body got generated ids, in request order.
         let given: BTreeSet<&str> = explicit.iter().flatten().map(String::as_str).collect();
         let mut generated: Vec<String> = written
@@ -192,7 +193,7 @@ async fn task_create(State(app): State<AppState>, input: WriteInput) -> Result<R
             let id = match id {
                 Some(id) => id.clone(),
                 None => generated.next().ok_or_else(|| {
-                    ApiError::internal("created task missing after apply", &"task.created")
+                    Refusal::internal("created task missing after apply", &"task.created")
                 })?,
             };
             views.push(task_view(branch, &id)?);
@@ -202,7 +203,7 @@ async fn task_create(State(app): State<AppState>, input: WriteInput) -> Result<R
         } else {
             views
                 .pop()
-                .ok_or_else(|| ApiError::internal("no task in a single create", &"tasks"))
+                .ok_or_else(|| Refusal::internal("no task in a single create", &"tasks"))
         }
     });
     submit(
@@ -224,13 +225,13 @@ async fn task_claim(State(app): State<AppState>, input: WriteInput) -> Result<Re
     let respond: Responder = Box::new(move |state, written| {
         let Some(id) = written_id(written, "task", None) else {
             return Ok(WriteResponse {
-                status: 204,
+                status: Status::Empty,
                 body: String::new(),
                 replayed: false,
             });
         };
         let view = task_view(branch_of(state, &branch)?, &id)?;
-        answer(200, view, state, written)
+        answer(Status::Ok, view, state, written)
     });
     submit(write, &app, WorkCommand::TaskClaim(spec), wait, respond).await
 }
@@ -483,7 +484,7 @@ async fn tasks_list(
 
 // ---- blackboard ---------------------------------------------------------------------
 
-fn finding_view(branch: &BranchState, id: &str) -> Result<Value, ApiError> {
+fn finding_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .blackboard
@@ -492,7 +493,7 @@ fn finding_view(branch: &BranchState, id: &str) -> Result<Value, ApiError> {
         .ok_or_else(|| not_found("finding", id))
 }
 
-fn hypothesis_view(branch: &BranchState, id: &str) -> Result<Value, ApiError> {
+fn hypothesis_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .blackboard
@@ -509,10 +510,10 @@ async fn finding_post(
     let spec: FindingSpec = body(with_session(rest, &write))?;
     write.principal.require_acting_as(&spec.agent)?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), 201, move |branch, written| {
+    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
         let id = written_id(written, "finding", given.as_deref())
-            .ok_or_else(|| ApiError::internal("reported finding missing", &"finding"))?;
-        finding_view(branch, &id)
+            .ok_or_else(|| Refusal::internal("reported finding missing", &"finding"))?;
+        Ok(finding_view(branch, &id)?)
     });
     submit(write, &app, WorkCommand::FindingPost(spec), None, respond).await
 }
@@ -586,10 +587,10 @@ async fn hypothesis_propose(
     let (write, rest) = input.prepare(&app)?;
     let spec: HypothesisSpec = body(with_session(rest, &write))?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), 201, move |branch, written| {
+    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
         let id = written_id(written, "hypothesis", given.as_deref())
-            .ok_or_else(|| ApiError::internal("proposed hypothesis missing", &"hypothesis"))?;
-        hypothesis_view(branch, &id)
+            .ok_or_else(|| Refusal::internal("proposed hypothesis missing", &"hypothesis"))?;
+        Ok(hypothesis_view(branch, &id)?)
     });
     submit(
         write,
@@ -602,8 +603,8 @@ async fn hypothesis_propose(
 }
 
 fn hypothesis_responder(write: &PreparedWrite, id: String) -> Responder {
-    responder(write.context.branch.clone(), 200, move |branch, _| {
-        hypothesis_view(branch, &id)
+    responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
+        Ok(hypothesis_view(branch, &id)?)
     })
 }
 
@@ -684,7 +685,7 @@ async fn hypotheses_list(
 
 // ---- consensus ----------------------------------------------------------------------
 
-fn proposal_view(branch: &BranchState, id: &str) -> Result<Value, ApiError> {
+fn proposal_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .consensus
@@ -700,10 +701,10 @@ async fn proposal_open(
     let (write, rest) = input.prepare(&app)?;
     let spec: ProposalSpec = body(rest)?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), 201, move |branch, written| {
+    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
         let id = written_id(written, "proposal", given.as_deref())
-            .ok_or_else(|| ApiError::internal("opened proposal missing", &"proposal"))?;
-        proposal_view(branch, &id)
+            .ok_or_else(|| Refusal::internal("opened proposal missing", &"proposal"))?;
+        Ok(proposal_view(branch, &id)?)
     });
     submit(write, &app, WorkCommand::ProposalOpen(spec), None, respond).await
 }
@@ -718,8 +719,8 @@ async fn proposal_vote(
     check_id("id", &id)?;
     write.principal.require_acting_as(&spec.agent)?;
     let response_id = id.clone();
-    let respond = responder(write.context.branch.clone(), 200, move |branch, _| {
-        proposal_view(branch, &response_id)
+    let respond = responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
+        Ok(proposal_view(branch, &response_id)?)
     });
     let command = WorkCommand::VoteCast { proposal: id, spec };
     submit(write, &app, command, None, respond).await
@@ -779,7 +780,7 @@ fn message_view(
     branch: &BranchState,
     id: &str,
     for_agent: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Value, Rejection> {
     branch
         .work
         .messages
@@ -795,10 +796,10 @@ async fn message_send(
     let (write, rest) = input.prepare(&app)?;
     let spec: swarmlog_projections::work::MessageSpec = body(rest)?;
     write.principal.require_acting_as(&spec.from)?;
-    let respond = responder(write.context.branch.clone(), 201, move |branch, written| {
+    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
         let id = written_id(written, "message", None)
-            .ok_or_else(|| ApiError::internal("sent message missing", &"message"))?;
-        message_view(branch, &id, None)
+            .ok_or_else(|| Refusal::internal("sent message missing", &"message"))?;
+        Ok(message_view(branch, &id, None)?)
     });
     submit(write, &app, WorkCommand::MessageSend(spec), None, respond).await
 }
@@ -813,8 +814,8 @@ async fn message_ack(
     check_id("id", &id)?;
     write.principal.require_acting_as(&spec.agent)?;
     let (response_id, agent) = (id.clone(), spec.agent.clone());
-    let respond = responder(write.context.branch.clone(), 200, move |branch, _| {
-        message_view(branch, &response_id, Some(&agent))
+    let respond = responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
+        Ok(message_view(branch, &response_id, Some(&agent))?)
     });
     let command = WorkCommand::MessageAck { message: id, spec };
     submit(write, &app, command, None, respond).await
@@ -960,7 +961,7 @@ fn addressed_to(envelope: &Envelope, agent: &str, acked: &BTreeSet<String>) -> b
 
 // ---- sessions -----------------------------------------------------------------------
 
-fn session_view(branch: &BranchState, id: &str) -> Result<Value, ApiError> {
+fn session_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .session_view(id)
@@ -974,10 +975,10 @@ async fn session_start(
     let (write, rest) = input.prepare(&app)?;
     let spec: SessionSpec = body(rest)?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), 201, move |branch, written| {
+    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
         let id = written_id(written, "session", given.as_deref())
-            .ok_or_else(|| ApiError::internal("started session missing", &"session"))?;
-        session_view(branch, &id)
+            .ok_or_else(|| Refusal::internal("started session missing", &"session"))?;
+        Ok(session_view(branch, &id)?)
     });
     submit(write, &app, WorkCommand::SessionStart(spec), None, respond).await
 }
@@ -991,8 +992,8 @@ async fn session_complete(
     let spec: SessionCompleteSpec = body(rest)?;
     check_id("id", &id)?;
     let response_id = id.clone();
-    let respond = responder(write.context.branch.clone(), 200, move |branch, _| {
-        session_view(branch, &response_id)
+    let respond = responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
+        Ok(session_view(branch, &response_id)?)
     });
     let command = WorkCommand::SessionComplete { session: id, spec };
     submit(write, &app, command, None, respond).await
@@ -1037,7 +1038,7 @@ async fn session_report(
             .session_report(&id)
             .ok_or_else(|| not_found("session", &id))?;
         let mut value = serde_json::to_value(report)
-            .map_err(|error| ApiError::internal("cannot serialize a report", &error))?;
+            .expect("a session report serializes: string keys and plain fields only");
         if let Some(object) = value.as_object_mut() {
             object.insert("session".into(), Value::from(id));
         }

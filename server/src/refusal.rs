@@ -1,0 +1,48 @@
+//! What the engine answers when it does not carry out a request: a rule's [`Rejection`] or
+//! one of the engine's own refusals. Typed, with no transport in it: each adapter (HTTP in
+//! `error.rs`, MCP, the CLI) maps a refusal in one place.
+
+use swarmlog_projections::Rejection;
+
+/// Why the engine did not carry out a request. Nothing was written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A domain rule refused the command.
+    #[error("{0}")]
+    Rule(#[from] Rejection),
+    /// The `Idempotency-Key` was used before with a different request.
+    #[error("idempotency key '{key}' was already used with a different request")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+    /// The engine is shutting down; the request may be retried against the restarted one.
+    #[error("the server is shutting down; retry against the restarted server")]
+    ShuttingDown,
+    /// A failure inside the engine (a broken invariant or an unreadable record); the
+    /// cause is logged where it happens, not sent to clients.
+    #[error("{context}; see the server log")]
+    Internal {
+        /// What the engine was doing.
+        context: &'static str,
+    },
+}
+
+impl Refusal {
+    /// An internal failure: logs the cause once and keeps only the context.
+    pub fn internal(context: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "{context}");
+        Refusal::Internal { context }
+    }
+
+    /// The snake_case code of SPEC §3, the same over every transport.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Rule(rejection) => rejection.code.as_str(),
+            Refusal::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::Internal { .. } => "internal",
+        }
+    }
+}
