@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -21,7 +21,7 @@ use crate::engine::{
 };
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, idempotency, parse_json};
-use crate::routes::{coordination, events, work};
+use crate::routes::events;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -250,15 +250,15 @@ pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
         engine,
         tokens: tokens.map(Arc::new),
     };
-    let api = Router::new()
+    let operations = crate::catalog::operations()
+        .iter()
+        .fold(Router::new(), |router, operation| {
+            router.route(operation.path, (operation.route)())
+        });
+    let api = operations
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/audit/head", get(audit_head))
-        .route("/v1/snapshots", post(snapshot))
-        .route("/v1/events", post(events::append).get(events::read_events))
-        .route("/v1/streams/{stream}", get(events::read_stream))
-        .merge(coordination::routes())
-        .merge(work::routes())
+        .route("/v1/guide", get(guide))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,
@@ -288,16 +288,28 @@ async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The Markdown guide for agents (SPEC §7), the same text as `swarmlog guide` and the MCP
+/// resource `swarmlog://guide`.
+pub const GUIDE: &str = include_str!("../../docs/guide.md");
+
+async fn guide() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        GUIDE,
+    )
+        .into_response()
+}
+
 async fn openapi() -> Response {
     axum::Json(crate::openapi::document()).into_response()
 }
 
-async fn audit_head(State(app): State<AppState>) -> Response {
+pub(crate) async fn audit_head(State(app): State<AppState>) -> Response {
     let head = app.engine.audit_head();
     axum::Json(json!({"seq": head.seq, "hash": hex::encode(head.hash)})).into_response()
 }
 
-async fn snapshot(
+pub(crate) async fn snapshot(
     State(app): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
 ) -> Result<Response, ApiError> {

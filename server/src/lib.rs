@@ -4,6 +4,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 mod committer;
 pub mod engine;
 pub mod error;

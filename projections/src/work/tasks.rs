@@ -113,7 +113,7 @@ impl TaskStatus {
 }
 
 /// The body of a task create (one element of `{"tasks": [...]}` or the whole body).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// The id; generated (`T-<n>`) when absent.
@@ -182,7 +182,7 @@ pub struct TaskDefinition {
 }
 
 /// The body of `POST /v1/tasks/claim`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimSpec {
     /// Who claims.
@@ -200,7 +200,7 @@ pub struct ClaimSpec {
 }
 
 /// How `assign` picks an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AssignStrategy {
     /// The next capable active agent after the one the last round-robin assignment
@@ -236,7 +236,7 @@ impl AssignStrategy {
 }
 
 /// The body of `POST /v1/tasks/{id}/assign`: exactly one of `agent` and `strategy`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignSpec {
     /// Assign to this agent (no capability check: the assigner decides).
@@ -249,7 +249,7 @@ pub struct AssignSpec {
 }
 
 /// The body of `POST /v1/tasks/{id}/progress`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressSpec {
     /// The claimant.
@@ -262,7 +262,7 @@ pub struct ProgressSpec {
 }
 
 /// The body of `POST /v1/tasks/{id}/complete`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteSpec {
     /// The claimant.
@@ -273,7 +273,7 @@ pub struct CompleteSpec {
 }
 
 /// The body of `POST /v1/tasks/{id}/fail`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailSpec {
     /// The claimant.
@@ -287,7 +287,7 @@ pub struct FailSpec {
 }
 
 /// The body of `POST /v1/tasks/{id}/release`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseSpec {
     /// The claimant.
@@ -295,7 +295,7 @@ pub struct ReleaseSpec {
 }
 
 /// The body of `POST /v1/tasks/{id}/cancel` (may be empty).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelSpec {
     /// Why (default `cancelled`).
@@ -304,7 +304,7 @@ pub struct CancelSpec {
 }
 
 /// The body of `POST /v1/tasks/{id}/auction`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuctionSpec {
     /// How long bids are taken, from now, in ms.
@@ -315,7 +315,7 @@ pub struct AuctionSpec {
 }
 
 /// The body of `POST /v1/tasks/{id}/bids`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BidSpec {
     /// The bidder.

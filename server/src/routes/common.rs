@@ -30,7 +30,7 @@ pub fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
 }
 
 /// A body with nothing route-specific in it.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
@@ -105,7 +105,7 @@ pub fn ok_json(value: Value) -> Response {
 }
 
 /// `?branch=` and `?at=` of every state read.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     /// The branch, `main` when absent.

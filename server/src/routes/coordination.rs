@@ -4,8 +4,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::coordination::agents::{self, AgentStatus};
@@ -26,38 +25,17 @@ use crate::error::ApiError;
 use crate::refusal::Refusal;
 use crate::extract::{check_id, ApiQuery};
 
-/// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/state/{key}", get(state_get).put(state_set))
-        .route("/v1/state/{key}/init", post(state_init))
-        .route("/v1/state/{key}/cas", post(state_cas))
-        .route("/v1/kv", get(kv_list))
-        .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
-        .route("/v1/locks", get(locks_list))
-        .route("/v1/locks/acquire", post(locks_acquire_many))
-        .route("/v1/locks/{resource}", get(lock_get))
-        .route("/v1/locks/{resource}/acquire", post(lock_acquire))
-        .route("/v1/locks/{resource}/renew", post(lock_renew))
-        .route("/v1/locks/{resource}/release", post(lock_release))
-        .route("/v1/agents", post(agent_register).get(agents_list))
-        .route("/v1/agents/{id}", get(agent_get).delete(agent_deregister))
-        .route("/v1/agents/{id}/heartbeat", post(agent_heartbeat))
-        .route("/v1/agents/{id}/kill", post(agent_kill))
-        .route("/v1/branches", post(branch_create).get(branches_list))
-}
-
 // ---- state cells ------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ValueBody {
+pub(crate) struct ValueBody {
     value: Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CasBody {
+pub(crate) struct CasBody {
     expected_version: Option<u64>,
     value: Value,
 }
@@ -70,7 +48,7 @@ fn cell_responder(branch: String, key: String, created_status: Status) -> Respon
     })
 }
 
-async fn state_get(
+pub(crate) async fn state_get(
     State(app): State<AppState>,
     Path(key): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -85,7 +63,7 @@ async fn state_get(
     Ok(ok_json(value))
 }
 
-async fn state_set(
+pub(crate) async fn state_set(
     State(app): State<AppState>,
     Path(key): Path<String>,
     input: WriteInput,
@@ -107,7 +85,7 @@ async fn state_set(
         .await
 }
 
-async fn state_init(
+pub(crate) async fn state_init(
     State(app): State<AppState>,
     Path(key): Path<String>,
     input: WriteInput,
@@ -129,7 +107,7 @@ async fn state_init(
         .await
 }
 
-async fn state_cas(
+pub(crate) async fn state_cas(
     State(app): State<AppState>,
     Path(key): Path<String>,
     input: WriteInput,
@@ -156,9 +134,9 @@ async fn state_cas(
 
 // ---- kv ---------------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct KvListQuery {
+pub(crate) struct KvListQuery {
     #[serde(default)]
     prefix: Option<String>,
     #[serde(default)]
@@ -167,7 +145,7 @@ struct KvListQuery {
     at: Option<u64>,
 }
 
-async fn kv_get(
+pub(crate) async fn kv_get(
     State(app): State<AppState>,
     Path(key): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -182,7 +160,7 @@ async fn kv_get(
     Ok(ok_json(value))
 }
 
-async fn kv_list(
+pub(crate) async fn kv_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<KvListQuery>,
 ) -> Result<Response, ApiError> {
@@ -200,7 +178,7 @@ async fn kv_list(
     Ok(ok_json(json!({ "entries": entries })))
 }
 
-async fn kv_put(
+pub(crate) async fn kv_put(
     State(app): State<AppState>,
     Path(key): Path<String>,
     input: WriteInput,
@@ -228,7 +206,7 @@ async fn kv_put(
         .await
 }
 
-async fn kv_delete(
+pub(crate) async fn kv_delete(
     State(app): State<AppState>,
     Path(key): Path<String>,
     input: WriteInput,
@@ -256,9 +234,9 @@ async fn kv_delete(
 
 // ---- locks ------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AcquireBody {
+pub(crate) struct AcquireBody {
     owner: String,
     ttl_ms: u64,
     #[serde(default)]
@@ -267,9 +245,9 @@ struct AcquireBody {
     mode: LockMode,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AcquireManyBody {
+pub(crate) struct AcquireManyBody {
     owner: String,
     resources: Vec<String>,
     ttl_ms: u64,
@@ -279,22 +257,22 @@ struct AcquireManyBody {
     mode: LockMode,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RenewBody {
+pub(crate) struct RenewBody {
     owner: String,
     token: u64,
     ttl_ms: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ReleaseBody {
+pub(crate) struct ReleaseBody {
     owner: String,
     token: u64,
 }
 
-async fn lock_acquire(
+pub(crate) async fn lock_acquire(
     State(app): State<AppState>,
     Path(resource): Path<String>,
     input: WriteInput,
@@ -324,7 +302,7 @@ async fn lock_acquire(
         .await
 }
 
-async fn locks_acquire_many(
+pub(crate) async fn locks_acquire_many(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -358,7 +336,7 @@ async fn locks_acquire_many(
         .await
 }
 
-async fn lock_renew(
+pub(crate) async fn lock_renew(
     State(app): State<AppState>,
     Path(resource): Path<String>,
     input: WriteInput,
@@ -387,7 +365,7 @@ async fn lock_renew(
         .await
 }
 
-async fn lock_release(
+pub(crate) async fn lock_release(
     State(app): State<AppState>,
     Path(resource): Path<String>,
     input: WriteInput,
@@ -409,7 +387,7 @@ async fn lock_release(
         .await
 }
 
-async fn locks_list(
+pub(crate) async fn locks_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ReadQuery>,
 ) -> Result<Response, ApiError> {
@@ -427,7 +405,7 @@ async fn locks_list(
     Ok(ok_json(json!({ "locks": locks })))
 }
 
-async fn lock_get(
+pub(crate) async fn lock_get(
     State(app): State<AppState>,
     Path(resource): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -468,9 +446,9 @@ fn with_waiters(
 
 // ---- agents -----------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+pub(crate) struct RegisterBody {
     id: String,
     #[serde(rename = "type")]
     agent_type: String,
@@ -480,9 +458,9 @@ struct RegisterBody {
     ttl_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AgentsQuery {
+pub(crate) struct AgentsQuery {
     #[serde(default, rename = "type")]
     agent_type: Option<String>,
     #[serde(default)]
@@ -501,7 +479,7 @@ fn agent_responder(branch: String, id: String, status: Status) -> Responder {
     })
 }
 
-async fn agent_register(
+pub(crate) async fn agent_register(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -533,7 +511,7 @@ async fn agent_register(
         .await
 }
 
-async fn agent_kill(
+pub(crate) async fn agent_kill(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -553,7 +531,7 @@ async fn agent_kill(
         .await
 }
 
-async fn agent_deregister(
+pub(crate) async fn agent_deregister(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -573,7 +551,7 @@ async fn agent_deregister(
         .await
 }
 
-async fn agent_heartbeat(
+pub(crate) async fn agent_heartbeat(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
@@ -599,7 +577,7 @@ async fn agent_heartbeat(
     Ok(ok_json(json!({"id": id, "lease_expires_at": lease})))
 }
 
-async fn agent_get(
+pub(crate) async fn agent_get(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -614,7 +592,7 @@ async fn agent_get(
     Ok(ok_json(value))
 }
 
-async fn agents_list(
+pub(crate) async fn agents_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<AgentsQuery>,
 ) -> Result<Response, ApiError> {
@@ -643,9 +621,9 @@ async fn agents_list(
 
 // ---- branches ---------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BranchBody {
+pub(crate) struct BranchBody {
     name: String,
     #[serde(default)]
     from: Option<String>,
@@ -653,7 +631,7 @@ struct BranchBody {
     at: Option<u64>,
 }
 
-async fn branch_create(
+pub(crate) async fn branch_create(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -682,7 +660,7 @@ async fn branch_create(
         .await
 }
 
-async fn branches_list(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn branches_list(State(app): State<AppState>) -> Result<Response, ApiError> {
     let list = app.engine.read(list_branches).await?;
     Ok(ok_json(json!({ "branches": list })))
 }

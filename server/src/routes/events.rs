@@ -30,29 +30,48 @@ use crate::limits::{
 
 /// One event of a `POST /v1/events` body. On a single event, `session`, `correlation` and
 /// `meta` are taken out first as the write's own; in a batch they override the batch's.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EventBody {
+pub(crate) struct EventBody {
+    /// The event type; not a reserved prefix (task., lock., state., ...).
     #[serde(rename = "type")]
     event_type: String,
+    /// The stream (entity) it belongs to, e.g. order/17.
     stream: String,
+    /// Any JSON; {} when absent.
     #[serde(default)]
     data: Option<Value>,
+    /// Append only if the stream has exactly this many events now (0: it does not exist).
     #[serde(default)]
     expected_version: Option<u64>,
+    /// Groups the event into a session.
     #[serde(default)]
     session: Option<String>,
+    /// Ties the events of one workflow together.
     #[serde(default)]
     correlation: Option<String>,
+    /// Provenance (model, tool call, prompt hash).
     #[serde(default)]
     meta: Option<Value>,
 }
 
 /// An atomic batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
+pub(crate) struct BatchBody {
+    /// 1 to 1,000 events, appended all or none.
     events: Vec<EventBody>,
+}
+
+/// The body of `POST /v1/events`, as its schema describes it: one event or a batch.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)] // Only its schema is used; the route tells the two shapes apart itself.
+#[serde(untagged)]
+pub(crate) enum AppendBody {
+    /// One event.
+    One(EventBody),
+    /// An atomic batch.
+    Batch(BatchBody),
 }
 
 impl EventBody {
@@ -155,7 +174,7 @@ pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
 }
 
 /// Query of `GET /v1/streams/{stream}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     #[serde(default)]
@@ -216,7 +235,7 @@ pub fn json_text(status: StatusCode, body: String) -> Response {
 }
 
 /// Query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     #[serde(default)]

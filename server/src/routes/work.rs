@@ -19,8 +19,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::work::{
@@ -43,44 +41,6 @@ use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
 use crate::routes::events;
 
-/// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tasks", post(task_create).get(tasks_list))
-        .route("/v1/tasks/claim", post(task_claim))
-        .route("/v1/tasks/{id}", get(task_get))
-        .route("/v1/tasks/{id}/assign", post(task_assign))
-        .route("/v1/tasks/{id}/approve", post(task_approve))
-        .route("/v1/tasks/{id}/progress", post(task_progress))
-        .route("/v1/tasks/{id}/complete", post(task_complete))
-        .route("/v1/tasks/{id}/fail", post(task_fail))
-        .route("/v1/tasks/{id}/release", post(task_release))
-        .route("/v1/tasks/{id}/cancel", post(task_cancel))
-        .route("/v1/tasks/{id}/auction", post(task_auction))
-        .route("/v1/tasks/{id}/bids", post(task_bid))
-        .route("/v1/findings", post(finding_post).get(findings_list))
-        .route("/v1/findings/{id}", get(finding_get))
-        .route(
-            "/v1/hypotheses",
-            post(hypothesis_propose).get(hypotheses_list),
-        )
-        .route("/v1/hypotheses/{id}", get(hypothesis_get))
-        .route("/v1/hypotheses/{id}/evidence", post(hypothesis_evidence))
-        .route("/v1/hypotheses/{id}/validate", post(hypothesis_validate))
-        .route("/v1/proposals", post(proposal_open).get(proposals_list))
-        .route("/v1/proposals/{id}", get(proposal_get))
-        .route("/v1/proposals/{id}/votes", post(proposal_vote))
-        .route("/v1/messages", post(message_send))
-        .route("/v1/messages/{id}", get(message_get))
-        .route("/v1/messages/{id}/ack", post(message_ack))
-        .route("/v1/agents/{id}/inbox", get(inbox))
-        .route("/v1/sessions", post(session_start).get(sessions_list))
-        .route("/v1/sessions/{id}", get(session_get))
-        .route("/v1/sessions/{id}/complete", post(session_complete))
-        .route("/v1/sessions/{id}/report", get(session_report))
-        .route("/v1/sessions/{id}/events", get(session_events))
-}
-
 // ---- shared plumbing ----------------------------------------------------------------
 
 /// Puts the write's `session` back into the rest of the body, for the bodies where
@@ -94,7 +54,7 @@ fn with_session(mut rest: Value, write: &PreparedWrite) -> Value {
     rest
 }
 
-async fn submit(
+pub(crate) async fn submit(
     write: PreparedWrite,
     app: &AppState,
     command: WorkCommand,
@@ -154,13 +114,13 @@ fn task_responder(write: &PreparedWrite, id: String) -> Responder {
 }
 
 /// The batch form of `POST /v1/tasks`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TaskBatch {
+pub(crate) struct TaskBatch {
     tasks: Vec<Value>,
 }
 
-async fn task_create(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
+pub(crate) async fn task_create(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
     let (write, rest) = input.prepare(&app)?;
     let batch = rest.get("tasks").is_some();
     let specs: Vec<TaskSpec> = if batch {
@@ -216,7 +176,7 @@ async fn task_create(State(app): State<AppState>, input: WriteInput) -> Result<R
     .await
 }
 
-async fn task_claim(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
+pub(crate) async fn task_claim(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
     let (write, rest) = input.prepare(&app)?;
     let spec: ClaimSpec = body(rest)?;
     write.principal.require_acting_as(&spec.agent)?;
@@ -236,7 +196,7 @@ async fn task_claim(State(app): State<AppState>, input: WriteInput) -> Result<Re
     submit(write, &app, WorkCommand::TaskClaim(spec), wait, respond).await
 }
 
-async fn task_assign(
+pub(crate) async fn task_assign(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -257,7 +217,7 @@ async fn task_assign(
 
 /// Approval opens a gate that exists so that an agent cannot start the work on its own:
 /// with `--tokens` it takes an admin token.
-async fn task_approve(
+pub(crate) async fn task_approve(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -277,7 +237,7 @@ async fn task_approve(
     .await
 }
 
-async fn task_progress(
+pub(crate) async fn task_progress(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -297,7 +257,7 @@ async fn task_progress(
     .await
 }
 
-async fn task_complete(
+pub(crate) async fn task_complete(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -317,7 +277,7 @@ async fn task_complete(
     .await
 }
 
-async fn task_fail(
+pub(crate) async fn task_fail(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -337,7 +297,7 @@ async fn task_fail(
     .await
 }
 
-async fn task_release(
+pub(crate) async fn task_release(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -357,7 +317,7 @@ async fn task_release(
     .await
 }
 
-async fn task_cancel(
+pub(crate) async fn task_cancel(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -376,7 +336,7 @@ async fn task_cancel(
     .await
 }
 
-async fn task_auction(
+pub(crate) async fn task_auction(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -395,7 +355,7 @@ async fn task_auction(
     .await
 }
 
-async fn task_bid(
+pub(crate) async fn task_bid(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -415,7 +375,7 @@ async fn task_bid(
     .await
 }
 
-async fn task_get(
+pub(crate) async fn task_get(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -425,9 +385,9 @@ async fn task_get(
     Ok(ok_json(value))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TasksQuery {
+pub(crate) struct TasksQuery {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
@@ -442,7 +402,7 @@ struct TasksQuery {
     at: Option<u64>,
 }
 
-async fn tasks_list(
+pub(crate) async fn tasks_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<TasksQuery>,
 ) -> Result<Response, ApiError> {
@@ -502,7 +462,7 @@ fn hypothesis_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
         .ok_or_else(|| not_found("hypothesis", id))
 }
 
-async fn finding_post(
+pub(crate) async fn finding_post(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -518,7 +478,7 @@ async fn finding_post(
     submit(write, &app, WorkCommand::FindingPost(spec), None, respond).await
 }
 
-async fn finding_get(
+pub(crate) async fn finding_get(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -528,9 +488,9 @@ async fn finding_get(
     Ok(ok_json(value))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct FindingsQuery {
+pub(crate) struct FindingsQuery {
     #[serde(default)]
     session: Option<String>,
     #[serde(default)]
@@ -545,7 +505,7 @@ struct FindingsQuery {
     at: Option<u64>,
 }
 
-async fn findings_list(
+pub(crate) async fn findings_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<FindingsQuery>,
 ) -> Result<Response, ApiError> {
@@ -580,7 +540,7 @@ async fn findings_list(
     Ok(ok_json(json!({ "findings": findings })))
 }
 
-async fn hypothesis_propose(
+pub(crate) async fn hypothesis_propose(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -608,7 +568,7 @@ fn hypothesis_responder(write: &PreparedWrite, id: String) -> Responder {
     })
 }
 
-async fn hypothesis_evidence(
+pub(crate) async fn hypothesis_evidence(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -624,7 +584,7 @@ async fn hypothesis_evidence(
     submit(write, &app, command, None, respond).await
 }
 
-async fn hypothesis_validate(
+pub(crate) async fn hypothesis_validate(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -640,7 +600,7 @@ async fn hypothesis_validate(
     submit(write, &app, command, None, respond).await
 }
 
-async fn hypothesis_get(
+pub(crate) async fn hypothesis_get(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -650,9 +610,9 @@ async fn hypothesis_get(
     Ok(ok_json(value))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SessionFilterQuery {
+pub(crate) struct SessionFilterQuery {
     #[serde(default)]
     session: Option<String>,
     #[serde(default)]
@@ -661,7 +621,7 @@ struct SessionFilterQuery {
     at: Option<u64>,
 }
 
-async fn hypotheses_list(
+pub(crate) async fn hypotheses_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<SessionFilterQuery>,
 ) -> Result<Response, ApiError> {
@@ -694,7 +654,7 @@ fn proposal_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
         .ok_or_else(|| not_found("proposal", id))
 }
 
-async fn proposal_open(
+pub(crate) async fn proposal_open(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -709,7 +669,7 @@ async fn proposal_open(
     submit(write, &app, WorkCommand::ProposalOpen(spec), None, respond).await
 }
 
-async fn proposal_vote(
+pub(crate) async fn proposal_vote(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -726,7 +686,7 @@ async fn proposal_vote(
     submit(write, &app, command, None, respond).await
 }
 
-async fn proposal_get(
+pub(crate) async fn proposal_get(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -736,9 +696,9 @@ async fn proposal_get(
     Ok(ok_json(value))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ProposalsQuery {
+pub(crate) struct ProposalsQuery {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
@@ -747,7 +707,7 @@ struct ProposalsQuery {
     at: Option<u64>,
 }
 
-async fn proposals_list(
+pub(crate) async fn proposals_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ProposalsQuery>,
 ) -> Result<Response, ApiError> {
@@ -789,7 +749,7 @@ fn message_view(
         .ok_or_else(|| not_found("message", id))
 }
 
-async fn message_send(
+pub(crate) async fn message_send(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -804,7 +764,7 @@ async fn message_send(
     submit(write, &app, WorkCommand::MessageSend(spec), None, respond).await
 }
 
-async fn message_ack(
+pub(crate) async fn message_ack(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -821,7 +781,7 @@ async fn message_ack(
     submit(write, &app, command, None, respond).await
 }
 
-async fn message_get(
+pub(crate) async fn message_get(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -831,9 +791,9 @@ async fn message_get(
     Ok(ok_json(value))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InboxQuery {
+pub(crate) struct InboxQuery {
     #[serde(default)]
     unacked: Option<bool>,
     #[serde(default)]
@@ -848,7 +808,7 @@ struct InboxQuery {
 /// `Accept: text/event-stream` the `message.sent` events addressed to it as SSE (catch-up
 /// from `from` or after `Last-Event-ID`, then live). With `unacked=true`, the SSE catch-up
 /// leaves out the messages the agent had acked when it subscribed.
-async fn inbox(
+pub(crate) async fn inbox(
     State(app): State<AppState>,
     Path(agent): Path<String>,
     ApiQuery(query): ApiQuery<InboxQuery>,
@@ -968,7 +928,7 @@ fn session_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
         .ok_or_else(|| not_found("session", id))
 }
 
-async fn session_start(
+pub(crate) async fn session_start(
     State(app): State<AppState>,
     input: WriteInput,
 ) -> Result<Response, ApiError> {
@@ -983,7 +943,7 @@ async fn session_start(
     submit(write, &app, WorkCommand::SessionStart(spec), None, respond).await
 }
 
-async fn session_complete(
+pub(crate) async fn session_complete(
     State(app): State<AppState>,
     Path(id): Path<String>,
     input: WriteInput,
@@ -999,7 +959,7 @@ async fn session_complete(
     submit(write, &app, command, None, respond).await
 }
 
-async fn session_get(
+pub(crate) async fn session_get(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -1009,7 +969,7 @@ async fn session_get(
     Ok(ok_json(value))
 }
 
-async fn sessions_list(
+pub(crate) async fn sessions_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ReadQuery>,
 ) -> Result<Response, ApiError> {
@@ -1026,7 +986,7 @@ async fn sessions_list(
     Ok(ok_json(json!({ "sessions": sessions })))
 }
 
-async fn session_report(
+pub(crate) async fn session_report(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
@@ -1048,9 +1008,9 @@ async fn session_report(
     Ok(ok_json(value))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SessionEventsQuery {
+pub(crate) struct SessionEventsQuery {
     #[serde(default)]
     branch: Option<String>,
 }
@@ -1058,7 +1018,7 @@ struct SessionEventsQuery {
 /// `GET /v1/sessions/{id}/events`: every event of the session (on its branch) as NDJSON,
 /// up to the head at request time, for archiving. The engine stamps a task's events with
 /// its session even when the write names none, so the export holds the whole workflow.
-async fn session_events(
+pub(crate) async fn session_events(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<SessionEventsQuery>,

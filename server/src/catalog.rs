@@ -1,0 +1,543 @@
+//! The command catalog (SPEC §1): every operation declared once, with its name, its HTTP
+//! route, its typed input (a serde type with a JSON Schema), a description written for a
+//! reader who has nothing else, the caller field an agent fills implicitly, and its handler.
+//!
+//! The adapters are derived from this table: the router registers each entry's route
+//! (`app.rs`), the OpenAPI document lists each entry with its request schema
+//! (`openapi.rs`), the MCP server offers each entry marked as a tool (`mcp.rs`), and the
+//! CLI's generic `swarmlog call NAME JSON` finds an operation here by name. A new operation
+//! is one entry here, its handler and its projection rule.
+
+use std::sync::LazyLock;
+
+use axum::routing::{delete, get, post, put, MethodRouter};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::{json, Map, Value};
+use swarmlog_projections::work::{
+    AckSpec, AssignSpec, AuctionSpec, BidSpec, CancelSpec, ClaimSpec, CompleteSpec, EvidenceSpec,
+    FailSpec, FindingSpec, HypothesisSpec, ProgressSpec, ProposalSpec, ReleaseSpec,
+    SessionCompleteSpec, SessionSpec, TaskSpec, ValidateSpec, VoteSpec,
+};
+
+use crate::app::{self, AppState};
+use crate::routes::common::{Empty, ReadQuery};
+use crate::routes::{coordination as c, events as e, work as w};
+
+/// The HTTP method of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// A read.
+    Get,
+    /// A write.
+    Post,
+    /// A write that replaces a value.
+    Put,
+    /// A write that removes something.
+    Delete,
+}
+
+impl Method {
+    /// The method's name in lower case, as OpenAPI writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+
+    /// Whether the operation writes (its input is a JSON body rather than a query).
+    pub fn writes(self) -> bool {
+        self != Method::Get
+    }
+}
+
+/// Builds the JSON Schema of an input type.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// One operation.
+pub struct Operation {
+    /// snake_case name: the MCP tool name, the OpenAPI `operationId`, `swarmlog call NAME`.
+    pub name: &'static str,
+    /// The HTTP method.
+    pub method: Method,
+    /// The HTTP path template; `{name}` segments are path parameters, named for what
+    /// they hold (`{task}`, `{resource}`), and are fields of the input too.
+    pub path: &'static str,
+    /// One line on what it does.
+    pub summary: &'static str,
+    /// For an MCP tool: when an agent should use it (None: not offered over MCP).
+    pub tool: Option<&'static str>,
+    /// The field that names the acting agent (`owner`, `agent`, `from`); over MCP it is
+    /// filled with the caller's agent and left out of the tool's schema.
+    pub caller: Option<&'static str>,
+    /// The JSON body of a write, or the query of a read (path parameters are added).
+    pub input: Option<SchemaFn>,
+    /// The event types it may write.
+    pub writes: &'static [&'static str],
+    /// The HTTP handler.
+    pub route: fn() -> MethodRouter<AppState>,
+}
+
+/// The JSON Schema of `T`.
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+impl Operation {
+    fn new(
+        name: &'static str,
+        method: Method,
+        path: &'static str,
+        summary: &'static str,
+        route: fn() -> MethodRouter<AppState>,
+    ) -> Self {
+        Operation {
+            name,
+            method,
+            path,
+            summary,
+            tool: None,
+            caller: None,
+            input: None,
+            writes: &[],
+            route,
+        }
+    }
+
+    fn input<T: JsonSchema>(mut self) -> Self {
+        self.input = Some(schema::<T>);
+        self
+    }
+
+    fn tool(mut self, description: &'static str) -> Self {
+        self.tool = Some(description);
+        self
+    }
+
+    fn caller(mut self, field: &'static str) -> Self {
+        self.caller = Some(field);
+        self
+    }
+
+    fn writes(mut self, types: &'static [&'static str]) -> Self {
+        self.writes = types;
+        self
+    }
+
+    /// The names of the path parameters, in order.
+    pub fn path_parameters(&self) -> impl Iterator<Item = &'static str> {
+        self.path
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split('}').next())
+    }
+
+    /// The input's own schema (body or query) as JSON, with its definitions inlined.
+    pub fn input_schema(&self) -> Value {
+        let Some(input) = self.input else {
+            return json!({"type": "object", "properties": {}});
+        };
+        let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|settings| settings.inline_subschemas = true)
+            .into_generator();
+        let mut value = input(&mut generator).to_value();
+        tidy_schema(&mut value);
+        value
+    }
+
+    /// The whole input as one object schema: path parameters (required strings) and the
+    /// body's or query's fields. What MCP and `swarmlog call` take.
+    pub fn arguments_schema(&self) -> Value {
+        let mut schema = self.input_schema();
+        let object = schema
+            .as_object_mut()
+            .expect("an input schema is a JSON object");
+        let properties = object
+            .entry("properties")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("properties is an object")
+            .clone();
+        let mut merged = Map::new();
+        let mut required: Vec<Value> = Vec::new();
+        for name in self.path_parameters() {
+            merged.insert(name.to_owned(), json!({"type": "string"}));
+            required.push(json!(name));
+        }
+        merged.extend(properties);
+        for name in object
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !required.contains(name) {
+                required.push(name.clone());
+            }
+        }
+        object.insert("properties".into(), Value::Object(merged));
+        object.insert("required".into(), Value::Array(required));
+        object.insert("type".into(), json!("object"));
+        schema
+    }
+
+    /// The schema of an MCP tool: the arguments without the caller field and without
+    /// `branch` and `at` (an agent works on its connection's branch, now).
+    pub fn tool_schema(&self) -> Value {
+        let mut schema = self.arguments_schema();
+        let hidden = [self.caller.unwrap_or(""), "branch", "at"];
+        if let Some(properties) = schema["properties"].as_object_mut() {
+            properties.retain(|name, _| !hidden.contains(&name.as_str()));
+        }
+        if let Some(required) = schema["required"].as_array_mut() {
+            required.retain(|name| !hidden.iter().any(|hidden| name == hidden));
+        }
+        schema
+    }
+
+    /// Turns arguments (the object [`Operation::arguments_schema`] describes) into an HTTP
+    /// request: the path with its parameters filled in (percent-encoded) and, for a read,
+    /// the rest as the query, for a write the rest as the JSON body. A missing path
+    /// parameter is named in the error.
+    pub fn http_request(&self, arguments: &Map<String, Value>) -> Result<HttpCall, String> {
+        let mut rest = arguments.clone();
+        let mut path = String::new();
+        let mut tail = self.path;
+        while let Some(open) = tail.find('{') {
+            let close = tail[open..]
+                .find('}')
+                .map(|offset| open + offset)
+                .expect("catalog paths close every parameter");
+            let name = &tail[open + 1..close];
+            let value = match rest.remove(name) {
+                Some(Value::String(value)) => value,
+                Some(Value::Number(number)) => number.to_string(),
+                _ => return Err(format!("missing field `{name}` (a string)")),
+            };
+            path.push_str(&tail[..open]);
+            path.push_str(&percent_encode(&value));
+            tail = &tail[close + 1..];
+        }
+        path.push_str(tail);
+        if self.method.writes() {
+            return Ok(HttpCall {
+                method: self.method,
+                path_and_query: path,
+                body: Some(Value::Object(rest)),
+            });
+        }
+        let query: Vec<String> = rest
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| {
+                let text = match value {
+                    Value::String(text) => text.clone(),
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|item| item.as_str().map_or_else(|| item.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                format!("{}={}", percent_encode(name), percent_encode(&text))
+            })
+            .collect();
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
+        }
+        Ok(HttpCall {
+            method: self.method,
+            path_and_query: path,
+            body: None,
+        })
+    }
+}
+
+/// An operation as an HTTP request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCall {
+    /// The method.
+    pub method: Method,
+    /// The path with its parameters and query filled in.
+    pub path_and_query: String,
+    /// The JSON body of a write.
+    pub body: Option<Value>,
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Drops what schemars adds that no client needs (`$schema`, `title`, integer `format`s),
+/// so that the MCP tool list stays small.
+fn tidy_schema(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            object.remove("$schema");
+            object.remove("title");
+            if object.get("format").and_then(Value::as_str).is_some_and(|format| {
+                matches!(format, "uint64" | "int64" | "uint" | "double" | "uint8" | "uint32")
+            }) {
+                object.remove("format");
+            }
+            for child in object.values_mut() {
+                tidy_schema(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(tidy_schema),
+        _ => {}
+    }
+}
+
+/// Finds an operation by name.
+pub fn find(name: &str) -> Option<&'static Operation> {
+    operations().iter().find(|operation| operation.name == name)
+}
+
+/// Every operation, in the order the API reference lists them.
+pub fn operations() -> &'static [Operation] {
+    &OPERATIONS
+}
+
+use Method::{Delete, Get, Post, Put};
+
+static OPERATIONS: LazyLock<Vec<Operation>> = LazyLock::new(|| {
+    let mut all = events();
+    all.extend(coordination());
+    all.extend(tasks());
+    all.extend(blackboard_and_consensus());
+    all.extend(messages_and_sessions());
+    all
+});
+
+fn events() -> Vec<Operation> {
+    vec![
+        Operation::new("append_events", Post, "/v1/events", "Append one custom event or an atomic batch; 201 {seq, events}", || post(e::append))
+            .input::<e::AppendBody>()
+            .tool("Append your own events (any type outside the reserved prefixes task. lock. state. kv. agent. ...) atomically, optionally only if a stream is at expected_version. Use for domain facts other agents react to.")
+            .writes(&["*"]),
+        Operation::new("read_events", Get, "/v1/events", "NDJSON replay of committed events (SSE with Accept: text/event-stream)", || get(e::read_events))
+            .input::<e::EventsQuery>()
+            .tool("Read committed events in seq order, filtered by types (comma-separated globs such as task.*), stream prefix, actor or session. For history and audit; to wait for new events use wait_events."),
+        Operation::new("stream_get", Get, "/v1/streams/{stream}", "A stream's events and version", || get(e::read_stream))
+            .input::<e::StreamQuery>(),
+        Operation::new("audit_head", Get, "/v1/audit/head", "The head of the hash chain: {seq, hash}", || get(app::audit_head)),
+        Operation::new("snapshot", Post, "/v1/snapshots", "Write a projection snapshot now (admin); 201 {head, path, bytes}", || post(app::snapshot)),
+    ]
+}
+
+fn coordination() -> Vec<Operation> {
+    vec![
+        Operation::new("state_get", Get, "/v1/state/{key}", "A state cell: {key, value, version}", || get(c::state_get))
+            .input::<ReadQuery>()
+            .tool("Read a shared state cell with its version; pass the version to state_cas to update it without losing a concurrent update."),
+        Operation::new("state_set", Put, "/v1/state/{key}", "Set a state cell unconditionally", || put(c::state_set))
+            .input::<c::ValueBody>()
+            .writes(&["state.set"]),
+        Operation::new("state_init", Post, "/v1/state/{key}/init", "Create a state cell if absent (no-op if present)", || post(c::state_init))
+            .input::<c::ValueBody>()
+            .writes(&["state.set"]),
+        Operation::new("state_cas", Post, "/v1/state/{key}/cas", "Compare-and-swap a state cell on its version", || post(c::state_cas))
+            .input::<c::CasBody>()
+            .tool("Update a state cell only if it is still at expected_version (null: only if it does not exist, e.g. to elect a leader). On version_conflict re-read with state_get and retry.")
+            .writes(&["state.set"]),
+        Operation::new("kv_list", Get, "/v1/kv", "List kv entries by prefix", || get(c::kv_list))
+            .input::<c::KvListQuery>(),
+        Operation::new("kv_get", Get, "/v1/kv/{key}", "A kv entry", || get(c::kv_get))
+            .input::<ReadQuery>()
+            .tool("Read a plain key (last writer wins)."),
+        Operation::new("kv_put", Put, "/v1/kv/{key}", "Put a kv entry (last writer wins)", || put(c::kv_put))
+            .input::<c::ValueBody>()
+            .tool("Write a plain key, last writer wins. For values several agents update, use state_cas instead.")
+            .writes(&["kv.put"]),
+        Operation::new("kv_delete", Delete, "/v1/kv/{key}", "Delete a kv entry", || delete(c::kv_delete))
+            .input::<Empty>()
+            .writes(&["kv.deleted"]),
+        Operation::new("lock_list", Get, "/v1/locks", "Every held lock with holders and waiters", || get(c::locks_list))
+            .input::<ReadQuery>(),
+        Operation::new("lock_acquire_many", Post, "/v1/locks/acquire", "Acquire several locks atomically (all or none)", || post(c::locks_acquire_many))
+            .input::<c::AcquireManyBody>()
+            .caller("owner")
+            .writes(&["lock.acquired", "lock.renewed", "lock.expired", "lock.deadlock_detected"]),
+        Operation::new("lock_get", Get, "/v1/locks/{resource}", "A lock: holders, mode, token, expiry, waiters", || get(c::lock_get))
+            .input::<ReadQuery>(),
+        Operation::new("lock_acquire", Post, "/v1/locks/{resource}/acquire", "Acquire a lock with a TTL; 200 {token, expires_at}", || post(c::lock_acquire))
+            .input::<c::AcquireBody>()
+            .caller("owner")
+            .tool("Take a lock for ttl_ms (wait up to wait_ms in FIFO order). Returns a fencing token: pass {\"fence\":{\"resource\",\"token\"}} on the writes it guards. Acquire again before the TTL ends to renew.")
+            .writes(&["lock.acquired", "lock.renewed", "lock.expired", "lock.deadlock_detected"]),
+        Operation::new("lock_renew", Post, "/v1/locks/{resource}/renew", "Renew a held lock's TTL", || post(c::lock_renew))
+            .input::<c::RenewBody>()
+            .caller("owner")
+            .writes(&["lock.renewed"]),
+        Operation::new("lock_release", Post, "/v1/locks/{resource}/release", "Release a held lock", || post(c::lock_release))
+            .input::<c::ReleaseBody>()
+            .caller("owner")
+            .tool("Release a lock you hold, with its token, as soon as the guarded work is done.")
+            .writes(&["lock.released"]),
+        Operation::new("agent_register", Post, "/v1/agents", "Register an agent with a lease", || post(c::agent_register))
+            .input::<c::RegisterBody>()
+            .writes(&["agent.registered"]),
+        Operation::new("agent_list", Get, "/v1/agents", "List agents (?type=&status=)", || get(c::agents_list))
+            .input::<c::AgentsQuery>(),
+        Operation::new("agent_get", Get, "/v1/agents/{agent}", "An agent", || get(c::agent_get))
+            .input::<ReadQuery>(),
+        Operation::new("agent_deregister", Delete, "/v1/agents/{agent}", "Deregister an agent (its locks released, its claims back to pending)", || delete(c::agent_deregister))
+            .input::<Empty>()
+            .writes(&["agent.deregistered", "lock.released", "task.released"]),
+        Operation::new("agent_heartbeat", Post, "/v1/agents/{agent}/heartbeat", "Extend an agent's lease (not logged)", || post(c::agent_heartbeat))
+            .input::<Empty>(),
+        Operation::new("agent_kill", Post, "/v1/agents/{agent}/kill", "Kill an agent (admin): clean-up and every later write refused", || post(c::agent_kill))
+            .input::<Empty>()
+            .writes(&["agent.killed", "lock.released", "task.released"]),
+        Operation::new("branch_create", Post, "/v1/branches", "Fork a branch from another at a seq", || post(c::branch_create))
+            .input::<c::BranchBody>()
+            .writes(&["branch.created"]),
+        Operation::new("branch_list", Get, "/v1/branches", "List branches", || get(c::branches_list)),
+    ]
+}
+
+fn tasks() -> Vec<Operation> {
+    vec![
+        Operation::new("task_create", Post, "/v1/tasks", "Create a task, or an atomic batch {tasks: [...]}", || post(w::task_create))
+            .input::<TaskSpec>()
+            .tool("Create a unit of work for any capable agent: type, priority 1..10 (10 most urgent), depends_on (ids that must complete first), capabilities required, parameters, timeout_ms, max_attempts.")
+            .writes(&["task.created"]),
+        Operation::new("task_list", Get, "/v1/tasks", "List tasks (?status=&session=&agent=&type=)", || get(w::tasks_list))
+            .input::<w::TasksQuery>()
+            .tool("List tasks, filtered by status (blocked, awaiting_approval, pending, claimed, completed, failed, cancelled), session, agent or type."),
+        Operation::new("task_claim", Post, "/v1/tasks/claim", "Claim the most urgent pending task the agent can do; 204 if none", || post(w::task_claim))
+            .input::<ClaimSpec>()
+            .caller("agent")
+            .tool("Claim the most urgent pending task your capabilities cover (optionally only some types); wait up to wait_ms for one to appear. Returns the task, or {\"task\": null} when there is none. Keep it alive with task_progress.")
+            .writes(&["task.claimed"]),
+        Operation::new("task_get", Get, "/v1/tasks/{task}", "A task with its history", || get(w::task_get))
+            .input::<ReadQuery>(),
+        Operation::new("task_assign", Post, "/v1/tasks/{task}/assign", "Assign a task to an agent or by strategy", || post(w::task_assign))
+            .input::<AssignSpec>()
+            .writes(&["task.assigned", "task.claimed"]),
+        Operation::new("task_approve", Post, "/v1/tasks/{task}/approve", "Approve a task that requires approval", || post(w::task_approve))
+            .input::<Empty>()
+            .writes(&["task.approved"]),
+        Operation::new("task_progress", Post, "/v1/tasks/{task}/progress", "Report progress on a claimed task (renews its lease)", || post(w::task_progress))
+            .input::<ProgressSpec>()
+            .caller("agent")
+            .tool("Report progress (percent 0..100, note) on a task you claimed; this renews your claim's lease, so call it more often than timeout_ms.")
+            .writes(&["task.progressed"]),
+        Operation::new("task_complete", Post, "/v1/tasks/{task}/complete", "Complete a claimed task with a result", || post(w::task_complete))
+            .input::<CompleteSpec>()
+            .caller("agent")
+            .tool("Finish a task you claimed with its result (any JSON); dependents become claimable.")
+            .writes(&["task.completed"]),
+        Operation::new("task_fail", Post, "/v1/tasks/{task}/fail", "Fail a claimed task (retry or not)", || post(w::task_fail))
+            .input::<FailSpec>()
+            .caller("agent")
+            .tool("Give up a task you claimed with an error; retry: true puts it back to pending (until max_attempts), else it fails and its dependents are cancelled.")
+            .writes(&["task.failed"]),
+        Operation::new("task_release", Post, "/v1/tasks/{task}/release", "Release a claimed task back to pending", || post(w::task_release))
+            .input::<ReleaseSpec>()
+            .caller("agent")
+            .writes(&["task.released"]),
+        Operation::new("task_cancel", Post, "/v1/tasks/{task}/cancel", "Cancel a task and its dependents", || post(w::task_cancel))
+            .input::<CancelSpec>()
+            .writes(&["task.cancelled"]),
+        Operation::new("task_auction", Post, "/v1/tasks/{task}/auction", "Open an auction for a task", || post(w::task_auction))
+            .input::<AuctionSpec>()
+            .writes(&["task.auction_opened"]),
+        Operation::new("task_bid", Post, "/v1/tasks/{task}/bids", "Bid on an auctioned task", || post(w::task_bid))
+            .input::<BidSpec>()
+            .caller("agent")
+            .writes(&["task.bid_placed"]),
+    ]
+}
+
+fn blackboard_and_consensus() -> Vec<Operation> {
+    vec![
+        Operation::new("finding_post", Post, "/v1/findings", "Report a finding on the blackboard", || post(w::finding_post))
+            .input::<FindingSpec>()
+            .caller("agent")
+            .tool("Post what you found to the shared blackboard: category observation|hypothesis|conclusion, content, confidence 0..1, evidence [{source, query, result}], tags.")
+            .writes(&["finding.reported"]),
+        Operation::new("finding_list", Get, "/v1/findings", "List findings (?session=&agent=&category=&tag=)", || get(w::findings_list))
+            .input::<w::FindingsQuery>(),
+        Operation::new("finding_get", Get, "/v1/findings/{finding}", "A finding", || get(w::finding_get))
+            .input::<ReadQuery>(),
+        Operation::new("hypothesis_propose", Post, "/v1/hypotheses", "Propose a hypothesis with a prior confidence", || post(w::hypothesis_propose))
+            .input::<HypothesisSpec>()
+            .tool("Propose a hypothesis with a prior confidence 0..1; findings then move its confidence through hypothesis_evidence.")
+            .writes(&["hypothesis.proposed"]),
+        Operation::new("hypothesis_list", Get, "/v1/hypotheses", "List hypotheses by confidence (?session=)", || get(w::hypotheses_list))
+            .input::<w::SessionFilterQuery>(),
+        Operation::new("hypothesis_get", Get, "/v1/hypotheses/{hypothesis}", "A hypothesis with its evidence", || get(w::hypothesis_get))
+            .input::<ReadQuery>(),
+        Operation::new("hypothesis_evidence", Post, "/v1/hypotheses/{hypothesis}/evidence", "Attach a finding as evidence for or against", || post(w::hypothesis_evidence))
+            .input::<EvidenceSpec>()
+            .tool("Attach a finding as evidence for (supports: true) or against a hypothesis, with an optional weight; the hypothesis's confidence is recomputed.")
+            .writes(&["hypothesis.evidence_added"]),
+        Operation::new("hypothesis_validate", Post, "/v1/hypotheses/{hypothesis}/validate", "Validate or refute a hypothesis", || post(w::hypothesis_validate))
+            .input::<ValidateSpec>()
+            .writes(&["hypothesis.validated"]),
+        Operation::new("proposal_open", Post, "/v1/proposals", "Open a proposal for a vote", || post(w::proposal_open))
+            .input::<ProposalSpec>()
+            .tool("Ask the swarm to decide an action by vote: quorum majority|unanimous|threshold, voters (default: the active agents), deadline_ms.")
+            .writes(&["proposal.opened"]),
+        Operation::new("proposal_list", Get, "/v1/proposals", "List proposals (?status=open|decided)", || get(w::proposals_list))
+            .input::<w::ProposalsQuery>(),
+        Operation::new("proposal_get", Get, "/v1/proposals/{proposal}", "A proposal with its votes and decision", || get(w::proposal_get))
+            .input::<ReadQuery>()
+            .tool("Read a proposal: status open|decided, decision, votes for/against, abstentions and each vote."),
+        Operation::new("vote", Post, "/v1/proposals/{proposal}/votes", "Cast one vote as an eligible agent", || post(w::proposal_vote))
+            .input::<VoteSpec>()
+            .caller("agent")
+            .tool("Vote yes, no or abstain on an open proposal, once, with an optional confidence and reason.")
+            .writes(&["vote.cast", "proposal.decided"]),
+    ]
+}
+
+fn messages_and_sessions() -> Vec<Operation> {
+    vec![
+        Operation::new("message_send", Post, "/v1/messages", "Send a direct message or a broadcast (to \"*\")", || post(w::message_send))
+            .input::<swarmlog_projections::work::MessageSpec>()
+            .caller("from")
+            .tool("Send a message to one agent or to every agent (to: \"*\"), with a type and any JSON payload; requires_ack asks the recipients to message_ack it.")
+            .writes(&["message.sent"]),
+        Operation::new("message_get", Get, "/v1/messages/{message}", "A message with its recipients and acks", || get(w::message_get))
+            .input::<ReadQuery>(),
+        Operation::new("message_ack", Post, "/v1/messages/{message}/ack", "Acknowledge a message as a recipient", || post(w::message_ack))
+            .input::<AckSpec>()
+            .caller("agent")
+            .tool("Acknowledge a message sent to you that requires an ack.")
+            .writes(&["message.acked"]),
+        Operation::new("inbox", Get, "/v1/agents/{agent}/inbox", "An agent's inbox (?unacked=true); SSE with Accept: text/event-stream", || get(w::inbox))
+            .input::<w::InboxQuery>()
+            .caller("agent")
+            .tool("Read the messages sent to you (unacked: true for only those you have not acknowledged)."),
+        Operation::new("session_start", Post, "/v1/sessions", "Start a session", || post(w::session_start))
+            .input::<SessionSpec>()
+            .writes(&["session.started"]),
+        Operation::new("session_list", Get, "/v1/sessions", "List sessions with their progress", || get(w::sessions_list))
+            .input::<ReadQuery>(),
+        Operation::new("session_get", Get, "/v1/sessions/{session}", "A session: status, agents, progress percent", || get(w::session_get))
+            .input::<ReadQuery>(),
+        Operation::new("session_complete", Post, "/v1/sessions/{session}/complete", "Complete a session with an outcome", || post(w::session_complete))
+            .input::<SessionCompleteSpec>()
+            .writes(&["session.completed"]),
+        Operation::new("session_report", Get, "/v1/sessions/{session}/report", "A session's report: by_agent, by_task, summary", || get(w::session_report))
+            .input::<ReadQuery>()
+            .tool("Summarize a session: tasks by agent and by task, totals, success rate, average task time."),
+        Operation::new("session_events", Get, "/v1/sessions/{session}/events", "NDJSON export of every event of the session", || get(w::session_events))
+            .input::<w::SessionEventsQuery>(),
+    ]
+}
