@@ -295,7 +295,8 @@ pub async fn local_request_waiting(
     let mut body = body.cloned().unwrap_or(Value::Null);
     body["wait_ms"] = Value::from(0);
     loop {
-        let answer = local_request(db, method.clone(), path_and_query, Some(&body), headers).await?;
+        let answer =
+            local_request(db, method.clone(), path_and_query, Some(&body), headers).await?;
         if !answer.is_nothing_yet() || Instant::now() >= deadline {
             return Ok(answer);
         }
