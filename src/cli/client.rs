@@ -196,6 +196,7 @@ impl OpenLog {
         let config = EngineConfig {
             lock_wait: true,
             shutdown_snapshot_min_events: IN_PROCESS_SNAPSHOT_MIN_EVENTS,
+            restart_leases_on_open: false,
             ..EngineConfig::new(db.to_path_buf())
         };
         // Waiting for the directory lock blocks the thread, so not on the runtime's own.
