@@ -435,6 +435,8 @@ pub enum AgentCommand {
 }
 
 /// Verbs of `branch`.
+// One value per process, parsed once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum BranchCommand {
     /// Fork a branch from another (default main) at a seq (default the head).
