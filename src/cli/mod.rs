@@ -138,8 +138,8 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
         | Command::Lock(_)
         | Command::Agent(_)
         | Command::Branch(_) => {
-            // One connection for the command; closing it releases an in-process engine's
-            // directory lock whatever the outcome.
+            // One client for the command; in-process it opens the data directory (and
+            // takes its lock) only while each request is processed.
             let client =
                 Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
             let outcome = match command {
