@@ -58,6 +58,10 @@ pub struct EngineConfig {
     /// last one: 1 for a server; more for the in-process CLI, which opens and closes the
     /// log for every command and should not rewrite the state each time.
     pub shutdown_snapshot_min_events: u64,
+    /// On open, give every lock and lease its full TTL again: a server's holders could not
+    /// renew while it was down. The in-process CLI opens the log for every request, with
+    /// nothing down in between, so it keeps the deadlines (else no TTL would ever run out).
+    pub restart_leases_on_open: bool,
     /// A snapshot is written in the background every this many events (default
     /// [`SNAPSHOT_INTERVAL_EVENTS`]).
     pub snapshot_interval_events: u64,
@@ -73,6 +77,7 @@ impl EngineConfig {
             lock_wait: false,
             lock_order: false,
             shutdown_snapshot_min_events: 1,
+            restart_leases_on_open: true,
             snapshot_interval_events: SNAPSHOT_INTERVAL_EVENTS,
         }
     }
@@ -462,6 +467,7 @@ impl Engine {
             snapshot_head: 0,
             snapshot_running: Arc::new(AtomicBool::new(false)),
             shutdown_snapshot_min_events: config.shutdown_snapshot_min_events.max(1),
+            restart_leases_on_open: config.restart_leases_on_open,
             snapshot_interval_events: config.snapshot_interval_events.max(1),
             contention: HashMap::new(),
             contention_changed: false,
@@ -686,6 +692,8 @@ struct Core {
     snapshot_running: Arc<AtomicBool>,
     /// See [`EngineConfig::shutdown_snapshot_min_events`].
     shutdown_snapshot_min_events: u64,
+    /// See [`EngineConfig::restart_leases_on_open`].
+    restart_leases_on_open: bool,
     /// See [`EngineConfig::snapshot_interval_events`].
     snapshot_interval_events: u64,
     /// Denials plus waits per lock resource, for the contention metric.
@@ -789,9 +797,11 @@ impl Core {
         self.state = state;
         // Holders could not renew while the server was down: every lease starts afresh.
         let now_ms = self.last_ts_ms.max(now_ms);
-        coordination::restart_all_leases(&mut self.state, now_ms);
-        for branch in self.state.branches.values_mut() {
-            work::restart_leases(branch, now_ms);
+        if self.restart_leases_on_open {
+            coordination::restart_all_leases(&mut self.state, now_ms);
+            for branch in self.state.branches.values_mut() {
+                work::restart_leases(branch, now_ms);
+            }
         }
         *self
             .shared

@@ -197,12 +197,11 @@ pub struct AppendArgs {
     /// Append only if the stream has exactly this many events.
     #[arg(long, value_name = "N")]
     pub expected_version: Option<u64>,
-    /// Idempotency key: a retry with the same key does not write twice.
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     /// Acting agent id.
     #[arg(long, value_name = "ID")]
     pub actor: Option<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// Filters shared by `events tail` and `events replay`.
@@ -241,9 +240,8 @@ pub enum StateCommand {
     Get {
         /// The cell's key.
         key: String,
-        /// Read the cell as it was after this seq.
-        #[arg(long, value_name = "SEQ")]
-        at: Option<u64>,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Set a cell unconditionally.
     Set {
@@ -251,6 +249,8 @@ pub enum StateCommand {
         key: String,
         /// The value (JSON if it parses, else a string).
         value: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Create a cell if it does not exist (no change if it does).
     Init {
@@ -258,6 +258,8 @@ pub enum StateCommand {
         key: String,
         /// The value (JSON if it parses, else a string).
         value: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Set a cell only if it is at EXPECTED version (`none`, `null` or 0: must not exist); exit 3 on conflict.
     Cas {
@@ -267,6 +269,8 @@ pub enum StateCommand {
         expected: String,
         /// The value (JSON if it parses, else a string).
         value: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
 }
 
@@ -277,6 +281,8 @@ pub enum KvCommand {
     Get {
         /// The key.
         key: String,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Set a key.
     Put {
@@ -284,17 +290,23 @@ pub enum KvCommand {
         key: String,
         /// The value (JSON if it parses, else a string).
         value: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Delete a key.
     Delete {
         /// The key.
         key: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// List keys by prefix.
     List {
         /// Only keys starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[command(flatten)]
+        read: ReadArgs,
     },
 }
 
@@ -318,6 +330,8 @@ pub enum LockCommand {
         /// Take it in shared mode.
         #[arg(long)]
         shared: bool,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Extend a held lock.
     Renew {
@@ -332,6 +346,8 @@ pub enum LockCommand {
         /// The new TTL, from now.
         #[arg(long, value_name = "MS")]
         ttl_ms: u64,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Release a held lock.
     Release {
@@ -343,9 +359,21 @@ pub enum LockCommand {
         /// The fencing token from acquire (`--token` is the global bearer token).
         #[arg(long, value_name = "N")]
         fencing_token: u64,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Show one lock: holders, waiters, expiry (`--raw`: one holder per line).
+    Show {
+        /// The resource.
+        resource: String,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// List the held locks and their waiters.
-    List,
+    List {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
 }
 
 /// Verbs of `agent`.
@@ -364,6 +392,8 @@ pub enum AgentCommand {
         /// Lease length; without it the agent never expires.
         #[arg(long, value_name = "MS")]
         ttl_ms: Option<u64>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Extend an agent's lease.
     Heartbeat {
@@ -374,16 +404,22 @@ pub enum AgentCommand {
     Kill {
         /// The agent's id.
         id: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Deregister an agent.
     Deregister {
         /// The agent's id.
         id: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Show one agent.
     Show {
         /// The agent's id.
         id: String,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// List agents.
     List {
@@ -393,10 +429,14 @@ pub enum AgentCommand {
         /// Only this status (active, expired, killed, deregistered).
         #[arg(long)]
         status: Option<String>,
+        #[command(flatten)]
+        read: ReadArgs,
     },
 }
 
 /// Verbs of `branch`.
+// One value per process, parsed once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum BranchCommand {
     /// Fork a branch from another (default main) at a seq (default the head).
@@ -409,9 +449,76 @@ pub enum BranchCommand {
         /// The seq to fork at.
         #[arg(long, value_name = "SEQ")]
         at: Option<u64>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// List branches.
     List,
+}
+
+/// `--fence RESOURCE:TOKEN`: the write succeeds only if lock RESOURCE is held right now
+/// with fencing token TOKEN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceArg {
+    /// The lock's resource.
+    pub resource: String,
+    /// The fencing token.
+    pub token: u64,
+}
+
+/// Parses `RESOURCE:TOKEN` (the resource may itself contain colons: the token is after the
+/// last one).
+fn parse_fence(text: &str) -> Result<FenceArg, String> {
+    let Some((resource, token)) = text.rsplit_once(':') else {
+        return Err(format!("'{text}' is not RESOURCE:TOKEN"));
+    };
+    if resource.is_empty() {
+        return Err(format!("'{text}' names no resource before ':'"));
+    }
+    let token = token
+        .parse::<u64>()
+        .map_err(|_| format!("the token after ':' must be a whole number, not '{token}'"))?;
+    Ok(FenceArg {
+        resource: resource.to_owned(),
+        token,
+    })
+}
+
+/// Parses `--meta`: a JSON object.
+fn parse_meta(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(object)) => Ok(object),
+        Ok(_) => Err("it must be a JSON object, like '{\"model\":\"m1\"}'".to_owned()),
+        Err(error) => Err(format!("it is not valid JSON: {error}")),
+    }
+}
+
+/// The fields every write accepts (SPEC §2, §3), flattened into every write verb.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WriteArgs {
+    /// Write only if lock RESOURCE is held right now with fencing token TOKEN (else exit 3, stale_fence).
+    #[arg(long, value_name = "RESOURCE:TOKEN", value_parser = parse_fence)]
+    pub fence: Option<FenceArg>,
+    /// A retry with the same key and the same write returns the first answer without writing again.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Provenance recorded on the events (a JSON object: model, tool call, prompt hash, ...).
+    #[arg(long, value_name = "JSON", value_parser = parse_meta)]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The session the events belong to.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// An id tying together the events of one workflow.
+    #[arg(long, value_name = "ID")]
+    pub correlation: Option<String>,
+}
+
+/// `--at` of every read verb.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReadArgs {
+    /// Read the state as it was after this seq.
+    #[arg(long, value_name = "SEQ")]
+    pub at: Option<u64>,
 }
 
 /// `--field` of the read verbs: which field `--raw` prints.
@@ -457,12 +564,11 @@ pub enum TaskCommand {
         /// Wait for `task approve` before it can be claimed.
         #[arg(long)]
         requires_approval: bool,
-        /// The session it belongs to.
-        #[arg(long, value_name = "ID")]
-        session: Option<String>,
         /// A JSON array of task bodies created atomically (they may depend on each other).
         #[arg(long, value_name = "JSON", conflicts_with = "task_type")]
         batch: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Claim the most urgent pending task the agent can do; exit 4 if there is none.
     Claim {
@@ -478,6 +584,8 @@ pub enum TaskCommand {
         /// How long to wait for a task to appear.
         #[arg(long, value_name = "MS")]
         wait_ms: Option<i64>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Assign a pending task to an agent, or by strategy.
     Assign {
@@ -489,11 +597,15 @@ pub enum TaskCommand {
         /// round_robin, least_loaded or capability.
         #[arg(long, required_unless_present = "agent")]
         strategy: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Open a task's approval gate.
     Approve {
         /// The task id.
         id: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Report progress (renews the claim lease).
     Progress {
@@ -507,6 +619,8 @@ pub enum TaskCommand {
         /// A note.
         #[arg(long)]
         note: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Complete a claimed task.
     Complete {
@@ -517,6 +631,8 @@ pub enum TaskCommand {
         agent: String,
         /// The result (JSON if it parses, else a string).
         result: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Fail the current attempt.
     Fail {
@@ -530,6 +646,8 @@ pub enum TaskCommand {
         /// Put it back to pending if attempts remain.
         #[arg(long)]
         retry: bool,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Give a claimed task back to pending.
     Release {
@@ -538,6 +656,8 @@ pub enum TaskCommand {
         /// The claimant.
         #[arg(long)]
         agent: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Cancel a task and its dependents.
     Cancel {
@@ -546,6 +666,8 @@ pub enum TaskCommand {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Open an auction on a pending task.
     Auction {
@@ -557,6 +679,8 @@ pub enum TaskCommand {
         /// Bids below this confidence are not valid.
         #[arg(long, value_name = "C")]
         min_confidence: Option<f64>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Bid in a task's auction.
     Bid {
@@ -574,6 +698,8 @@ pub enum TaskCommand {
         /// 0..1.
         #[arg(long)]
         confidence: f64,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// List tasks (`--raw`: one id per line, or --field).
     List {
@@ -591,16 +717,17 @@ pub enum TaskCommand {
         task_type: Option<String>,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Show a task with its history (`--raw`: its status, or --field).
     Show {
         /// The task id.
         id: String,
-        /// The task as it was after this seq.
-        #[arg(long, value_name = "SEQ")]
-        at: Option<u64>,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
 }
 
@@ -626,12 +753,20 @@ pub enum FindingCommand {
         /// Evidence: a JSON array of {source, query?, result?}.
         #[arg(long, value_name = "JSON")]
         evidence: Option<String>,
-        /// The session.
-        #[arg(long)]
-        session: Option<String>,
         /// The id (generated F-n when absent).
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Show one finding (`--raw`: its content, or --field).
+    Show {
+        /// The finding id.
+        id: String,
+        #[command(flatten)]
+        field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// List findings (`--raw`: one id per line, or --field).
     List {
@@ -649,6 +784,8 @@ pub enum FindingCommand {
         tag: Option<String>,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
 }
 
@@ -662,12 +799,11 @@ pub enum HypothesisCommand {
         /// The prior confidence, 0..1.
         #[arg(long)]
         confidence: f64,
-        /// The session.
-        #[arg(long)]
-        session: Option<String>,
         /// The id (generated H-n when absent).
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Attach a finding as evidence (`--raw` prints the new confidence).
     Evidence {
@@ -682,6 +818,8 @@ pub enum HypothesisCommand {
         /// 0..10 (default 1).
         #[arg(long)]
         weight: Option<f64>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Confirm (`true`) or refute (`false`) a hypothesis.
     Validate {
@@ -693,6 +831,8 @@ pub enum HypothesisCommand {
         /// Evidence (JSON if it parses, else a string).
         #[arg(long)]
         evidence: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// List hypotheses, most confident first (`--raw`: one id per line, or --field).
     List {
@@ -701,6 +841,8 @@ pub enum HypothesisCommand {
         session: Option<String>,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
 }
 
@@ -726,6 +868,8 @@ pub enum ProposalCommand {
         /// The id (generated P-n when absent).
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Vote yes, no or abstain (`--raw` prints the decision, or `open`).
     Vote {
@@ -742,11 +886,15 @@ pub enum ProposalCommand {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Show a proposal (`--raw` prints the decision, or `open`).
     Show {
         /// The proposal id.
         id: String,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// List proposals (`--raw`: one id per line, or --field).
     List {
@@ -755,6 +903,8 @@ pub enum ProposalCommand {
         status: Option<String>,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
 }
 
@@ -777,6 +927,8 @@ pub enum MessageCommand {
         /// The sender expects acks.
         #[arg(long)]
         requires_ack: bool,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// An agent's inbox (`--raw`: one id per line, or --field payload).
     Inbox {
@@ -790,6 +942,17 @@ pub enum MessageCommand {
         follow: bool,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Show one message with who acked it (`--raw`: its payload, or --field).
+    Show {
+        /// The message id.
+        id: String,
+        #[command(flatten)]
+        field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Acknowledge a message.
     Ack {
@@ -798,6 +961,8 @@ pub enum MessageCommand {
         /// The recipient.
         #[arg(long)]
         agent: String,
+        #[command(flatten)]
+        write: WriteArgs,
     },
 }
 
@@ -814,6 +979,8 @@ pub enum SessionCommand {
         /// Context (JSON if it parses, else a string).
         #[arg(long)]
         context: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Complete a session.
     Complete {
@@ -822,6 +989,8 @@ pub enum SessionCommand {
         /// How it ended (JSON if it parses, else a string).
         #[arg(long)]
         outcome: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Show a session (`--raw`: its progress percent, or --field).
     Show {
@@ -829,6 +998,15 @@ pub enum SessionCommand {
         id: String,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// List sessions (`--raw`: one id per line, or --field).
+    List {
+        #[command(flatten)]
+        field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// A session's report (`--raw`: a summary field, default success_rate).
     Report {
@@ -836,6 +1014,8 @@ pub enum SessionCommand {
         id: String,
         #[command(flatten)]
         field: FieldArg,
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Print every event of the session as NDJSON, for archiving.
     Export {

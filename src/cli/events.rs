@@ -21,22 +21,17 @@ pub async fn append(config: &Config, args: AppendArgs) -> Result<(), CliError> {
     if let Some(version) = args.expected_version {
         body["expected_version"] = json!(version);
     }
-    let mut headers = Vec::new();
-    if let Some(key) = args.idempotency_key {
-        headers.push(("idempotency-key", key));
-    }
-    if let Some(actor) = args.actor {
-        headers.push(("swarmlog-actor", actor));
-    }
     let path = with_query("/v1/events", config.branch_param().into_iter().collect());
     let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
-    let answer = client
-        .send(Method::POST, &path, Some(&body), &headers)
-        .await;
-    let answer = match answer {
-        Ok(reply) => reply.json().await,
-        Err(error) => Err(error),
-    };
+    let answer = super::write(
+        &client,
+        Method::POST,
+        &path,
+        body,
+        &args.write,
+        args.actor.as_deref(),
+    )
+    .await;
     client.close().await;
     let value = answer?;
     print_value(config, &value, Some("seq"), |value| {

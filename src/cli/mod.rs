@@ -10,11 +10,11 @@ mod work;
 
 use std::process::ExitCode;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use clap::Parser;
 use serde_json::Value;
 
-use args::{Cli, Command, EventsCommand};
+use args::{Cli, Command, EventsCommand, ReadArgs, WriteArgs};
 use client::Client;
 pub use config::{Config, OutputMode};
 
@@ -138,8 +138,8 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
         | Command::Lock(_)
         | Command::Agent(_)
         | Command::Branch(_) => {
-            // One connection for the command; closing it releases an in-process engine's
-            // directory lock whatever the outcome.
+            // One client for the command; in-process it opens the data directory (and
+            // takes its lock) only while each request is processed.
             let client =
                 Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
             let outcome = match command {
@@ -195,4 +195,64 @@ pub fn print_value(
 /// Parses a command-line value: JSON when it is valid JSON, else the string itself.
 pub fn parse_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// Sends a write: `body` (a JSON object) with the shared write fields of `write` added
+/// (`fence`, `meta`, `session`, `correlation`), its `Idempotency-Key` header, and `actor`
+/// as the `Swarmlog-Actor` header. Returns the JSON answer or the matching error.
+pub async fn write(
+    client: &Client,
+    method: Method,
+    path: &str,
+    mut body: Value,
+    write: &WriteArgs,
+    actor: Option<&str>,
+) -> Result<Value, CliError> {
+    let Some(object) = body.as_object_mut() else {
+        unreachable!("every write body the CLI builds is a JSON object");
+    };
+    if let Some(fence) = &write.fence {
+        object.insert(
+            "fence".into(),
+            serde_json::json!({"resource": fence.resource, "token": fence.token}),
+        );
+    }
+    if let Some(meta) = &write.meta {
+        object.insert("meta".into(), Value::Object(meta.clone()));
+    }
+    if let Some(session) = &write.session {
+        object.insert("session".into(), Value::from(session.as_str()));
+    }
+    if let Some(correlation) = &write.correlation {
+        object.insert("correlation".into(), Value::from(correlation.as_str()));
+    }
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    if let Some(key) = &write.idempotency_key {
+        headers.push(("idempotency-key", key.clone()));
+    }
+    if let Some(actor) = actor {
+        headers.push(("swarmlog-actor", actor.to_owned()));
+    }
+    client
+        .send(method, path, Some(&body), &headers)
+        .await?
+        .json()
+        .await
+}
+
+/// The query parameters of a read's `--at`.
+pub fn at_param(read: &ReadArgs) -> Option<String> {
+    read.at.map(|at| at.to_string())
+}
+
+/// Prints the items of a list answer one per line under `--raw`: the `field` of each
+/// (strings bare), which is the id for every noun unless `--field` names another.
+pub fn print_raw_lines(items: &[Value], field: &str) {
+    for item in items {
+        match &item[field] {
+            Value::String(text) => println!("{text}"),
+            Value::Null => println!(),
+            other => println!("{other}"),
+        }
+    }
 }

@@ -37,6 +37,8 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs sent to a file or a collector stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     engine.lock_order = args.lock_order;
     swarmlog_server::serve(ServeConfig {
@@ -50,13 +52,8 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
 
 /// `verify`: checks every record of the log offline and prints the head of the hash chain.
 pub fn verify(config: &Config) -> Result<(), CliError> {
+    super::client::require_log(&config.db)?;
     let log_dir = swarmlog_server::engine::log_dir(&config.db);
-    if !log_dir.is_dir() {
-        return Err(CliError::failure(format!(
-            "no log at {}",
-            log_dir.display()
-        )));
-    }
     let progress =
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     progress.set_style(

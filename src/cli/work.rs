@@ -8,12 +8,12 @@
 //! is nothing to claim, so a worker loop can tell "no work" from success and from errors
 //! (exit 1).
 
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use serde_json::{json, Map, Value};
 
 use super::args::{
-    Command, FindingCommand, HypothesisCommand, MessageCommand, ProposalCommand, SessionCommand,
-    TaskCommand,
+    Command, FindingCommand, HypothesisCommand, MessageCommand, ProposalCommand, ReadArgs,
+    SessionCommand, TaskCommand, WriteArgs,
 };
 use super::client::{encode_segment, Client};
 use super::{parse_value, print_value, CliError, Config, Exit, OutputMode};
@@ -75,26 +75,30 @@ impl Body {
     }
 }
 
-/// A write; `actor` becomes the `Swarmlog-Actor` header.
+/// A `POST` write with the shared write fields; `actor` becomes the `Swarmlog-Actor` header.
 async fn write(
     client: &Client,
     path: &str,
     body: Value,
+    fields: &WriteArgs,
     actor: Option<&str>,
 ) -> Result<Value, CliError> {
-    let headers: Vec<(&str, String)> = actor
-        .map(|actor| ("swarmlog-actor", actor.to_owned()))
-        .into_iter()
-        .collect();
-    client
-        .send(Method::POST, path, Some(&body), &headers)
-        .await?
-        .json()
-        .await
+    super::write(client, Method::POST, path, body, fields, actor).await
 }
 
-async fn read(client: &Client, path: &str) -> Result<Value, CliError> {
-    client.call(Method::GET, path, None).await
+/// A `GET` of `base` with the `query` filters and `--at`.
+async fn read(
+    client: &Client,
+    config: &Config,
+    base: &str,
+    query: &[(&str, Option<String>)],
+    at: &ReadArgs,
+) -> Result<Value, CliError> {
+    let mut query = query.to_vec();
+    query.push(("at", super::at_param(at)));
+    client
+        .call(Method::GET, &path(config, base, &query), None)
+        .await
 }
 
 fn segment(kind: &str, id: &str, verb: &str) -> String {
@@ -192,8 +196,8 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             timeout_ms,
             max_attempts,
             requires_approval,
-            session,
             batch,
+            write: fields,
         } => {
             let body = match batch {
                 Some(batch) => {
@@ -203,10 +207,7 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
                     if !tasks.is_array() {
                         return Err(CliError::usage("--batch must be a JSON array of tasks"));
                     }
-                    Body::new()
-                        .set("tasks", tasks)
-                        .maybe("session", session)
-                        .value()
+                    Body::new().set("tasks", tasks).value()
                 }
                 None => Body::new()
                     .maybe("id", id)
@@ -222,10 +223,9 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
                     .maybe("timeout_ms", timeout_ms)
                     .maybe("max_attempts", max_attempts)
                     .maybe("requires_approval", requires_approval.then_some(true))
-                    .maybe("session", session)
                     .value(),
             };
-            let value = write(client, &path(config, "/v1/tasks", &[]), body, None).await?;
+            let value = write(client, &path(config, "/v1/tasks", &[]), body, &fields, None).await?;
             if let Some(created) = value["tasks"].as_array() {
                 match config.output {
                     OutputMode::Json => println!("{value}"),
@@ -249,6 +249,7 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             capabilities,
             types,
             wait_ms,
+            write: fields,
         } => {
             let body = Body::new()
                 .set("agent", agent.clone())
@@ -256,39 +257,34 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
                 .maybe("types", types)
                 .maybe("wait_ms", wait_ms)
                 .value();
-            let headers = [("swarmlog-actor", agent.clone())];
-            let reply = client
-                .send(
-                    Method::POST,
-                    &path(config, "/v1/tasks/claim", &[]),
-                    Some(&body),
-                    &headers,
-                )
-                .await?;
-            if reply.status == StatusCode::NO_CONTENT {
+            let target = path(config, "/v1/tasks/claim", &[]);
+            let value = write(client, &target, body, &fields, Some(&agent)).await?;
+            // 204: nothing to claim (within --wait-ms).
+            if value.is_null() {
                 return Err(CliError {
                     exit: Exit::NotFound,
                     message: format!("no task for agent '{agent}' to claim"),
                 });
             }
-            (reply.json().await?, "id")
+            (value, "id")
         }
         TaskCommand::Assign {
             id,
             agent,
             strategy,
+            write: fields,
         } => {
             let body = Body::new()
                 .maybe("agent", agent)
                 .maybe("strategy", strategy)
                 .value();
             (
-                write(client, &tasks(&id, "assign"), body, None).await?,
+                write(client, &tasks(&id, "assign"), body, &fields, None).await?,
                 "agent",
             )
         }
-        TaskCommand::Approve { id } => (
-            write(client, &tasks(&id, "approve"), json!({}), None).await?,
+        TaskCommand::Approve { id, write: fields } => (
+            write(client, &tasks(&id, "approve"), json!({}), &fields, None).await?,
             "status",
         ),
         TaskCommand::Progress {
@@ -296,6 +292,7 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             agent,
             percent,
             note,
+            write: fields,
         } => {
             let body = Body::new()
                 .set("agent", agent.clone())
@@ -303,17 +300,22 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
                 .maybe("note", note)
                 .value();
             (
-                write(client, &tasks(&id, "progress"), body, Some(&agent)).await?,
+                write(client, &tasks(&id, "progress"), body, &fields, Some(&agent)).await?,
                 "lease_expires_at",
             )
         }
-        TaskCommand::Complete { id, agent, result } => {
+        TaskCommand::Complete {
+            id,
+            agent,
+            result,
+            write: fields,
+        } => {
             let body = Body::new()
                 .set("agent", agent.clone())
                 .parsed("result", result.as_deref())
                 .value();
             (
-                write(client, &tasks(&id, "complete"), body, Some(&agent)).await?,
+                write(client, &tasks(&id, "complete"), body, &fields, Some(&agent)).await?,
                 "status",
             )
         }
@@ -322,6 +324,7 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             agent,
             error,
             retry,
+            write: fields,
         } => {
             let body = Body::new()
                 .set("agent", agent.clone())
@@ -329,21 +332,29 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
                 .maybe("retry", retry.then_some(true))
                 .value();
             (
-                write(client, &tasks(&id, "fail"), body, Some(&agent)).await?,
+                write(client, &tasks(&id, "fail"), body, &fields, Some(&agent)).await?,
                 "status",
             )
         }
-        TaskCommand::Release { id, agent } => {
+        TaskCommand::Release {
+            id,
+            agent,
+            write: fields,
+        } => {
             let body = json!({ "agent": agent });
             (
-                write(client, &tasks(&id, "release"), body, Some(&agent)).await?,
+                write(client, &tasks(&id, "release"), body, &fields, Some(&agent)).await?,
                 "status",
             )
         }
-        TaskCommand::Cancel { id, reason } => {
+        TaskCommand::Cancel {
+            id,
+            reason,
+            write: fields,
+        } => {
             let body = Body::new().maybe("reason", reason).value();
             (
-                write(client, &tasks(&id, "cancel"), body, None).await?,
+                write(client, &tasks(&id, "cancel"), body, &fields, None).await?,
                 "status",
             )
         }
@@ -351,13 +362,14 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             id,
             deadline_ms,
             min_confidence,
+            write: fields,
         } => {
             let body = Body::new()
                 .set("deadline_ms", deadline_ms)
                 .maybe("min_confidence", min_confidence)
                 .value();
             (
-                write(client, &tasks(&id, "auction"), body, None).await?,
+                write(client, &tasks(&id, "auction"), body, &fields, None).await?,
                 "status",
             )
         }
@@ -367,10 +379,11 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             price,
             estimated_ms,
             confidence,
+            write: fields,
         } => {
             let body = json!({"agent": agent, "price": price, "estimated_ms": estimated_ms, "confidence": confidence});
             (
-                write(client, &tasks(&id, "bids"), body, Some(&agent)).await?,
+                write(client, &tasks(&id, "bids"), body, &fields, Some(&agent)).await?,
                 "status",
             )
         }
@@ -380,6 +393,7 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             agent,
             task_type,
             field,
+            read: at,
         } => {
             let query = [
                 ("status", status),
@@ -387,7 +401,7 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
                 ("agent", agent),
                 ("type", task_type),
             ];
-            let value = read(client, &path(config, "/v1/tasks", &query)).await?;
+            let value = read(client, config, "/v1/tasks", &query, &at).await?;
             print_list(
                 config,
                 &value,
@@ -398,9 +412,12 @@ async fn task(client: &Client, config: &Config, command: TaskCommand) -> Result<
             );
             return Ok(());
         }
-        TaskCommand::Show { id, at, field } => {
-            let query = [("at", at.map(|at| at.to_string()))];
-            let value = read(client, &path(config, &segment("tasks", &id, ""), &query)).await?;
+        TaskCommand::Show {
+            id,
+            field,
+            read: at,
+        } => {
+            let value = read(client, config, &segment("tasks", &id, ""), &[], &at).await?;
             print_entity(config, &value, field.field.as_deref(), "status", pretty);
             return Ok(());
         }
@@ -424,8 +441,8 @@ async fn finding(
             confidence,
             tags,
             evidence,
-            session,
             id,
+            write: fields,
         } => {
             let evidence = match evidence {
                 None => None,
@@ -436,7 +453,6 @@ async fn finding(
             let body = Body::new()
                 .maybe("id", id)
                 .set("agent", agent.clone())
-                .maybe("session", session)
                 .set("category", category)
                 .set("content", parse_value(&content))
                 .maybe("confidence", confidence)
@@ -447,6 +463,7 @@ async fn finding(
                 client,
                 &path(config, "/v1/findings", &[]),
                 body,
+                &fields,
                 Some(&agent),
             )
             .await?;
@@ -454,12 +471,27 @@ async fn finding(
                 format!("reported finding {}", text(&value["id"]))
             });
         }
+        FindingCommand::Show {
+            id,
+            field,
+            read: at,
+        } => {
+            let value = read(client, config, &segment("findings", &id, ""), &[], &at).await?;
+            print_entity(
+                config,
+                &value,
+                field.field.as_deref(),
+                "content",
+                finding_line,
+            );
+        }
         FindingCommand::List {
             session,
             agent,
             category,
             tag,
             field,
+            read: at,
         } => {
             let query = [
                 ("session", session),
@@ -467,26 +499,28 @@ async fn finding(
                 ("category", category),
                 ("tag", tag),
             ];
-            let value = read(client, &path(config, "/v1/findings", &query)).await?;
+            let value = read(client, config, "/v1/findings", &query, &at).await?;
             print_list(
                 config,
                 &value,
                 "findings",
                 field.field.as_deref(),
                 "id",
-                |finding| {
-                    format!(
-                        "{} [{}] by {}: {}",
-                        text(&finding["id"]),
-                        text(&finding["category"]),
-                        text(&finding["agent"]),
-                        text(&finding["content"])
-                    )
-                },
+                finding_line,
             );
         }
     }
     Ok(())
+}
+
+fn finding_line(finding: &Value) -> String {
+    format!(
+        "{} [{}] by {}: {}",
+        text(&finding["id"]),
+        text(&finding["category"]),
+        text(&finding["agent"]),
+        text(&finding["content"])
+    )
 }
 
 fn hypothesis_line(hypothesis: &Value) -> String {
@@ -509,17 +543,23 @@ async fn hypothesis(
         HypothesisCommand::Propose {
             description,
             confidence,
-            session,
             id,
+            write: fields,
         } => {
             let body = Body::new()
                 .maybe("id", id)
                 .set("description", description)
                 .set("confidence", confidence)
-                .maybe("session", session)
                 .value();
             (
-                write(client, &path(config, "/v1/hypotheses", &[]), body, None).await?,
+                write(
+                    client,
+                    &path(config, "/v1/hypotheses", &[]),
+                    body,
+                    &fields,
+                    None,
+                )
+                .await?,
                 "id",
             )
         }
@@ -528,6 +568,7 @@ async fn hypothesis(
             finding,
             refutes,
             weight,
+            write: fields,
         } => {
             let body = Body::new()
                 .set("finding", finding)
@@ -535,7 +576,7 @@ async fn hypothesis(
                 .maybe("weight", weight)
                 .value();
             (
-                write(client, &hypotheses(&id, "evidence"), body, None).await?,
+                write(client, &hypotheses(&id, "evidence"), body, &fields, None).await?,
                 "confidence",
             )
         }
@@ -543,6 +584,7 @@ async fn hypothesis(
             id,
             result,
             evidence,
+            write: fields,
         } => {
             let result = match result.as_str() {
                 "true" | "confirmed" => true,
@@ -558,16 +600,17 @@ async fn hypothesis(
                 .parsed("evidence", evidence.as_deref())
                 .value();
             (
-                write(client, &hypotheses(&id, "validate"), body, None).await?,
+                write(client, &hypotheses(&id, "validate"), body, &fields, None).await?,
                 "status",
             )
         }
-        HypothesisCommand::List { session, field } => {
-            let value = read(
-                client,
-                &path(config, "/v1/hypotheses", &[("session", session)]),
-            )
-            .await?;
+        HypothesisCommand::List {
+            session,
+            field,
+            read: at,
+        } => {
+            let query = [("session", session)];
+            let value = read(client, config, "/v1/hypotheses", &query, &at).await?;
             print_list(
                 config,
                 &value,
@@ -622,6 +665,7 @@ async fn proposal(
             voters,
             deadline_ms,
             id,
+            write: fields,
         } => {
             let body = Body::new()
                 .maybe("id", id)
@@ -632,7 +676,14 @@ async fn proposal(
                 .set("deadline_ms", deadline_ms)
                 .value();
             (
-                write(client, &path(config, "/v1/proposals", &[]), body, None).await?,
+                write(
+                    client,
+                    &path(config, "/v1/proposals", &[]),
+                    body,
+                    &fields,
+                    None,
+                )
+                .await?,
                 "id",
             )
         }
@@ -642,6 +693,7 @@ async fn proposal(
             vote,
             confidence,
             reason,
+            write: fields,
         } => {
             let body = Body::new()
                 .set("agent", agent.clone())
@@ -651,20 +703,24 @@ async fn proposal(
                 .value();
             let target = path(config, &segment("proposals", &id, "votes"), &[]);
             (
-                with_outcome(write(client, &target, body, Some(&agent)).await?),
+                with_outcome(write(client, &target, body, &fields, Some(&agent)).await?),
                 "outcome",
             )
         }
-        ProposalCommand::Show { id } => {
-            let target = path(config, &segment("proposals", &id, ""), &[]);
-            (with_outcome(read(client, &target).await?), "outcome")
-        }
-        ProposalCommand::List { status, field } => {
-            let value = read(
-                client,
-                &path(config, "/v1/proposals", &[("status", status)]),
+        ProposalCommand::Show { id, read: at } => {
+            let target = segment("proposals", &id, "");
+            (
+                with_outcome(read(client, config, &target, &[], &at).await?),
+                "outcome",
             )
-            .await?;
+        }
+        ProposalCommand::List {
+            status,
+            field,
+            read: at,
+        } => {
+            let query = [("status", status)];
+            let value = read(client, config, "/v1/proposals", &query, &at).await?;
             print_list(
                 config,
                 &value,
@@ -694,6 +750,7 @@ async fn message(
             message_type,
             payload,
             requires_ack,
+            write: fields,
         } => {
             let body = Body::new()
                 .set("from", from.clone())
@@ -706,6 +763,7 @@ async fn message(
                 client,
                 &path(config, "/v1/messages", &[]),
                 body,
+                &fields,
                 Some(&from),
             )
             .await?;
@@ -729,7 +787,13 @@ async fn message(
             unacked,
             follow: true,
             field,
+            read: at,
         } => {
+            if at.at.is_some() {
+                return Err(CliError::usage(
+                    "--at reads the inbox as it was; it cannot be combined with --follow",
+                ));
+            }
             let query = [("unacked", unacked.then(|| "true".to_owned()))];
             let target = path(config, &segment("agents", &agent, "inbox"), &query);
             return follow_inbox(client, config, &target, field.field.as_deref()).await;
@@ -739,10 +803,11 @@ async fn message(
             unacked,
             follow: false,
             field,
+            read: at,
         } => {
             let query = [("unacked", unacked.then(|| "true".to_owned()))];
-            let target = path(config, &segment("agents", &agent, "inbox"), &query);
-            let value = read(client, &target).await?;
+            let target = segment("agents", &agent, "inbox");
+            let value = read(client, config, &target, &query, &at).await?;
             print_list(
                 config,
                 &value,
@@ -765,9 +830,28 @@ async fn message(
                 },
             );
         }
-        MessageCommand::Ack { id, agent } => {
+        MessageCommand::Show {
+            id,
+            field,
+            read: at,
+        } => {
+            let value = read(client, config, &segment("messages", &id, ""), &[], &at).await?;
+            print_entity(config, &value, field.field.as_deref(), "payload", pretty);
+        }
+        MessageCommand::Ack {
+            id,
+            agent,
+            write: fields,
+        } => {
             let target = path(config, &segment("messages", &id, "ack"), &[]);
-            let value = write(client, &target, json!({ "agent": agent }), Some(&agent)).await?;
+            let value = write(
+                client,
+                &target,
+                json!({ "agent": agent }),
+                &fields,
+                Some(&agent),
+            )
+            .await?;
             print_entity(config, &value, None, "id", |value| {
                 format!("acked {}", text(&value["id"]))
             });
@@ -866,23 +950,39 @@ async fn session(
             operation,
             id,
             context,
+            write: fields,
         } => {
             let body = Body::new()
                 .maybe("id", id)
                 .set("operation", operation)
                 .parsed("context", context.as_deref())
                 .value();
-            let value = write(client, &path(config, "/v1/sessions", &[]), body, None).await?;
+            let value = write(
+                client,
+                &path(config, "/v1/sessions", &[]),
+                body,
+                &fields,
+                None,
+            )
+            .await?;
             print_entity(config, &value, None, "id", session_line);
         }
-        SessionCommand::Complete { id, outcome } => {
+        SessionCommand::Complete {
+            id,
+            outcome,
+            write: fields,
+        } => {
             let body = Body::new().parsed("outcome", outcome.as_deref()).value();
             let target = path(config, &segment("sessions", &id, "complete"), &[]);
-            let value = write(client, &target, body, None).await?;
+            let value = write(client, &target, body, &fields, None).await?;
             print_entity(config, &value, None, "status", session_line);
         }
-        SessionCommand::Show { id, field } => {
-            let value = read(client, &path(config, &segment("sessions", &id, ""), &[])).await?;
+        SessionCommand::Show {
+            id,
+            field,
+            read: at,
+        } => {
+            let value = read(client, config, &segment("sessions", &id, ""), &[], &at).await?;
             print_entity(
                 config,
                 &value,
@@ -891,9 +991,24 @@ async fn session(
                 session_line,
             );
         }
-        SessionCommand::Report { id, field } => {
-            let target = path(config, &segment("sessions", &id, "report"), &[]);
-            let value = read(client, &target).await?;
+        SessionCommand::List { field, read: at } => {
+            let value = read(client, config, "/v1/sessions", &[], &at).await?;
+            print_list(
+                config,
+                &value,
+                "sessions",
+                field.field.as_deref(),
+                "id",
+                session_line,
+            );
+        }
+        SessionCommand::Report {
+            id,
+            field,
+            read: at,
+        } => {
+            let target = segment("sessions", &id, "report");
+            let value = read(client, config, &target, &[], &at).await?;
             let summary = &value["summary"];
             match config.output {
                 OutputMode::Json => println!("{value}"),

@@ -98,3 +98,32 @@ async fn the_cli_goes_through_the_server_serving_the_directory() {
     assert_eq!(stats["head"], 1);
     assert_eq!(stats["through_server"], true);
 }
+
+#[tokio::test]
+async fn serve_logs_to_a_file_carry_no_colour_codes() {
+    let dir = data_dir();
+    let log_path = dir.path().join("serve.log");
+    let log_file = std::fs::File::create(&log_path).expect("a log file");
+    let mut child = std::process::Command::new(crate::support::binary())
+        .arg("--db")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SWARMLOG_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("serve starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path).is_ok_and(|text| text.contains("serving")) {
+        assert!(std::time::Instant::now() < deadline, "serve logged nothing");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).expect("the log");
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains("\x1b["),
+        "no ANSI escapes in a log file: {text:?}"
+    );
+}

@@ -999,8 +999,10 @@ async fn the_cli_reads_and_writes_cells_kv_and_branches_in_process() {
     assert_eq!(run(&["kv", "get", "result"]).0, 4, "invisible on main");
     assert_eq!(run(&["--branch", "ghost", "kv", "get", "result"]).0, 4);
     let (_, branches, _) = run(&["--raw", "branch", "list"]);
-    let branches: Value = serde_json::from_str(branches.trim()).expect("--raw branch list is JSON");
-    assert_eq!(branches.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        branches, "agent-1\nmain\n",
+        "--raw branch list: one name per line"
+    );
 }
 
 #[tokio::test]

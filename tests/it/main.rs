@@ -9,6 +9,8 @@ mod agents;
 mod auth;
 mod blackboard;
 mod cli;
+mod cli_db;
+mod cli_verbs;
 mod consensus;
 mod coordination;
 mod crash;

@@ -223,9 +223,17 @@ pub fn data_dir() -> tempfile::TempDir {
 
 /// Runs the CLI with `args`; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_in(&std::env::current_dir().expect("a working directory"), args)
+}
+
+/// Runs the CLI with `args` in the working directory `dir` (where the default `./data`
+/// is); returns (exit code, stdout, stderr).
+pub fn cli_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(binary())
         .args(args)
+        .current_dir(dir)
         .env_remove("SWARMLOG_URL")
+        .env_remove("SWARMLOG_DB")
         .output()
         .expect("the swarmlog binary runs");
     (
