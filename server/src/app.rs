@@ -263,13 +263,23 @@ pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
             state.clone(),
             crate::auth::authenticate,
         ));
-    Router::new()
+    let inner = Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state.clone());
+    let mcp = Router::new()
+        .nest_service(
+            "/mcp",
+            crate::mcp::http_service(inner.clone(), state.engine.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::authenticate_mcp,
+        ));
+    inner.merge(mcp)
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {

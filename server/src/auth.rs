@@ -196,25 +196,9 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let principal = match &app.tokens {
-        None => Principal::open_admin(),
-        Some(tokens) => {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "));
-            let Some(principal) = presented.and_then(|secret| tokens.authenticate(secret.trim()))
-            else {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "a valid bearer token is required (Authorization: Bearer SECRET)",
-                )
-                .into_response();
-            };
-            principal
-        }
+    let principal = match principal_of(&app, &request) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
     };
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     if !reads {
@@ -224,6 +208,44 @@ pub async fn authenticate(
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// The middleware of `/mcp`: a valid token is required (401), but every role may speak
+/// MCP; each tool call then goes through [`authenticate`] with the same token, so a
+/// reader's write tools are refused there (403).
+pub async fn authenticate_mcp(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match principal_of(&app, &request) {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Who presents the request: everyone is admin without `--tokens`; else the bearer
+/// token's principal, or 401.
+fn principal_of(app: &AppState, request: &Request) -> Result<Principal, ApiError> {
+    let Some(tokens) = &app.tokens else {
+        return Ok(Principal::open_admin());
+    };
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|secret| tokens.authenticate(secret.trim()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required (Authorization: Bearer SECRET)",
+            )
+        })
 }
 
 #[cfg(test)]

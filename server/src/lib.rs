@@ -12,6 +12,7 @@ pub mod extract;
 pub mod filter;
 pub mod hub;
 pub mod limits;
+pub mod mcp;
 pub mod metrics;
 pub mod refusal;
 pub mod openapi;

@@ -64,3 +64,16 @@ pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 100_000;
 /// Resources listed by the `lock_contention_top` metric: enough to spot the hot ones,
 /// few enough to keep the metric's cardinality fixed.
 pub const CONTENTION_TOP_MAX: usize = 10;
+
+/// The most `wait_events` waits (SPEC §7: 60 s), so an agent's tool call never hangs for
+/// longer than its host's usual tool timeout.
+pub const MCP_WAIT_MS_MAX: u64 = 60_000;
+
+/// How many events `read_events` and `wait_events` answer at most per call over MCP: an
+/// agent pays for every byte in its context, and can page on with `from`/`next`.
+pub const MCP_EVENTS_LIMIT_DEFAULT: u64 = 100;
+
+/// The lease `join` asks for when the agent names none: long enough that a keep-alive every
+/// third of it survives a busy moment, short enough that a crashed agent's locks and
+/// claims come back within half a minute.
+pub const MCP_JOIN_TTL_MS_DEFAULT: u64 = 30_000;

@@ -1028,10 +1028,10 @@ async fn openapi_lists_every_coordination_route_and_the_router_serves_each() {
         ("post", "/v1/locks/{resource}/release"),
         ("post", "/v1/agents"),
         ("get", "/v1/agents"),
-        ("get", "/v1/agents/{id}"),
-        ("delete", "/v1/agents/{id}"),
-        ("post", "/v1/agents/{id}/heartbeat"),
-        ("post", "/v1/agents/{id}/kill"),
+        ("get", "/v1/agents/{agent}"),
+        ("delete", "/v1/agents/{agent}"),
+        ("post", "/v1/agents/{agent}/heartbeat"),
+        ("post", "/v1/agents/{agent}/kill"),
         ("post", "/v1/branches"),
         ("get", "/v1/branches"),
     ];
@@ -1043,7 +1043,7 @@ async fn openapi_lists_every_coordination_route_and_the_router_serves_each() {
         let path = template
             .replace("{key}", "k")
             .replace("{resource}", "r")
-            .replace("{id}", "a");
+            .replace("{agent}", "a");
         let (status, answer) = call(
             &server,
             &method.to_uppercase(),
