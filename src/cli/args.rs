@@ -84,6 +84,30 @@ pub enum Command {
     Stats,
     /// Write a projection snapshot now (start-up then replays only what follows it).
     Snapshot,
+    /// Serve MCP on stdin/stdout for an LLM agent host (tools, and the guide resource).
+    Mcp(McpArgs),
+    /// Print the guide for agents (Markdown): joining, work, locks, findings, votes, errors.
+    Guide,
+    /// Run any catalog operation by name with its arguments as one JSON object
+    /// (e.g. `call task_complete '{"task":"T-1","agent":"a","result":1}'`).
+    Call(CallArgs),
+}
+
+/// Flags of `mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The agent this connection acts as (else `join` names it, or the token's agent).
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+}
+
+/// Arguments of `call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The operation's name (see `GET /v1/openapi.json`, operationId).
+    pub operation: String,
+    /// Its arguments: one JSON object, path parameters included.
+    pub arguments: Option<String>,
 }
 
 /// Flags of `serve`.

@@ -450,7 +450,7 @@ async fn local_streaming(
 
 /// The URL recorded by a server serving `db`, if that server answers. A record left by a
 /// server that died is detected (nothing answers) and ignored.
-async fn serving_url(db: &Path) -> Option<String> {
+pub async fn serving_url(db: &Path) -> Option<String> {
     let text = std::fs::read_to_string(db.join(SERVER_ADDRESS_FILE)).ok()?;
     let url = text.lines().next()?.trim().to_owned();
     let address = url.strip_prefix("http://")?;

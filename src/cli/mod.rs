@@ -5,6 +5,7 @@ pub mod client;
 mod config;
 mod coordination;
 mod events;
+mod mcp;
 mod ops;
 mod work;
 
@@ -133,6 +134,12 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
         Command::Verify => ops::verify(&config),
         Command::Stats => ops::stats(&config).await,
         Command::Snapshot => ops::snapshot(&config).await,
+        Command::Mcp(args) => mcp::serve(&config, args.agent).await,
+        Command::Guide => {
+            mcp::guide();
+            Ok(())
+        }
+        Command::Call(args) => mcp::call(&config, &args.operation, args.arguments.as_deref()).await,
         Command::State(_)
         | Command::Kv(_)
         | Command::Lock(_)

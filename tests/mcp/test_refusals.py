@@ -6,11 +6,16 @@ import asyncio
 
 from swarmlog_mcp import head, ok, refused, replay, stdio_session
 
+# A lease long enough that keeping it alive writes nothing during the test (with
+# `--db`, a keep-alive may be a logged re-registration), so the head moves only
+# when a tool writes.
+LONG_LEASE_MS = 600_000
+
 
 def test_state_cas_version_conflict_writes_nothing(data_dir, errlog):
     async def main():
         async with stdio_session(data_dir, "cas-1", errlog=errlog) as s:
-            await ok(s, "join", {"type": "tester"})
+            await ok(s, "join", {"type": "tester", "ttl_ms": LONG_LEASE_MS})
             await ok(s, "state_cas", {"key": "leader", "expected_version": 0, "value": "cas-1"})
             cell = await ok(s, "state_get", {"key": "leader"})
             assert (cell["value"], cell["version"]) == ("cas-1", 1), cell
@@ -48,8 +53,8 @@ def test_lock_held_across_processes_and_fencing(data_dir, errlog):
     async def main():
         async with stdio_session(data_dir, "locker-a", errlog=errlog) as a, \
                 stdio_session(data_dir, "locker-b", errlog=errlog) as b:
-            await ok(a, "join", {"type": "worker"})
-            await ok(b, "join", {"type": "worker"})
+            await ok(a, "join", {"type": "worker", "ttl_ms": LONG_LEASE_MS})
+            await ok(b, "join", {"type": "worker", "ttl_ms": LONG_LEASE_MS})
             first = await ok(a, "lock_acquire", {"resource": "db", "ttl_ms": 30000})
             assert isinstance(first["token"], int), first
             assert first.get("owner", "locker-a") == "locker-a", first

@@ -9,7 +9,7 @@ import subprocess
 from pydantic import AnyUrl
 
 from swarmlog_mcp import (
-    BIN, SPEC_TOOLS, call, child_env, claimed_task, cli, ok, refused, stdio_session,
+    BIN, SPEC_TOOLS, child_env, claimed_task, cli, ok, refused, stdio_session,
 )
 
 TOOLS_LIST_LIMIT = 24 * 1024
@@ -172,5 +172,6 @@ def test_join_before_agent_tools(data_dir, errlog):
 
     asyncio.run(main())
     events = [json.loads(l) for l in cli(data_dir, "--json", "events", "replay").stdout.splitlines()]
-    registered = [e for e in events if e["type"] == "agent.registered"]
-    assert [e["stream"] for e in registered] == ["agent/solo-1"], registered
+    registered = {e["stream"] for e in events if e["type"] == "agent.registered"}
+    assert registered == {"agent/solo-1"}, registered
+    assert events[-1]["type"] == "agent.deregistered", "a clean close deregisters"
