@@ -153,6 +153,10 @@ impl AppState {
         let actor = match (&principal.role, &principal.agent) {
             (Role::Agent, Some(agent)) => agent.clone(),
             (_, Some(agent)) if headers.get("swarmlog-actor").is_none() => agent.clone(),
+            // Without tokens, the agent the body names acts (who did what stays known).
+            (_, None) if headers.get("swarmlog-actor").is_none() => {
+                body_agent(object).unwrap_or_else(|| "anonymous".to_owned())
+            }
             _ => self.actor(headers)?,
         };
         let idempotency = idempotency(
@@ -198,6 +202,16 @@ impl AppState {
             ))
         }
     }
+}
+
+/// The agent a write body names as its actor (`agent`, `owner` or `from`), if it is a
+/// valid id; the route checks the field itself.
+fn body_agent(object: &Map<String, Value>) -> Option<String> {
+    ["agent", "owner", "from"]
+        .iter()
+        .find_map(|field| object.get(*field)?.as_str())
+        .filter(|agent| swarmlog_projections::limits::is_valid_id(agent))
+        .map(str::to_owned)
 }
 
 /// The `?branch=` parameter every endpoint takes.

@@ -334,7 +334,8 @@ fn events() -> Vec<Operation> {
         Operation::new("stream_get", Get, "/v1/streams/{stream}", "A stream's events and version", || get(e::read_stream))
             .input::<e::StreamQuery>(),
         Operation::new("audit_head", Get, "/v1/audit/head", "The head of the hash chain: {seq, hash}", || get(app::audit_head)),
-        Operation::new("snapshot", Post, "/v1/snapshots", "Write a projection snapshot now (admin); 201 {head, path, bytes}", || post(app::snapshot)),
+        Operation::new("snapshot", Post, "/v1/snapshots", "Write a projection snapshot now (admin); 201 {head, path, bytes}", || post(app::snapshot))
+            .input::<Empty>(),
     ]
 }
 
@@ -540,4 +541,70 @@ fn messages_and_sessions() -> Vec<Operation> {
         Operation::new("session_events", Get, "/v1/sessions/{session}/events", "NDJSON export of every event of the session", || get(w::session_events))
             .input::<w::SessionEventsQuery>(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case_and_every_route_has_a_schema_or_no_input() {
+        let mut seen = std::collections::HashSet::new();
+        for operation in operations() {
+            assert!(seen.insert(operation.name), "{} twice", operation.name);
+            assert!(
+                operation
+                    .name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte == b'_'),
+                "{} is snake_case",
+                operation.name
+            );
+            assert_eq!(operation.arguments_schema()["type"], "object", "{}", operation.name);
+            if operation.method.writes() {
+                assert!(operation.input.is_some(), "write {} has an input type", operation.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_call_fills_the_path_percent_encoded_and_sends_the_rest_as_body_or_query() {
+        let complete = find("task_complete").expect("catalogued");
+        let mut arguments = Map::new();
+        arguments.insert("task".into(), json!("T 1/2"));
+        arguments.insert("agent".into(), json!("a"));
+        let call = complete.http_request(&arguments).expect("valid");
+        assert_eq!(call.path_and_query, "/v1/tasks/T%201%2F2/complete");
+        assert_eq!(call.body, Some(json!({"agent": "a"})));
+        let list = find("task_list").expect("catalogued");
+        let mut query = Map::new();
+        query.insert("status".into(), json!("pending"));
+        query.insert("types".into(), json!(["a.*", "b"]));
+        let call = list.http_request(&query).expect("valid");
+        assert_eq!(call.path_and_query, "/v1/tasks?status=pending&types=a.%2A%2Cb");
+        assert_eq!(call.body, None);
+        let missing = complete.http_request(&Map::new()).expect_err("no task");
+        assert!(missing.contains("task"), "{missing}");
+    }
+
+    #[test]
+    fn a_tool_schema_leaves_out_the_caller_branch_and_at() {
+        let acquire = find("lock_acquire").expect("catalogued");
+        let schema = acquire.tool_schema();
+        let properties = schema["properties"].as_object().expect("properties");
+        assert!(properties.contains_key("resource"));
+        assert!(properties.contains_key("ttl_ms"));
+        assert!(!properties.contains_key("owner"));
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(required.contains(&"resource") && required.contains(&"ttl_ms"));
+        assert!(!required.contains(&"owner"));
+        let get = find("state_get").expect("catalogued").tool_schema();
+        assert!(get["properties"].get("branch").is_none());
+        assert!(get["properties"].get("at").is_none());
+    }
 }

@@ -661,3 +661,40 @@ pub fn http_service(
         config,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §7: every named tool, and the whole list within 24 KB.
+    #[test]
+    fn the_tool_list_has_every_spec_tool_and_fits_in_24_kb() {
+        let names: Vec<&str> = tools().iter().map(|tool| tool.name.as_ref()).collect();
+        for wanted in [
+            "join", "whoami", "append_events", "read_events", "wait_events", "state_get",
+            "state_cas", "kv_get", "kv_put", "lock_acquire", "lock_release", "task_create",
+            "task_claim", "task_progress", "task_complete", "task_fail", "task_list",
+            "finding_post", "hypothesis_propose", "hypothesis_evidence", "blackboard",
+            "proposal_open", "vote", "proposal_get", "message_send", "inbox", "message_ack",
+            "session_report",
+        ] {
+            assert!(names.contains(&wanted), "tools/list lacks {wanted}");
+        }
+        let bytes = serde_json::to_vec(&ListToolsResult::with_all_items(tools().to_vec()))
+            .expect("serializes")
+            .len();
+        assert!(bytes <= 24 * 1024, "tools/list is {bytes} bytes");
+    }
+
+    #[test]
+    fn a_refusal_is_its_code_then_its_message() {
+        let answer = Answer {
+            status: 409,
+            body: Bytes::from_static(br#"{"error":{"code":"version_conflict","message":"at 2, not 1"}}"#),
+        };
+        let text = json_answer(&answer).expect_err("refused");
+        assert!(text.starts_with("version_conflict: at 2, not 1"), "{text}");
+        let unauthorized = Answer { status: 401, body: Bytes::new() };
+        assert!(json_answer(&unauthorized).expect_err("refused").starts_with("unauthorized: "));
+    }
+}

@@ -13,27 +13,27 @@ from swarmlog_mcp import call, claimed_task, http_session, http_statuses, ok
 
 TOKENS = """
 [[token]]
-secret = "agent-1-secret"
+secret = "agent-1-secret-0123456789"
 agent = "agent-1"
 role = "agent"
 
 [[token]]
-secret = "agent-2-secret"
+secret = "agent-2-secret-0123456789"
 agent = "agent-2"
 role = "agent"
 
 [[token]]
-secret = "reader-secret"
+secret = "reader-secret-0123456789"
 agent = "reader-1"
 role = "reader"
 
 [[token]]
-secret = "admin-secret"
+secret = "admin-secret-0123456789"
 agent = "admin-1"
 role = "admin"
 """
 
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789"}
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def bounded(coro, seconds=60):
 
 def test_agent_token_is_the_caller(server):
     async def main():
-        async with http_session(server.mcp_url, "agent-1-secret") as s:
+        async with http_session(server.mcp_url, "agent-1-secret-0123456789") as s:
             await ok(s, "join", {"type": "worker", "capabilities": ["x"]})
             who = await ok(s, "whoami")
             assert who.get("agent") == "agent-1", who
@@ -104,7 +104,7 @@ def test_reader_token_cannot_write(server):
 
     async def main():
         try:
-            async with http_session(server.mcp_url, "reader-secret") as s:
+            async with http_session(server.mcp_url, "reader-secret-0123456789") as s:
                 outcome["read"] = await call(s, "read_events", {"limit": 5})
                 outcome["head"] = get(server, "/v1/audit/head").json()["seq"]
                 outcome["write"] = await call(s, "kv_put", {"key": "reader-k", "value": 1})
