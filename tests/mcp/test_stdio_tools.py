@@ -46,6 +46,11 @@ def test_tools_are_listed_with_input_schemas(data_dir, errlog):
         if not isinstance(schema, dict) or schema.get("type") != "object":
             problems.append(f"{tool.name}: inputSchema is not an object schema: {schema!r}")
             continue
+        combinators = [k for k in ("anyOf", "oneOf", "allOf") if k in schema]
+        if combinators:
+            # LLM tool-calling APIs take a plain object schema at the top level (e.g. the
+            # Anthropic API rejects top-level anyOf/oneOf/allOf in input_schema).
+            problems.append(f"{tool.name}: top-level {combinators} in inputSchema")
         if not (tool.description or "").strip():
             problems.append(f"{tool.name}: no description")
         props = schema.get("properties") or {}
