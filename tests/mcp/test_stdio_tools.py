@@ -145,9 +145,14 @@ def test_guide_resource(data_dir, errlog):
     listed, read = asyncio.run(main())
     uris = [str(r.uri) for r in listed.resources]
     assert "swarmlog://guide" in uris, f"resources/list: {uris}"
+    listed_guide = next(r for r in listed.resources if str(r.uri) == "swarmlog://guide")
     assert read.contents, "the guide has content"
     text = read.contents[0].text
     print(f"guide: {len(text)} chars, mimeType {read.contents[0].mimeType}")
+    # The guide is Markdown, and says so in the listing and in the content read.
+    assert listed_guide.mimeType == "text/markdown", listed_guide
+    assert read.contents[0].mimeType == "text/markdown", (
+        f"swarmlog://guide is read as {read.contents[0].mimeType}, listed as text/markdown")
     for word in ("wait_events", "join", "task_claim", "version_conflict"):
         assert word in text, f"the guide does not mention {word}"
 
