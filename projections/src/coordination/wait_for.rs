@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 
 use super::event_types;
 use super::locks::{self, LockMode};
+use super::Coordination;
 use crate::envelope::EventDraft;
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// Identifies one parked request in a [`WaitForGraph`]; ids grow, so they order waiters
 /// first come, first served.
@@ -149,12 +150,13 @@ impl WaitForGraph {
     /// given who holds what at `now_ms`: the shortest such cycle, or `None`.
     pub fn would_deadlock(
         &self,
-        branch: &BranchState,
+        branch: &impl AsRef<Coordination>,
         owner: &str,
         resources: &[String],
         mode: LockMode,
         now_ms: i64,
     ) -> Option<DeadlockCycle> {
+        let branch = branch.as_ref();
         // Breadth-first from the requesting owner over "waits for" edges; the first time
         // the search comes back to the owner, the path is the shortest cycle.
         let mut came_from: BTreeMap<String, WaitEdge> = BTreeMap::new();
@@ -200,7 +202,7 @@ impl WaitForGraph {
 
 /// The edges from `owner` to every live holder that blocks one of `resources` in `mode`.
 fn blocking_edges(
-    branch: &BranchState,
+    branch: &Coordination,
     owner: &str,
     resources: &[String],
     mode: LockMode,

@@ -25,10 +25,10 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_duration, check_id, check_unit, conflict, format_instant, generate_id, invalid,
-    not_found, parse_data, roster, Timer, TimerKind, Work, DURATION_MS_MAX,
+    not_found, parse_data, AgentInfo, Timer, TimerKind, Work, WorkBranch, DURATION_MS_MAX,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// The priority of a task created without one (SPEC §3).
 pub const PRIORITY_DEFAULT: u8 = 5;
@@ -907,10 +907,10 @@ fn normalize(spec: &TaskSpec, field: &dyn Fn(&str) -> String) -> Result<TaskDefi
 
 /// Creates one task or an atomic batch.
 pub(super) fn decide_create(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     specs: &[TaskSpec],
 ) -> Result<Vec<EventDraft>, Rejection> {
-    let tasks = &branch.work.tasks;
+    let tasks = &branch.work().tasks;
     if specs.is_empty() {
         return Err(invalid("tasks", "a create needs at least one task"));
     }
@@ -1100,9 +1100,9 @@ fn topological_order(
     .with("cycle", json!(cycle)))
 }
 
-fn find<'a>(branch: &'a BranchState, id: &str) -> Result<&'a Task, Rejection> {
+fn find<'a>(branch: &'a dyn WorkBranch, id: &str) -> Result<&'a Task, Rejection> {
     branch
-        .work
+        .work()
         .tasks
         .get(id)
         .ok_or_else(|| not_found("task", id))
@@ -1122,13 +1122,13 @@ fn invalid_status(task: &Task, wanted: &str) -> Rejection {
 
 /// The agent's capabilities for matching: the given list, else its registered ones.
 fn capabilities_of(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     agent: &str,
     given: Option<&[String]>,
 ) -> Result<BTreeSet<String>, Rejection> {
     match given {
         Some(given) => Ok(check_ids("capabilities", given)?.into_iter().collect()),
-        None => Ok(roster::agent(branch, agent)
+        None => Ok(branch.agent(agent)
             .map(|info| info.capabilities)
             .unwrap_or_default()),
     }
@@ -1136,7 +1136,7 @@ fn capabilities_of(
 
 /// Claims the best claimable task; no events when there is none.
 pub(super) fn decide_claim(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     spec: &ClaimSpec,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -1155,7 +1155,7 @@ pub(super) fn decide_claim(
         None => None,
     };
     let Some(task) = branch
-        .work
+        .work()
         .tasks
         .next_claimable(&capabilities, types.as_ref())
     else {
@@ -1184,17 +1184,17 @@ fn claim_draft(event_type: &str, task: &Task, agent: &str, now_ms: i64) -> Event
 
 /// Assigns a pending task to a named agent or by strategy; it is then claimed by it.
 pub(super) fn decide_assign(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &AssignSpec,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
-    let tasks = &branch.work.tasks;
+    let tasks = &branch.work().tasks;
     let (agent, strategy) = match (&spec.agent, &spec.strategy) {
         (Some(agent), None) => {
             check_id("agent", agent)?;
-            if roster::agent(branch, agent).is_some_and(|info| !info.active) {
+            if branch.agent(agent).is_some_and(|info| !info.active) {
                 return Err(
                     conflict(Code::AgentNotActive, format!("agent '{agent}' is not active"))
                         .with("agent", agent.as_str()),
@@ -1225,7 +1225,7 @@ pub(super) fn decide_assign(
         None => agent,
         Some(strategy) => {
             let required = &task.definition.capabilities;
-            let candidates: Vec<roster::AgentInfo> = roster::active_agents(branch)
+            let candidates: Vec<AgentInfo> = branch.active_agents()
                 .into_iter()
                 .filter(|info| {
                     required
@@ -1277,7 +1277,7 @@ fn auction_open(task: &Task) -> Rejection {
 }
 
 /// Opens a task's approval gate; no events if it is already open.
-pub(super) fn decide_approve(branch: &BranchState, id: &str) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_approve(branch: &dyn WorkBranch, id: &str) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
     if !task.definition.requires_approval {
         return Err(conflict(Code::ApprovalNotRequired,
@@ -1303,7 +1303,7 @@ pub(super) fn decide_approve(branch: &BranchState, id: &str) -> Result<Vec<Event
 /// The task if `agent` holds its claim, else 409 `not_claimant`. The rule is a conflict
 /// with the task's state, like a lock's `not_owner`: the server's auth layer answers 403
 /// when a token acts for another agent than its own.
-fn claimed_by<'a>(branch: &'a BranchState, id: &str, agent: &str) -> Result<&'a Task, Rejection> {
+fn claimed_by<'a>(branch: &'a dyn WorkBranch, id: &str, agent: &str) -> Result<&'a Task, Rejection> {
     let task = find(branch, id)?;
     check_id("agent", agent)?;
     if task.status == TaskStatus::Claimed && task.agent.as_deref() == Some(agent) {
@@ -1327,7 +1327,7 @@ fn claimed_by<'a>(branch: &'a BranchState, id: &str, agent: &str) -> Result<&'a 
 
 /// Reports progress and renews the claim lease.
 pub(super) fn decide_progress(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &ProgressSpec,
     now_ms: i64,
@@ -1354,7 +1354,7 @@ pub(super) fn decide_progress(
 
 /// Completes a claimed task.
 pub(super) fn decide_complete(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &CompleteSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -1373,7 +1373,7 @@ pub(super) fn decide_complete(
 /// Fails the current attempt: back to pending if `retry` and attempts remain, else
 /// failed for good, cancelling the dependents.
 pub(super) fn decide_fail(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &FailSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -1395,7 +1395,7 @@ pub(super) fn decide_fail(
     if is_final {
         let mut finished = BTreeSet::from([id.to_owned()]);
         cascade_cancel(
-            &branch.work.tasks,
+            &branch.work().tasks,
             id,
             "dependency_failed",
             false,
@@ -1408,7 +1408,7 @@ pub(super) fn decide_fail(
 
 /// Gives a claimed task back: pending again, same attempt.
 pub(super) fn decide_release(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &ReleaseSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -1427,7 +1427,7 @@ pub(super) fn decide_release(
 /// Cancels a task that is not finished, and its dependents; no events if it is already
 /// cancelled.
 pub(super) fn decide_cancel(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &CancelSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -1454,7 +1454,7 @@ pub(super) fn decide_cancel(
     )];
     let mut finished = BTreeSet::from([id.to_owned()]);
     cascade_cancel(
-        &branch.work.tasks,
+        &branch.work().tasks,
         id,
         "dependency_cancelled",
         false,
@@ -1501,7 +1501,7 @@ fn cascade_cancel(
 
 /// Opens an auction on a pending task; it is not claimable until the deadline.
 pub(super) fn decide_auction(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &AuctionSpec,
     now_ms: i64,
@@ -1529,7 +1529,7 @@ pub(super) fn decide_auction(
 
 /// Places (or replaces) an agent's bid in an open auction.
 pub(super) fn decide_bid(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &BidSpec,
     now_ms: i64,
@@ -1562,7 +1562,7 @@ pub(super) fn decide_bid(
         )
         .with("task", id));
     }
-    let registered = roster::agent(branch, &spec.agent);
+    let registered = branch.agent(&spec.agent);
     if registered.as_ref().is_some_and(|info| !info.active) {
         return Err(conflict(Code::AgentNotActive,
             format!("agent '{}' is not active", spec.agent),
@@ -1603,12 +1603,12 @@ pub(super) fn decide_bid(
 
 /// A claim lease ran out: `task.timed_out`, and the cascade if that was the last attempt.
 pub(super) fn lease_expired(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     finished: &mut BTreeSet<String>,
     drafts: &mut Vec<EventDraft>,
 ) {
-    let tasks = &branch.work.tasks;
+    let tasks = &branch.work().tasks;
     let task = &tasks.by_id[id];
     assert_eq!(
         task.status,
@@ -1637,12 +1637,12 @@ pub(super) fn lease_expired(
 
 /// An auction's deadline: award the best valid bid or close without a winner.
 pub(super) fn auction_deadline(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     now_ms: i64,
     drafts: &mut Vec<EventDraft>,
 ) {
-    let task = &branch.work.tasks.by_id[id];
+    let task = &branch.work().tasks.by_id[id];
     let auction = task
         .auction
         .as_ref()
@@ -1656,7 +1656,7 @@ pub(super) fn auction_deadline(
         .bids
         .values()
         .filter(|bid| bid.confidence >= auction.min_confidence)
-        .filter(|bid| roster::agent(branch, &bid.agent).is_none_or(|info| info.active))
+        .filter(|bid| branch.agent(&bid.agent).is_none_or(|info| info.active))
         .min_by(|left, right| {
             left.score
                 .total_cmp(&right.score)
@@ -1686,11 +1686,11 @@ pub(super) fn auction_deadline(
 
 /// `task.released` for every task `agent` holds.
 pub(super) fn requeue_claims_of(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     agent: &str,
     reason: &str,
 ) -> Vec<EventDraft> {
-    let tasks = &branch.work.tasks;
+    let tasks = &branch.work().tasks;
     tasks
         .claims
         .get(agent)
@@ -2123,7 +2123,7 @@ mod tests {
     use super::super::testkit::{claim, create, create_all, task_of, types, Harness};
     use super::super::WorkCommand;
     use super::*;
-    use crate::state::RejectionKind;
+    use crate::rejection::RejectionKind;
 
     fn complete(task: &str, agent: &str) -> WorkCommand {
         WorkCommand::TaskComplete {
