@@ -148,6 +148,15 @@ pub enum TimerKind {
 }
 
 impl WorkCommand {
+    /// Whether an answer with no events means "nothing yet", so that a request with a
+    /// `wait_ms` may be parked and decided again after later commits, instead of answered
+    /// at once: true only for [`WorkCommand::TaskClaim`], whose empty answer means no task
+    /// is claimable right now (204 without waiting). Every other command's empty answer is
+    /// a repeat of what the state already holds, which waiting would not change.
+    pub fn waits_when_empty(&self) -> bool {
+        matches!(self, WorkCommand::TaskClaim(_))
+    }
+
     /// The agent a command acts for, when its body names one.
     pub fn named_agent(&self) -> Option<&str> {
         match self {
@@ -573,5 +582,18 @@ pub(crate) fn bump<K: Ord + Clone>(counts: &mut BTreeMap<K, u64>, key: &K, up: b
         if *count == 0 {
             counts.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::claim;
+    use super::*;
+
+    #[test]
+    fn only_a_claim_waits_when_it_finds_nothing() {
+        assert!(claim("a", &[]).waits_when_empty());
+        let approve = WorkCommand::TaskApprove { task: "T-1".into() };
+        assert!(!approve.waits_when_empty());
     }
 }
