@@ -30,8 +30,11 @@ pub fn decide_coordination(
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let branch_state = state.branch(branch).ok_or_else(|| {
-        Rejection::new(Code::BranchNotFound, format!("branch '{branch}' does not exist"))
-            .with("branch", branch)
+        Rejection::new(
+            Code::BranchNotFound,
+            format!("branch '{branch}' does not exist"),
+        )
+        .with("branch", branch)
     })?;
     // The owner a lock command names is the agent that acts, whoever sends the request:
     // a killed agent may not take, renew or release locks through a third party either.
