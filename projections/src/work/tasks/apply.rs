@@ -153,7 +153,6 @@ fn fits(task: &Task, event_type: &str) -> bool {
 }
 
 fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) -> bool {
-    let ts_ms = event.ts_ms;
     if !is_known(&event.event_type) {
         return false;
     }
@@ -161,164 +160,207 @@ fn apply_to_existing(work: &mut Work, event: &Envelope, data: &Value, id: &str) 
         return true;
     }
     match event.event_type.as_str() {
-        "task.approved" => update(work, id, |task| {
-            task.approved = true;
-            if task.status == TaskStatus::AwaitingApproval {
-                task.status = TaskStatus::Pending;
-            }
-        }),
+        "task.approved" => fold_approved(work, id),
         "task.claimed" | "task.assigned" | "task.auction_awarded" => {
-            let Some(claimed) = parse_data::<ClaimedData>(event, data) else {
-                return true;
-            };
-            if event.event_type == "task.assigned"
-                && claimed.strategy == Some(AssignStrategy::RoundRobin)
-            {
-                work.tasks.round_robin_last = Some(claimed.agent.clone());
-            }
-            let session = work.tasks.by_id[id].session.clone();
-            let agent = claimed.agent.clone();
-            let awarded = event.event_type == "task.auction_awarded";
-            update(work, id, |task| {
-                task.status = TaskStatus::Claimed;
-                task.agent = Some(claimed.agent.clone());
-                task.attempt = claimed.attempt;
-                task.lease_expires_at_ms = Some(claimed.lease_expires_at);
-                task.claimed_at_ms = Some(ts_ms);
-                task.progress = None;
-                if let Some(auction) = task.auction.as_mut().filter(|_| awarded) {
-                    auction.status = AuctionStatus::Awarded;
-                    auction.winner = Some(claimed.agent);
-                }
-            });
-            if let Some(session) = session {
-                crate::work::sessions::note_agent(work, &session, &agent);
-            }
+            fold_claimed(work, event, data, id)
         }
-        "task.progressed" => {
-            let Some(progressed) = parse_data::<ProgressedData>(event, data) else {
-                return true;
-            };
-            update(work, id, |task| {
-                task.progress = Some(Progress {
-                    percent: progressed.percent,
-                    note: progressed.note,
-                });
-                task.lease_expires_at_ms = Some(progressed.lease_expires_at);
-            });
-        }
-        "task.completed" => {
-            let Some(completed) = parse_data::<CompletedData>(event, data) else {
-                return true;
-            };
-            update(work, id, |task| {
-                task.status = TaskStatus::Completed;
-                task.result = Some(completed.result);
-                task.lease_expires_at_ms = None;
-                task.finished_at_ms = Some(ts_ms);
-            });
-            let dependents: Vec<String> = work.tasks.by_id[id].dependents.iter().cloned().collect();
-            for dependent in dependents {
-                let tasks = &work.tasks;
-                let task = &tasks.by_id[&dependent];
-                let ready = task.status == TaskStatus::Blocked
-                    && task
-                        .definition
-                        .depends_on
-                        .iter()
-                        .all(|other| tasks.by_id[other].status == TaskStatus::Completed);
-                if ready {
-                    update(work, &dependent, |task| {
-                        task.status = unblocked_status(task)
-                    });
-                }
-            }
-        }
-        "task.failed" | "task.timed_out" => {
-            let Some(ended) = parse_data::<EndedData>(event, data) else {
-                return true;
-            };
-            update(work, id, |task| {
-                task.lease_expires_at_ms = None;
-                if let Some(error) = ended.error {
-                    task.error = Some(error);
-                }
-                if ended.is_final {
-                    task.status = TaskStatus::Failed;
-                    task.finished_at_ms = Some(ts_ms);
-                } else {
-                    task.status = TaskStatus::Pending;
-                    task.agent = None;
-                    task.attempt = ended.attempt + 1;
-                    task.progress = None;
-                }
-            });
-        }
-        "task.released" => update(work, id, |task| {
-            task.status = TaskStatus::Pending;
-            task.agent = None;
-            task.lease_expires_at_ms = None;
-            task.progress = None;
-        }),
-        "task.cancelled" => {
-            let Some(cancelled) = parse_data::<CancelledData>(event, data) else {
-                return true;
-            };
-            update(work, id, |task| {
-                task.status = TaskStatus::Cancelled;
-                task.cancel_reason = Some(cancelled.reason);
-                task.lease_expires_at_ms = None;
-                task.finished_at_ms = Some(ts_ms);
-                if let Some(auction) = task
-                    .auction
-                    .as_mut()
-                    .filter(|auction| auction.status == AuctionStatus::Open)
-                {
-                    auction.status = AuctionStatus::Closed;
-                }
-            });
-        }
-        "task.auction_opened" => {
-            let Some(opened) = parse_data::<AuctionOpenedData>(event, data) else {
-                return true;
-            };
-            update(work, id, |task| {
-                task.auction = Some(Auction {
-                    status: AuctionStatus::Open,
-                    deadline_at_ms: opened.deadline_at,
-                    min_confidence: opened.min_confidence,
-                    bids: BTreeMap::new(),
-                    winner: None,
-                });
-            });
-        }
-        "task.bid_placed" => {
-            let Some(bid) = parse_data::<BidData>(event, data) else {
-                return true;
-            };
-            let task = work.tasks.by_id.get_mut(id).expect("checked above");
-            if let Some(auction) = task.auction.as_mut() {
-                auction.bids.insert(
-                    bid.agent.clone(),
-                    Bid {
-                        agent: bid.agent,
-                        price: bid.price,
-                        estimated_ms: bid.estimated_ms,
-                        confidence: bid.confidence,
-                        score: bid.score,
-                        seq: event.seq,
-                    },
-                );
-            }
-        }
-        "task.auction_closed" => update(work, id, |task| {
-            if let Some(auction) = task.auction.as_mut() {
-                auction.status = AuctionStatus::Closed;
-            }
-        }),
+        "task.progressed" => fold_progressed(work, event, data, id),
+        "task.completed" => fold_completed(work, event, data, id),
+        "task.failed" | "task.timed_out" => fold_ended(work, event, data, id),
+        "task.released" => fold_released(work, id),
+        "task.cancelled" => fold_cancelled(work, event, data, id),
+        "task.auction_opened" => fold_auction_opened(work, event, data, id),
+        "task.bid_placed" => fold_bid_placed(work, event, data, id),
+        "task.auction_closed" => fold_auction_closed(work, id),
         _ => return false,
     }
     true
+}
+
+/// `task.approved`: the gate opens; a task no longer blocked becomes pending.
+fn fold_approved(work: &mut Work, id: &str) {
+    update(work, id, |task| {
+        task.approved = true;
+        if task.status == TaskStatus::AwaitingApproval {
+            task.status = TaskStatus::Pending;
+        }
+    });
+}
+
+/// `task.claimed`, `task.assigned` and `task.auction_awarded`: the task is claimed by an
+/// agent for a new lease (an award also settles the auction).
+fn fold_claimed(work: &mut Work, event: &Envelope, data: &Value, id: &str) {
+    let Some(claimed) = parse_data::<ClaimedData>(event, data) else {
+        return;
+    };
+    if event.event_type == "task.assigned" && claimed.strategy == Some(AssignStrategy::RoundRobin) {
+        work.tasks.round_robin_last = Some(claimed.agent.clone());
+    }
+    let session = work.tasks.by_id[id].session.clone();
+    let agent = claimed.agent.clone();
+    let awarded = event.event_type == "task.auction_awarded";
+    let ts_ms = event.ts_ms;
+    update(work, id, |task| {
+        task.status = TaskStatus::Claimed;
+        task.agent = Some(claimed.agent.clone());
+        task.attempt = claimed.attempt;
+        task.lease_expires_at_ms = Some(claimed.lease_expires_at);
+        task.claimed_at_ms = Some(ts_ms);
+        task.progress = None;
+        if let Some(auction) = task.auction.as_mut().filter(|_| awarded) {
+            auction.status = AuctionStatus::Awarded;
+            auction.winner = Some(claimed.agent);
+        }
+    });
+    if let Some(session) = session {
+        crate::work::sessions::note_agent(work, &session, &agent);
+    }
+}
+
+/// `task.progressed`: the progress is recorded and the lease renewed.
+fn fold_progressed(work: &mut Work, event: &Envelope, data: &Value, id: &str) {
+    let Some(progressed) = parse_data::<ProgressedData>(event, data) else {
+        return;
+    };
+    update(work, id, |task| {
+        task.progress = Some(Progress {
+            percent: progressed.percent,
+            note: progressed.note,
+        });
+        task.lease_expires_at_ms = Some(progressed.lease_expires_at);
+    });
+}
+
+/// `task.completed`: the task ends with its result, and every dependent whose
+/// dependencies are now all completed leaves `blocked`.
+fn fold_completed(work: &mut Work, event: &Envelope, data: &Value, id: &str) {
+    let Some(completed) = parse_data::<CompletedData>(event, data) else {
+        return;
+    };
+    let ts_ms = event.ts_ms;
+    update(work, id, |task| {
+        task.status = TaskStatus::Completed;
+        task.result = Some(completed.result);
+        task.lease_expires_at_ms = None;
+        task.finished_at_ms = Some(ts_ms);
+    });
+    let dependents: Vec<String> = work.tasks.by_id[id].dependents.iter().cloned().collect();
+    for dependent in dependents {
+        let tasks = &work.tasks;
+        let task = &tasks.by_id[&dependent];
+        let ready = task.status == TaskStatus::Blocked
+            && task
+                .definition
+                .depends_on
+                .iter()
+                .all(|other| tasks.by_id[other].status == TaskStatus::Completed);
+        if ready {
+            update(work, &dependent, |task| {
+                task.status = unblocked_status(task)
+            });
+        }
+    }
+}
+
+/// `task.failed` and `task.timed_out`: the attempt ends; the task fails for good, or goes
+/// back to pending for the next attempt.
+fn fold_ended(work: &mut Work, event: &Envelope, data: &Value, id: &str) {
+    let Some(ended) = parse_data::<EndedData>(event, data) else {
+        return;
+    };
+    let ts_ms = event.ts_ms;
+    update(work, id, |task| {
+        task.lease_expires_at_ms = None;
+        if let Some(error) = ended.error {
+            task.error = Some(error);
+        }
+        if ended.is_final {
+            task.status = TaskStatus::Failed;
+            task.finished_at_ms = Some(ts_ms);
+        } else {
+            task.status = TaskStatus::Pending;
+            task.agent = None;
+            task.attempt = ended.attempt + 1;
+            task.progress = None;
+        }
+    });
+}
+
+/// `task.released`: back to pending with the same attempt.
+fn fold_released(work: &mut Work, id: &str) {
+    update(work, id, |task| {
+        task.status = TaskStatus::Pending;
+        task.agent = None;
+        task.lease_expires_at_ms = None;
+        task.progress = None;
+    });
+}
+
+/// `task.cancelled`: the task ends with its reason, and an open auction closes.
+fn fold_cancelled(work: &mut Work, event: &Envelope, data: &Value, id: &str) {
+    let Some(cancelled) = parse_data::<CancelledData>(event, data) else {
+        return;
+    };
+    let ts_ms = event.ts_ms;
+    update(work, id, |task| {
+        task.status = TaskStatus::Cancelled;
+        task.cancel_reason = Some(cancelled.reason);
+        task.lease_expires_at_ms = None;
+        task.finished_at_ms = Some(ts_ms);
+        if let Some(auction) = task
+            .auction
+            .as_mut()
+            .filter(|auction| auction.status == AuctionStatus::Open)
+        {
+            auction.status = AuctionStatus::Closed;
+        }
+    });
+}
+
+/// `task.auction_opened`: a new auction takes bids until its deadline.
+fn fold_auction_opened(work: &mut Work, event: &Envelope, data: &Value, id: &str) {
+    let Some(opened) = parse_data::<AuctionOpenedData>(event, data) else {
+        return;
+    };
+    update(work, id, |task| {
+        task.auction = Some(Auction {
+            status: AuctionStatus::Open,
+            deadline_at_ms: opened.deadline_at,
+            min_confidence: opened.min_confidence,
+            bids: BTreeMap::new(),
+            winner: None,
+        });
+    });
+}
+
+/// `task.bid_placed`: the agent's bid replaces its earlier one.
+fn fold_bid_placed(work: &mut Work, event: &Envelope, data: &Value, id: &str) {
+    let Some(bid) = parse_data::<BidData>(event, data) else {
+        return;
+    };
+    let task = work.tasks.by_id.get_mut(id).expect("checked above");
+    if let Some(auction) = task.auction.as_mut() {
+        auction.bids.insert(
+            bid.agent.clone(),
+            Bid {
+                agent: bid.agent,
+                price: bid.price,
+                estimated_ms: bid.estimated_ms,
+                confidence: bid.confidence,
+                score: bid.score,
+                seq: event.seq,
+            },
+        );
+    }
+}
+
+/// `task.auction_closed`: the deadline passed without a valid bid.
+fn fold_auction_closed(work: &mut Work, id: &str) {
+    update(work, id, |task| {
+        if let Some(auction) = task.auction.as_mut() {
+            auction.status = AuctionStatus::Closed;
+        }
+    });
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::decide::{auction_open, claim_draft, find, invalid_status};
 use super::events::{draft, system_draft, AuctionClosedData, AuctionOpenedData, BidData};
-use super::model::{AuctionStatus, TaskStatus};
+use super::model::{AuctionStatus, Task, TaskStatus};
 use super::spec::{AuctionSpec, BidSpec};
 use crate::envelope::EventDraft;
 use crate::rejection::Rejection;
@@ -65,6 +65,35 @@ pub(crate) fn decide_bid(
 ) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
     check_id("agent", &spec.agent)?;
+    check_bid_values(spec)?;
+    let open = task
+        .auction
+        .as_ref()
+        .filter(|auction| auction.status == AuctionStatus::Open && now_ms < auction.deadline_at_ms);
+    if open.is_none() {
+        return Err(conflict(
+            Code::AuctionClosed,
+            format!("task '{id}' has no auction taking bids"),
+        )
+        .with("task", id));
+    }
+    check_bidder(branch, task, &spec.agent)?;
+    Ok(vec![draft(
+        "task.bid_placed",
+        id,
+        BidData {
+            task: id.to_owned(),
+            agent: spec.agent.clone(),
+            price: spec.price,
+            estimated_ms: spec.estimated_ms,
+            confidence: spec.confidence,
+            score: bid_score(spec.price, spec.estimated_ms, spec.confidence),
+        },
+    )])
+}
+
+/// 422 unless a bid's price, estimate and confidence are in range.
+fn check_bid_values(spec: &BidSpec) -> Result<(), Rejection> {
     if !spec.price.is_finite() || spec.price < 0.0 {
         return Err(invalid(
             "price",
@@ -80,25 +109,19 @@ pub(crate) fn decide_bid(
             ),
         ));
     }
-    check_unit("confidence", spec.confidence)?;
-    let open = task
-        .auction
-        .as_ref()
-        .filter(|auction| auction.status == AuctionStatus::Open && now_ms < auction.deadline_at_ms);
-    if open.is_none() {
-        return Err(conflict(
-            Code::AuctionClosed,
-            format!("task '{id}' has no auction taking bids"),
-        )
-        .with("task", id));
-    }
-    let registered = branch.agent(&spec.agent);
+    check_unit("confidence", spec.confidence)
+}
+
+/// 409 unless `agent` may bid on `task`: not registered as inactive, and with every
+/// capability the task needs.
+fn check_bidder(branch: &dyn WorkBranch, task: &Task, agent: &str) -> Result<(), Rejection> {
+    let registered = branch.agent(agent);
     if registered.as_ref().is_some_and(|info| !info.active) {
         return Err(conflict(
             Code::AgentNotActive,
-            format!("agent '{}' is not active", spec.agent),
+            format!("agent '{agent}' is not active"),
         )
-        .with("agent", spec.agent.as_str()));
+        .with("agent", agent));
     }
     let capabilities = registered.map(|info| info.capabilities).unwrap_or_default();
     let missing: Vec<&String> = task
@@ -108,27 +131,14 @@ pub(crate) fn decide_bid(
         .filter(|capability| !capabilities.contains(*capability))
         .collect();
     if !missing.is_empty() {
+        let id = &task.id;
         return Err(conflict(
             Code::MissingCapabilities,
-            format!(
-                "agent '{}' lacks capabilities {missing:?} that task '{id}' needs",
-                spec.agent
-            ),
+            format!("agent '{agent}' lacks capabilities {missing:?} that task '{id}' needs"),
         )
         .with("missing", json!(missing)));
     }
-    Ok(vec![draft(
-        "task.bid_placed",
-        id,
-        BidData {
-            task: id.to_owned(),
-            agent: spec.agent.clone(),
-            price: spec.price,
-            estimated_ms: spec.estimated_ms,
-            confidence: spec.confidence,
-            score: bid_score(spec.price, spec.estimated_ms, spec.confidence),
-        },
-    )])
+    Ok(())
 }
 
 /// An auction's deadline: award the best valid bid or close without a winner.

@@ -29,10 +29,23 @@ pub(crate) fn decide_create(
     specs: &[TaskSpec],
 ) -> Result<Vec<EventDraft>, Rejection> {
     let tasks = &branch.work().tasks;
+    let explicit = check_batch(specs)?;
+    let (new_tasks, new_index) = new_definitions(tasks, specs, &explicit)?;
+    check_dependencies_known(tasks, specs, &new_tasks, &new_index)?;
+    let order = topological_order(&new_tasks, &new_index)?;
+    let doomed = doomed_by_dependencies(tasks, &new_tasks, &new_index, &order);
+    Ok(creation_drafts(&new_tasks, &order, &doomed))
+}
+
+/// The tasks a create makes, in request order, and each one's position by id.
+type NewTasks = (Vec<(String, TaskDefinition)>, BTreeMap<String, usize>);
+
+/// Checks a create's size (bounded like a batch, since each task is an event) and its
+/// explicit ids (valid, none twice); returns those ids.
+fn check_batch(specs: &[TaskSpec]) -> Result<BTreeSet<&str>, Rejection> {
     if specs.is_empty() {
         return Err(invalid("tasks", "a create needs at least one task"));
     }
-    // Each task is an event, so a create is bounded like a batch.
     let most = crate::limits::current().batch_events_max;
     if specs.len() > most {
         return Err(invalid(
@@ -53,7 +66,17 @@ pub(crate) fn decide_create(
             }
         }
     }
-    // Ids and definitions; tasks that already exist with the same body are left out.
+    Ok(explicit)
+}
+
+/// Ids and normalized definitions of the tasks to create; tasks that already exist with
+/// the same body are left out, and an existing id with another body is 409.
+fn new_definitions(
+    tasks: &Tasks,
+    specs: &[TaskSpec],
+    explicit: &BTreeSet<&str>,
+) -> Result<NewTasks, Rejection> {
+    let batch = specs.len() > 1;
     let mut new_tasks: Vec<(String, TaskDefinition)> = Vec::new();
     let mut new_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut generated = 0;
@@ -80,7 +103,17 @@ pub(crate) fn decide_create(
         new_index.insert(id.clone(), new_tasks.len());
         new_tasks.push((id, definition));
     }
-    // Every dependency exists already or is created by this batch.
+    Ok((new_tasks, new_index))
+}
+
+/// 422 unless every dependency exists already or is created by this batch.
+fn check_dependencies_known(
+    tasks: &Tasks,
+    specs: &[TaskSpec],
+    new_tasks: &[(String, TaskDefinition)],
+    new_index: &BTreeMap<String, usize>,
+) -> Result<(), Rejection> {
+    let batch = specs.len() > 1;
     for (position, (id, definition)) in new_tasks.iter().enumerate() {
         let unknown: Vec<&String> = definition
             .depends_on
@@ -101,10 +134,19 @@ pub(crate) fn decide_create(
             .with("unknown", json!(unknown)));
         }
     }
-    let order = topological_order(&new_tasks, &new_index)?;
-    // Tasks with a failed or cancelled dependency are created and cancelled at once.
+    Ok(())
+}
+
+/// The new tasks (by position) that a failed or cancelled dependency dooms: they are
+/// created and cancelled at once, with the dependency and the reason.
+fn doomed_by_dependencies(
+    tasks: &Tasks,
+    new_tasks: &[(String, TaskDefinition)],
+    new_index: &BTreeMap<String, usize>,
+    order: &[usize],
+) -> BTreeMap<usize, (String, &'static str)> {
     let mut doomed: BTreeMap<usize, (String, &'static str)> = BTreeMap::new();
-    for &position in &order {
+    for &position in order {
         let (_, definition) = &new_tasks[position];
         for dependency in &definition.depends_on {
             let reason = match new_index.get(dependency) {
@@ -121,6 +163,16 @@ pub(crate) fn decide_create(
             }
         }
     }
+    doomed
+}
+
+/// One `task.created` per new task in dependency order, then the `task.cancelled` of the
+/// doomed ones in the same order.
+fn creation_drafts(
+    new_tasks: &[(String, TaskDefinition)],
+    order: &[usize],
+    doomed: &BTreeMap<usize, (String, &'static str)>,
+) -> Vec<EventDraft> {
     let mut drafts: Vec<EventDraft> = order
         .iter()
         .map(|&position| {
@@ -135,7 +187,7 @@ pub(crate) fn decide_create(
             )
         })
         .collect();
-    for &position in &order {
+    for &position in order {
         if let Some((dependency, reason)) = doomed.get(&position) {
             let id = &new_tasks[position].0;
             drafts.push(draft(
@@ -149,7 +201,7 @@ pub(crate) fn decide_create(
             ));
         }
     }
-    Ok(drafts)
+    drafts
 }
 
 /// The positions of `new_tasks` ordered so that every task comes after its dependencies
@@ -310,8 +362,30 @@ pub(crate) fn decide_assign(
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let task = find(branch, id)?;
-    let tasks = &branch.work().tasks;
-    let (agent, strategy) = match (&spec.agent, &spec.strategy) {
+    let (agent, strategy) = assignee_or_strategy(branch, spec)?;
+    if task.status != TaskStatus::Pending {
+        return Err(invalid_status(task, "assigned"));
+    }
+    if task.auction_open() {
+        return Err(auction_open(task));
+    }
+    let agent = match strategy {
+        None => agent,
+        Some(strategy) => pick_assignee(branch, task, strategy)?,
+    };
+    let mut assigned = claim_draft("task.assigned", task, &agent, now_ms);
+    if let Some(strategy) = strategy {
+        assigned.data["strategy"] = json!(strategy);
+    }
+    Ok(vec![assigned])
+}
+
+/// The named agent of an assign (valid and not inactive), or its strategy: exactly one.
+fn assignee_or_strategy(
+    branch: &dyn WorkBranch,
+    spec: &AssignSpec,
+) -> Result<(String, Option<AssignStrategy>), Rejection> {
+    match (&spec.agent, &spec.strategy) {
         (Some(agent), None) => {
             check_id("agent", agent)?;
             if branch.agent(agent).is_some_and(|info| !info.active) {
@@ -321,7 +395,7 @@ pub(crate) fn decide_assign(
                 )
                 .with("agent", agent.as_str()));
             }
-            (agent.clone(), None)
+            Ok((agent.clone(), None))
         }
         (None, Some(name)) => {
             let strategy = AssignStrategy::parse(name).ok_or_else(|| {
@@ -332,64 +406,54 @@ pub(crate) fn decide_assign(
                     ),
                 )
             })?;
-            (String::new(), Some(strategy))
+            Ok((String::new(), Some(strategy)))
         }
-        _ => return Err(invalid("agent", "give exactly one of agent and strategy")),
-    };
-    if task.status != TaskStatus::Pending {
-        return Err(invalid_status(task, "assigned"));
+        _ => Err(invalid("agent", "give exactly one of agent and strategy")),
     }
-    if task.auction_open() {
-        return Err(auction_open(task));
-    }
-    let agent = match strategy {
-        None => agent,
-        Some(strategy) => {
-            let required = &task.definition.capabilities;
-            let candidates: Vec<AgentInfo> = branch
-                .active_agents()
-                .into_iter()
-                .filter(|info| {
-                    required
-                        .iter()
-                        .all(|capability| info.capabilities.contains(capability))
-                })
-                .collect();
-            let chosen = match strategy {
-                AssignStrategy::RoundRobin => {
-                    let after = tasks.round_robin_last.as_deref().unwrap_or("");
-                    candidates
-                        .iter()
-                        .find(|info| info.id.as_str() > after)
-                        .or(candidates.first())
-                }
-                AssignStrategy::LeastLoaded => candidates
-                    .iter()
-                    .min_by_key(|info| (tasks.load_of(&info.id), &info.id)),
-                AssignStrategy::Capability => candidates.iter().min_by_key(|info| {
-                    (info.capabilities.len(), tasks.load_of(&info.id), &info.id)
-                }),
-            };
-            match chosen {
-                Some(info) => info.id.clone(),
-                None => {
-                    return Err(conflict(
-                        Code::NoEligibleAgent,
-                        format!(
-                        "no active agent has the capabilities {required:?} that task '{id}' needs"
-                    ),
-                    )
-                    .with("task", id)
-                    .with("strategy", strategy.as_str()))
-                }
-            }
+}
+
+/// The active agent `strategy` picks among those with every capability `task` needs, or
+/// 409 `no_eligible_agent`.
+fn pick_assignee(
+    branch: &dyn WorkBranch,
+    task: &Task,
+    strategy: AssignStrategy,
+) -> Result<String, Rejection> {
+    let tasks = &branch.work().tasks;
+    let required = &task.definition.capabilities;
+    let candidates: Vec<AgentInfo> = branch
+        .active_agents()
+        .into_iter()
+        .filter(|info| {
+            required
+                .iter()
+                .all(|capability| info.capabilities.contains(capability))
+        })
+        .collect();
+    let chosen = match strategy {
+        AssignStrategy::RoundRobin => {
+            let after = tasks.round_robin_last.as_deref().unwrap_or("");
+            candidates
+                .iter()
+                .find(|info| info.id.as_str() > after)
+                .or(candidates.first())
         }
+        AssignStrategy::LeastLoaded => candidates
+            .iter()
+            .min_by_key(|info| (tasks.load_of(&info.id), &info.id)),
+        AssignStrategy::Capability => candidates
+            .iter()
+            .min_by_key(|info| (info.capabilities.len(), tasks.load_of(&info.id), &info.id)),
     };
-    let mut assigned = claim_draft("task.assigned", task, &agent, now_ms);
-    if let Some(strategy) = strategy {
-        assigned.data["strategy"] = json!(strategy);
-    }
-    Ok(vec![assigned])
+    let id = &task.id;
+    chosen.map(|info| info.id.clone()).ok_or_else(|| {
+        conflict(
+            Code::NoEligibleAgent,
+            format!("no active agent has the capabilities {required:?} that task '{id}' needs"),
+        )
+        .with("task", id.as_str())
+        .with("strategy", strategy.as_str())
+    })
 }
 
 pub(super) fn auction_open(task: &Task) -> Rejection {

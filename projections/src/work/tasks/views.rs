@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::model::{Task, TaskStatus, Tasks};
+use super::model::{Auction, Task, TaskStatus, Tasks};
 use crate::work::format_instant;
 
 /// Filters of `GET /v1/tasks`.
@@ -22,8 +22,20 @@ pub struct TaskFilter {
 impl Task {
     /// The task as the HTTP API shows it.
     pub fn view(&self) -> Value {
-        let definition = &self.definition;
         let mut out = Map::new();
+        self.insert_definition(&mut out);
+        self.insert_attempt(&mut out);
+        if let Some(auction) = &self.auction {
+            out.insert("auction".into(), auction_view(auction));
+        }
+        self.insert_times_and_history(&mut out);
+        Value::Object(out)
+    }
+
+    /// The id, status and what was created: type, title, priority, dependencies,
+    /// capabilities, parameters, lease, attempts and the approval gate.
+    fn insert_definition(&self, out: &mut Map<String, Value>) {
+        let definition = &self.definition;
         out.insert("id".into(), json!(self.id));
         out.insert("type".into(), json!(definition.task_type));
         if let Some(title) = &definition.title {
@@ -45,6 +57,10 @@ impl Task {
         if definition.requires_approval {
             out.insert("approved".into(), json!(self.approved));
         }
+    }
+
+    /// The session and the current or last attempt: its agent, lease, progress and end.
+    fn insert_attempt(&self, out: &mut Map<String, Value>) {
         if let Some(session) = &self.session {
             out.insert("session".into(), json!(session));
         }
@@ -67,24 +83,10 @@ impl Task {
         if let Some(reason) = &self.cancel_reason {
             out.insert("cancel_reason".into(), json!(reason));
         }
-        if let Some(auction) = &self.auction {
-            let bids: Vec<Value> = auction
-                .bids
-                .values()
-                .map(|bid| {
-                    json!({"agent": bid.agent, "price": bid.price, "estimated_ms": bid.estimated_ms,
-                           "confidence": bid.confidence, "score": bid.score, "seq": bid.seq})
-                })
-                .collect();
-            let mut view = json!({
-                "status": auction.status, "deadline_at": format_instant(auction.deadline_at_ms),
-                "min_confidence": auction.min_confidence, "bids": bids,
-            });
-            if let Some(winner) = &auction.winner {
-                view["winner"] = json!(winner);
-            }
-            out.insert("auction".into(), view);
-        }
+    }
+
+    /// When it was created, claimed and finished, its dependents and its history.
+    fn insert_times_and_history(&self, out: &mut Map<String, Value>) {
         out.insert(
             "created_at".into(),
             json!(format_instant(self.created_at_ms)),
@@ -104,8 +106,27 @@ impl Task {
             })
             .collect();
         out.insert("history".into(), Value::Array(history));
-        Value::Object(out)
     }
+}
+
+/// An auction as the task view shows it: status, deadline, bids and winner.
+fn auction_view(auction: &Auction) -> Value {
+    let bids: Vec<Value> = auction
+        .bids
+        .values()
+        .map(|bid| {
+            json!({"agent": bid.agent, "price": bid.price, "estimated_ms": bid.estimated_ms,
+                   "confidence": bid.confidence, "score": bid.score, "seq": bid.seq})
+        })
+        .collect();
+    let mut view = json!({
+        "status": auction.status, "deadline_at": format_instant(auction.deadline_at_ms),
+        "min_confidence": auction.min_confidence, "bids": bids,
+    });
+    if let Some(winner) = &auction.winner {
+        view["winner"] = json!(winner);
+    }
+    view
 }
 
 impl Tasks {
