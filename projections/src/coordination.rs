@@ -1,21 +1,27 @@
-//! Coordination primitives (issue 3, SPEC §3): state cells, kv, locks, agents and branches.
+//! Coordination primitives (issue 3, SPEC §3): state cells, kv, locks and agents, as the
+//! [`Coordination`] part of one branch's state.
 //!
-//! The engine drives this module through a few pure entry points:
-//! - [`decide`] turns a [`CoordinationCommand`] into event drafts or a [`Rejection`];
-//! - [`apply`] folds this domain's committed events into a [`BranchState`] (called by
-//!   [`State::apply`]);
+//! This module knows only its own part: it never reads the work part nor the other
+//! branches, so it imports neither `work` nor `state`. What an agent's departure does to
+//! other domains (its claimed tasks go back to pending) is added by [`crate::effects`];
+//! what spans branches (a branch must exist, a kill on `main` counts everywhere, forks) by
+//! [`crate::rules`]. The rules of this part:
+//! - [`decide_in_branch`] turns a [`CoordinationCommand`] into event drafts or a [`Rejection`];
+//! - [`apply`] folds this domain's committed events into a [`Coordination`] (called by
+//!   [`crate::State::apply`]);
 //! - [`check_fence`] and [`check_actor_allowed`] guard every write;
-//! - [`next_deadline`], [`due`] and [`restart_leases`] are the timers: time passing is
-//!   turned into `lock.expired` and `agent.expired` events by the engine, never by `apply`;
+//! - [`next_deadline`], [`due_in_branch`] and [`restart_leases`] are the timers: time
+//!   passing is turned into `lock.expired` and `agent.expired` events by the engine, never
+//!   by `apply`;
 //! - [`agents::heartbeat`] extends a lease in memory only (heartbeats are not logged);
 //! - [`WaitForGraph`] is the engine's book of parked lock requests, used to refuse the
-//!   request that would close a cycle;
-//! - [`branches`] holds the fork mechanics and the replay helpers.
+//!   request that would close a cycle, and to serve waiters first come, first served.
 //!
-//! Each primitive lives in its own submodule; this module only holds what they share.
+//! The functions the engine calls with a whole branch take `impl AsRef<Coordination>`,
+//! which [`crate::BranchState`] implements. Each primitive lives in its own submodule;
+//! this module only holds what they share.
 
 pub mod agents;
-pub mod branches;
 pub mod cells;
 pub mod locks;
 pub mod wait_for;
@@ -23,7 +29,7 @@ pub mod wait_for;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use crate::rejection::{check_id, Code};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,10 +38,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::envelope::{Envelope, EventDraft, SYSTEM_ACTOR};
-use crate::state::{BranchState, Rejection, State};
+use crate::rejection::Rejection;
 
 pub use agents::{Agent, AgentStatus};
-pub use branches::{BranchOrigin, ForkPoint, Replayer};
 pub use cells::{Cell, KvEntry};
 pub use locks::{Hold, Lock, LockMode};
 pub use wait_for::{DeadlockCycle, WaitEdge, WaitForGraph, WaiterId};
@@ -72,6 +77,16 @@ pub mod event_types {
 
 pub use crate::limits::{TTL_MS_MAX, TTL_MS_MIN};
 
+// Kept at their old paths for the server, which calls them as `coordination::...`: they
+// span branches or domains, so they live above this module.
+pub use crate::branches;
+pub use crate::branches::Replayer;
+pub use crate::rules::{
+    decide_coordination as decide, due_all, due_coordination as due, next_deadline_all,
+    restart_all_leases,
+};
+pub use crate::state::{BranchOrigin, ForkPoint};
+
 /// The most resources one acquire may name. Each resource costs at most two events
 /// (an expiry of a stale holder and the grant), so 100 resources stay far below the
 /// 1,000-event batch limit.
@@ -88,6 +103,18 @@ pub struct Coordination {
     pub locks: BTreeMap<String, Lock>,
     /// Every agent ever registered on this branch, by id.
     pub agents: BTreeMap<String, Agent>,
+}
+
+impl AsRef<Coordination> for Coordination {
+    fn as_ref(&self) -> &Coordination {
+        self
+    }
+}
+
+impl AsMut<Coordination> for Coordination {
+    fn as_mut(&mut self) -> &mut Coordination {
+        self
+    }
 }
 
 /// A write of this domain, as the server parsed it from a request.
@@ -198,61 +225,51 @@ pub enum CoordinationCommand {
     },
 }
 
-/// Decides `command` against the state of `branch` at `now_ms`: the events to append, or
-/// why nothing may be appended. An empty list is a no-op the server answers with 200
-/// (`init` of an existing cell, killing an agent twice, deregistering twice).
+/// Decides `command` against one branch's coordination part at `now_ms`: the events to
+/// append, or why nothing may be appended. An empty list is a no-op the server answers
+/// with 200 (`init` of an existing cell, killing an agent twice, deregistering twice).
 ///
-/// `branch` must exist (404 `branch_not_found`). [`CoordinationCommand::BranchCreate`]
-/// looks at the whole state; its event goes on `branch` like any other (the request's
-/// `?branch=`, usually `main`), while its data names the parent.
-pub fn decide(
-    state: &State,
-    branch: &str,
+/// The events are this part's only: [`crate::rules::decide_coordination`] checks the
+/// branch and the lock owner's kill switch first, decides
+/// [`CoordinationCommand::BranchCreate`] itself, and adds what an agent's departure does
+/// to the work part.
+///
+/// # Panics
+/// On [`CoordinationCommand::BranchCreate`], which spans branches: only the rules above
+/// this module may route it, so reaching here is a programmer error.
+pub fn decide_in_branch(
+    branch: &Coordination,
     command: &CoordinationCommand,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
     use CoordinationCommand as C;
-    let branch_state = state.branch(branch).ok_or_else(|| {
-        Rejection::new(Code::BranchNotFound,
-            format!("branch '{branch}' does not exist"),
-        )
-        .with("branch", branch)
-    })?;
-    // The owner a lock command names is the agent that acts, whoever sends the request:
-    // a killed agent may not take, renew or release locks through a third party either.
-    if let C::LockAcquire { owner, .. }
-    | C::LockRenew { owner, .. }
-    | C::LockRelease { owner, .. } = command
-    {
-        check_named_agent_allowed(state, branch, owner)?;
-    }
     match command {
-        C::StateSet { key, value } => cells::decide_set(branch_state, key, value),
-        C::StateInit { key, value } => cells::decide_init(branch_state, key, value),
+        C::StateSet { key, value } => cells::decide_set(branch, key, value),
+        C::StateInit { key, value } => cells::decide_init(branch, key, value),
         C::StateCas {
             key,
             expected_version,
             value,
-        } => cells::decide_cas(branch_state, key, *expected_version, value),
+        } => cells::decide_cas(branch, key, *expected_version, value),
         C::KvPut { key, value } => cells::decide_kv_put(key, value),
-        C::KvDelete { key } => cells::decide_kv_delete(branch_state, key),
+        C::KvDelete { key } => cells::decide_kv_delete(branch, key),
         C::LockAcquire {
             resources,
             owner,
             ttl_ms,
             mode,
-        } => locks::decide_acquire(branch_state, resources, owner, *ttl_ms, *mode, now_ms),
+        } => locks::decide_acquire(branch, resources, owner, *ttl_ms, *mode, now_ms),
         C::LockRenew {
             resource,
             owner,
             token,
             ttl_ms,
-        } => locks::decide_renew(branch_state, resource, owner, *token, *ttl_ms, now_ms),
+        } => locks::decide_renew(branch, resource, owner, *token, *ttl_ms, now_ms),
         C::LockRelease {
             resource,
             owner,
             token,
-        } => locks::decide_release(branch_state, resource, owner, *token, now_ms),
+        } => locks::decide_release(branch, resource, owner, *token, now_ms),
         C::AgentRegister {
             id,
             agent_type,
@@ -261,7 +278,7 @@ pub fn decide(
             meta,
             by_admin,
         } => agents::decide_register(
-            branch_state,
+            branch,
             &agents::Registration {
                 id,
                 agent_type,
@@ -272,19 +289,46 @@ pub fn decide(
             },
             now_ms,
         ),
-        C::AgentKill { id } => agents::decide_kill(branch_state, id),
-        C::AgentDeregister { id } => agents::decide_deregister(branch_state, id),
-        C::BranchCreate { name, from, at } => branches::decide_create(state, name, from, *at),
+        C::AgentKill { id } => agents::decide_kill(branch, id),
+        C::AgentDeregister { id } => agents::decide_deregister(branch, id),
+        C::BranchCreate { .. } => {
+            unreachable!("branch.created spans branches; crate::rules decides it")
+        }
     }
 }
 
-/// Folds a reserved event of this domain into `branch`; returns false if the type is not
-/// one of this domain's, or if its data does not have the shape this domain writes (the
-/// state then counts it as unknown instead of guessing). `branch.created` is folded by
-/// [`State::apply`] itself, since it touches two branches.
-pub fn apply(branch: &mut BranchState, event: &Envelope, data: &Value) -> bool {
+/// The lock owner a command names: the agent that acts, whoever sends the request.
+pub fn named_owner(command: &CoordinationCommand) -> Option<&str> {
+    use CoordinationCommand as C;
+    match command {
+        C::LockAcquire { owner, .. } | C::LockRenew { owner, .. } | C::LockRelease { owner, .. } => {
+            Some(owner)
+        }
+        _ => None,
+    }
+}
+
+/// The agent that leaves, and why, if `draft` is one of the events that end an agent's
+/// stay (`agent.expired`, `agent.killed`, `agent.deregistered`). The reason is the one
+/// this domain writes on the locks it frees, so that other domains can free what the
+/// agent held with the same reason.
+pub fn departure(draft: &EventDraft) -> Option<(&str, &'static str)> {
+    let reason = match draft.event_type.as_str() {
+        event_types::AGENT_EXPIRED => "agent_expired",
+        event_types::AGENT_KILLED => "agent_killed",
+        event_types::AGENT_DEREGISTERED => "agent_deregistered",
+        _ => return None,
+    };
+    let id = draft.data.get("id").and_then(Value::as_str)?;
+    Some((id, reason))
+}
+
+/// Folds a reserved event of this domain into `coordination`; returns false if the type is
+/// not one of this domain's, or if its data does not have the shape this domain writes
+/// (the state then counts it as unknown instead of guessing). `branch.created` is folded
+/// by [`crate::State::apply`] itself, since it touches two branches.
+pub fn apply(coordination: &mut Coordination, event: &Envelope, data: &Value) -> bool {
     use event_types as T;
-    let coordination = &mut branch.coordination;
     match event.event_type.as_str() {
         T::STATE_SET => cells::apply_state_set(coordination, event, data),
         T::KV_PUT => cells::apply_kv_put(coordination, event, data),
@@ -308,50 +352,42 @@ pub fn apply(branch: &mut BranchState, event: &Envelope, data: &Value) -> bool {
 /// is held right now with fencing token `token`. The server calls it before deciding any
 /// write that carries a fence.
 pub fn check_fence(
-    branch: &BranchState,
+    branch: &impl AsRef<Coordination>,
     resource: &str,
     token: u64,
     now_ms: i64,
 ) -> Result<(), Rejection> {
-    locks::check_fence(branch, resource, token, now_ms)
+    locks::check_fence(branch.as_ref(), resource, token, now_ms)
 }
 
 /// 403 `agent_killed` if `actor` is an agent killed on this branch. The server calls it
 /// for every write with the acting agent (the token's agent, or the owner/agent/from the
 /// body names), except [`CoordinationCommand::AgentRegister`], which checks it itself
 /// because an admin may register a killed agent again.
-pub fn check_actor_allowed(branch: &BranchState, actor: &str) -> Result<(), Rejection> {
-    agents::check_actor_allowed(branch, actor)
-}
-
-/// 403 `agent_killed` if `agent`, named by a command as the one who acts (a lock's owner),
-/// is killed on `branch` or on `main` (a kill on main stops the agent everywhere).
-fn check_named_agent_allowed(state: &State, branch: &str, agent: &str) -> Result<(), Rejection> {
-    for name in [branch, crate::MAIN_BRANCH] {
-        if let Some(branch_state) = state.branch(name) {
-            agents::check_actor_allowed(branch_state, agent)?;
-        }
-    }
-    Ok(())
+pub fn check_actor_allowed(
+    branch: &impl AsRef<Coordination>,
+    actor: &str,
+) -> Result<(), Rejection> {
+    agents::check_actor_allowed(branch.as_ref(), actor)
 }
 
 /// With `serve --lock-order`: 409 `lock_order_violation` if `owner` asks for a resource
 /// that sorts (bytewise) before one it already holds. The server calls it before
 /// deciding a [`CoordinationCommand::LockAcquire`].
 pub fn check_lock_order(
-    branch: &BranchState,
+    branch: &impl AsRef<Coordination>,
     owner: &str,
     resources: &[String],
     now_ms: i64,
 ) -> Result<(), Rejection> {
-    locks::check_lock_order(branch, owner, resources, now_ms)
+    locks::check_lock_order(branch.as_ref(), owner, resources, now_ms)
 }
 
 /// The earliest time at which [`due`] has something to do on this branch: the first lock
 /// TTL or agent lease to run out. It may be in the past (the engine then fires at once).
 /// Heartbeats move it, so the engine asks again after each one.
-pub fn next_deadline(branch: &BranchState) -> Option<i64> {
-    let coordination = &branch.coordination;
+pub fn next_deadline(branch: &impl AsRef<Coordination>) -> Option<i64> {
+    let coordination = branch.as_ref();
     let holds = coordination
         .locks
         .values()
@@ -364,15 +400,16 @@ pub fn next_deadline(branch: &BranchState) -> Option<i64> {
     holds.chain(leases).min()
 }
 
-/// The timer events due on this branch at `now_ms`, all with actor `system`, in a fixed
-/// order: first `lock.expired` (reason `ttl`) for every holder whose TTL passed, then for
-/// every agent whose lease passed `agent.expired` followed by its clean-up: `lock.expired`
-/// (reason `agent_expired`) for the locks it still holds and the requeue of its claimed
-/// tasks. The engine stamps and applies them in this order.
-pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
+/// The timer events of this part due on this branch at `now_ms`, all with actor `system`,
+/// in a fixed order: first `lock.expired` (reason `ttl`) for every holder whose TTL
+/// passed, then for every agent whose lease passed `agent.expired` followed by
+/// `lock.expired` (reason `agent_expired`) for the locks it still holds.
+/// [`crate::rules::due_coordination`] adds, after each agent's events, the requeue of its
+/// claimed tasks.
+pub fn due_in_branch(branch: &Coordination, now_ms: i64) -> Vec<EventDraft> {
     let mut drafts = Vec::new();
     let mut ended: BTreeSet<(String, String)> = BTreeSet::new();
-    for (resource, lock) in &branch.coordination.locks {
+    for (resource, lock) in &branch.locks {
         for (owner, hold) in &lock.holders {
             if !hold.is_live(now_ms) {
                 drafts.push(locks::ended_draft(
@@ -386,7 +423,7 @@ pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
             }
         }
     }
-    for agent in branch.coordination.agents.values() {
+    for agent in branch.agents.values() {
         let lease_over = agent
             .lease_expires_at_ms
             .is_some_and(|lease| lease <= now_ms);
@@ -398,7 +435,7 @@ pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
             agents::stream(&agent.id),
             serde_json::json!({"id": agent.id, "reason": "lease"}),
         ));
-        drafts.extend(agent_cleanup(
+        drafts.extend(agent_locks_freed(
             branch,
             &agent.id,
             event_types::LOCK_EXPIRED,
@@ -414,18 +451,18 @@ pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
     drafts
 }
 
-/// What an agent leaving (expired, killed, deregistered) sets free: one lock event of
-/// `lock_event_type` with `reason` per lock it holds (except those in `already_ended`),
-/// then its claimed tasks back to pending.
-fn agent_cleanup(
-    branch: &BranchState,
+/// What an agent leaving (expired, killed, deregistered) sets free in this part: one lock
+/// event of `lock_event_type` with `reason` per lock it holds (except those in
+/// `already_ended`). Its claimed tasks are [`crate::effects`]' business.
+fn agent_locks_freed(
+    branch: &Coordination,
     id: &str,
     lock_event_type: &str,
     reason: &str,
     already_ended: &BTreeSet<(String, String)>,
 ) -> Vec<EventDraft> {
     let mut drafts = Vec::new();
-    for (resource, lock) in &branch.coordination.locks {
+    for (resource, lock) in &branch.locks {
         let Some(hold) = lock.holders.get(id) else {
             continue;
         };
@@ -440,48 +477,25 @@ fn agent_cleanup(
             reason,
         ));
     }
-    drafts.extend(crate::work::requeue_claims_of(branch, id, reason));
     drafts
 }
 
 /// After a restart, every lock and agent lease gets its full TTL again from `now_ms`
 /// (holders could not renew while the server was down). The engine calls it once after
 /// recovery, for every branch; it writes no event, like a heartbeat.
-pub fn restart_leases(branch: &mut BranchState, now_ms: i64) {
-    for lock in branch.coordination.locks.values_mut() {
+pub fn restart_leases(branch: &mut impl AsMut<Coordination>, now_ms: i64) {
+    let coordination = branch.as_mut();
+    for lock in coordination.locks.values_mut() {
         for hold in lock.holders.values_mut() {
             hold.expires_at_ms = now_ms + ttl_as_ms(hold.ttl_ms);
         }
     }
-    for agent in branch.coordination.agents.values_mut() {
+    for agent in coordination.agents.values_mut() {
         if agent.status == AgentStatus::Active {
             if let Some(ttl_ms) = agent.ttl_ms {
                 agent.lease_expires_at_ms = Some(now_ms + ttl_as_ms(ttl_ms));
             }
         }
-    }
-}
-
-/// [`next_deadline`] over every branch.
-pub fn next_deadline_all(state: &State) -> Option<i64> {
-    state.branches.values().filter_map(next_deadline).min()
-}
-
-/// [`due`] over every branch: `(branch name, drafts)` for each branch with something due,
-/// in branch-name order.
-pub fn due_all(state: &State, now_ms: i64) -> Vec<(String, Vec<EventDraft>)> {
-    state
-        .branches
-        .iter()
-        .map(|(name, branch)| (name.clone(), due(branch, now_ms)))
-        .filter(|(_, drafts)| !drafts.is_empty())
-        .collect()
-}
-
-/// [`restart_leases`] over every branch.
-pub fn restart_all_leases(state: &mut State, now_ms: i64) {
-    for branch in state.branches.values_mut() {
-        restart_leases(branch, now_ms);
     }
 }
 

@@ -6,11 +6,14 @@
 //! replaying the same events always yields the same state.
 #![deny(missing_docs)]
 
+pub mod branches;
 pub mod catalog;
 pub mod coordination;
+pub mod effects;
 pub mod envelope;
 pub mod limits;
 pub mod rejection;
+pub mod rules;
 pub mod state;
 pub mod time;
 pub mod work;

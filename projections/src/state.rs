@@ -5,14 +5,19 @@
 //! are the same by construction.
 //!
 //! State is kept per branch. Every domain (cells, locks, tasks, ...) owns its part of a
-//! [`BranchState`] in its own module; this module only routes.
+//! [`BranchState`] in its own module, and those modules see only their part: this module
+//! sits above them, routes each event to its domain, and folds `branch.created` itself
+//! since it touches two branches. Deciding across domains and branches is
+//! [`crate::rules`]'.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::coordination::{self, Coordination};
 use crate::envelope::{Envelope, EventDraft};
+use crate::work::{self, Work};
 
 /// The default branch.
 pub const MAIN_BRANCH: &str = "main";
@@ -25,9 +30,21 @@ pub struct BranchState {
     /// Number of events per stream (the stream's version).
     pub streams: HashMap<String, u64>,
     /// State cells, kv, locks and agents (issue 3).
-    pub coordination: crate::coordination::Coordination,
+    pub coordination: Coordination,
     /// Tasks, blackboard, proposals, messages and sessions (issue 4).
-    pub work: crate::work::Work,
+    pub work: Work,
+}
+
+impl AsRef<Coordination> for BranchState {
+    fn as_ref(&self) -> &Coordination {
+        &self.coordination
+    }
+}
+
+impl AsMut<Coordination> for BranchState {
+    fn as_mut(&mut self) -> &mut Coordination {
+        &mut self.coordination
+    }
 }
 
 impl BranchState {
@@ -50,7 +67,7 @@ pub struct State {
     pub branches: BTreeMap<String, BranchState>,
     /// Where each branch but `main` came from.
     #[serde(default)]
-    pub branch_origins: BTreeMap<String, crate::coordination::BranchOrigin>,
+    pub branch_origins: BTreeMap<String, BranchOrigin>,
     /// Events of unknown reserved types that were skipped (a newer writer's events).
     pub unknown_events: u64,
 }
@@ -87,7 +104,7 @@ impl State {
 
     /// Folds one committed event into the state.
     ///
-    /// A `branch.created` makes its branch (see [`crate::coordination::branches`]): as a
+    /// A `branch.created` makes its branch (see [`crate::branches`]): as a
     /// copy of the parent if it forks at the head, else empty until the caller hands the
     /// parent's older state to [`State::fork_branch`].
     ///
@@ -100,8 +117,8 @@ impl State {
         self.head = event.seq;
         self.head_hash = event.hash;
         // Forking copies the parent before this event counts in any stream.
-        let branch_created = (event.event_type == crate::coordination::event_types::BRANCH_CREATED)
-            .then(|| crate::coordination::branches::apply_created(self, event));
+        let branch_created = (event.event_type == coordination::event_types::BRANCH_CREATED)
+            .then(|| self.apply_created(event));
         let branch = self.branches.get_mut(&event.branch).unwrap_or_else(|| {
             panic!(
                 "event seq {} is on branch '{}', which does not exist",
@@ -119,11 +136,98 @@ impl State {
             return;
         }
         let data = event.data_value();
-        let known = crate::coordination::apply(branch, event, &data)
-            || crate::work::apply(branch, event, &data);
+        let known = coordination::apply(&mut branch.coordination, event, &data)
+            || work::apply(&mut branch.work, event, &data);
         if !known {
             self.unknown_events += 1;
         }
+    }
+
+    /// Folds a `branch.created`: registers the branch, as a copy of its parent's current
+    /// state if it forks at the head, else empty until [`State::fork_branch`] fills it.
+    /// Returns false (the event is then counted as unknown) if the data is malformed, the
+    /// name is taken or the parent does not exist, none of which
+    /// [`crate::branches::decide_create`] lets through.
+    fn apply_created(&mut self, event: &Envelope) -> bool {
+        let Some(point) = ForkPoint::from_event(event) else {
+            return false;
+        };
+        if self.branches.contains_key(&point.name) {
+            return false;
+        }
+        let Some(parent) = self.branches.get(&point.from) else {
+            return false;
+        };
+        let fork = if point.needs_parent_state() {
+            BranchState::default()
+        } else {
+            parent.clone()
+        };
+        self.branches.insert(point.name.clone(), fork);
+        self.branch_origins.insert(
+            point.name,
+            BranchOrigin {
+                from: point.from,
+                at: point.at,
+                created_seq: point.created_seq,
+            },
+        );
+        true
+    }
+}
+
+/// Where a branch came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchOrigin {
+    /// The parent branch.
+    pub from: String,
+    /// The seq of the parent's state the branch started from.
+    pub at: u64,
+    /// The seq of the `branch.created` event.
+    pub created_seq: u64,
+}
+
+/// A `branch.created` event as a replay needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkPoint {
+    /// The new branch.
+    pub name: String,
+    /// Its parent.
+    pub from: String,
+    /// The seq of the parent's state it starts from.
+    pub at: u64,
+    /// The seq of the `branch.created` event.
+    pub created_seq: u64,
+}
+
+/// The data of `branch.created`.
+#[derive(Deserialize)]
+struct CreatedData {
+    name: String,
+    from: String,
+    at: u64,
+}
+
+impl ForkPoint {
+    /// The fork point of a `branch.created` event; `None` for any other event.
+    pub fn from_event(event: &Envelope) -> Option<ForkPoint> {
+        if event.event_type != coordination::event_types::BRANCH_CREATED {
+            return None;
+        }
+        let data = CreatedData::deserialize(&event.data_value()).ok()?;
+        Some(ForkPoint {
+            name: data.name,
+            from: data.from,
+            at: data.at,
+            created_seq: event.seq,
+        })
+    }
+
+    /// Whether the fork is older than the event that created it, so that applying the
+    /// event cannot take the parent's state from the current state: the caller must
+    /// provide it with [`State::fork_branch`].
+    pub fn needs_parent_state(&self) -> bool {
+        self.at + 1 < self.created_seq
     }
 }
 

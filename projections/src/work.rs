@@ -3,13 +3,18 @@
 //! their reports.
 //!
 //! Like every domain of this crate, it has two pure rules. [`decide`] checks a
-//! [`WorkCommand`] against a [`BranchState`] and returns the events that carry it out (or
-//! a [`Rejection`]); [`apply`] folds a committed event into the state. Time-driven
+//! [`WorkCommand`] against a branch and returns the events that carry it out (or a
+//! [`Rejection`]); [`apply`] folds a committed event into the [`Work`] part. Time-driven
 //! transitions (claim leases, auction and proposal deadlines) come from [`due`], which the
 //! engine calls when [`next_deadline`] has passed; agent clean-up comes from
-//! [`requeue_claims_of`]. Everything that decides reads only the state and the `now_ms`
-//! argument, and every event carries in its `data` whatever `apply` needs, so replaying
-//! the log rebuilds exactly the live state.
+//! [`requeue_claims_of`], which [`crate::effects`] calls when an agent leaves. Everything
+//! that decides reads only the state and the `now_ms` argument, and every event carries in
+//! its `data` whatever `apply` needs, so replaying the log rebuilds exactly the live state.
+//!
+//! This module never imports the coordination domain nor the branch state: a branch is
+//! seen through [`WorkBranch`] (this part, plus a read of the agents' registry), which
+//! [`crate::effects`] implements for [`crate::BranchState`]. So the server calls these
+//! functions with a `&BranchState` as before.
 //!
 //! Each part lives in its own submodule: [`tasks`], [`blackboard`], [`consensus`],
 //! [`messages`] and [`sessions`]. Read functions for the server are methods on [`Work`]
@@ -49,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 pub use blackboard::{
     Blackboard, EvidenceSpec, Finding, FindingCategory, FindingEvidence, FindingFilter,
@@ -90,6 +95,35 @@ pub struct Work {
     pub timers: BTreeSet<Timer>,
 }
 
+/// A branch as the work rules see it: their own part, and a read of the agents' registry
+/// (kept by the coordination domain, which this module does not import). Implemented for
+/// [`crate::BranchState`] by [`crate::effects`].
+pub trait WorkBranch {
+    /// The work part of the branch.
+    fn work(&self) -> &Work;
+    /// The work part of the branch, to change it.
+    fn work_mut(&mut self) -> &mut Work;
+    /// The registered agent `id` (any status), if any.
+    fn agent(&self, id: &str) -> Option<AgentInfo>;
+    /// The agents whose status is `active`, ordered by id. An agent whose lease ran out
+    /// stays active until its `agent.expired` is applied: the engine fires timers before
+    /// it decides, so that is never later than the rules need.
+    fn active_agents(&self) -> Vec<AgentInfo>;
+    /// 403 `agent_killed` if `agent` was killed on this branch.
+    fn check_actor_allowed(&self, agent: &str) -> Result<(), Rejection>;
+}
+
+/// What the work rules need to know about a registered agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentInfo {
+    /// The agent's id.
+    pub id: String,
+    /// Whether its status is `active`.
+    pub active: bool,
+    /// Its registered capabilities.
+    pub capabilities: BTreeSet<String>,
+}
+
 /// A deadline that [`due`] acts on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Timer {
@@ -114,6 +148,15 @@ pub enum TimerKind {
 }
 
 impl WorkCommand {
+    /// Whether an answer with no events means "nothing yet", so that a request with a
+    /// `wait_ms` may be parked and decided again after later commits, instead of answered
+    /// at once: true only for [`WorkCommand::TaskClaim`], whose empty answer means no task
+    /// is claimable right now (204 without waiting). Every other command's empty answer is
+    /// a repeat of what the state already holds, which waiting would not change.
+    pub fn waits_when_empty(&self) -> bool {
+        matches!(self, WorkCommand::TaskClaim(_))
+    }
+
     /// The agent a command acts for, when its body names one.
     pub fn named_agent(&self) -> Option<&str> {
         match self {
@@ -264,14 +307,14 @@ pub enum WorkCommand {
 ///
 /// The drafts leave `actor` unset (the request's actor) and must be applied in order.
 pub fn decide(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     command: &WorkCommand,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
     // The kill switch covers an agent named in a body, not just the one making the
     // request: a killed agent's claims, results, bids, votes and messages are refused.
     if let Some(agent) = command.named_agent() {
-        crate::coordination::check_actor_allowed(branch, agent)?;
+        branch.check_actor_allowed(agent)?;
     }
     match command {
         WorkCommand::TaskCreate { tasks } => tasks::decide_create(branch, tasks),
@@ -310,10 +353,9 @@ pub fn decide(
     }
 }
 
-/// Folds a reserved event of this domain into `branch`; returns false if the type is not
+/// Folds a reserved event of this domain into `work`; returns false if the type is not
 /// one of this domain's (the caller counts it as unknown).
-pub fn apply(branch: &mut BranchState, event: &Envelope, data: &Value) -> bool {
-    let work = &mut branch.work;
+pub fn apply(work: &mut Work, event: &Envelope, data: &Value) -> bool {
     let known = match event.event_type.split_once('.').map(|(prefix, _)| prefix) {
         Some("task") => tasks::apply(work, event, data),
         Some("finding") | Some("hypothesis") => blackboard::apply(work, event, data),
@@ -330,8 +372,8 @@ pub fn apply(branch: &mut BranchState, event: &Envelope, data: &Value) -> bool {
 
 /// The earliest deadline of `branch`'s work part (ms since the epoch), if any: the engine
 /// calls [`due`] once its clock reaches it.
-pub fn next_deadline(branch: &BranchState) -> Option<i64> {
-    branch.work.timers.first().map(|timer| timer.at_ms)
+pub fn next_deadline(branch: &impl WorkBranch) -> Option<i64> {
+    branch.work().timers.first().map(|timer| timer.at_ms)
 }
 
 /// The system events for every deadline at or before `now_ms`, in deadline order:
@@ -347,11 +389,11 @@ pub fn next_deadline(branch: &BranchState) -> Option<i64> {
 ///
 /// Applying the returned drafts in order removes every timer they fired, so calling this
 /// again with the same `now_ms` returns nothing.
-pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
+pub fn due(branch: &dyn WorkBranch, now_ms: i64) -> Vec<EventDraft> {
     let mut drafts = Vec::new();
     let mut finished_tasks: BTreeSet<String> = BTreeSet::new();
     for timer in branch
-        .work
+        .work()
         .timers
         .iter()
         .take_while(|timer| timer.at_ms <= now_ms)
@@ -375,8 +417,9 @@ pub fn due(branch: &BranchState, now_ms: i64) -> Vec<EventDraft> {
 
 /// The system events that put every task `agent` has claimed back to `pending`
 /// (`task.released` with `reason`, the attempt unchanged: the agent's death is not the
-/// task's failure). The agents' rules call this when an agent expires or is killed.
-pub fn requeue_claims_of(branch: &BranchState, agent: &str, reason: &str) -> Vec<EventDraft> {
+/// task's failure). [`crate::effects`] calls this when an agent expires, is killed or
+/// deregisters.
+pub fn requeue_claims_of(branch: &dyn WorkBranch, agent: &str, reason: &str) -> Vec<EventDraft> {
     tasks::requeue_claims_of(branch, agent, reason)
 }
 
@@ -386,7 +429,7 @@ pub fn requeue_claims_of(branch: &BranchState, agent: &str, reason: &str) -> Vec
 /// the session of the entity its stream names (`task/ID`, `finding/ID`, `hypothesis/ID`).
 /// With it, `GET /v1/events?session=` and a session's NDJSON export include the events of
 /// its tasks even when the workers' writes do not repeat the session.
-pub fn draft_session(branch: &BranchState, draft: &EventDraft) -> Option<String> {
+pub fn draft_session(branch: &dyn WorkBranch, draft: &EventDraft) -> Option<String> {
     if draft.event_type.starts_with("session.") {
         return draft
             .data
@@ -397,7 +440,7 @@ pub fn draft_session(branch: &BranchState, draft: &EventDraft) -> Option<String>
     if let Some(session) = draft.data.get("session").and_then(Value::as_str) {
         return Some(session.to_owned());
     }
-    let work = &branch.work;
+    let work = branch.work();
     let (kind, id) = draft.stream.split_once('/')?;
     match kind {
         "task" => work.tasks.get(id)?.session.clone(),
@@ -411,53 +454,8 @@ pub fn draft_session(branch: &BranchState, draft: &EventDraft) -> Option<String>
 /// locks and agent leases (SPEC §3): its claimant could not report progress while the
 /// server was down. It writes no event, like a heartbeat; the engine calls it once after
 /// recovery, for every branch. Auction and proposal deadlines are not leases and stay.
-pub fn restart_leases(branch: &mut BranchState, now_ms: i64) {
-    tasks::restart_leases(&mut branch.work, now_ms);
-}
-
-/// Reads the agents' registry (the coordination part). This is the one place that knows
-/// its shape, so a change there is a change here only.
-pub(crate) mod roster {
-    use std::collections::BTreeSet;
-
-    use crate::state::BranchState;
-
-    /// What the work rules need to know about a registered agent.
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct AgentInfo {
-        /// The agent's id.
-        pub id: String,
-        /// Whether its status is `active`.
-        pub active: bool,
-        /// Its registered capabilities.
-        pub capabilities: BTreeSet<String>,
-    }
-
-    fn info(agent: &crate::coordination::Agent) -> AgentInfo {
-        AgentInfo {
-            id: agent.id.clone(),
-            active: agent.status == crate::coordination::AgentStatus::Active,
-            capabilities: agent.capabilities.iter().cloned().collect(),
-        }
-    }
-
-    /// The registered agent `id` (any status), if any.
-    pub fn agent(branch: &BranchState, id: &str) -> Option<AgentInfo> {
-        crate::coordination::agents::agent(branch, id).map(info)
-    }
-
-    /// The agents whose status is `active`, ordered by id. An agent whose lease ran out
-    /// stays active until its `agent.expired` is applied: the engine fires timers before
-    /// it decides, so that is never later than the rules need.
-    pub fn active_agents(branch: &BranchState) -> Vec<AgentInfo> {
-        crate::coordination::agents::list_agents(
-            branch,
-            None,
-            Some(crate::coordination::AgentStatus::Active),
-        )
-        .map(info)
-        .collect()
-    }
+pub fn restart_leases(branch: &mut dyn WorkBranch, now_ms: i64) {
+    tasks::restart_leases(branch.work_mut(), now_ms);
 }
 
 // ----- helpers shared by the submodules -----
@@ -584,5 +582,18 @@ pub(crate) fn bump<K: Ord + Clone>(counts: &mut BTreeMap<K, u64>, key: &K, up: b
         if *count == 0 {
             counts.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::claim;
+    use super::*;
+
+    #[test]
+    fn only_a_claim_waits_when_it_finds_nothing() {
+        assert!(claim("a", &[]).waits_when_empty());
+        let approve = WorkCommand::TaskApprove { task: "T-1".into() };
+        assert!(!approve.waits_when_empty());
     }
 }

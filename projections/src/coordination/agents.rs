@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    agent_cleanup, check_id, check_ttl, event_types, parse, parse_wire_time, ttl_as_ms, wire_time,
+    agent_locks_freed, check_id, check_ttl, event_types, parse, parse_wire_time, ttl_as_ms, wire_time,
     Coordination,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// An agent's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,18 +109,18 @@ impl Agent {
 }
 
 /// The agent `id` on this branch, if it ever registered.
-pub fn agent<'a>(branch: &'a BranchState, id: &str) -> Option<&'a Agent> {
-    branch.coordination.agents.get(id)
+pub fn agent<'a>(branch: &'a impl AsRef<Coordination>, id: &str) -> Option<&'a Agent> {
+    branch.as_ref().agents.get(id)
 }
 
 /// The agents of `agent_type` (any if `None`) with `status` (any if `None`), in id order.
 pub fn list_agents<'a>(
-    branch: &'a BranchState,
+    branch: &'a impl AsRef<Coordination>,
     agent_type: Option<&'a str>,
     status: Option<AgentStatus>,
 ) -> impl Iterator<Item = &'a Agent> + 'a {
     branch
-        .coordination
+        .as_ref()
         .agents
         .values()
         .filter(move |agent| agent_type.is_none_or(|wanted| agent.agent_type == wanted))
@@ -138,11 +138,11 @@ pub fn stream(id: &str) -> String {
 /// no longer active or whose lease already ran out (409 `agent_not_active`: it must
 /// register again, since its locks and tasks may be gone).
 pub fn heartbeat(
-    branch: &mut BranchState,
+    branch: &mut impl AsMut<Coordination>,
     id: &str,
     now_ms: i64,
 ) -> Result<Option<i64>, Rejection> {
-    let Some(agent) = branch.coordination.agents.get_mut(id) else {
+    let Some(agent) = branch.as_mut().agents.get_mut(id) else {
         return Err(not_found(id));
     };
     if agent.status == AgentStatus::Killed {
@@ -171,7 +171,7 @@ pub fn heartbeat(
     Ok(Some(lease))
 }
 
-pub(super) fn check_actor_allowed(branch: &BranchState, actor: &str) -> Result<(), Rejection> {
+pub(super) fn check_actor_allowed(branch: &Coordination, actor: &str) -> Result<(), Rejection> {
     match agent(branch, actor) {
         Some(agent) if agent.status == AgentStatus::Killed => Err(killed(actor)),
         _ => Ok(()),
@@ -224,7 +224,7 @@ struct StatusData {
 }
 
 pub(super) fn decide_register(
-    branch: &BranchState,
+    branch: &Coordination,
     registration: &Registration<'_>,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -266,7 +266,7 @@ pub(super) fn decide_register(
     )])
 }
 
-pub(super) fn decide_kill(branch: &BranchState, id: &str) -> Result<Vec<EventDraft>, Rejection> {
+pub(super) fn decide_kill(branch: &Coordination, id: &str) -> Result<Vec<EventDraft>, Rejection> {
     check_id("id", id)?;
     let agent = agent(branch, id).ok_or_else(|| not_found(id))?;
     if agent.status == AgentStatus::Killed {
@@ -277,7 +277,7 @@ pub(super) fn decide_kill(branch: &BranchState, id: &str) -> Result<Vec<EventDra
         stream(id),
         json!({"id": id}),
     )];
-    drafts.extend(agent_cleanup(
+    drafts.extend(agent_locks_freed(
         branch,
         id,
         event_types::LOCK_RELEASED,
@@ -288,7 +288,7 @@ pub(super) fn decide_kill(branch: &BranchState, id: &str) -> Result<Vec<EventDra
 }
 
 pub(super) fn decide_deregister(
-    branch: &BranchState,
+    branch: &Coordination,
     id: &str,
 ) -> Result<Vec<EventDraft>, Rejection> {
     check_id("id", id)?;
@@ -304,7 +304,7 @@ pub(super) fn decide_deregister(
         stream(id),
         json!({"id": id}),
     )];
-    drafts.extend(agent_cleanup(
+    drafts.extend(agent_locks_freed(
         branch,
         id,
         event_types::LOCK_RELEASED,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{check_id, event_types, parse, Coordination};
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// A state cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,22 +52,24 @@ impl KvEntry {
 }
 
 /// The cell `key` on this branch, if it exists.
-pub fn get_cell<'a>(branch: &'a BranchState, key: &str) -> Option<&'a Cell> {
-    branch.coordination.cells.get(key)
+pub fn get_cell<'a>(branch: &'a impl AsRef<Coordination>, key: &str) -> Option<&'a Cell> {
+    let branch = branch.as_ref();
+    branch.cells.get(key)
 }
 
 /// The kv entry `key` on this branch, if it exists.
-pub fn get_kv<'a>(branch: &'a BranchState, key: &str) -> Option<&'a KvEntry> {
-    branch.coordination.kv.get(key)
+pub fn get_kv<'a>(branch: &'a impl AsRef<Coordination>, key: &str) -> Option<&'a KvEntry> {
+    let branch = branch.as_ref();
+    branch.kv.get(key)
 }
 
 /// The kv entries whose key starts with `prefix`, in key order (`""` lists them all).
 pub fn list_kv<'a>(
-    branch: &'a BranchState,
+    branch: &'a impl AsRef<Coordination>,
     prefix: &'a str,
 ) -> impl Iterator<Item = (&'a String, &'a KvEntry)> + 'a {
     branch
-        .coordination
+        .as_ref()
         .kv
         .range::<str, _>((
             std::ops::Bound::Included(prefix),
@@ -107,7 +109,7 @@ struct KvDeletedData {
     key: String,
 }
 
-fn set_draft(branch: &BranchState, key: &str, value: &Value) -> EventDraft {
+fn set_draft(branch: &Coordination, key: &str, value: &Value) -> EventDraft {
     let version = get_cell(branch, key).map_or(0, |cell| cell.version) + 1;
     EventDraft::new(
         event_types::STATE_SET,
@@ -117,7 +119,7 @@ fn set_draft(branch: &BranchState, key: &str, value: &Value) -> EventDraft {
 }
 
 pub(super) fn decide_set(
-    branch: &BranchState,
+    branch: &Coordination,
     key: &str,
     value: &Value,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -126,7 +128,7 @@ pub(super) fn decide_set(
 }
 
 pub(super) fn decide_init(
-    branch: &BranchState,
+    branch: &Coordination,
     key: &str,
     value: &Value,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -138,7 +140,7 @@ pub(super) fn decide_init(
 }
 
 pub(super) fn decide_cas(
-    branch: &BranchState,
+    branch: &Coordination,
     key: &str,
     expected_version: Option<u64>,
     value: &Value,
@@ -172,7 +174,7 @@ pub(super) fn decide_kv_put(key: &str, value: &Value) -> Result<Vec<EventDraft>,
 }
 
 pub(super) fn decide_kv_delete(
-    branch: &BranchState,
+    branch: &Coordination,
     key: &str,
 ) -> Result<Vec<EventDraft>, Rejection> {
     check_id("key", key)?;

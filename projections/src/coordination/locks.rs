@@ -21,7 +21,7 @@ use super::{
     Coordination, LOCK_RESOURCES_MAX,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// How a lock is held.
 #[derive(
@@ -146,7 +146,11 @@ pub fn holder_json(resource: &str, owner: &str, mode: LockMode, hold: &Hold) -> 
 
 /// The answer to an acquire after its events were applied: `{"resource","owner","mode",
 /// "token","expires_at"}` for `owner`'s hold on `resource`, if it has one.
-pub fn grant_json(branch: &BranchState, resource: &str, owner: &str) -> Option<Value> {
+pub fn grant_json(
+    branch: &impl AsRef<Coordination>,
+    resource: &str,
+    owner: &str,
+) -> Option<Value> {
     let lock = lock_info(branch, resource)?;
     let hold = lock.holders.get(owner)?;
     Some(json!({
@@ -160,23 +164,23 @@ pub fn grant_json(branch: &BranchState, resource: &str, owner: &str) -> Option<V
 
 /// The lock on `resource`, if anyone holds it (holders whose TTL passed are listed until
 /// their `lock.expired` is applied; see [`Hold::is_live`]).
-pub fn lock_info<'a>(branch: &'a BranchState, resource: &str) -> Option<&'a Lock> {
-    branch.coordination.locks.get(resource)
+pub fn lock_info<'a>(branch: &'a impl AsRef<Coordination>, resource: &str) -> Option<&'a Lock> {
+    branch.as_ref().locks.get(resource)
 }
 
 /// Every held lock, in resource order.
-pub fn list_locks(branch: &BranchState) -> impl Iterator<Item = (&String, &Lock)> {
-    branch.coordination.locks.iter()
+pub fn list_locks(branch: &impl AsRef<Coordination>) -> impl Iterator<Item = (&String, &Lock)> {
+    branch.as_ref().locks.iter()
 }
 
 /// The resources `owner` holds live at `now_ms`, in resource order.
 pub fn held_by<'a>(
-    branch: &'a BranchState,
+    branch: &'a impl AsRef<Coordination>,
     owner: &'a str,
     now_ms: i64,
 ) -> impl Iterator<Item = &'a String> + 'a {
     branch
-        .coordination
+        .as_ref()
         .locks
         .iter()
         .filter(move |(_, lock)| lock.live_hold(owner, now_ms).is_some())
@@ -235,7 +239,7 @@ struct EndedData {
 }
 
 pub(super) fn decide_acquire(
-    branch: &BranchState,
+    branch: &Coordination,
     resources: &[String],
     owner: &str,
     ttl_ms: u64,
@@ -329,7 +333,7 @@ fn lock_held(resource: &str, lock: &Lock, blockers: &[&str], now_ms: i64) -> Rej
 }
 
 pub(super) fn decide_renew(
-    branch: &BranchState,
+    branch: &Coordination,
     resource: &str,
     owner: &str,
     token: u64,
@@ -360,7 +364,7 @@ pub(super) fn decide_renew(
 }
 
 pub(super) fn decide_release(
-    branch: &BranchState,
+    branch: &Coordination,
     resource: &str,
     owner: &str,
     token: u64,
@@ -389,7 +393,7 @@ pub(super) fn decide_release(
 }
 
 pub(super) fn check_fence(
-    branch: &BranchState,
+    branch: &Coordination,
     resource: &str,
     token: u64,
     now_ms: i64,
@@ -410,7 +414,7 @@ pub(super) fn check_fence(
 }
 
 pub(super) fn check_lock_order(
-    branch: &BranchState,
+    branch: &Coordination,
     owner: &str,
     resources: &[String],
     now_ms: i64,
@@ -512,7 +516,9 @@ mod tests {
     use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::testing::{acquire, acquire_many, Harness, START_MS};
-    use crate::coordination::{due, CoordinationCommand as C, TTL_MS_MAX, TTL_MS_MIN};
+    use crate::coordination::{
+        check_fence, check_lock_order, due, CoordinationCommand as C, TTL_MS_MAX, TTL_MS_MIN,
+    };
 
     fn renew(resource: &str, owner: &str, token: u64, ttl_ms: u64) -> C {
         C::LockRenew {

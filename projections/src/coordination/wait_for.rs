@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 
 use super::event_types;
 use super::locks::{self, LockMode};
+use super::Coordination;
 use crate::envelope::EventDraft;
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// Identifies one parked request in a [`WaitForGraph`]; ids grow, so they order waiters
 /// first come, first served.
@@ -145,16 +146,50 @@ impl WaitForGraph {
             .filter(move |(_, waiter)| waiter.resources.iter().any(|wanted| wanted == resource))
     }
 
+    /// Waiters are served in arrival order: 409 `lock_held` if any of `resources` has a
+    /// parked request of another owner that came before this one, with details
+    /// `resource` (the first such resource) and `waiters` (how many are ahead on it).
+    ///
+    /// `earlier_than` is this request's own id when it is a parked waiter being decided
+    /// again (only waiters that arrived before it count), or `None` for a new request
+    /// (every parked waiter is ahead of it). An owner's own waiters never block it.
+    /// The engine calls it before deciding a lock acquire, after the lock-order check.
+    pub fn check_fifo(
+        &self,
+        owner: &str,
+        resources: &[String],
+        earlier_than: Option<WaiterId>,
+    ) -> Result<(), Rejection> {
+        for resource in resources {
+            let ahead = self
+                .waiters_for(resource)
+                .filter(|(id, waiter)| {
+                    earlier_than.is_none_or(|mine| *id < mine) && waiter.owner != owner
+                })
+                .count();
+            if ahead > 0 {
+                return Err(Rejection::new(
+                    Code::LockHeld,
+                    format!("lock '{resource}' has {ahead} earlier waiter(s); they are served first"),
+                )
+                .with("resource", resource.clone())
+                .with("waiters", ahead));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether parking `owner`'s request for `resources` in `mode` would close a cycle,
     /// given who holds what at `now_ms`: the shortest such cycle, or `None`.
     pub fn would_deadlock(
         &self,
-        branch: &BranchState,
+        branch: &impl AsRef<Coordination>,
         owner: &str,
         resources: &[String],
         mode: LockMode,
         now_ms: i64,
     ) -> Option<DeadlockCycle> {
+        let branch = branch.as_ref();
         // Breadth-first from the requesting owner over "waits for" edges; the first time
         // the search comes back to the owner, the path is the shortest cycle.
         let mut came_from: BTreeMap<String, WaitEdge> = BTreeMap::new();
@@ -200,7 +235,7 @@ impl WaitForGraph {
 
 /// The edges from `owner` to every live holder that blocks one of `resources` in `mode`.
 fn blocking_edges(
-    branch: &BranchState,
+    branch: &Coordination,
     owner: &str,
     resources: &[String],
     mode: LockMode,
@@ -382,5 +417,44 @@ mod tests {
         );
         assert_eq!(graph.remove_waiter(first), None);
         assert_eq!(graph.waiters_for("y").count(), 1);
+    }
+
+    #[test]
+    fn a_new_request_waits_behind_every_earlier_waiter_of_another_owner() {
+        let mut graph = WaitForGraph::new();
+        graph.add_waiter("a", &names(&["x"]), LockMode::Exclusive);
+        graph.add_waiter("b", &names(&["x", "y"]), LockMode::Shared);
+        let refused = graph
+            .check_fifo("c", &names(&["y", "x"]), None)
+            .expect_err("b waits for y");
+        assert_eq!(refused.code, Code::LockHeld);
+        assert_eq!(refused.kind, RejectionKind::Conflict);
+        assert_eq!(refused.details["resource"], json!("y"));
+        assert_eq!(refused.details["waiters"], json!(1));
+        let on_x = graph.check_fifo("c", &names(&["x"]), None).expect_err("a and b wait");
+        assert_eq!(on_x.details["waiters"], json!(2));
+        assert_eq!(graph.check_fifo("c", &names(&["z"]), None), Ok(()));
+    }
+
+    #[test]
+    fn an_owner_is_not_blocked_by_its_own_waiters() {
+        let mut graph = WaitForGraph::new();
+        graph.add_waiter("a", &names(&["x"]), LockMode::Exclusive);
+        assert_eq!(graph.check_fifo("a", &names(&["x"]), None), Ok(()));
+    }
+
+    #[test]
+    fn a_parked_waiter_counts_only_the_waiters_that_came_before_it() {
+        let mut graph = WaitForGraph::new();
+        let first = graph.add_waiter("a", &names(&["x"]), LockMode::Exclusive);
+        let second = graph.add_waiter("b", &names(&["x"]), LockMode::Exclusive);
+        graph.add_waiter("c", &names(&["x"]), LockMode::Exclusive);
+        assert_eq!(graph.check_fifo("a", &names(&["x"]), Some(first)), Ok(()));
+        let refused = graph
+            .check_fifo("b", &names(&["x"]), Some(second))
+            .expect_err("a came first");
+        assert_eq!(refused.details["waiters"], json!(1));
+        graph.remove_waiter(first);
+        assert_eq!(graph.check_fifo("b", &names(&["x"]), Some(second)), Ok(()));
     }
 }

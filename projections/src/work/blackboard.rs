@@ -25,10 +25,10 @@ use serde_json::{json, Map, Value};
 
 use super::{
     already_exists, check_id, check_unit, conflict, format_instant, generate_id, invalid,
-    not_found, parse_data, Work,
+    not_found, parse_data, Work, WorkBranch,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// The bound of the prior's clamp: priors are kept in `[PRIOR_EPSILON, 1 - PRIOR_EPSILON]`
 /// so their log-odds is finite (±6.9) and evidence can still move them.
@@ -448,10 +448,10 @@ fn to_data(data: impl Serialize) -> Value {
 
 /// Reports a finding; no events if the same finding exists.
 pub(super) fn decide_finding(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     spec: &FindingSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
-    let blackboard = &branch.work.blackboard;
+    let blackboard = &branch.work().blackboard;
     check_id("agent", &spec.agent)?;
     if let Some(session) = &spec.session {
         check_id("session", session)?;
@@ -515,10 +515,10 @@ pub(super) fn decide_finding(
 
 /// Proposes a hypothesis; no events if the same hypothesis exists.
 pub(super) fn decide_hypothesis(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     spec: &HypothesisSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
-    let blackboard = &branch.work.blackboard;
+    let blackboard = &branch.work().blackboard;
     if spec.description.is_empty() {
         return Err(invalid("description", "description must not be empty"));
     }
@@ -556,9 +556,9 @@ pub(super) fn decide_hypothesis(
     )])
 }
 
-fn open_hypothesis<'a>(branch: &'a BranchState, id: &str) -> Result<&'a Hypothesis, Rejection> {
+fn open_hypothesis<'a>(branch: &'a dyn WorkBranch, id: &str) -> Result<&'a Hypothesis, Rejection> {
     let hypothesis = branch
-        .work
+        .work()
         .blackboard
         .hypotheses
         .get(id)
@@ -575,13 +575,13 @@ fn open_hypothesis<'a>(branch: &'a BranchState, id: &str) -> Result<&'a Hypothes
 
 /// Attaches a finding as evidence for or against an open hypothesis.
 pub(super) fn decide_evidence(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &EvidenceSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let hypothesis = open_hypothesis(branch, id)?;
     check_id("finding", &spec.finding)?;
-    if !branch.work.blackboard.findings.contains_key(&spec.finding) {
+    if !branch.work().blackboard.findings.contains_key(&spec.finding) {
         return Err(invalid(
             "finding",
             format!("finding '{}' does not exist", spec.finding),
@@ -630,7 +630,7 @@ pub(super) fn decide_evidence(
 
 /// Confirms or refutes an open hypothesis.
 pub(super) fn decide_validate(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &ValidateSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
@@ -759,7 +759,7 @@ mod tests {
     use super::super::testkit::{types, Harness};
     use super::super::WorkCommand;
     use super::*;
-    use crate::state::RejectionKind;
+    use crate::rejection::RejectionKind;
 
     fn finding(spec: Value) -> WorkCommand {
         WorkCommand::FindingPost(serde_json::from_value(spec).expect("a valid finding spec"))

@@ -27,10 +27,10 @@ use serde_json::{json, Map, Value};
 
 use super::{
     already_exists, check_duration, check_id, check_unit, conflict, format_instant, generate_id,
-    invalid, not_found, parse_data, roster, Timer, TimerKind, Work,
+    invalid, not_found, parse_data, Timer, TimerKind, Work, WorkBranch,
 };
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// How a proposal is decided (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,11 +365,11 @@ fn to_data(data: impl Serialize) -> Value {
 
 /// Opens a proposal; no events if the same proposal exists.
 pub(super) fn decide_open(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     spec: &ProposalSpec,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
-    let consensus = &branch.work.consensus;
+    let consensus = &branch.work().consensus;
     if spec.action.is_null() {
         return Err(invalid("action", "action must not be null"));
     }
@@ -408,7 +408,7 @@ pub(super) fn decide_open(
             }
             voters.iter().cloned().collect()
         }
-        None => roster::active_agents(branch)
+        None => branch.active_agents()
             .into_iter()
             .map(|agent| agent.id)
             .collect(),
@@ -458,13 +458,13 @@ pub(super) fn decide_open(
 
 /// Casts a vote; adds `proposal.decided` when the vote settles the outcome.
 pub(super) fn decide_vote(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &VoteSpec,
     now_ms: i64,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let proposal = branch
-        .work
+        .work()
         .consensus
         .proposals
         .get(id)
@@ -539,8 +539,8 @@ pub(super) fn decide_vote(
 }
 
 /// The deadline of proposal `id` passed: decide it by the votes cast, or expire it.
-pub(super) fn deadline(branch: &BranchState, id: &str, drafts: &mut Vec<EventDraft>) {
-    let proposal = &branch.work.consensus.proposals[id];
+pub(super) fn deadline(branch: &dyn WorkBranch, id: &str, drafts: &mut Vec<EventDraft>) {
+    let proposal = &branch.work().consensus.proposals[id];
     assert_eq!(
         proposal.status,
         ProposalStatus::Open,

@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{check_id, format_instant, generate_id, not_found, parse_data, roster, Work};
+use super::{check_id, format_instant, generate_id, not_found, parse_data, Work, WorkBranch};
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// The `to` of a broadcast.
 pub const BROADCAST: &str = "*";
@@ -151,15 +151,15 @@ struct AckedData {
 
 /// Sends a direct message or a broadcast.
 pub(super) fn decide_send(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     spec: &MessageSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
-    let messages = &branch.work.messages;
+    let messages = &branch.work().messages;
     check_id("from", &spec.from)?;
     check_id("to", &spec.to)?;
     check_id("type", &spec.message_type)?;
     let recipients: Vec<String> = if spec.to == BROADCAST {
-        roster::active_agents(branch)
+        branch.active_agents()
             .into_iter()
             .map(|agent| agent.id)
             .filter(|id| id != &spec.from)
@@ -188,12 +188,12 @@ pub(super) fn decide_send(
 
 /// Acks a message for one recipient; no events if it already acked.
 pub(super) fn decide_ack(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &AckSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let message = branch
-        .work
+        .work()
         .messages
         .get(id)
         .ok_or_else(|| not_found("message", id))?;

@@ -26,10 +26,10 @@ use serde_json::{json, Map, Value};
 
 use super::{
     already_exists, check_id, conflict, format_instant, generate_id, invalid, not_found,
-    parse_data, TaskStatus, Work,
+    parse_data, TaskStatus, Work, WorkBranch,
 };
 use crate::envelope::{Envelope, EventDraft, SYSTEM_ACTOR};
-use crate::state::{BranchState, Rejection};
+use crate::rejection::Rejection;
 
 /// The body of `POST /v1/sessions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -324,10 +324,10 @@ struct CompletedData {
 
 /// Starts a session; no events if the same session exists.
 pub(super) fn decide_start(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     spec: &SessionSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
-    let sessions = &branch.work.sessions;
+    let sessions = &branch.work().sessions;
     if spec.operation.is_empty() {
         return Err(invalid("operation", "operation must not be empty"));
     }
@@ -360,12 +360,12 @@ pub(super) fn decide_start(
 
 /// Completes a session; no events if it already completed with the same outcome.
 pub(super) fn decide_complete(
-    branch: &BranchState,
+    branch: &dyn WorkBranch,
     id: &str,
     spec: &SessionCompleteSpec,
 ) -> Result<Vec<EventDraft>, Rejection> {
     let session = branch
-        .work
+        .work()
         .sessions
         .by_id
         .get(id)
@@ -459,7 +459,7 @@ mod tests {
     use super::super::testkit::{claim, create_all, Harness};
     use super::super::{CompleteSpec, FailSpec, WorkCommand};
     use super::*;
-    use crate::state::RejectionKind;
+    use crate::rejection::RejectionKind;
 
     fn start(id: &str) -> WorkCommand {
         WorkCommand::SessionStart(SessionSpec {

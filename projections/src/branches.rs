@@ -11,70 +11,18 @@
 //!   then fold with a [`Replayer`], which keeps a copy of each parent as it passes `at`.
 //!   [`State::replay`] does both passes over events in memory.
 
-use crate::rejection::Code;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{check_id, event_types, invalid_value, parse};
+use crate::coordination::event_types;
 use crate::envelope::{Envelope, EventDraft};
-use crate::state::{BranchState, Rejection, State, MAIN_BRANCH};
+use crate::rejection::{check_id, Code, Rejection};
+use crate::state::{BranchState, State, MAIN_BRANCH};
 
-/// Where a branch came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BranchOrigin {
-    /// The parent branch.
-    pub from: String,
-    /// The seq of the parent's state the branch started from.
-    pub at: u64,
-    /// The seq of the `branch.created` event.
-    pub created_seq: u64,
-}
-
-/// A `branch.created` event as a replay needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForkPoint {
-    /// The new branch.
-    pub name: String,
-    /// Its parent.
-    pub from: String,
-    /// The seq of the parent's state it starts from.
-    pub at: u64,
-    /// The seq of the `branch.created` event.
-    pub created_seq: u64,
-}
-
-/// The data of `branch.created`.
-#[derive(Deserialize)]
-struct CreatedData {
-    name: String,
-    from: String,
-    at: u64,
-}
-
-impl ForkPoint {
-    /// The fork point of a `branch.created` event; `None` for any other event.
-    pub fn from_event(event: &Envelope) -> Option<ForkPoint> {
-        if event.event_type != event_types::BRANCH_CREATED {
-            return None;
-        }
-        let data = parse::<CreatedData>(&event.data_value())?;
-        Some(ForkPoint {
-            name: data.name,
-            from: data.from,
-            at: data.at,
-            created_seq: event.seq,
-        })
-    }
-
-    /// Whether the fork is older than the event that created it, so that applying the
-    /// event cannot take the parent's state from the current state: the caller must
-    /// provide it with [`State::fork_branch`].
-    pub fn needs_parent_state(&self) -> bool {
-        self.at + 1 < self.created_seq
-    }
-}
+// Kept here, where the server and the replay helpers have always found them; they are
+// part of the state, which folds `branch.created` itself.
+pub use crate::state::{BranchOrigin, ForkPoint};
 
 /// The stream of branch `name`.
 pub fn stream(name: &str) -> String {
@@ -94,7 +42,9 @@ pub fn list_branches(state: &State) -> Vec<Value> {
         .collect()
 }
 
-pub(super) fn decide_create(
+/// Decides `POST /v1/branches`: a `branch.created` forking `from` at `at` (the head if
+/// `None`) into the new branch `name`.
+pub fn decide_create(
     state: &State,
     name: &str,
     from: &str,
@@ -115,20 +65,17 @@ pub(super) fn decide_create(
     }
     let at = at.unwrap_or(state.head);
     if at > state.head {
-        return Err(invalid_value(
-            "at",
-            format!("cannot fork at seq {at}: the head is seq {}", state.head),
-        ));
+        return Err(invalid_at(format!(
+            "cannot fork at seq {at}: the head is seq {}",
+            state.head
+        )));
     }
     if let Some(origin) = state.branch_origins.get(from) {
         if at < origin.created_seq {
-            return Err(invalid_value(
-                "at",
-                format!(
-                    "cannot fork '{from}' at seq {at}: it was created at seq {}",
-                    origin.created_seq
-                ),
-            ));
+            return Err(invalid_at(format!(
+                "cannot fork '{from}' at seq {at}: it was created at seq {}",
+                origin.created_seq
+            )));
         }
     }
     Ok(vec![EventDraft::new(
@@ -138,35 +85,9 @@ pub(super) fn decide_create(
     )])
 }
 
-/// Folds a `branch.created`: registers the branch, as a copy of its parent's current state
-/// if it forks at the head, else empty until [`State::fork_branch`] fills it. Returns false
-/// (the event is then counted as unknown) if the data is malformed, the name is taken or
-/// the parent does not exist, none of which [`decide_create`] lets through.
-pub(crate) fn apply_created(state: &mut State, event: &Envelope) -> bool {
-    let Some(point) = ForkPoint::from_event(event) else {
-        return false;
-    };
-    if state.branches.contains_key(&point.name) {
-        return false;
-    }
-    let Some(parent) = state.branches.get(&point.from) else {
-        return false;
-    };
-    let fork = if point.needs_parent_state() {
-        BranchState::default()
-    } else {
-        parent.clone()
-    };
-    state.branches.insert(point.name.clone(), fork);
-    state.branch_origins.insert(
-        point.name,
-        BranchOrigin {
-            from: point.from,
-            at: point.at,
-            created_seq: point.created_seq,
-        },
-    );
-    true
+/// A 422 `invalid_value` for the `at` of a fork.
+fn invalid_at(message: String) -> Rejection {
+    Rejection::new(Code::InvalidValue, message).with("field", "at")
 }
 
 impl State {
