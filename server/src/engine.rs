@@ -166,7 +166,7 @@ impl WriteCommand {
     /// Whether an answer with no events means "nothing yet" and the request may wait for
     /// a later commit (a claim with no pending task).
     fn waits_on_empty(&self) -> bool {
-        matches!(self, WriteCommand::Work(work::WorkCommand::TaskClaim(_)))
+        matches!(self, WriteCommand::Work(command) if command.waits_when_empty())
     }
 }
 
@@ -1390,8 +1390,7 @@ impl Core {
         }
     }
 
-    /// Waiters are served in arrival order: a request may not take a resource that an
-    /// earlier waiter is still waiting for.
+    /// Waiters are served in arrival order (the rule is `WaitForGraph::check_fifo`).
     fn check_fifo(
         &self,
         branch: &str,
@@ -1399,27 +1398,10 @@ impl Core {
         resources: &[String],
         earlier_than: Option<WaiterId>,
     ) -> Result<(), Rejection> {
-        let Some(graph) = self.wait_for.get(branch) else {
-            return Ok(());
-        };
-        for resource in resources {
-            let ahead = graph
-                .waiters_for(resource)
-                .filter(|(id, waiter)| {
-                    earlier_than.is_none_or(|mine| *id < mine) && waiter.owner != owner
-                })
-                .count();
-            if ahead > 0 {
-                return Err(Rejection::new(Code::LockHeld,
-                    format!(
-                        "lock '{resource}' has {ahead} earlier waiter(s); they are served first"
-                    ),
-                )
-                .with("resource", resource.clone())
-                .with("waiters", ahead));
-            }
+        match self.wait_for.get(branch) {
+            Some(graph) => graph.check_fifo(owner, resources, earlier_than),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// A lock request that may wait: refuse it if waiting would close a cycle (recording a

@@ -163,6 +163,19 @@ async def stdio_session(
 
 
 @asynccontextmanager
+async def stdio_url_session(
+    url: str, token: str | None, *extra: str, errlog: TextIO | None = None
+) -> AsyncIterator[ClientSession]:
+    """`swarmlog mcp --url URL [--token SECRET]` on stdio (a server behind it), initialized."""
+    args = ["mcp", "--url", url] + (["--token", token] if token else []) + list(extra)
+    params = StdioServerParameters(command=BIN, args=args, env={"SWARMLOG_LOG": "warn"})
+    async with stdio_client(params, errlog=errlog or sys.stderr) as (read, write):
+        async with ClientSession(read, write, read_timeout_seconds=READ_TIMEOUT) as session:
+            await session.initialize()
+            yield session
+
+
+@asynccontextmanager
 async def http_session(mcp_url: str, token: str | None) -> AsyncIterator[ClientSession]:
     """An initialized Streamable HTTP session on `mcp_url` with a bearer token."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}

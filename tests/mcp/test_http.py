@@ -9,7 +9,9 @@ import json
 import httpx
 import pytest
 
-from swarmlog_mcp import call, claimed_task, http_session, http_statuses, ok
+from swarmlog_mcp import (
+    call, claimed_task, http_session, http_statuses, ok, refused, stdio_url_session,
+)
 
 TOKENS = """
 [[token]]
@@ -153,3 +155,22 @@ def test_no_token_is_refused(server):
         asyncio.run(bounded(main(), 30))
     assert 401 in http_statuses(info.value), f"the SDK failed without a 401: {info.value!r}"
     assert events(server) == []
+
+
+def test_stdio_mcp_through_a_server_with_a_token(server, errlog):
+    """`swarmlog mcp --url URL --token SECRET`: the token names the agent (no --agent,
+    no id in join), its writes are the token's agent's, and it cannot act as another."""
+    async def main():
+        async with stdio_url_session(server.url, "agent-2-secret-0123456789", errlog=errlog) as s:
+            await ok(s, "join", {"type": "worker"})
+            who = await ok(s, "whoami")
+            assert who.get("agent") == "agent-2", who
+            await ok(s, "kv_put", {"key": "url-k", "value": 2})
+            await refused(s, "join", {"type": "worker", "id": "agent-1"}, "forbidden")
+
+    asyncio.run(bounded(main()))
+    evs = events(server)
+    put = [e for e in evs if e["type"] == "kv.put"]
+    assert [e["actor"] for e in put] == ["agent-2"], put
+    assert [e["type"] for e in evs if e["stream"] == "agent/agent-2"][-1] == "agent.deregistered"
+    assert not [e for e in evs if e["stream"] == "agent/agent-1"]
