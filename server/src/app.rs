@@ -273,6 +273,7 @@ pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/guide", get(guide))
+        .route("/v1/whoami", get(whoami))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,
@@ -315,6 +316,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
 /// The Markdown guide for agents (SPEC §7), the same text as `swarmlog guide` and the MCP
 /// resource `swarmlog://guide`.
 pub const GUIDE: &str = include_str!("../../docs/guide.md");
+
+/// Who the request's token is: `{"agent", "role"}` (admin and no agent without tokens).
+async fn whoami(axum::Extension(principal): axum::Extension<Principal>) -> Response {
+    axum::Json(json!({"agent": principal.agent, "role": principal.role.as_str()})).into_response()
+}
 
 async fn guide() -> Response {
     (

@@ -26,6 +26,17 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role's name, as the tokens file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Reader => "reader",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// Who is making a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -74,6 +74,9 @@ pub struct Operation {
     pub caller: Option<&'static str>,
     /// The JSON body of a write, or the query of a read (path parameters are added).
     pub input: Option<SchemaFn>,
+    /// The input an MCP tool takes where it is narrower than the HTTP one (one object
+    /// shape instead of a choice, which tool-calling APIs refuse at the top level).
+    pub tool_input: Option<SchemaFn>,
     /// The event types it may write.
     pub writes: &'static [&'static str],
     /// The HTTP handler.
@@ -101,6 +104,7 @@ impl Operation {
             tool: None,
             caller: None,
             input: None,
+            tool_input: None,
             writes: &[],
             route,
         }
@@ -108,6 +112,11 @@ impl Operation {
 
     fn input<T: JsonSchema>(mut self) -> Self {
         self.input = Some(schema::<T>);
+        self
+    }
+
+    fn tool_input<T: JsonSchema>(mut self) -> Self {
+        self.tool_input = Some(schema::<T>);
         self
     }
 
@@ -136,7 +145,19 @@ impl Operation {
 
     /// The input's own schema (body or query) as JSON, with its definitions inlined.
     pub fn input_schema(&self) -> Value {
-        let Some(input) = self.input else {
+        schema_of(self.input)
+    }
+
+    /// The input schema of the MCP tool (see [`Operation::tool_input`]).
+    fn tool_input_schema(&self) -> Value {
+        schema_of(self.tool_input.or(self.input))
+    }
+}
+
+/// An input's schema as JSON, with its definitions inlined.
+fn schema_of(input: Option<SchemaFn>) -> Value {
+    {
+        let Some(input) = input else {
             return json!({"type": "object", "properties": {}});
         };
         let mut generator = schemars::generate::SchemaSettings::draft2020_12()
@@ -146,11 +167,17 @@ impl Operation {
         tidy_schema(&mut value);
         value
     }
+}
+
+impl Operation {
 
     /// The whole input as one object schema: path parameters (required strings) and the
     /// body's or query's fields. What MCP and `swarmlog call` take.
     pub fn arguments_schema(&self) -> Value {
-        let mut schema = self.input_schema();
+        self.with_path_parameters(self.input_schema())
+    }
+
+    fn with_path_parameters(&self, mut schema: Value) -> Value {
         let object = schema
             .as_object_mut()
             .expect("an input schema is a JSON object");
@@ -186,7 +213,7 @@ impl Operation {
     /// The schema of an MCP tool: the arguments without the caller field and without
     /// `branch` and `at` (an agent works on its connection's branch, now).
     pub fn tool_schema(&self) -> Value {
-        let mut schema = self.arguments_schema();
+        let mut schema = self.with_path_parameters(self.tool_input_schema());
         let hidden = [self.caller.unwrap_or(""), "branch", "at"];
         if let Some(properties) = schema["properties"].as_object_mut() {
             properties.retain(|name, _| !hidden.contains(&name.as_str()));
@@ -326,6 +353,7 @@ fn events() -> Vec<Operation> {
     vec![
         Operation::new("append_events", Post, "/v1/events", "Append one custom event or an atomic batch; 201 {seq, events}", || post(e::append))
             .input::<e::AppendBody>()
+            .tool_input::<e::BatchBody>()
             .tool("Append your own events (any type outside the reserved prefixes task. lock. state. kv. agent. ...) atomically, optionally only if a stream is at expected_version. Use for domain facts other agents react to.")
             .writes(&["*"]),
         Operation::new("read_events", Get, "/v1/events", "NDJSON replay of committed events (SSE with Accept: text/event-stream)", || get(e::read_events))

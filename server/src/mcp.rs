@@ -569,7 +569,13 @@ impl ServerHandler for McpServer {
                 None,
             ));
         }
-        Ok(ReadResourceResult::new(vec![ResourceContents::text(crate::app::GUIDE, GUIDE_URI)]).into())
+        let guide = ResourceContents::TextResourceContents {
+            uri: GUIDE_URI.to_owned(),
+            mime_type: Some("text/markdown".to_owned()),
+            text: crate::app::GUIDE.to_owned(),
+            meta: None,
+        };
+        Ok(ReadResourceResult::new(vec![guide]).into())
     }
 }
 

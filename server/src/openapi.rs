@@ -33,6 +33,11 @@ const OPERATIONAL: &[OperationalRoute] = &[
         content_type: "application/json",
     },
     OperationalRoute {
+        path: "/v1/whoami",
+        summary: "Who the bearer token is: {agent, role}",
+        content_type: "application/json",
+    },
+    OperationalRoute {
         path: "/v1/guide",
         summary: "The Markdown guide for agents (also `swarmlog guide` and the MCP resource swarmlog://guide)",
         content_type: "text/markdown",

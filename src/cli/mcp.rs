@@ -46,16 +46,21 @@ impl Backend for LocalBackend {
         _authorization: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Answer, String>> {
         Box::pin(async move {
+            let method = call.method;
             let answer = client::local_request(
                 &self.db,
-                http_method(call.method),
+                http_method(method),
                 &call.path_and_query,
                 call.body.as_ref(),
                 &[],
             )
             .await
             .map_err(|error| format!("internal: {}", error.message))?;
-            *self.seen.lock().expect("never held across a panic") = answer.token.clone();
+            // A waiting tool waits from what its last read saw; a keep-alive in between
+            // must not move that mark past another process's commit.
+            if method == Method::Get {
+                *self.seen.lock().expect("never held across a panic") = answer.token.clone();
+            }
             Ok(Answer {
                 status: answer.status.as_u16(),
                 body: answer.body,
@@ -161,7 +166,13 @@ pub async fn serve(config: &Config, agent: Option<String>) -> Result<(), CliErro
         swarmlog_projections::rejection::check_id("--agent", agent)
             .map_err(|rejection| CliError::usage(rejection.message))?;
     }
-    let server = McpServer::new(backend(config).await, agent);
+    let backend = backend(config).await;
+    // Through a server with a token, the token's agent is the caller (SPEC §7).
+    let agent = match (agent, &config.token) {
+        (None, Some(_)) => token_agent(&*backend).await?,
+        (agent, _) => agent,
+    };
+    let server = McpServer::new(backend, agent);
     let running = server
         .clone()
         .serve(rmcp::transport::stdio())
@@ -170,6 +181,21 @@ pub async fn serve(config: &Config, agent: Option<String>) -> Result<(), CliErro
     let _ = running.waiting().await;
     server.close().await;
     Ok(())
+}
+
+/// The agent the server says the token names, if any.
+async fn token_agent(backend: &dyn Backend) -> Result<Option<String>, CliError> {
+    let call = HttpCall {
+        method: Method::Get,
+        path_and_query: "/v1/whoami".into(),
+        body: None,
+    };
+    let answer = backend.send(call, None).await.map_err(CliError::failure)?;
+    if answer.status == 401 {
+        return Err(CliError::failure("the server refused the token (401 unauthorized)"));
+    }
+    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    Ok(value["agent"].as_str().map(str::to_owned))
 }
 
 /// `swarmlog guide`: the agent guide, as `GET /v1/guide` and `swarmlog://guide` serve it.
