@@ -52,13 +52,15 @@ pub fn decide_create(
 ) -> Result<Vec<EventDraft>, Rejection> {
     check_id("name", name)?;
     if state.has_branch(name) {
-        return Err(Rejection::new(Code::BranchExists,
+        return Err(Rejection::new(
+            Code::BranchExists,
             format!("branch '{name}' already exists"),
         )
         .with("name", name));
     }
     if !state.has_branch(from) {
-        return Err(Rejection::new(Code::BranchNotFound,
+        return Err(Rejection::new(
+            Code::BranchNotFound,
             format!("parent branch '{from}' does not exist"),
         )
         .with("branch", from));
@@ -196,11 +198,11 @@ impl Replayer {
 
 #[cfg(test)]
 mod tests {
-    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::cells::get_kv;
     use crate::coordination::testing::{acquire, Harness};
     use crate::coordination::{locks::LockMode, CoordinationCommand as C};
+    use crate::rejection::RejectionKind;
 
     fn put(key: &str, value: &str) -> C {
         C::KvPut {

@@ -301,9 +301,9 @@ pub fn decide_in_branch(
 pub fn named_owner(command: &CoordinationCommand) -> Option<&str> {
     use CoordinationCommand as C;
     match command {
-        C::LockAcquire { owner, .. } | C::LockRenew { owner, .. } | C::LockRelease { owner, .. } => {
-            Some(owner)
-        }
+        C::LockAcquire { owner, .. }
+        | C::LockRenew { owner, .. }
+        | C::LockRelease { owner, .. } => Some(owner),
         _ => None,
     }
 }

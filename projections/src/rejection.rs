@@ -115,9 +115,7 @@ impl Code {
         match self {
             Code::InvalidValue | Code::InvalidId | Code::ReservedType => RejectionKind::Invalid,
             Code::NotFound | Code::BranchNotFound => RejectionKind::NotFound,
-            Code::AgentKilled | Code::NotEligible | Code::NotRecipient => {
-                RejectionKind::Forbidden
-            }
+            Code::AgentKilled | Code::NotEligible | Code::NotRecipient => RejectionKind::Forbidden,
             Code::BranchExists
             | Code::VersionConflict
             | Code::LockHeld

@@ -255,7 +255,8 @@ pub fn decide_append<'a>(
     let mut drafts = Vec::new();
     for (index, request) in requests.into_iter().enumerate() {
         if crate::catalog::is_reserved(&request.event_type) {
-            return Err(Rejection::new(Code::ReservedType,
+            return Err(Rejection::new(
+                Code::ReservedType,
                 format!(
                     "event type '{}' uses a reserved prefix; only the server's rules write it",
                     request.event_type
@@ -269,7 +270,8 @@ pub fn decide_append<'a>(
             .unwrap_or_else(|| state.stream_version(branch, &request.stream));
         if let Some(expected) = request.expected_version {
             if expected != current {
-                return Err(Rejection::new(Code::VersionConflict,
+                return Err(Rejection::new(
+                    Code::VersionConflict,
                     format!(
                         "stream '{}' is at version {current}, not the expected {expected}",
                         request.stream

@@ -467,11 +467,9 @@ pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Rejection {
 
 /// 404 `not_found` for the `kind` entity `id`.
 pub(crate) fn not_found(kind: &str, id: &str) -> Rejection {
-    Rejection::new(Code::NotFound,
-        format!("{kind} '{id}' does not exist"),
-    )
-    .with("kind", kind)
-    .with("id", id)
+    Rejection::new(Code::NotFound, format!("{kind} '{id}' does not exist"))
+        .with("kind", kind)
+        .with("id", id)
 }
 
 /// 409 with `code`.
@@ -481,7 +479,8 @@ pub(crate) fn conflict(code: Code, message: impl Into<String>) -> Rejection {
 
 /// 409 `already_exists`: a create reused an id with another body.
 pub(crate) fn already_exists(kind: &str, id: &str) -> Rejection {
-    conflict(Code::AlreadyExists,
+    conflict(
+        Code::AlreadyExists,
         format!("{kind} '{id}' already exists with a different body"),
     )
     .with("kind", kind)

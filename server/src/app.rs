@@ -16,8 +16,8 @@ use swarmlog_projections::MAIN_BRANCH;
 
 use crate::auth::{Principal, Role, Tokens};
 use crate::engine::{
-    Engine, Fence, IdempotencyRequest, Responder, Status, WriteCommand, WriteContext,
-    WriteRequest, WriteResponse,
+    Engine, Fence, IdempotencyRequest, Responder, Status, WriteCommand, WriteContext, WriteRequest,
+    WriteResponse,
 };
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, idempotency, parse_json};

@@ -170,7 +170,6 @@ fn schema_of(input: Option<SchemaFn>) -> Value {
 }
 
 impl Operation {
-
     /// The whole input as one object schema: path parameters (required strings) and the
     /// body's or query's fields. What MCP and `swarmlog call` take.
     pub fn arguments_schema(&self) -> Value {
@@ -263,7 +262,10 @@ impl Operation {
                     Value::String(text) => text.clone(),
                     Value::Array(items) => items
                         .iter()
-                        .map(|item| item.as_str().map_or_else(|| item.to_string(), str::to_owned))
+                        .map(|item| {
+                            item.as_str()
+                                .map_or_else(|| item.to_string(), str::to_owned)
+                        })
                         .collect::<Vec<_>>()
                         .join(","),
                     other => other.to_string(),
@@ -314,9 +316,16 @@ fn tidy_schema(value: &mut Value) {
         Value::Object(object) => {
             object.remove("$schema");
             object.remove("title");
-            if object.get("format").and_then(Value::as_str).is_some_and(|format| {
-                matches!(format, "uint64" | "int64" | "uint" | "double" | "uint8" | "uint32")
-            }) {
+            if object
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|format| {
+                    matches!(
+                        format,
+                        "uint64" | "int64" | "uint" | "double" | "uint8" | "uint32"
+                    )
+                })
+            {
                 object.remove("format");
             }
             for child in object.values_mut() {
@@ -588,9 +597,18 @@ mod tests {
                 "{} is snake_case",
                 operation.name
             );
-            assert_eq!(operation.arguments_schema()["type"], "object", "{}", operation.name);
+            assert_eq!(
+                operation.arguments_schema()["type"],
+                "object",
+                "{}",
+                operation.name
+            );
             if operation.method.writes() {
-                assert!(operation.input.is_some(), "write {} has an input type", operation.name);
+                assert!(
+                    operation.input.is_some(),
+                    "write {} has an input type",
+                    operation.name
+                );
             }
         }
     }
@@ -609,7 +627,10 @@ mod tests {
         query.insert("status".into(), json!("pending"));
         query.insert("types".into(), json!(["a.*", "b"]));
         let call = list.http_request(&query).expect("valid");
-        assert_eq!(call.path_and_query, "/v1/tasks?status=pending&types=a.%2A%2Cb");
+        assert_eq!(
+            call.path_and_query,
+            "/v1/tasks?status=pending&types=a.%2A%2Cb"
+        );
         assert_eq!(call.body, None);
         let missing = complete.http_request(&Map::new()).expect_err("no task");
         assert!(missing.contains("task"), "{missing}");

@@ -28,9 +28,9 @@ use swarmlog_log::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, RECORD_FRAME_BYTE
 use swarmlog_log::{Log, RecordInput};
 
 use crate::engine::{AuditHead, Reply, Shared, WriteResponse};
-use crate::refusal::Refusal;
 use crate::hub::{Committed, Hub};
 use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX};
+use crate::refusal::Refusal;
 
 /// An answer (or a read's reply) that may be sent once its state is durable.
 pub(crate) type Deferred = Box<dyn FnOnce() + Send>;

@@ -11,12 +11,12 @@
 //!
 //! The engine is usable without HTTP: tests and the embedded CLI drive it directly.
 
-use swarmlog_projections::Code;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use swarmlog_projections::Code;
 
 use swarmlog_log::{LockMode, Log, LogOptions, LogReader, Seq, SyncPolicy};
 use swarmlog_projections::coordination::branches::{ForkPoint, Replayer};
@@ -30,7 +30,6 @@ use swarmlog_projections::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::committer::{Answer, Commit, Committer, Deferred, Durability};
-use crate::refusal::Refusal;
 pub use crate::hub::Committed;
 use crate::hub::Hub;
 use crate::limits::{
@@ -38,6 +37,7 @@ use crate::limits::{
     ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS, SNAPSHOT_INTERVAL_EVENTS,
 };
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use crate::snapshot::{self, Snapshot};
 
 /// How the engine opens its data directory.
@@ -1349,7 +1349,8 @@ impl Core {
     ) -> Result<Vec<EventDraft>, Rejection> {
         let context = &request.context;
         let Some(branch) = self.state.branch(&context.branch) else {
-            return Err(Rejection::new(Code::BranchNotFound,
+            return Err(Rejection::new(
+                Code::BranchNotFound,
                 format!("branch '{}' does not exist", context.branch),
             ));
         };

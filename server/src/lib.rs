@@ -14,8 +14,8 @@ pub mod hub;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
-pub mod refusal;
 pub mod openapi;
+pub mod refusal;
 pub mod routes;
 pub mod snapshot;
 

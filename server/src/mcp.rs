@@ -177,7 +177,10 @@ impl McpServer {
             "whoami" => Ok(self.whoami()),
             "wait_events" => self.wait_events(arguments, authorization.as_deref()).await,
             "blackboard" => self.blackboard(arguments, authorization.as_deref()).await,
-            _ => self.operation(name, arguments, authorization.as_deref()).await,
+            _ => {
+                self.operation(name, arguments, authorization.as_deref())
+                    .await
+            }
         };
         match outcome {
             Ok(value) => structured(value),
@@ -229,21 +232,24 @@ impl McpServer {
         mut arguments: Map<String, Value>,
         authorization: Option<&str>,
     ) -> Result<Value, String> {
-        let named = arguments.remove("id").and_then(|id| id.as_str().map(str::to_owned));
+        let named = arguments
+            .remove("id")
+            .and_then(|id| id.as_str().map(str::to_owned));
         let (current, fixed) = {
             let caller = lock(&self.connection.caller);
             (caller.agent.clone(), caller.fixed)
         };
         let agent = match (named, current) {
-            (Some(named), Some(current)) if fixed && named != current => {
-                return Err(format!(
-                    "forbidden: this connection acts as agent '{current}'; it cannot join as '{named}'"
-                ))
-            }
+            (Some(named), Some(current)) if fixed && named != current => return Err(format!(
+                "forbidden: this connection acts as agent '{current}'; it cannot join as '{named}'"
+            )),
             (Some(named), _) => named,
             (None, Some(current)) => current,
             (None, None) => {
-                return Err("missing_field: id (the agent id to join as; no --agent or token names one)".into())
+                return Err(
+                    "missing_field: id (the agent id to join as; no --agent or token names one)"
+                        .into(),
+                )
             }
         };
         arguments.insert("id".into(), json!(agent));
@@ -264,7 +270,12 @@ impl McpServer {
             caller.agent = Some(agent.clone());
             caller.registration = Some(registration.clone());
         }
-        self.start_keepalive(agent, registration, ttl_ms, authorization.map(str::to_owned));
+        self.start_keepalive(
+            agent,
+            registration,
+            ttl_ms,
+            authorization.map(str::to_owned),
+        );
         Ok(answer)
     }
 
@@ -314,10 +325,9 @@ impl McpServer {
         arguments: Map<String, Value>,
         authorization: Option<&str>,
     ) -> Result<Value, String> {
-        let after = arguments
-            .get("after")
-            .and_then(Value::as_u64)
-            .ok_or("missing_field: after (the seq to wait after: 0, or the previous answer's next)")?;
+        let after = arguments.get("after").and_then(Value::as_u64).ok_or(
+            "missing_field: after (the seq to wait after: 0, or the previous answer's next)",
+        )?;
         let timeout_ms = arguments
             .get("timeout_ms")
             .and_then(Value::as_u64)
@@ -374,7 +384,10 @@ impl McpServer {
             None => String::new(),
         };
         let mut board = Map::new();
-        for (key, path) in [("findings", "/v1/findings"), ("hypotheses", "/v1/hypotheses")] {
+        for (key, path) in [
+            ("findings", "/v1/findings"),
+            ("hypotheses", "/v1/hypotheses"),
+        ] {
             let call = HttpCall {
                 method: Method::Get,
                 path_and_query: format!("{path}{query}"),
@@ -392,17 +405,20 @@ fn json_answer(answer: &Answer) -> Result<Value, String> {
     let value: Value = if answer.body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&answer.body)
-            .map_err(|error| format!("internal: the server answered something that is not JSON: {error}"))?
+        serde_json::from_slice(&answer.body).map_err(|error| {
+            format!("internal: the server answered something that is not JSON: {error}")
+        })?
     };
     if (200..300).contains(&answer.status) {
         return Ok(value);
     }
-    let code = value["error"]["code"].as_str().unwrap_or(match answer.status {
-        401 => "unauthorized",
-        403 => "forbidden",
-        _ => "error",
-    });
+    let code = value["error"]["code"]
+        .as_str()
+        .unwrap_or(match answer.status {
+            401 => "unauthorized",
+            403 => "forbidden",
+            _ => "error",
+        });
     let message = value["error"]["message"]
         .as_str()
         .unwrap_or("the request was refused");
@@ -453,7 +469,11 @@ fn tool(name: &'static str, description: &'static str, schema: Value) -> Tool {
         Value::Object(object) => object,
         _ => JsonObject::new(),
     };
-    Tool::new(Cow::Borrowed(name), Cow::Borrowed(description), Arc::new(object))
+    Tool::new(
+        Cow::Borrowed(name),
+        Cow::Borrowed(description),
+        Arc::new(object),
+    )
 }
 
 fn own_tools() -> Vec<Tool> {
@@ -613,9 +633,9 @@ impl Backend for RouterBackend {
             if let Some(authorization) = authorization {
                 request = request.header(axum::http::header::AUTHORIZATION, authorization);
             }
-            let body = call
-                .body
-                .map_or_else(axum::body::Body::empty, |body| axum::body::Body::from(body.to_string()));
+            let body = call.body.map_or_else(axum::body::Body::empty, |body| {
+                axum::body::Body::from(body.to_string())
+            });
             let request = request
                 .body(body)
                 .map_err(|error| format!("invalid_value: {error}"))?;
@@ -640,7 +660,10 @@ impl Backend for RouterBackend {
                 if self.engine.is_shutting_down() {
                     return;
                 }
-                tokio::time::sleep(HEAD_POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(
+                    HEAD_POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
             }
         })
     }
@@ -655,7 +678,9 @@ pub fn http_service(
     McpServer,
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
 > {
-    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
     let backend: Arc<dyn Backend> = Arc::new(RouterBackend::new(api, engine));
     let mut config = StreamableHttpServerConfig::default()
         // Hosts are checked by the HTTP layer and tokens, as for every other route.
@@ -677,11 +702,33 @@ mod tests {
     fn the_tool_list_has_every_spec_tool_and_fits_in_24_kb() {
         let names: Vec<&str> = tools().iter().map(|tool| tool.name.as_ref()).collect();
         for wanted in [
-            "join", "whoami", "append_events", "read_events", "wait_events", "state_get",
-            "state_cas", "kv_get", "kv_put", "lock_acquire", "lock_release", "task_create",
-            "task_claim", "task_progress", "task_complete", "task_fail", "task_list",
-            "finding_post", "hypothesis_propose", "hypothesis_evidence", "blackboard",
-            "proposal_open", "vote", "proposal_get", "message_send", "inbox", "message_ack",
+            "join",
+            "whoami",
+            "append_events",
+            "read_events",
+            "wait_events",
+            "state_get",
+            "state_cas",
+            "kv_get",
+            "kv_put",
+            "lock_acquire",
+            "lock_release",
+            "task_create",
+            "task_claim",
+            "task_progress",
+            "task_complete",
+            "task_fail",
+            "task_list",
+            "finding_post",
+            "hypothesis_propose",
+            "hypothesis_evidence",
+            "blackboard",
+            "proposal_open",
+            "vote",
+            "proposal_get",
+            "message_send",
+            "inbox",
+            "message_ack",
             "session_report",
         ] {
             assert!(names.contains(&wanted), "tools/list lacks {wanted}");
@@ -696,11 +743,18 @@ mod tests {
     fn a_refusal_is_its_code_then_its_message() {
         let answer = Answer {
             status: 409,
-            body: Bytes::from_static(br#"{"error":{"code":"version_conflict","message":"at 2, not 1"}}"#),
+            body: Bytes::from_static(
+                br#"{"error":{"code":"version_conflict","message":"at 2, not 1"}}"#,
+            ),
         };
         let text = json_answer(&answer).expect_err("refused");
         assert!(text.starts_with("version_conflict: at 2, not 1"), "{text}");
-        let unauthorized = Answer { status: 401, body: Bytes::new() };
-        assert!(json_answer(&unauthorized).expect_err("refused").starts_with("unauthorized: "));
+        let unauthorized = Answer {
+            status: 401,
+            body: Bytes::new(),
+        };
+        assert!(json_answer(&unauthorized)
+            .expect_err("refused")
+            .starts_with("unauthorized: "));
     }
 }

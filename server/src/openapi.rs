@@ -100,7 +100,9 @@ fn parameters(operation: &Operation) -> Vec<Value> {
             parameters.push(json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property}));
         }
     }
-    let has_branch = parameters.iter().any(|parameter| parameter["name"] == "branch");
+    let has_branch = parameters
+        .iter()
+        .any(|parameter| parameter["name"] == "branch");
     if !has_branch {
         parameters.push(json!({"name": "branch", "in": "query", "required": false, "schema": {"type": "string", "default": "main"}}));
     }

@@ -120,7 +120,8 @@ impl Backend for RemoteBackend {
             let start = head().await;
             while Instant::now() < deadline {
                 tokio::time::sleep(
-                    REMOTE_HEAD_POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())),
+                    REMOTE_HEAD_POLL_INTERVAL
+                        .min(deadline.saturating_duration_since(Instant::now())),
                 )
                 .await;
                 if head().await != start {
@@ -192,7 +193,9 @@ async fn token_agent(backend: &dyn Backend) -> Result<Option<String>, CliError> 
     };
     let answer = backend.send(call, None).await.map_err(CliError::failure)?;
     if answer.status == 401 {
-        return Err(CliError::failure("the server refused the token (401 unauthorized)"));
+        return Err(CliError::failure(
+            "the server refused the token (401 unauthorized)",
+        ));
     }
     let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     Ok(value["agent"].as_str().map(str::to_owned))
@@ -207,14 +210,24 @@ pub fn guide() {
 /// JSON object (path parameters included); prints the JSON answer.
 pub async fn call(config: &Config, name: &str, arguments: Option<&str>) -> Result<(), CliError> {
     let operation = catalog::find(name).ok_or_else(|| {
-        let names: Vec<&str> = catalog::operations().iter().map(|operation| operation.name).collect();
-        CliError::usage(format!("no operation named '{name}'; the operations are: {}", names.join(", ")))
+        let names: Vec<&str> = catalog::operations()
+            .iter()
+            .map(|operation| operation.name)
+            .collect();
+        CliError::usage(format!(
+            "no operation named '{name}'; the operations are: {}",
+            names.join(", ")
+        ))
     })?;
     let arguments: Map<String, Value> = match arguments {
         None => Map::new(),
         Some(text) => match serde_json::from_str(text) {
             Ok(Value::Object(object)) => object,
-            _ => return Err(CliError::usage(format!("the arguments of {name} must be one JSON object, not '{text}'"))),
+            _ => {
+                return Err(CliError::usage(format!(
+                    "the arguments of {name} must be one JSON object, not '{text}'"
+                )))
+            }
         },
     };
     let call = operation
@@ -222,7 +235,12 @@ pub async fn call(config: &Config, name: &str, arguments: Option<&str>) -> Resul
         .map_err(|message| CliError::usage(format!("{name}: {message}")))?;
     let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
     let reply = client
-        .send(http_method(call.method), &with_branch(config, &call.path_and_query), call.body.as_ref(), &[])
+        .send(
+            http_method(call.method),
+            &with_branch(config, &call.path_and_query),
+            call.body.as_ref(),
+            &[],
+        )
         .await?;
     let status = reply.status;
     let body = reply.bytes().await?;
@@ -249,8 +267,15 @@ fn with_branch(config: &Config, path_and_query: &str) -> String {
     match &config.branch {
         None => path_and_query.to_owned(),
         Some(branch) => {
-            let separator = if path_and_query.contains('?') { '&' } else { '?' };
-            format!("{path_and_query}{separator}branch={}", catalog::percent_encode(branch))
+            let separator = if path_and_query.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            format!(
+                "{path_and_query}{separator}branch={}",
+                catalog::percent_encode(branch)
+            )
         }
     }
 }

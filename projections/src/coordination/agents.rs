@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    agent_locks_freed, check_id, check_ttl, event_types, parse, parse_wire_time, ttl_as_ms, wire_time,
-    Coordination,
+    agent_locks_freed, check_id, check_ttl, event_types, parse, parse_wire_time, ttl_as_ms,
+    wire_time, Coordination,
 };
 use crate::envelope::{Envelope, EventDraft};
 use crate::rejection::Rejection;
@@ -157,7 +157,8 @@ pub fn heartbeat(
         } else {
             agent.status
         };
-        return Err(Rejection::new(Code::AgentNotActive,
+        return Err(Rejection::new(
+            Code::AgentNotActive,
             format!("agent '{id}' is {}; register it again", status.as_str()),
         )
         .with("id", id)
@@ -179,17 +180,15 @@ pub(super) fn check_actor_allowed(branch: &Coordination, actor: &str) -> Result<
 }
 
 fn killed(id: &str) -> Rejection {
-    Rejection::new(Code::AgentKilled,
+    Rejection::new(
+        Code::AgentKilled,
         format!("agent '{id}' was killed by an admin; only an admin can register it again"),
     )
     .with("id", id)
 }
 
 fn not_found(id: &str) -> Rejection {
-    Rejection::new(Code::NotFound,
-        format!("agent '{id}' is not registered"),
-    )
-    .with("id", id)
+    Rejection::new(Code::NotFound, format!("agent '{id}' is not registered")).with("id", id)
 }
 
 /// A registration, borrowed from the command.
@@ -364,7 +363,6 @@ pub(super) fn apply_status(
 
 #[cfg(test)]
 mod tests {
-    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::locks::{lock_info, LockMode};
     use crate::coordination::testing::{acquire, register, Harness, START_MS};
@@ -372,6 +370,7 @@ mod tests {
         check_actor_allowed, due, next_deadline, restart_leases, CoordinationCommand as C,
         TTL_MS_MAX,
     };
+    use crate::rejection::RejectionKind;
 
     #[test]
     fn register_records_the_agent_and_its_lease() {
@@ -412,7 +411,8 @@ mod tests {
         harness.advance(900);
         assert!(harness.tick(0).is_empty(), "the heartbeat kept it alive");
         assert_eq!(
-            heartbeat(harness.main_mut(), "ghost", now).map_err(|rejection| rejection.code.as_str()),
+            heartbeat(harness.main_mut(), "ghost", now)
+                .map_err(|rejection| rejection.code.as_str()),
             Err("not_found")
         );
         harness.advance(1000);
@@ -509,7 +509,8 @@ mod tests {
         assert_eq!(
             harness
                 .err(acquire("other", "a1", 5000, LockMode::Exclusive))
-                .code.as_str(),
+                .code
+                .as_str(),
             "agent_killed",
             "a lock naming a killed owner is refused, whoever sends it"
         );
@@ -523,7 +524,10 @@ mod tests {
             "it cannot revive itself"
         );
         assert_eq!(
-            harness.err(C::AgentDeregister { id: "a1".into() }).code.as_str(),
+            harness
+                .err(C::AgentDeregister { id: "a1".into() })
+                .code
+                .as_str(),
             "agent_killed"
         );
         let now = harness.now_ms;
@@ -542,7 +546,8 @@ mod tests {
                 .err(C::AgentKill {
                     id: "nobody".into()
                 })
-                .code.as_str(),
+                .code
+                .as_str(),
             "not_found"
         );
     }
@@ -563,7 +568,10 @@ mod tests {
             .ok(C::AgentDeregister { id: "a1".into() })
             .is_empty());
         assert_eq!(
-            harness.err(C::AgentDeregister { id: "zz".into() }).code.as_str(),
+            harness
+                .err(C::AgentDeregister { id: "zz".into() })
+                .code
+                .as_str(),
             "not_found"
         );
         let deregistered: Vec<&str> =

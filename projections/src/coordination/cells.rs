@@ -154,7 +154,8 @@ pub(super) fn decide_cas(
         } else {
             format!("to be at version {expected}")
         };
-        return Err(Rejection::new(Code::VersionConflict,
+        return Err(Rejection::new(
+            Code::VersionConflict,
             format!("state cell '{key}' is at version {current}; the write expected it {wanted}"),
         )
         .with("key", key)
@@ -179,10 +180,10 @@ pub(super) fn decide_kv_delete(
 ) -> Result<Vec<EventDraft>, Rejection> {
     check_id("key", key)?;
     if get_kv(branch, key).is_none() {
-        return Err(Rejection::new(Code::NotFound,
-            format!("kv key '{key}' does not exist"),
-        )
-        .with("key", key));
+        return Err(
+            Rejection::new(Code::NotFound, format!("kv key '{key}' does not exist"))
+                .with("key", key),
+        );
     }
     Ok(vec![EventDraft::new(
         event_types::KV_DELETED,
@@ -245,10 +246,10 @@ pub(super) fn apply_kv_deleted(coordination: &mut Coordination, data: &Value) ->
 
 #[cfg(test)]
 mod tests {
-    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::testing::Harness;
     use crate::coordination::CoordinationCommand as C;
+    use crate::rejection::RejectionKind;
     use crate::state::MAIN_BRANCH;
 
     fn set(key: &str, value: Value) -> C {

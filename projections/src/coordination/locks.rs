@@ -146,11 +146,7 @@ pub fn holder_json(resource: &str, owner: &str, mode: LockMode, hold: &Hold) -> 
 
 /// The answer to an acquire after its events were applied: `{"resource","owner","mode",
 /// "token","expires_at"}` for `owner`'s hold on `resource`, if it has one.
-pub fn grant_json(
-    branch: &impl AsRef<Coordination>,
-    resource: &str,
-    owner: &str,
-) -> Option<Value> {
+pub fn grant_json(branch: &impl AsRef<Coordination>, resource: &str, owner: &str) -> Option<Value> {
     let lock = lock_info(branch, resource)?;
     let hold = lock.holders.get(owner)?;
     Some(json!({
@@ -320,7 +316,8 @@ fn lock_held(resource: &str, lock: &Lock, blockers: &[&str], now_ms: i64) -> Rej
         .map(|owner| lock.holders[*owner].expires_at_ms)
         .max()
         .unwrap_or(now_ms);
-    Rejection::new(Code::LockHeld,
+    Rejection::new(
+        Code::LockHeld,
         format!(
             "lock '{resource}' is held ({}) by {}",
             lock.mode.as_str(),
@@ -348,7 +345,8 @@ pub(super) fn decide_renew(
         .and_then(|lock| lock.live_hold(owner, now_ms))
         .filter(|hold| hold.token == token);
     let (Some(lock), Some(_)) = (lock, hold) else {
-        return Err(Rejection::new(Code::LockLost,
+        return Err(Rejection::new(
+            Code::LockLost,
             format!("'{owner}' does not hold lock '{resource}' with token {token} any more"),
         )
         .with("resource", resource)
@@ -406,7 +404,8 @@ pub(super) fn check_fence(
     if held {
         return Ok(());
     }
-    Err(Rejection::new(Code::StaleFence,
+    Err(Rejection::new(
+        Code::StaleFence,
         format!("lock '{resource}' is not held with fencing token {token} right now"),
     )
     .with("resource", resource)
@@ -513,12 +512,12 @@ pub(super) fn apply_ended(coordination: &mut Coordination, data: &Value) -> bool
 
 #[cfg(test)]
 mod tests {
-    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::testing::{acquire, acquire_many, Harness, START_MS};
     use crate::coordination::{
         check_fence, check_lock_order, due, CoordinationCommand as C, TTL_MS_MAX, TTL_MS_MIN,
     };
+    use crate::rejection::RejectionKind;
 
     fn renew(resource: &str, owner: &str, token: u64, ttl_ms: u64) -> C {
         C::LockRenew {
@@ -773,11 +772,13 @@ mod tests {
             (RejectionKind::Conflict, "stale_fence")
         );
         assert_eq!(
-            check_fence(harness.main(), "other", 1, now).map_err(|rejection| rejection.code.as_str()),
+            check_fence(harness.main(), "other", 1, now)
+                .map_err(|rejection| rejection.code.as_str()),
             Err("stale_fence")
         );
         assert_eq!(
-            check_fence(harness.main(), "db", 1, now + 1000).map_err(|rejection| rejection.code.as_str()),
+            check_fence(harness.main(), "db", 1, now + 1000)
+                .map_err(|rejection| rejection.code.as_str()),
             Err("stale_fence"),
             "a TTL that passed fences out its holder at once"
         );

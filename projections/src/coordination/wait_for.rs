@@ -73,7 +73,8 @@ impl DeadlockCycle {
 
     /// The 409 `deadlock` answer for `owner`'s request.
     pub fn rejection(&self, owner: &str) -> Rejection {
-        Rejection::new(Code::Deadlock,
+        Rejection::new(
+            Code::Deadlock,
             format!(
                 "waiting would deadlock: {} wait for each other",
                 self.owners().join(" -> ")
@@ -170,7 +171,9 @@ impl WaitForGraph {
             if ahead > 0 {
                 return Err(Rejection::new(
                     Code::LockHeld,
-                    format!("lock '{resource}' has {ahead} earlier waiter(s); they are served first"),
+                    format!(
+                        "lock '{resource}' has {ahead} earlier waiter(s); they are served first"
+                    ),
                 )
                 .with("resource", resource.clone())
                 .with("waiters", ahead));
@@ -259,9 +262,9 @@ fn blocking_edges(
 
 #[cfg(test)]
 mod tests {
-    use crate::rejection::RejectionKind;
     use super::*;
     use crate::coordination::testing::{acquire, Harness};
+    use crate::rejection::RejectionKind;
 
     fn names(resources: &[&str]) -> Vec<String> {
         resources
@@ -431,7 +434,9 @@ mod tests {
         assert_eq!(refused.kind, RejectionKind::Conflict);
         assert_eq!(refused.details["resource"], json!("y"));
         assert_eq!(refused.details["waiters"], json!(1));
-        let on_x = graph.check_fifo("c", &names(&["x"]), None).expect_err("a and b wait");
+        let on_x = graph
+            .check_fifo("c", &names(&["x"]), None)
+            .expect_err("a and b wait");
         assert_eq!(on_x.details["waiters"], json!(2));
         assert_eq!(graph.check_fifo("c", &names(&["z"]), None), Ok(()));
     }

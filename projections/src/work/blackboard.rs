@@ -39,7 +39,9 @@ pub const PRIOR_EPSILON: f64 = 0.001;
 pub const EVIDENCE_WEIGHT_MAX: f64 = 10.0;
 
 /// The kind of a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingCategory {
     /// Something seen.
@@ -564,7 +566,8 @@ fn open_hypothesis<'a>(branch: &'a dyn WorkBranch, id: &str) -> Result<&'a Hypot
         .get(id)
         .ok_or_else(|| not_found("hypothesis", id))?;
     if hypothesis.status != HypothesisStatus::Open {
-        return Err(conflict(Code::AlreadyValidated,
+        return Err(conflict(
+            Code::AlreadyValidated,
             format!("hypothesis '{id}' is already validated"),
         )
         .with("hypothesis", id)
@@ -581,7 +584,12 @@ pub(super) fn decide_evidence(
 ) -> Result<Vec<EventDraft>, Rejection> {
     let hypothesis = open_hypothesis(branch, id)?;
     check_id("finding", &spec.finding)?;
-    if !branch.work().blackboard.findings.contains_key(&spec.finding) {
+    if !branch
+        .work()
+        .blackboard
+        .findings
+        .contains_key(&spec.finding)
+    {
         return Err(invalid(
             "finding",
             format!("finding '{}' does not exist", spec.finding),
@@ -599,7 +607,8 @@ pub(super) fn decide_evidence(
         .iter()
         .any(|item| item.finding == spec.finding)
     {
-        return Err(conflict(Code::DuplicateEvidence,
+        return Err(conflict(
+            Code::DuplicateEvidence,
             format!(
                 "finding '{}' is already evidence of hypothesis '{id}'",
                 spec.finding
@@ -1061,7 +1070,10 @@ mod tests {
             "same body"
         );
         assert_eq!(
-            harness.err(propose("elsewhere", 0.8, Some("inc-2"))).code.as_str(),
+            harness
+                .err(propose("elsewhere", 0.8, Some("inc-2")))
+                .code
+                .as_str(),
             "already_exists"
         );
     }

@@ -408,7 +408,8 @@ pub(super) fn decide_open(
             }
             voters.iter().cloned().collect()
         }
-        None => branch.active_agents()
+        None => branch
+            .active_agents()
             .into_iter()
             .map(|agent| agent.id)
             .collect(),
@@ -485,7 +486,8 @@ pub(super) fn decide_vote(
         check_unit("confidence", confidence)?;
     }
     if proposal.status != ProposalStatus::Open || now_ms >= proposal.deadline_at_ms {
-        return Err(conflict(Code::ProposalClosed,
+        return Err(conflict(
+            Code::ProposalClosed,
             format!("proposal '{id}' no longer takes votes"),
         )
         .with("proposal", id)
@@ -493,7 +495,8 @@ pub(super) fn decide_vote(
         .with("decision", json!(proposal.decision)));
     }
     if !proposal.voters.contains(&spec.agent) {
-        return Err(Rejection::new(Code::NotEligible,
+        return Err(Rejection::new(
+            Code::NotEligible,
             format!(
                 "agent '{}' is not in the electorate of proposal '{id}'",
                 spec.agent
@@ -503,7 +506,8 @@ pub(super) fn decide_vote(
         .with("agent", spec.agent.as_str()));
     }
     if let Some(ballot) = proposal.votes.get(&spec.agent) {
-        return Err(conflict(Code::AlreadyVoted,
+        return Err(conflict(
+            Code::AlreadyVoted,
             format!("agent '{}' already voted on proposal '{id}'", spec.agent),
         )
         .with("proposal", id)

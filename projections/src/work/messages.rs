@@ -159,7 +159,8 @@ pub(super) fn decide_send(
     check_id("to", &spec.to)?;
     check_id("type", &spec.message_type)?;
     let recipients: Vec<String> = if spec.to == BROADCAST {
-        branch.active_agents()
+        branch
+            .active_agents()
             .into_iter()
             .map(|agent| agent.id)
             .filter(|id| id != &spec.from)
@@ -199,7 +200,8 @@ pub(super) fn decide_ack(
         .ok_or_else(|| not_found("message", id))?;
     check_id("agent", &spec.agent)?;
     if !message.recipients.contains(&spec.agent) {
-        return Err(Rejection::new(Code::NotRecipient,
+        return Err(Rejection::new(
+            Code::NotRecipient,
             format!("agent '{}' did not receive message '{id}'", spec.agent),
         )
         .with("message", id)

@@ -374,7 +374,8 @@ pub(super) fn decide_complete(
         if session.outcome == spec.outcome {
             return Ok(Vec::new());
         }
-        return Err(conflict(Code::SessionCompleted,
+        return Err(conflict(
+            Code::SessionCompleted,
             format!("session '{id}' already completed with another outcome"),
         )
         .with("session", id));
@@ -574,7 +575,10 @@ mod tests {
             .ok(complete_session("s", json!("resolved")))
             .is_empty());
         assert_eq!(
-            harness.err(complete_session("s", json!("other"))).code.as_str(),
+            harness
+                .err(complete_session("s", json!("other")))
+                .code
+                .as_str(),
             "session_completed"
         );
         assert_eq!(

@@ -19,10 +19,10 @@ use axum::http::{HeaderMap, Uri};
 use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::auth::Principal;
 use crate::engine::{Committed, Responder, Status, WriteResponse};
-use crate::refusal::Refusal;
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{read_body, ApiQuery};
 use crate::limits::WAIT_MS_MAX;
+use crate::refusal::Refusal;
 
 /// Deserializes the route-specific rest of a write body.
 pub fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
@@ -63,7 +63,11 @@ where
 {
     Box::new(move |state, written| {
         let value = view(branch_of(state, &branch)?, written)?;
-        let status = if written.is_empty() { Status::Ok } else { created };
+        let status = if written.is_empty() {
+            Status::Ok
+        } else {
+            created
+        };
         answer(status, value, state, written)
     })
 }
@@ -130,7 +134,11 @@ where
     match query.at {
         None => {
             app.engine
-                .read(move |state| branch_of(state, &branch).map_err(ApiError::from).and_then(read))
+                .read(move |state| {
+                    branch_of(state, &branch)
+                        .map_err(ApiError::from)
+                        .and_then(read)
+                })
                 .await?
         }
         Some(at) => {
@@ -146,7 +154,9 @@ where
             tokio::task::spawn_blocking(move || {
                 let past = crate::engine::state_at(&reader, at)
                     .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
-                branch_of(&past, &branch).map_err(ApiError::from).and_then(read)
+                branch_of(&past, &branch)
+                    .map_err(ApiError::from)
+                    .and_then(read)
             })
             .await
             .map_err(|error| ApiError::internal("time-travel read failed", &error))?

@@ -22,8 +22,8 @@ use crate::app::{AppState, BranchQuery};
 use crate::auth::Principal;
 use crate::engine::{Responder, Status, WriteCommand};
 use crate::error::ApiError;
-use crate::refusal::Refusal;
 use crate::extract::{check_id, ApiQuery};
+use crate::refusal::Refusal;
 
 // ---- state cells ------------------------------------------------------------------
 
@@ -216,7 +216,8 @@ pub(crate) async fn kv_delete(
     check_id("key", &key)?;
     let response_key = key.clone();
     let respond: Responder = Box::new(move |state, written| {
-        answer(Status::Ok,
+        answer(
+            Status::Ok,
             json!({"key": response_key, "deleted": true}),
             state,
             written,
@@ -319,7 +320,8 @@ pub(crate) async fn locks_acquire_many(
             .iter()
             .filter_map(|resource| grant_json(branch_state, resource, &owner))
             .collect();
-        answer(Status::Ok,
+        answer(
+            Status::Ok,
             json!({"owner": owner, "locks": grants}),
             state,
             written,
@@ -376,7 +378,8 @@ pub(crate) async fn lock_release(
     check_id("owner", &spec.owner)?;
     write.principal.require_acting_as(&spec.owner)?;
     let response = json!({"resource": resource, "owner": spec.owner, "released": true});
-    let respond: Responder = Box::new(move |state, written| answer(Status::Ok, response, state, written));
+    let respond: Responder =
+        Box::new(move |state, written| answer(Status::Ok, response, state, written));
     let command = CoordinationCommand::LockRelease {
         resource,
         owner: spec.owner,
@@ -497,7 +500,11 @@ pub(crate) async fn agent_register(
     check_id("id", &spec.id)?;
     write.principal.require_acting_as(&spec.id)?;
     let by_admin = write.principal.role == crate::auth::Role::Admin;
-    let respond = agent_responder(write.context.branch.clone(), spec.id.clone(), Status::Created);
+    let respond = agent_responder(
+        write.context.branch.clone(),
+        spec.id.clone(),
+        Status::Created,
+    );
     let command = CoordinationCommand::AgentRegister {
         id: spec.id,
         agent_type: spec.agent_type,
@@ -644,7 +651,8 @@ pub(crate) async fn branch_create(
         let listed = list_branches(state)
             .into_iter()
             .find(|branch| branch["name"] == json!(name));
-        answer(Status::Created,
+        answer(
+            Status::Created,
             listed.unwrap_or_else(|| json!({"name": name})),
             state,
             written,

@@ -36,9 +36,9 @@ use super::common::{
 use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::engine::{Committed, Responder, Status, WriteCommand, WriteResponse};
 use crate::error::ApiError;
-use crate::refusal::Refusal;
 use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
+use crate::refusal::Refusal;
 use crate::routes::events;
 
 // ---- shared plumbing ----------------------------------------------------------------
@@ -108,9 +108,11 @@ fn task_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
 
 /// Answers with task `id` as it is after the write.
 fn task_responder(write: &PreparedWrite, id: String) -> Responder {
-    responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
-        Ok(task_view(branch, &id)?)
-    })
+    responder(
+        write.context.branch.clone(),
+        Status::Ok,
+        move |branch, _| Ok(task_view(branch, &id)?),
+    )
 }
 
 /// The batch form of `POST /v1/tasks`.
@@ -120,7 +122,10 @@ pub(crate) struct TaskBatch {
     tasks: Vec<Value>,
 }
 
-pub(crate) async fn task_create(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
+pub(crate) async fn task_create(
+    State(app): State<AppState>,
+    input: WriteInput,
+) -> Result<Response, ApiError> {
     let (write, rest) = input.prepare(&app)?;
     let batch = rest.get("tasks").is_some();
     let specs: Vec<TaskSpec> = if batch {
@@ -136,36 +141,40 @@ pub(crate) async fn task_create(State(app): State<AppState>, input: WriteInput) 
         vec![body(with_session(rest, &write))?]
     };
     let explicit: Vec<Option<String>> = specs.iter().map(|spec| spec.id.clone()).collect();
-    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
-        // Tasks without an id in the body got generated ids, in request order.
-        let given: BTreeSet<&str> = explicit.iter().flatten().map(String::as_str).collect();
-        let mut generated: Vec<String> = written
-            .iter()
-            .filter(|committed| committed.envelope.event_type == "task.created")
-            .filter_map(|committed| committed.envelope.stream.strip_prefix("task/"))
-            .filter(|id| !given.contains(id))
-            .map(str::to_owned)
-            .collect();
-        generated.sort_by(|left, right| (left.len(), left).cmp(&(right.len(), right)));
-        let mut generated = generated.into_iter();
-        let mut views = Vec::with_capacity(explicit.len());
-        for id in &explicit {
-            let id = match id {
-                Some(id) => id.clone(),
-                None => generated.next().ok_or_else(|| {
-                    Refusal::internal("created task missing after apply", &"task.created")
-                })?,
-            };
-            views.push(task_view(branch, &id)?);
-        }
-        if batch {
-            Ok(json!({ "tasks": views }))
-        } else {
-            views
-                .pop()
-                .ok_or_else(|| Refusal::internal("no task in a single create", &"tasks"))
-        }
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Created,
+        move |branch, written| {
+            // Tasks without an id in the body got generated ids, in request order.
+            let given: BTreeSet<&str> = explicit.iter().flatten().map(String::as_str).collect();
+            let mut generated: Vec<String> = written
+                .iter()
+                .filter(|committed| committed.envelope.event_type == "task.created")
+                .filter_map(|committed| committed.envelope.stream.strip_prefix("task/"))
+                .filter(|id| !given.contains(id))
+                .map(str::to_owned)
+                .collect();
+            generated.sort_by(|left, right| (left.len(), left).cmp(&(right.len(), right)));
+            let mut generated = generated.into_iter();
+            let mut views = Vec::with_capacity(explicit.len());
+            for id in &explicit {
+                let id = match id {
+                    Some(id) => id.clone(),
+                    None => generated.next().ok_or_else(|| {
+                        Refusal::internal("created task missing after apply", &"task.created")
+                    })?,
+                };
+                views.push(task_view(branch, &id)?);
+            }
+            if batch {
+                Ok(json!({ "tasks": views }))
+            } else {
+                views
+                    .pop()
+                    .ok_or_else(|| Refusal::internal("no task in a single create", &"tasks"))
+            }
+        },
+    );
     submit(
         write,
         &app,
@@ -176,7 +185,10 @@ pub(crate) async fn task_create(State(app): State<AppState>, input: WriteInput) 
     .await
 }
 
-pub(crate) async fn task_claim(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
+pub(crate) async fn task_claim(
+    State(app): State<AppState>,
+    input: WriteInput,
+) -> Result<Response, ApiError> {
     let (write, rest) = input.prepare(&app)?;
     let spec: ClaimSpec = body(rest)?;
     write.principal.require_acting_as(&spec.agent)?;
@@ -470,11 +482,15 @@ pub(crate) async fn finding_post(
     let spec: FindingSpec = body(with_session(rest, &write))?;
     write.principal.require_acting_as(&spec.agent)?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
-        let id = written_id(written, "finding", given.as_deref())
-            .ok_or_else(|| Refusal::internal("reported finding missing", &"finding"))?;
-        Ok(finding_view(branch, &id)?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Created,
+        move |branch, written| {
+            let id = written_id(written, "finding", given.as_deref())
+                .ok_or_else(|| Refusal::internal("reported finding missing", &"finding"))?;
+            Ok(finding_view(branch, &id)?)
+        },
+    );
     submit(write, &app, WorkCommand::FindingPost(spec), None, respond).await
 }
 
@@ -547,11 +563,15 @@ pub(crate) async fn hypothesis_propose(
     let (write, rest) = input.prepare(&app)?;
     let spec: HypothesisSpec = body(with_session(rest, &write))?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
-        let id = written_id(written, "hypothesis", given.as_deref())
-            .ok_or_else(|| Refusal::internal("proposed hypothesis missing", &"hypothesis"))?;
-        Ok(hypothesis_view(branch, &id)?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Created,
+        move |branch, written| {
+            let id = written_id(written, "hypothesis", given.as_deref())
+                .ok_or_else(|| Refusal::internal("proposed hypothesis missing", &"hypothesis"))?;
+            Ok(hypothesis_view(branch, &id)?)
+        },
+    );
     submit(
         write,
         &app,
@@ -563,9 +583,11 @@ pub(crate) async fn hypothesis_propose(
 }
 
 fn hypothesis_responder(write: &PreparedWrite, id: String) -> Responder {
-    responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
-        Ok(hypothesis_view(branch, &id)?)
-    })
+    responder(
+        write.context.branch.clone(),
+        Status::Ok,
+        move |branch, _| Ok(hypothesis_view(branch, &id)?),
+    )
 }
 
 pub(crate) async fn hypothesis_evidence(
@@ -661,11 +683,15 @@ pub(crate) async fn proposal_open(
     let (write, rest) = input.prepare(&app)?;
     let spec: ProposalSpec = body(rest)?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
-        let id = written_id(written, "proposal", given.as_deref())
-            .ok_or_else(|| Refusal::internal("opened proposal missing", &"proposal"))?;
-        Ok(proposal_view(branch, &id)?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Created,
+        move |branch, written| {
+            let id = written_id(written, "proposal", given.as_deref())
+                .ok_or_else(|| Refusal::internal("opened proposal missing", &"proposal"))?;
+            Ok(proposal_view(branch, &id)?)
+        },
+    );
     submit(write, &app, WorkCommand::ProposalOpen(spec), None, respond).await
 }
 
@@ -679,9 +705,11 @@ pub(crate) async fn proposal_vote(
     check_id("id", &id)?;
     write.principal.require_acting_as(&spec.agent)?;
     let response_id = id.clone();
-    let respond = responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
-        Ok(proposal_view(branch, &response_id)?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Ok,
+        move |branch, _| Ok(proposal_view(branch, &response_id)?),
+    );
     let command = WorkCommand::VoteCast { proposal: id, spec };
     submit(write, &app, command, None, respond).await
 }
@@ -756,11 +784,15 @@ pub(crate) async fn message_send(
     let (write, rest) = input.prepare(&app)?;
     let spec: swarmlog_projections::work::MessageSpec = body(rest)?;
     write.principal.require_acting_as(&spec.from)?;
-    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
-        let id = written_id(written, "message", None)
-            .ok_or_else(|| Refusal::internal("sent message missing", &"message"))?;
-        Ok(message_view(branch, &id, None)?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Created,
+        move |branch, written| {
+            let id = written_id(written, "message", None)
+                .ok_or_else(|| Refusal::internal("sent message missing", &"message"))?;
+            Ok(message_view(branch, &id, None)?)
+        },
+    );
     submit(write, &app, WorkCommand::MessageSend(spec), None, respond).await
 }
 
@@ -774,9 +806,11 @@ pub(crate) async fn message_ack(
     check_id("id", &id)?;
     write.principal.require_acting_as(&spec.agent)?;
     let (response_id, agent) = (id.clone(), spec.agent.clone());
-    let respond = responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
-        Ok(message_view(branch, &response_id, Some(&agent))?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Ok,
+        move |branch, _| Ok(message_view(branch, &response_id, Some(&agent))?),
+    );
     let command = WorkCommand::MessageAck { message: id, spec };
     submit(write, &app, command, None, respond).await
 }
@@ -935,11 +969,15 @@ pub(crate) async fn session_start(
     let (write, rest) = input.prepare(&app)?;
     let spec: SessionSpec = body(rest)?;
     let given = spec.id.clone();
-    let respond = responder(write.context.branch.clone(), Status::Created, move |branch, written| {
-        let id = written_id(written, "session", given.as_deref())
-            .ok_or_else(|| Refusal::internal("started session missing", &"session"))?;
-        Ok(session_view(branch, &id)?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Created,
+        move |branch, written| {
+            let id = written_id(written, "session", given.as_deref())
+                .ok_or_else(|| Refusal::internal("started session missing", &"session"))?;
+            Ok(session_view(branch, &id)?)
+        },
+    );
     submit(write, &app, WorkCommand::SessionStart(spec), None, respond).await
 }
 
@@ -952,9 +990,11 @@ pub(crate) async fn session_complete(
     let spec: SessionCompleteSpec = body(rest)?;
     check_id("id", &id)?;
     let response_id = id.clone();
-    let respond = responder(write.context.branch.clone(), Status::Ok, move |branch, _| {
-        Ok(session_view(branch, &response_id)?)
-    });
+    let respond = responder(
+        write.context.branch.clone(),
+        Status::Ok,
+        move |branch, _| Ok(session_view(branch, &response_id)?),
+    );
     let command = WorkCommand::SessionComplete { session: id, spec };
     submit(write, &app, command, None, respond).await
 }

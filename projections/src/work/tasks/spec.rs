@@ -120,7 +120,9 @@ pub struct ClaimSpec {
 }
 
 /// How `assign` picks an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AssignStrategy {
     /// The next capable active agent after the one the last round-robin assignment
