@@ -253,6 +253,36 @@ pub fn write_response(response: WriteResponse) -> Response {
     http
 }
 
+/// Sends one request to `router` in-process, without a socket: how the CLI reaches a data
+/// directory it opened itself and how `/mcp` runs a tool call. A request that cannot be
+/// built (an invalid header or path) is named in the error.
+pub async fn call_in_process<H: AsRef<str>>(
+    router: &Router,
+    method: axum::http::Method,
+    path_and_query: &str,
+    body: Option<&Value>,
+    headers: &[(&str, H)],
+) -> Result<Response, String> {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value.as_ref());
+    }
+    let body = body.map_or_else(axum::body::Body::empty, |body| {
+        axum::body::Body::from(body.to_string())
+    });
+    let request = request
+        .body(body)
+        .map_err(|error| format!("invalid request: {error}"))?;
+    match router.clone().oneshot(request).await {
+        Ok(response) => Ok(response),
+        Err(never) => match never {},
+    }
+}
+
 /// Builds the whole router, open to everyone (no `--tokens`).
 pub fn router(engine: Engine) -> Router {
     router_with_tokens(engine, None)

@@ -47,6 +47,16 @@ impl Method {
         }
     }
 
+    /// The HTTP method.
+    pub fn http(self) -> axum::http::Method {
+        match self {
+            Method::Get => axum::http::Method::GET,
+            Method::Post => axum::http::Method::POST,
+            Method::Put => axum::http::Method::PUT,
+            Method::Delete => axum::http::Method::DELETE,
+        }
+    }
+
     /// Whether the operation writes (its input is a JSON body rather than a query).
     pub fn writes(self) -> bool {
         self != Method::Get
@@ -156,17 +166,15 @@ impl Operation {
 
 /// An input's schema as JSON, with its definitions inlined.
 fn schema_of(input: Option<SchemaFn>) -> Value {
-    {
-        let Some(input) = input else {
-            return json!({"type": "object", "properties": {}});
-        };
-        let mut generator = schemars::generate::SchemaSettings::draft2020_12()
-            .with(|settings| settings.inline_subschemas = true)
-            .into_generator();
-        let mut value = input(&mut generator).to_value();
-        tidy_schema(&mut value);
-        value
-    }
+    let Some(input) = input else {
+        return json!({"type": "object", "properties": {}});
+    };
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|settings| settings.inline_subschemas = true)
+        .into_generator();
+    let mut value = input(&mut generator).to_value();
+    tidy_schema(&mut value);
+    value
 }
 
 impl Operation {

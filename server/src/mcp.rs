@@ -239,19 +239,20 @@ impl McpServer {
             let caller = lock(&self.connection.caller);
             (caller.agent.clone(), caller.fixed)
         };
-        let agent = match (named, current) {
-            (Some(named), Some(current)) if fixed && named != current => return Err(format!(
+        let agent =
+            match (named, current) {
+                (Some(named), Some(current)) if fixed && named != current => {
+                    return Err(format!(
                 "forbidden: this connection acts as agent '{current}'; it cannot join as '{named}'"
-            )),
-            (Some(named), _) => named,
-            (None, Some(current)) => current,
-            (None, None) => {
-                return Err(
+            ))
+                }
+                (Some(named), _) => named,
+                (None, Some(current)) => current,
+                (None, None) => return Err(
                     "missing_field: id (the agent id to join as; no --agent or token names one)"
                         .into(),
-                )
-            }
-        };
+                ),
+            };
         arguments.insert("id".into(), json!(agent));
         let ttl_ms = arguments
             .entry("ttl_ms")
@@ -625,26 +626,19 @@ impl Backend for RouterBackend {
         authorization: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Answer, String>> {
         Box::pin(async move {
-            use tower::ServiceExt;
-            let mut request = axum::http::Request::builder()
-                .method(call.method.as_str().to_ascii_uppercase().as_str())
-                .uri(&call.path_and_query)
-                .header(axum::http::header::CONTENT_TYPE, "application/json");
-            if let Some(authorization) = authorization {
-                request = request.header(axum::http::header::AUTHORIZATION, authorization);
-            }
-            let body = call.body.map_or_else(axum::body::Body::empty, |body| {
-                axum::body::Body::from(body.to_string())
-            });
-            let request = request
-                .body(body)
-                .map_err(|error| format!("invalid_value: {error}"))?;
-            let response = self
-                .router
-                .clone()
-                .oneshot(request)
-                .await
-                .map_err(|error| format!("internal: {error}"))?;
+            let headers: Vec<(&str, &str)> = authorization
+                .map(|authorization| ("authorization", authorization))
+                .into_iter()
+                .collect();
+            let response = crate::app::call_in_process(
+                &self.router,
+                call.method.http(),
+                &call.path_and_query,
+                call.body.as_ref(),
+                &headers,
+            )
+            .await
+            .map_err(|message| format!("invalid_value: {message}"))?;
             let status = response.status().as_u16();
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await

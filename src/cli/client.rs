@@ -14,13 +14,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 use swarmlog_server::{Engine, EngineConfig, SERVER_ADDRESS_FILE};
-use tower::ServiceExt;
 
 use super::CliError;
 
@@ -221,19 +219,9 @@ impl OpenLog {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<axum::response::Response, CliError> {
-        let mut request = Request::builder().method(method).uri(path_and_query);
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let request = request
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
-            .map_err(|error| CliError::usage(format!("invalid request: {error}")))?;
-        self.router
-            .clone()
-            .oneshot(request)
+        swarmlog_server::app::call_in_process(&self.router, method, path_and_query, body, headers)
             .await
-            .map_err(|error| CliError::failure(format!("request failed: {error}")))
+            .map_err(CliError::usage)
     }
 }
 
@@ -466,15 +454,5 @@ pub fn default_db() -> PathBuf {
     PathBuf::from("./data")
 }
 
-/// Percent-encodes one path segment.
-pub fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes one path segment: the catalog's encoding, so the CLI and MCP agree.
+pub use swarmlog_server::catalog::percent_encode as encode_segment;

@@ -23,15 +23,6 @@ use super::{CliError, Config};
 /// How often a remote waiting tool asks the server for its head.
 const REMOTE_HEAD_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-fn http_method(method: Method) -> HttpMethod {
-    match method {
-        Method::Get => HttpMethod::GET,
-        Method::Post => HttpMethod::POST,
-        Method::Put => HttpMethod::PUT,
-        Method::Delete => HttpMethod::DELETE,
-    }
-}
-
 /// `--db DIR` with no server: each request opens the directory, and is then closed.
 struct LocalBackend {
     db: PathBuf,
@@ -49,7 +40,7 @@ impl Backend for LocalBackend {
             let method = call.method;
             let answer = client::local_request(
                 &self.db,
-                http_method(method),
+                method.http(),
                 &call.path_and_query,
                 call.body.as_ref(),
                 &[],
@@ -95,7 +86,7 @@ impl Backend for RemoteBackend {
             let reply = self
                 .client
                 .send(
-                    http_method(call.method),
+                    call.method.http(),
                     &call.path_and_query,
                     call.body.as_ref(),
                     &[],
@@ -236,7 +227,7 @@ pub async fn call(config: &Config, name: &str, arguments: Option<&str>) -> Resul
     let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
     let reply = client
         .send(
-            http_method(call.method),
+            call.method.http(),
             &with_branch(config, &call.path_and_query),
             call.body.as_ref(),
             &[],
