@@ -94,7 +94,7 @@ pub struct Operation {
 }
 
 /// The JSON Schema of `T`.
-fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+pub fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
 }
 
@@ -165,7 +165,7 @@ impl Operation {
 }
 
 /// An input's schema as JSON, with its definitions inlined.
-fn schema_of(input: Option<SchemaFn>) -> Value {
+pub fn schema_of(input: Option<SchemaFn>) -> Value {
     let Some(input) = input else {
         return json!({"type": "object", "properties": {}});
     };
@@ -375,7 +375,8 @@ fn events() -> Vec<Operation> {
             .writes(&["*"]),
         Operation::new("read_events", Get, "/v1/events", "NDJSON replay of committed events (SSE with Accept: text/event-stream)", || get(e::read_events))
             .input::<e::EventsQuery>()
-            .tool("Read committed events in seq order, filtered by types (comma-separated globs such as task.*), stream prefix, actor or session. For history and audit; to wait for new events use wait_events."),
+            .tool_input::<e::ReadEventsArguments>()
+            .tool("Read committed events in seq order, filtered by types (globs such as task.*), stream prefix, actor or session. For history and audit; to wait for new events use wait_events."),
         Operation::new("stream_get", Get, "/v1/streams/{stream}", "A stream's events and version", || get(e::read_stream))
             .input::<e::StreamQuery>(),
         Operation::new("audit_head", Get, "/v1/audit/head", "The head of the hash chain: {seq, hash}", || get(app::audit_head)),

@@ -174,7 +174,7 @@ impl McpServer {
         }
         let outcome = match name {
             "join" => self.join(arguments, authorization.as_deref()).await,
-            "whoami" => Ok(self.whoami()),
+            "whoami" => parse_arguments::<NoInput>(arguments).map(|_| self.whoami()),
             "wait_events" => self.wait_events(arguments, authorization.as_deref()).await,
             "blackboard" => self.blackboard(arguments, authorization.as_deref()).await,
             _ => {
@@ -326,22 +326,21 @@ impl McpServer {
         arguments: Map<String, Value>,
         authorization: Option<&str>,
     ) -> Result<Value, String> {
-        let after = arguments.get("after").and_then(Value::as_u64).ok_or(
-            "missing_field: after (the seq to wait after: 0, or the previous answer's next)",
-        )?;
-        let timeout_ms = arguments
-            .get("timeout_ms")
-            .and_then(Value::as_u64)
+        let input: WaitEventsInput = parse_arguments(arguments)?;
+        let timeout_ms = input
+            .timeout_ms
             .unwrap_or(MCP_WAIT_MS_MAX)
             .min(MCP_WAIT_MS_MAX);
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let after = input.after;
         let mut query = Map::new();
         query.insert("from".into(), json!(after + 1));
         query.insert("limit".into(), json!(MCP_EVENTS_LIMIT_DEFAULT));
-        for name in ["types", "stream"] {
-            if let Some(value) = arguments.get(name) {
-                query.insert(name.into(), value.clone());
-            }
+        if let Some(types) = input.types {
+            query.insert("types".into(), json!(types));
+        }
+        if let Some(stream) = input.stream {
+            query.insert("stream".into(), json!(stream));
         }
         let read = catalog::find("read_events").expect("the catalog has read_events");
         loop {
@@ -380,7 +379,8 @@ impl McpServer {
         arguments: Map<String, Value>,
         authorization: Option<&str>,
     ) -> Result<Value, String> {
-        let query = match arguments.get("session").and_then(Value::as_str) {
+        let input: BlackboardInput = parse_arguments(arguments)?;
+        let query = match input.session.as_deref() {
             Some(session) => format!("?session={}", catalog::percent_encode(session)),
             None => String::new(),
         };
@@ -477,37 +477,81 @@ fn tool(name: &'static str, description: &'static str, schema: Value) -> Tool {
     )
 }
 
+/// The arguments of `wait_events`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct WaitEventsInput {
+    /// The seq to wait after: 0, or the previous answer's `next`.
+    after: u64,
+    /// Only these types (globs such as task.*).
+    #[serde(default)]
+    types: Option<Vec<String>>,
+    /// Only streams with this prefix.
+    #[serde(default)]
+    stream: Option<String>,
+    /// How long to wait at most (default and maximum 60000).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// The arguments of `blackboard`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct BlackboardInput {
+    /// Only this session's findings and hypotheses.
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// The arguments of `whoami`: none.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoInput {}
+
+/// Parses a tool's arguments into its input type; a bad argument answers the code HTTP
+/// would (`unknown_field`, `missing_field`, `invalid_value`).
+fn parse_arguments<T: serde::de::DeserializeOwned>(
+    arguments: Map<String, Value>,
+) -> Result<T, String> {
+    serde_json::from_value(Value::Object(arguments)).map_err(|error| {
+        let refusal = crate::error::from_json_error(&error);
+        format!("{}: {}", refusal.code, refusal.message)
+    })
+}
+
+/// The schema of `join`: the catalog's registration input, with `id` optional (the
+/// connection may already name the agent).
+fn join_schema() -> Value {
+    let mut schema = catalog::find("agent_register")
+        .expect("the catalog has agent_register")
+        .tool_schema();
+    if let Some(required) = schema["required"].as_array_mut() {
+        required.retain(|name| name != "id");
+    }
+    schema
+}
+
 fn own_tools() -> Vec<Tool> {
     vec![
         tool(
             "join",
-            "Register as an agent before working: your type and capabilities (and id, unless the connection already names you). The lease stays alive while this connection is open; closing it deregisters you.",
-            json!({"type": "object", "required": ["type"], "properties": {
-                "id": {"type": "string"},
-                "type": {"type": "string", "description": "what kind of agent you are"},
-                "capabilities": {"type": "array", "items": {"type": "string"}},
-                "ttl_ms": {"type": "integer", "description": "lease; default 30000"}
-            }}),
+            "Register as an agent before working: your type and capabilities (and id, unless the connection already names you); the lease (ttl_ms, default 30000) stays alive while this connection is open, and closing it deregisters you.",
+            join_schema(),
         ),
         tool(
             "whoami",
             "Which agent this connection acts as, and whether it joined.",
-            json!({"type": "object", "properties": {}}),
+            catalog::schema_of(Some(catalog::schema::<NoInput>)),
         ),
         tool(
             "wait_events",
             "Wait for committed events after seq `after` instead of polling: returns as soon as a matching event commits (or at once if one already has), else empty at timeout_ms (max 60000). Pass the answer's `next` as `after` to continue.",
-            json!({"type": "object", "required": ["after"], "properties": {
-                "after": {"type": "integer"},
-                "types": {"type": "array", "items": {"type": "string"}, "description": "globs such as task.*"},
-                "stream": {"type": "string", "description": "stream prefix"},
-                "timeout_ms": {"type": "integer"}
-            }}),
+            catalog::schema_of(Some(catalog::schema::<WaitEventsInput>)),
         ),
         tool(
             "blackboard",
             "Read the blackboard: every finding and hypothesis (ordered by confidence), optionally of one session.",
-            json!({"type": "object", "properties": {"session": {"type": "string"}}}),
+            catalog::schema_of(Some(catalog::schema::<BlackboardInput>)),
         ),
     ]
 }

@@ -452,11 +452,16 @@ fn with_waiters(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RegisterBody {
+    /// The agent's id.
     id: String,
+    /// What kind of agent it is.
     #[serde(rename = "type")]
     agent_type: String,
+    /// What it can do; tasks that require capabilities go to agents that have them.
     #[serde(default)]
     capabilities: Vec<String>,
+    /// The lease: without a heartbeat for this long the agent expires (its locks are
+    /// released and its claims go back to pending).
     #[serde(default)]
     ttl_ms: Option<u64>,
 }

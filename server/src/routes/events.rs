@@ -256,6 +256,27 @@ pub struct EventsQuery {
     branch: Option<String>,
 }
 
+/// The query of `GET /v1/events` as the MCP tool `read_events` takes it: `types` is a
+/// list (the catalog joins it with commas for the query string). Only its schema is used.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub(crate) struct ReadEventsArguments {
+    /// From this seq (inclusive).
+    from: Option<u64>,
+    /// Up to this seq (inclusive).
+    until: Option<u64>,
+    /// Only these types (globs such as task.*).
+    types: Option<Vec<String>>,
+    /// Only streams with this prefix.
+    stream: Option<String>,
+    /// Only this actor's events.
+    actor: Option<String>,
+    /// Only this session's events.
+    session: Option<String>,
+    /// At most this many events (default 100 over MCP).
+    limit: Option<u64>,
+}
+
 impl EventsQuery {
     fn filter(self, last_event_id: Option<u64>) -> Result<(EventFilter, Option<u64>), ApiError> {
         let branch = match self.branch.as_deref() {
