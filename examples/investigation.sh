@@ -3,7 +3,7 @@
 #
 # Three investigators look at an incident at the same time and post findings to the
 # session's blackboard. Two hypotheses are proposed; each finding is attached to them as
-# supporting or refuting evidence, which moves their confidence (see the README). The
+# supporting or refuting evidence, which moves their confidence (see docs/api.md). The
 # most confident hypothesis leads to a rollback proposal, the investigators vote
 # (majority), and an approved rollback becomes a task that waits for a human approval.
 # Prints "top hypothesis: ..." and "decision: ...".

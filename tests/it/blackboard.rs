@@ -1,5 +1,5 @@
 //! The blackboard through HTTP (SPEC §3 "Blackboard", issue 4): findings and their
-//! queries, hypotheses whose confidence the evidence moves (the README's log-odds
+//! queries, hypotheses whose confidence the evidence moves (docs/api.md's log-odds
 //! formula), validation, ordering by confidence, and bad inputs that write nothing.
 
 use serde_json::{json, Value};
