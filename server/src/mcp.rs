@@ -50,9 +50,10 @@ pub trait Backend: Send + Sync + 'static {
         authorization: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Answer, String>>;
 
-    /// Returns when something may have been committed since the last request, or at
+    /// Returns once something may have been committed after seq `head` (the head read
+    /// before the caller's last read, so that no commit in between is missed), or at
     /// `deadline`.
-    fn wait_for_commit(&self, deadline: Instant) -> BoxFuture<'_, ()>;
+    fn wait_for_commit(&self, head: u64, deadline: Instant) -> BoxFuture<'_, ()>;
 
     /// Whether a heartbeat must be a logged re-registration to keep a lease alive: true
     /// where every request opens the log afresh (`--db`), so an in-memory heartbeat would
@@ -344,6 +345,9 @@ impl McpServer {
         }
         let read = catalog::find("read_events").expect("the catalog has read_events");
         loop {
+            // The head before the read: a commit after it either is in the read or wakes
+            // the wait below.
+            let head = self.head(authorization).await?;
             let call = read
                 .http_request(&query)
                 .map_err(|message| format!("invalid_value: {message}"))?;
@@ -356,10 +360,9 @@ impl McpServer {
                 return Ok(json!({"events": events, "next": last}));
             }
             if Instant::now() >= deadline {
-                let head = self.head(authorization).await?.max(after);
-                return Ok(json!({"events": [], "next": head}));
+                return Ok(json!({"events": [], "next": head.max(after)}));
             }
-            self.backend.wait_for_commit(deadline).await;
+            self.backend.wait_for_commit(head, deadline).await;
         }
     }
 
@@ -659,10 +662,6 @@ impl RouterBackend {
     }
 }
 
-/// How often a waiting tool looks at the head of an in-process engine: cheap (a mutex
-/// read), and well under the latency an agent notices.
-const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(10);
-
 impl Backend for RouterBackend {
     fn send<'a>(
         &'a self,
@@ -691,17 +690,20 @@ impl Backend for RouterBackend {
         })
     }
 
-    fn wait_for_commit(&self, deadline: Instant) -> BoxFuture<'_, ()> {
+    /// Waits on the hub, which the commit thread feeds after it publishes the head: a
+    /// batch published before the subscription has already moved the head past `head`.
+    fn wait_for_commit(&self, head: u64, deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let start = self.engine.audit_head().seq;
-            while Instant::now() < deadline && self.engine.audit_head().seq == start {
-                if self.engine.is_shutting_down() {
-                    return;
-                }
-                tokio::time::sleep(
-                    HEAD_POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())),
-                )
-                .await;
+            let mut published = self.engine.hub().subscribe();
+            let mut shutdown = self.engine.shutdown_watch();
+            if self.engine.audit_head().seq > head || *shutdown.borrow() {
+                return;
+            }
+            let deadline = tokio::time::Instant::from_std(deadline);
+            tokio::select! {
+                _ = published.recv() => {}
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         })
     }

@@ -59,7 +59,9 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn wait_for_commit(&self, deadline: Instant) -> BoxFuture<'_, ()> {
+    /// Watches the log directory from the change token of the last read, which was taken
+    /// under the directory's lock, so `head` is not needed.
+    fn wait_for_commit(&self, _head: u64, deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let since = self.seen.lock().expect("never held across a panic").clone();
             client::wait_for_commit(&self.db, &since, deadline).await;
@@ -97,9 +99,9 @@ impl Backend for RemoteBackend {
         })
     }
 
-    fn wait_for_commit(&self, deadline: Instant) -> BoxFuture<'_, ()> {
+    fn wait_for_commit(&self, head: u64, deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let head = || async {
+            let current = || async {
                 let reply = self
                     .client
                     .send(HttpMethod::GET, "/v1/audit/head", None, &[])
@@ -108,16 +110,15 @@ impl Backend for RemoteBackend {
                 let answer = answer_of(reply).await.ok()?;
                 serde_json::from_slice::<Value>(&answer.body).ok()?["seq"].as_u64()
             };
-            let start = head().await;
             while Instant::now() < deadline {
+                if current().await.is_some_and(|seq| seq > head) {
+                    return;
+                }
                 tokio::time::sleep(
                     REMOTE_HEAD_POLL_INTERVAL
                         .min(deadline.saturating_duration_since(Instant::now())),
                 )
                 .await;
-                if head().await != start {
-                    return;
-                }
             }
         })
     }

@@ -174,3 +174,41 @@ def test_stdio_mcp_through_a_server_with_a_token(server, errlog):
     assert [e["actor"] for e in put] == ["agent-2"], put
     assert [e["type"] for e in evs if e["stream"] == "agent/agent-2"][-1] == "agent.deregistered"
     assert not [e for e in evs if e["stream"] == "agent/agent-1"]
+
+
+def test_wait_events_over_http_wakes_on_a_commit_made_through_the_api(server):
+    """The long poll over /mcp: it returns as soon as another client commits a matching
+    event, not at its timeout, and an empty wait lasts its timeout."""
+
+    async def scenario():
+        async with http_session(server.mcp_url, "agent-1-secret-0123456789") as session:
+            start = (await ok(session, "read_events", {}))["events"]
+            after = start[-1]["seq"] if start else 0
+
+            async def commit_later():
+                await asyncio.sleep(1.0)
+                r = await asyncio.to_thread(
+                    httpx.post,
+                    server.url + "/v1/events",
+                    headers=ADMIN,
+                    json={"type": "demo.ping", "stream": "demo/1"},
+                    timeout=30,
+                )
+                assert r.status_code == 201, r.text
+
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            waited, _ = await asyncio.gather(
+                ok(session, "wait_events", {"after": after, "types": ["demo.*"], "timeout_ms": 20000}),
+                commit_later(),
+            )
+            elapsed = loop.time() - began
+            assert [event["type"] for event in waited["events"]] == ["demo.ping"]
+            assert waited["next"] == waited["events"][0]["seq"]
+            assert elapsed < 10, f"woken after {elapsed:.1f}s, not at the commit"
+            began = loop.time()
+            empty = await ok(session, "wait_events", {"after": waited["next"], "timeout_ms": 500})
+            assert empty["events"] == [] and empty["next"] == waited["next"]
+            assert loop.time() - began >= 0.4
+
+    asyncio.run(bounded(scenario()))
