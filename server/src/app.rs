@@ -297,7 +297,7 @@ pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
     let operations = crate::catalog::operations()
         .iter()
         .fold(Router::new(), |router, operation| {
-            router.route(operation.path, (operation.route)())
+            router.route(operation.path, operation.route.clone())
         });
     let api = operations
         .route("/metrics", get(metrics))

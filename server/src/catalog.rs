@@ -10,18 +10,16 @@
 
 use std::sync::LazyLock;
 
-use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
-use swarmlog_projections::work::{
-    AckSpec, AssignSpec, AuctionSpec, BidSpec, CancelSpec, ClaimSpec, CompleteSpec, EvidenceSpec,
-    FailSpec, FindingSpec, HypothesisSpec, ProgressSpec, ProposalSpec, ReleaseSpec,
-    SessionCompleteSpec, SessionSpec, TaskSpec, ValidateSpec, VoteSpec,
-};
+use swarmlog_projections::work::TaskSpec;
 
 use crate::app::{self, AppState};
 use crate::routes::common::{Empty, ReadQuery};
+use crate::routes::operation::{self, PlanFn, WriteBody};
 use crate::routes::{coordination as c, events as e, work as w};
+use serde::de::DeserializeOwned;
 
 /// The HTTP method of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +88,7 @@ pub struct Operation {
     /// The event types it may write.
     pub writes: &'static [&'static str],
     /// The HTTP handler.
-    pub route: fn() -> MethodRouter<AppState>,
+    pub route: MethodRouter<AppState>,
 }
 
 /// The JSON Schema of `T`.
@@ -104,7 +102,7 @@ impl Operation {
         method: Method,
         path: &'static str,
         summary: &'static str,
-        route: fn() -> MethodRouter<AppState>,
+        route: MethodRouter<AppState>,
     ) -> Self {
         Operation {
             name,
@@ -118,6 +116,21 @@ impl Operation {
             writes: &[],
             route,
         }
+    }
+
+    /// A write served by the one write adapter ([`operation::write`]): its body is `B`,
+    /// and `plan` turns it into an engine command.
+    fn write<B>(
+        name: &'static str,
+        method: Method,
+        path: &'static str,
+        summary: &'static str,
+        plan: PlanFn<B>,
+    ) -> Self
+    where
+        B: JsonSchema + DeserializeOwned + WriteBody + Send + 'static,
+    {
+        Operation::new(name, method, path, summary, operation::write(method, plan)).input::<B>()
     }
 
     fn input<T: JsonSchema>(mut self) -> Self {
@@ -368,143 +381,121 @@ static OPERATIONS: LazyLock<Vec<Operation>> = LazyLock::new(|| {
 
 fn events() -> Vec<Operation> {
     vec![
-        Operation::new("append_events", Post, "/v1/events", "Append one custom event or an atomic batch; 201 {seq, events}", || post(e::append))
+        Operation::new("append_events", Post, "/v1/events", "Append one custom event or an atomic batch; 201 {seq, events}", post(e::append))
             .input::<e::AppendBody>()
             .tool_input::<e::BatchBody>()
             .tool("Append your own events (any type outside the reserved prefixes task. lock. state. kv. agent. ...) atomically, optionally only if a stream is at expected_version. Use for domain facts other agents react to.")
             .writes(&["*"]),
-        Operation::new("read_events", Get, "/v1/events", "NDJSON replay of committed events (SSE with Accept: text/event-stream)", || get(e::read_events))
+        Operation::new("read_events", Get, "/v1/events", "NDJSON replay of committed events (SSE with Accept: text/event-stream)", get(e::read_events))
             .input::<e::EventsQuery>()
             .tool_input::<e::ReadEventsArguments>()
             .tool("Read committed events in seq order, filtered by types (globs such as task.*), stream prefix, actor or session. For history and audit; to wait for new events use wait_events."),
-        Operation::new("stream_get", Get, "/v1/streams/{stream}", "A stream's events and version", || get(e::read_stream))
+        Operation::new("stream_get", Get, "/v1/streams/{stream}", "A stream's events and version", get(e::read_stream))
             .input::<e::StreamQuery>(),
-        Operation::new("audit_head", Get, "/v1/audit/head", "The head of the hash chain: {seq, hash}", || get(app::audit_head)),
-        Operation::new("snapshot", Post, "/v1/snapshots", "Write a projection snapshot now (admin); 201 {head, path, bytes}", || post(app::snapshot))
+        Operation::new("audit_head", Get, "/v1/audit/head", "The head of the hash chain: {seq, hash}", get(app::audit_head)),
+        Operation::new("snapshot", Post, "/v1/snapshots", "Write a projection snapshot now (admin); 201 {head, path, bytes}", post(app::snapshot))
             .input::<Empty>(),
     ]
 }
 
 fn coordination() -> Vec<Operation> {
     vec![
-        Operation::new("state_get", Get, "/v1/state/{key}", "A state cell: {key, value, version}", || get(c::state_get))
+        Operation::new("state_get", Get, "/v1/state/{key}", "A state cell: {key, value, version}", get(c::state_get))
             .input::<ReadQuery>()
             .tool("Read a shared state cell with its version; pass the version to state_cas to update it without losing a concurrent update."),
-        Operation::new("state_set", Put, "/v1/state/{key}", "Set a state cell unconditionally", || put(c::state_set))
-            .input::<c::ValueBody>()
+        Operation::write("state_set", Put, "/v1/state/{key}", "Set a state cell unconditionally", c::state_set)
             .writes(&["state.set"]),
-        Operation::new("state_init", Post, "/v1/state/{key}/init", "Create a state cell if absent (no-op if present)", || post(c::state_init))
-            .input::<c::ValueBody>()
+        Operation::write("state_init", Post, "/v1/state/{key}/init", "Create a state cell if absent (no-op if present)", c::state_init)
             .writes(&["state.set"]),
-        Operation::new("state_cas", Post, "/v1/state/{key}/cas", "Compare-and-swap a state cell on its version", || post(c::state_cas))
-            .input::<c::CasBody>()
+        Operation::write("state_cas", Post, "/v1/state/{key}/cas", "Compare-and-swap a state cell on its version", c::state_cas)
             .tool("Update a state cell only if it is still at expected_version (null: only if it does not exist, e.g. to elect a leader). On version_conflict re-read with state_get and retry.")
             .writes(&["state.set"]),
-        Operation::new("kv_list", Get, "/v1/kv", "List kv entries by prefix", || get(c::kv_list))
+        Operation::new("kv_list", Get, "/v1/kv", "List kv entries by prefix", get(c::kv_list))
             .input::<c::KvListQuery>(),
-        Operation::new("kv_get", Get, "/v1/kv/{key}", "A kv entry", || get(c::kv_get))
+        Operation::new("kv_get", Get, "/v1/kv/{key}", "A kv entry", get(c::kv_get))
             .input::<ReadQuery>()
             .tool("Read a plain key (last writer wins)."),
-        Operation::new("kv_put", Put, "/v1/kv/{key}", "Put a kv entry (last writer wins)", || put(c::kv_put))
-            .input::<c::ValueBody>()
+        Operation::write("kv_put", Put, "/v1/kv/{key}", "Put a kv entry (last writer wins)", c::kv_put)
             .tool("Write a plain key, last writer wins. For values several agents update, use state_cas instead.")
             .writes(&["kv.put"]),
-        Operation::new("kv_delete", Delete, "/v1/kv/{key}", "Delete a kv entry", || delete(c::kv_delete))
-            .input::<Empty>()
+        Operation::write("kv_delete", Delete, "/v1/kv/{key}", "Delete a kv entry", c::kv_delete)
             .writes(&["kv.deleted"]),
-        Operation::new("lock_list", Get, "/v1/locks", "Every held lock with holders and waiters", || get(c::locks_list))
+        Operation::new("lock_list", Get, "/v1/locks", "Every held lock with holders and waiters", get(c::locks_list))
             .input::<ReadQuery>(),
-        Operation::new("lock_acquire_many", Post, "/v1/locks/acquire", "Acquire several locks atomically (all or none)", || post(c::locks_acquire_many))
-            .input::<c::AcquireManyBody>()
+        Operation::write("lock_acquire_many", Post, "/v1/locks/acquire", "Acquire several locks atomically (all or none)", c::locks_acquire_many)
             .caller("owner")
             .writes(&["lock.acquired", "lock.renewed", "lock.expired", "lock.deadlock_detected"]),
-        Operation::new("lock_get", Get, "/v1/locks/{resource}", "A lock: holders, mode, token, expiry, waiters", || get(c::lock_get))
+        Operation::new("lock_get", Get, "/v1/locks/{resource}", "A lock: holders, mode, token, expiry, waiters", get(c::lock_get))
             .input::<ReadQuery>(),
-        Operation::new("lock_acquire", Post, "/v1/locks/{resource}/acquire", "Acquire a lock with a TTL; 200 {token, expires_at}", || post(c::lock_acquire))
-            .input::<c::AcquireBody>()
+        Operation::write("lock_acquire", Post, "/v1/locks/{resource}/acquire", "Acquire a lock with a TTL; 200 {token, expires_at}", c::lock_acquire)
             .caller("owner")
             .tool("Take a lock for ttl_ms (wait up to wait_ms in FIFO order). Returns a fencing token: pass {\"fence\":{\"resource\",\"token\"}} on the writes it guards. Acquire again before the TTL ends to renew.")
             .writes(&["lock.acquired", "lock.renewed", "lock.expired", "lock.deadlock_detected"]),
-        Operation::new("lock_renew", Post, "/v1/locks/{resource}/renew", "Renew a held lock's TTL", || post(c::lock_renew))
-            .input::<c::RenewBody>()
+        Operation::write("lock_renew", Post, "/v1/locks/{resource}/renew", "Renew a held lock's TTL", c::lock_renew)
             .caller("owner")
             .writes(&["lock.renewed"]),
-        Operation::new("lock_release", Post, "/v1/locks/{resource}/release", "Release a held lock", || post(c::lock_release))
-            .input::<c::ReleaseBody>()
+        Operation::write("lock_release", Post, "/v1/locks/{resource}/release", "Release a held lock", c::lock_release)
             .caller("owner")
             .tool("Release a lock you hold, with its token, as soon as the guarded work is done.")
             .writes(&["lock.released"]),
-        Operation::new("agent_register", Post, "/v1/agents", "Register an agent with a lease", || post(c::agent_register))
+        Operation::new("agent_register", Post, "/v1/agents", "Register an agent with a lease", post(c::agent_register))
             .input::<c::RegisterBody>()
             .writes(&["agent.registered"]),
-        Operation::new("agent_list", Get, "/v1/agents", "List agents (?type=&status=)", || get(c::agents_list))
+        Operation::new("agent_list", Get, "/v1/agents", "List agents (?type=&status=)", get(c::agents_list))
             .input::<c::AgentsQuery>(),
-        Operation::new("agent_get", Get, "/v1/agents/{agent}", "An agent", || get(c::agent_get))
+        Operation::new("agent_get", Get, "/v1/agents/{agent}", "An agent", get(c::agent_get))
             .input::<ReadQuery>(),
-        Operation::new("agent_deregister", Delete, "/v1/agents/{agent}", "Deregister an agent (its locks released, its claims back to pending)", || delete(c::agent_deregister))
-            .input::<Empty>()
+        Operation::write("agent_deregister", Delete, "/v1/agents/{agent}", "Deregister an agent (its locks released, its claims back to pending)", c::agent_deregister)
             .writes(&["agent.deregistered", "lock.released", "task.released"]),
-        Operation::new("agent_heartbeat", Post, "/v1/agents/{agent}/heartbeat", "Extend an agent's lease (not logged)", || post(c::agent_heartbeat))
+        Operation::new("agent_heartbeat", Post, "/v1/agents/{agent}/heartbeat", "Extend an agent's lease (not logged)", post(c::agent_heartbeat))
             .input::<Empty>(),
-        Operation::new("agent_kill", Post, "/v1/agents/{agent}/kill", "Kill an agent (admin): clean-up and every later write refused", || post(c::agent_kill))
-            .input::<Empty>()
+        Operation::write("agent_kill", Post, "/v1/agents/{agent}/kill", "Kill an agent (admin): clean-up and every later write refused", c::agent_kill)
             .writes(&["agent.killed", "lock.released", "task.released"]),
-        Operation::new("branch_create", Post, "/v1/branches", "Fork a branch from another at a seq", || post(c::branch_create))
-            .input::<c::BranchBody>()
+        Operation::write("branch_create", Post, "/v1/branches", "Fork a branch from another at a seq", c::branch_create)
             .writes(&["branch.created"]),
-        Operation::new("branch_list", Get, "/v1/branches", "List branches", || get(c::branches_list)),
+        Operation::new("branch_list", Get, "/v1/branches", "List branches", get(c::branches_list)),
     ]
 }
 
 fn tasks() -> Vec<Operation> {
     vec![
-        Operation::new("task_create", Post, "/v1/tasks", "Create a task, or an atomic batch {tasks: [...]}", || post(w::task_create))
+        Operation::new("task_create", Post, "/v1/tasks", "Create a task, or an atomic batch {tasks: [...]}", post(w::task_create))
             .input::<TaskSpec>()
             .tool("Create a unit of work for any capable agent: type, priority 1..10 (10 most urgent), depends_on (ids that must complete first), capabilities required, parameters, timeout_ms, max_attempts.")
             .writes(&["task.created"]),
-        Operation::new("task_list", Get, "/v1/tasks", "List tasks (?status=&session=&agent=&type=)", || get(w::tasks_list))
+        Operation::new("task_list", Get, "/v1/tasks", "List tasks (?status=&session=&agent=&type=)", get(w::tasks_list))
             .input::<w::TasksQuery>()
             .tool("List tasks, filtered by status (blocked, awaiting_approval, pending, claimed, completed, failed, cancelled), session, agent or type."),
-        Operation::new("task_claim", Post, "/v1/tasks/claim", "Claim the most urgent pending task the agent can do; 204 if none", || post(w::task_claim))
-            .input::<ClaimSpec>()
+        Operation::write("task_claim", Post, "/v1/tasks/claim", "Claim the most urgent pending task the agent can do; 204 if none", w::task_claim)
             .caller("agent")
             .tool("Claim the most urgent pending task your capabilities cover (optionally only some types); wait up to wait_ms for one to appear. Returns the task, or {\"task\": null} when there is none. Keep it alive with task_progress.")
             .writes(&["task.claimed"]),
-        Operation::new("task_get", Get, "/v1/tasks/{task}", "A task with its history", || get(w::task_get))
+        Operation::new("task_get", Get, "/v1/tasks/{task}", "A task with its history", get(w::task_get))
             .input::<ReadQuery>(),
-        Operation::new("task_assign", Post, "/v1/tasks/{task}/assign", "Assign a task to an agent or by strategy", || post(w::task_assign))
-            .input::<AssignSpec>()
+        Operation::write("task_assign", Post, "/v1/tasks/{task}/assign", "Assign a task to an agent or by strategy", w::task_assign)
             .writes(&["task.assigned", "task.claimed"]),
-        Operation::new("task_approve", Post, "/v1/tasks/{task}/approve", "Approve a task that requires approval", || post(w::task_approve))
-            .input::<Empty>()
+        Operation::write("task_approve", Post, "/v1/tasks/{task}/approve", "Approve a task that requires approval", w::task_approve)
             .writes(&["task.approved"]),
-        Operation::new("task_progress", Post, "/v1/tasks/{task}/progress", "Report progress on a claimed task (renews its lease)", || post(w::task_progress))
-            .input::<ProgressSpec>()
+        Operation::write("task_progress", Post, "/v1/tasks/{task}/progress", "Report progress on a claimed task (renews its lease)", w::task_progress)
             .caller("agent")
             .tool("Report progress (percent 0..100, note) on a task you claimed; this renews your claim's lease, so call it more often than timeout_ms.")
             .writes(&["task.progressed"]),
-        Operation::new("task_complete", Post, "/v1/tasks/{task}/complete", "Complete a claimed task with a result", || post(w::task_complete))
-            .input::<CompleteSpec>()
+        Operation::write("task_complete", Post, "/v1/tasks/{task}/complete", "Complete a claimed task with a result", w::task_complete)
             .caller("agent")
             .tool("Finish a task you claimed with its result (any JSON); dependents become claimable.")
             .writes(&["task.completed"]),
-        Operation::new("task_fail", Post, "/v1/tasks/{task}/fail", "Fail a claimed task (retry or not)", || post(w::task_fail))
-            .input::<FailSpec>()
+        Operation::write("task_fail", Post, "/v1/tasks/{task}/fail", "Fail a claimed task (retry or not)", w::task_fail)
             .caller("agent")
             .tool("Give up a task you claimed with an error; retry: true puts it back to pending (until max_attempts), else it fails and its dependents are cancelled.")
             .writes(&["task.failed"]),
-        Operation::new("task_release", Post, "/v1/tasks/{task}/release", "Release a claimed task back to pending", || post(w::task_release))
-            .input::<ReleaseSpec>()
+        Operation::write("task_release", Post, "/v1/tasks/{task}/release", "Release a claimed task back to pending", w::task_release)
             .caller("agent")
             .writes(&["task.released"]),
-        Operation::new("task_cancel", Post, "/v1/tasks/{task}/cancel", "Cancel a task and its dependents", || post(w::task_cancel))
-            .input::<CancelSpec>()
+        Operation::write("task_cancel", Post, "/v1/tasks/{task}/cancel", "Cancel a task and its dependents", w::task_cancel)
             .writes(&["task.cancelled"]),
-        Operation::new("task_auction", Post, "/v1/tasks/{task}/auction", "Open an auction for a task", || post(w::task_auction))
-            .input::<AuctionSpec>()
+        Operation::write("task_auction", Post, "/v1/tasks/{task}/auction", "Open an auction for a task", w::task_auction)
             .writes(&["task.auction_opened"]),
-        Operation::new("task_bid", Post, "/v1/tasks/{task}/bids", "Bid on an auctioned task", || post(w::task_bid))
-            .input::<BidSpec>()
+        Operation::write("task_bid", Post, "/v1/tasks/{task}/bids", "Bid on an auctioned task", w::task_bid)
             .caller("agent")
             .writes(&["task.bid_placed"]),
     ]
@@ -512,41 +503,35 @@ fn tasks() -> Vec<Operation> {
 
 fn blackboard_and_consensus() -> Vec<Operation> {
     vec![
-        Operation::new("finding_post", Post, "/v1/findings", "Report a finding on the blackboard", || post(w::finding_post))
-            .input::<FindingSpec>()
+        Operation::write("finding_post", Post, "/v1/findings", "Report a finding on the blackboard", w::finding_post)
             .caller("agent")
             .tool("Post what you found to the shared blackboard: category observation|hypothesis|conclusion, content, confidence 0..1, evidence [{source, query, result}], tags.")
             .writes(&["finding.reported"]),
-        Operation::new("finding_list", Get, "/v1/findings", "List findings (?session=&agent=&category=&tag=)", || get(w::findings_list))
+        Operation::new("finding_list", Get, "/v1/findings", "List findings (?session=&agent=&category=&tag=)", get(w::findings_list))
             .input::<w::FindingsQuery>(),
-        Operation::new("finding_get", Get, "/v1/findings/{finding}", "A finding", || get(w::finding_get))
+        Operation::new("finding_get", Get, "/v1/findings/{finding}", "A finding", get(w::finding_get))
             .input::<ReadQuery>(),
-        Operation::new("hypothesis_propose", Post, "/v1/hypotheses", "Propose a hypothesis with a prior confidence", || post(w::hypothesis_propose))
-            .input::<HypothesisSpec>()
+        Operation::write("hypothesis_propose", Post, "/v1/hypotheses", "Propose a hypothesis with a prior confidence", w::hypothesis_propose)
             .tool("Propose a hypothesis with a prior confidence 0..1; findings then move its confidence through hypothesis_evidence.")
             .writes(&["hypothesis.proposed"]),
-        Operation::new("hypothesis_list", Get, "/v1/hypotheses", "List hypotheses by confidence (?session=)", || get(w::hypotheses_list))
+        Operation::new("hypothesis_list", Get, "/v1/hypotheses", "List hypotheses by confidence (?session=)", get(w::hypotheses_list))
             .input::<w::SessionFilterQuery>(),
-        Operation::new("hypothesis_get", Get, "/v1/hypotheses/{hypothesis}", "A hypothesis with its evidence", || get(w::hypothesis_get))
+        Operation::new("hypothesis_get", Get, "/v1/hypotheses/{hypothesis}", "A hypothesis with its evidence", get(w::hypothesis_get))
             .input::<ReadQuery>(),
-        Operation::new("hypothesis_evidence", Post, "/v1/hypotheses/{hypothesis}/evidence", "Attach a finding as evidence for or against", || post(w::hypothesis_evidence))
-            .input::<EvidenceSpec>()
+        Operation::write("hypothesis_evidence", Post, "/v1/hypotheses/{hypothesis}/evidence", "Attach a finding as evidence for or against", w::hypothesis_evidence)
             .tool("Attach a finding as evidence for (supports: true) or against a hypothesis, with an optional weight; the hypothesis's confidence is recomputed.")
             .writes(&["hypothesis.evidence_added"]),
-        Operation::new("hypothesis_validate", Post, "/v1/hypotheses/{hypothesis}/validate", "Validate or refute a hypothesis", || post(w::hypothesis_validate))
-            .input::<ValidateSpec>()
+        Operation::write("hypothesis_validate", Post, "/v1/hypotheses/{hypothesis}/validate", "Validate or refute a hypothesis", w::hypothesis_validate)
             .writes(&["hypothesis.validated"]),
-        Operation::new("proposal_open", Post, "/v1/proposals", "Open a proposal for a vote", || post(w::proposal_open))
-            .input::<ProposalSpec>()
+        Operation::write("proposal_open", Post, "/v1/proposals", "Open a proposal for a vote", w::proposal_open)
             .tool("Ask the swarm to decide an action by vote: quorum majority|unanimous|threshold, voters (default: the active agents), deadline_ms.")
             .writes(&["proposal.opened"]),
-        Operation::new("proposal_list", Get, "/v1/proposals", "List proposals (?status=open|decided)", || get(w::proposals_list))
+        Operation::new("proposal_list", Get, "/v1/proposals", "List proposals (?status=open|decided)", get(w::proposals_list))
             .input::<w::ProposalsQuery>(),
-        Operation::new("proposal_get", Get, "/v1/proposals/{proposal}", "A proposal with its votes and decision", || get(w::proposal_get))
+        Operation::new("proposal_get", Get, "/v1/proposals/{proposal}", "A proposal with its votes and decision", get(w::proposal_get))
             .input::<ReadQuery>()
             .tool("Read a proposal: status open|decided, decision, votes for/against, abstentions and each vote."),
-        Operation::new("vote", Post, "/v1/proposals/{proposal}/votes", "Cast one vote as an eligible agent", || post(w::proposal_vote))
-            .input::<VoteSpec>()
+        Operation::write("vote", Post, "/v1/proposals/{proposal}/votes", "Cast one vote as an eligible agent", w::proposal_vote)
             .caller("agent")
             .tool("Vote yes, no or abstain on an open proposal, once, with an optional confidence and reason.")
             .writes(&["vote.cast", "proposal.decided"]),
@@ -555,36 +540,32 @@ fn blackboard_and_consensus() -> Vec<Operation> {
 
 fn messages_and_sessions() -> Vec<Operation> {
     vec![
-        Operation::new("message_send", Post, "/v1/messages", "Send a direct message or a broadcast (to \"*\")", || post(w::message_send))
-            .input::<swarmlog_projections::work::MessageSpec>()
+        Operation::write("message_send", Post, "/v1/messages", "Send a direct message or a broadcast (to \"*\")", w::message_send)
             .caller("from")
             .tool("Send a message to one agent or to every agent (to: \"*\"), with a type and any JSON payload; requires_ack asks the recipients to message_ack it.")
             .writes(&["message.sent"]),
-        Operation::new("message_get", Get, "/v1/messages/{message}", "A message with its recipients and acks", || get(w::message_get))
+        Operation::new("message_get", Get, "/v1/messages/{message}", "A message with its recipients and acks", get(w::message_get))
             .input::<ReadQuery>(),
-        Operation::new("message_ack", Post, "/v1/messages/{message}/ack", "Acknowledge a message as a recipient", || post(w::message_ack))
-            .input::<AckSpec>()
+        Operation::write("message_ack", Post, "/v1/messages/{message}/ack", "Acknowledge a message as a recipient", w::message_ack)
             .caller("agent")
             .tool("Acknowledge a message sent to you that requires an ack.")
             .writes(&["message.acked"]),
-        Operation::new("inbox", Get, "/v1/agents/{agent}/inbox", "An agent's inbox (?unacked=true); SSE with Accept: text/event-stream", || get(w::inbox))
+        Operation::new("inbox", Get, "/v1/agents/{agent}/inbox", "An agent's inbox (?unacked=true); SSE with Accept: text/event-stream", get(w::inbox))
             .input::<w::InboxQuery>()
             .caller("agent")
             .tool("Read the messages sent to you (unacked: true for only those you have not acknowledged)."),
-        Operation::new("session_start", Post, "/v1/sessions", "Start a session", || post(w::session_start))
-            .input::<SessionSpec>()
+        Operation::write("session_start", Post, "/v1/sessions", "Start a session", w::session_start)
             .writes(&["session.started"]),
-        Operation::new("session_list", Get, "/v1/sessions", "List sessions with their progress", || get(w::sessions_list))
+        Operation::new("session_list", Get, "/v1/sessions", "List sessions with their progress", get(w::sessions_list))
             .input::<ReadQuery>(),
-        Operation::new("session_get", Get, "/v1/sessions/{session}", "A session: status, agents, progress percent", || get(w::session_get))
+        Operation::new("session_get", Get, "/v1/sessions/{session}", "A session: status, agents, progress percent", get(w::session_get))
             .input::<ReadQuery>(),
-        Operation::new("session_complete", Post, "/v1/sessions/{session}/complete", "Complete a session with an outcome", || post(w::session_complete))
-            .input::<SessionCompleteSpec>()
+        Operation::write("session_complete", Post, "/v1/sessions/{session}/complete", "Complete a session with an outcome", w::session_complete)
             .writes(&["session.completed"]),
-        Operation::new("session_report", Get, "/v1/sessions/{session}/report", "A session's report: by_agent, by_task, summary", || get(w::session_report))
+        Operation::new("session_report", Get, "/v1/sessions/{session}/report", "A session's report: by_agent, by_task, summary", get(w::session_report))
             .input::<ReadQuery>()
             .tool("Summarize a session: tasks by agent and by task, totals, success rate, average task time."),
-        Operation::new("session_events", Get, "/v1/sessions/{session}/events", "NDJSON export of every event of the session", || get(w::session_events))
+        Operation::new("session_events", Get, "/v1/sessions/{session}/events", "NDJSON export of every event of the session", get(w::session_events))
             .input::<w::SessionEventsQuery>(),
     ]
 }

@@ -34,6 +34,8 @@ pub fn body<T: DeserializeOwned>(rest: Value) -> Result<T, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+impl super::operation::WriteBody for Empty {}
+
 /// A write's answer: `value` with the `seq` of the write's last event (the head for a
 /// no-op) added.
 pub fn answer(
@@ -177,6 +179,9 @@ pub struct WriteInput {
     pub headers: HeaderMap,
     /// The body as received.
     pub raw: Bytes,
+    /// The route's path parameter (`{task}`, `{resource}`, ...) as `(name, value)`, if
+    /// it has one.
+    pub target: Option<(String, String)>,
 }
 
 impl FromRequest<AppState> for WriteInput {
@@ -191,6 +196,16 @@ impl FromRequest<AppState> for WriteInput {
             .ok_or_else(|| ApiError::internal("no principal on a routed request", &"auth"))?;
         let ApiQuery(query) =
             ApiQuery::<BranchQuery>::from_request_parts(&mut parts, state).await?;
+        // A route without parameters has none to give: that is no error.
+        let target = axum::extract::RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .next()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            });
         let (uri, headers) = (parts.uri.clone(), parts.headers.clone());
         let raw = read_body(Request::from_parts(parts, body)).await?;
         Ok(WriteInput {
@@ -199,6 +214,7 @@ impl FromRequest<AppState> for WriteInput {
             uri,
             headers,
             raw,
+            target,
         })
     }
 }

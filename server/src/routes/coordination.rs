@@ -18,7 +18,8 @@ use super::common::{
     answer, body, branch_of, not_found, ok_json, read_branch, responder, wait_of, Empty, ReadQuery,
     WriteInput,
 };
-use crate::app::{AppState, BranchQuery};
+use super::operation::{Plan, Target, WriteBody};
+use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::auth::Principal;
 use crate::engine::{Responder, Status, WriteCommand};
 use crate::error::ApiError;
@@ -30,14 +31,28 @@ use crate::refusal::Refusal;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ValueBody {
+    /// Any JSON.
     value: Value,
 }
+
+impl WriteBody for ValueBody {}
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CasBody {
+    /// The version the cell must be at now; null (or 0) means "must not exist". Required.
+    #[serde(deserialize_with = "present")]
+    #[schemars(with = "Option<u64>")]
     expected_version: Option<u64>,
+    /// The new value (any JSON).
     value: Value,
+}
+
+impl WriteBody for CasBody {}
+
+/// A field that must be present even when null (`expected_version: null`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    Option::deserialize(deserializer)
 }
 
 fn cell_responder(branch: String, key: String, created_status: Status) -> Responder {
@@ -63,73 +78,44 @@ pub(crate) async fn state_get(
     Ok(ok_json(value))
 }
 
-pub(crate) async fn state_set(
-    State(app): State<AppState>,
-    Path(key): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ValueBody = body(rest)?;
-    check_id("key", &key)?;
+pub(crate) fn state_set(
+    Target(key): Target,
+    spec: ValueBody,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let respond = cell_responder(write.context.branch.clone(), key.clone(), Status::Ok);
-    write
-        .submit(
-            &app,
-            WriteCommand::Coordination(CoordinationCommand::StateSet {
-                key,
-                value: spec.value,
-            }),
-            None,
-            respond,
-        )
-        .await
+    let command = CoordinationCommand::StateSet {
+        key,
+        value: spec.value,
+    };
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
-pub(crate) async fn state_init(
-    State(app): State<AppState>,
-    Path(key): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ValueBody = body(rest)?;
-    check_id("key", &key)?;
+pub(crate) fn state_init(
+    Target(key): Target,
+    spec: ValueBody,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let respond = cell_responder(write.context.branch.clone(), key.clone(), Status::Created);
-    write
-        .submit(
-            &app,
-            WriteCommand::Coordination(CoordinationCommand::StateInit {
-                key,
-                value: spec.value,
-            }),
-            None,
-            respond,
-        )
-        .await
+    let command = CoordinationCommand::StateInit {
+        key,
+        value: spec.value,
+    };
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
-pub(crate) async fn state_cas(
-    State(app): State<AppState>,
-    Path(key): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    if rest.get("expected_version").is_none() {
-        return Err(ApiError::invalid(
-            "missing_field",
-            "missing field `expected_version` (a version, or null for \"must not exist\")",
-        ));
-    }
-    let spec: CasBody = body(rest)?;
-    check_id("key", &key)?;
+pub(crate) fn state_cas(
+    Target(key): Target,
+    spec: CasBody,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let respond = cell_responder(write.context.branch.clone(), key.clone(), Status::Ok);
     let command = CoordinationCommand::StateCas {
         key,
         expected_version: spec.expected_version,
         value: spec.value,
     };
-    write
-        .submit(&app, WriteCommand::Coordination(command), None, respond)
-        .await
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
 // ---- kv ---------------------------------------------------------------------------
@@ -178,14 +164,11 @@ pub(crate) async fn kv_list(
     Ok(ok_json(json!({ "entries": entries })))
 }
 
-pub(crate) async fn kv_put(
-    State(app): State<AppState>,
-    Path(key): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ValueBody = body(rest)?;
-    check_id("key", &key)?;
+pub(crate) fn kv_put(
+    Target(key): Target,
+    spec: ValueBody,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let branch = write.context.branch.clone();
     let response_key = key.clone();
     let respond: Responder = Box::new(move |state, written| {
@@ -193,44 +176,23 @@ pub(crate) async fn kv_put(
             .ok_or_else(|| not_found("key", &response_key))?;
         answer(Status::Ok, entry.to_json(&response_key), state, written)
     });
-    write
-        .submit(
-            &app,
-            WriteCommand::Coordination(CoordinationCommand::KvPut {
-                key,
-                value: spec.value,
-            }),
-            None,
-            respond,
-        )
-        .await
+    let command = CoordinationCommand::KvPut {
+        key,
+        value: spec.value,
+    };
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
-pub(crate) async fn kv_delete(
-    State(app): State<AppState>,
-    Path(key): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let _: Empty = body(rest)?;
-    check_id("key", &key)?;
-    let response_key = key.clone();
-    let respond: Responder = Box::new(move |state, written| {
-        answer(
-            Status::Ok,
-            json!({"key": response_key, "deleted": true}),
-            state,
-            written,
-        )
-    });
-    write
-        .submit(
-            &app,
-            WriteCommand::Coordination(CoordinationCommand::KvDelete { key }),
-            None,
-            respond,
-        )
-        .await
+pub(crate) fn kv_delete(
+    Target(key): Target,
+    _: Empty,
+    _: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let response = json!({"key": key, "deleted": true});
+    let respond: Responder =
+        Box::new(move |state, written| answer(Status::Ok, response, state, written));
+    let command = CoordinationCommand::KvDelete { key };
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
 // ---- locks ------------------------------------------------------------------------
@@ -273,44 +235,53 @@ pub(crate) struct ReleaseBody {
     token: u64,
 }
 
-pub(crate) async fn lock_acquire(
-    State(app): State<AppState>,
-    Path(resource): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: AcquireBody = body(rest)?;
-    check_id("resource", &resource)?;
-    check_id("owner", &spec.owner)?;
-    write.principal.require_acting_as(&spec.owner)?;
-    let wait = wait_of(spec.wait_ms.into())?;
-    let branch = write.context.branch.clone();
-    let (owner, response_resource) = (spec.owner.clone(), resource.clone());
-    let respond: Responder = Box::new(move |state, written| {
-        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner).ok_or_else(
-            || Refusal::internal("granted lock missing after apply", &response_resource),
-        )?;
+/// Every lock body acts as its `owner`.
+macro_rules! owned_by_owner {
+    ($($body:ty),*) => {$(
+        impl WriteBody for $body {
+            fn acting_as(&self) -> Option<(&'static str, &str)> {
+                Some(("owner", &self.owner))
+            }
+        }
+    )*};
+}
+
+owned_by_owner!(AcquireBody, AcquireManyBody, RenewBody, ReleaseBody);
+
+/// Answers the owner's grant of `resource` after the write.
+fn grant_responder(branch: String, resource: String, owner: String) -> Responder {
+    Box::new(move |state, written| {
+        let grant = grant_json(branch_of(state, &branch)?, &resource, &owner)
+            .ok_or_else(|| Refusal::internal("granted lock missing after apply", &resource))?;
         answer(Status::Ok, grant, state, written)
-    });
+    })
+}
+
+pub(crate) fn lock_acquire(
+    Target(resource): Target,
+    spec: AcquireBody,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let wait = wait_of(spec.wait_ms.into())?;
+    let respond = grant_responder(
+        write.context.branch.clone(),
+        resource.clone(),
+        spec.owner.clone(),
+    );
     let command = CoordinationCommand::LockAcquire {
         resources: vec![resource],
         owner: spec.owner,
         ttl_ms: spec.ttl_ms,
         mode: spec.mode,
     };
-    write
-        .submit(&app, WriteCommand::Coordination(command), wait, respond)
-        .await
+    Ok(Plan::new(WriteCommand::Coordination(command), respond).waiting(wait))
 }
 
-pub(crate) async fn locks_acquire_many(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: AcquireManyBody = body(rest)?;
-    check_id("owner", &spec.owner)?;
-    write.principal.require_acting_as(&spec.owner)?;
+pub(crate) fn locks_acquire_many(
+    _: Target,
+    spec: AcquireManyBody,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let wait = wait_of(spec.wait_ms.into())?;
     let branch = write.context.branch.clone();
     let (owner, resources) = (spec.owner.clone(), spec.resources.clone());
@@ -333,50 +304,33 @@ pub(crate) async fn locks_acquire_many(
         ttl_ms: spec.ttl_ms,
         mode: spec.mode,
     };
-    write
-        .submit(&app, WriteCommand::Coordination(command), wait, respond)
-        .await
+    Ok(Plan::new(WriteCommand::Coordination(command), respond).waiting(wait))
 }
 
-pub(crate) async fn lock_renew(
-    State(app): State<AppState>,
-    Path(resource): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: RenewBody = body(rest)?;
-    check_id("resource", &resource)?;
-    check_id("owner", &spec.owner)?;
-    write.principal.require_acting_as(&spec.owner)?;
-    let branch = write.context.branch.clone();
-    let (owner, response_resource) = (spec.owner.clone(), resource.clone());
-    let respond: Responder = Box::new(move |state, written| {
-        let grant = grant_json(branch_of(state, &branch)?, &response_resource, &owner).ok_or_else(
-            || Refusal::internal("renewed lock missing after apply", &response_resource),
-        )?;
-        answer(Status::Ok, grant, state, written)
-    });
+pub(crate) fn lock_renew(
+    Target(resource): Target,
+    spec: RenewBody,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = grant_responder(
+        write.context.branch.clone(),
+        resource.clone(),
+        spec.owner.clone(),
+    );
     let command = CoordinationCommand::LockRenew {
         resource,
         owner: spec.owner,
         token: spec.token,
         ttl_ms: spec.ttl_ms,
     };
-    write
-        .submit(&app, WriteCommand::Coordination(command), None, respond)
-        .await
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
-pub(crate) async fn lock_release(
-    State(app): State<AppState>,
-    Path(resource): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ReleaseBody = body(rest)?;
-    check_id("resource", &resource)?;
-    check_id("owner", &spec.owner)?;
-    write.principal.require_acting_as(&spec.owner)?;
+pub(crate) fn lock_release(
+    Target(resource): Target,
+    spec: ReleaseBody,
+    _: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let response = json!({"resource": resource, "owner": spec.owner, "released": true});
     let respond: Responder =
         Box::new(move |state, written| answer(Status::Ok, response, state, written));
@@ -385,9 +339,7 @@ pub(crate) async fn lock_release(
         owner: spec.owner,
         token: spec.token,
     };
-    write
-        .submit(&app, WriteCommand::Coordination(command), None, respond)
-        .await
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
 pub(crate) async fn locks_list(
@@ -523,44 +475,26 @@ pub(crate) async fn agent_register(
         .await
 }
 
-pub(crate) async fn agent_kill(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let _: Empty = body(rest)?;
+pub(crate) fn agent_kill(
+    Target(id): Target,
+    _: Empty,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     write.principal.require_admin()?;
-    check_id("id", &id)?;
     let respond = agent_responder(write.context.branch.clone(), id.clone(), Status::Ok);
-    write
-        .submit(
-            &app,
-            WriteCommand::Coordination(CoordinationCommand::AgentKill { id }),
-            None,
-            respond,
-        )
-        .await
+    let command = CoordinationCommand::AgentKill { id };
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
-pub(crate) async fn agent_deregister(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let _: Empty = body(rest)?;
-    check_id("id", &id)?;
+pub(crate) fn agent_deregister(
+    Target(id): Target,
+    _: Empty,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     write.principal.require_acting_as(&id)?;
     let respond = agent_responder(write.context.branch.clone(), id.clone(), Status::Ok);
-    write
-        .submit(
-            &app,
-            WriteCommand::Coordination(CoordinationCommand::AgentDeregister { id }),
-            None,
-            respond,
-        )
-        .await
+    let command = CoordinationCommand::AgentDeregister { id };
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
 pub(crate) async fn agent_heartbeat(
@@ -636,19 +570,23 @@ pub(crate) async fn agents_list(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BranchBody {
+    /// The new branch's name.
     name: String,
+    /// The branch to fork (default main).
     #[serde(default)]
     from: Option<String>,
+    /// Fork the state as it was after this seq (default the head).
     #[serde(default)]
     at: Option<u64>,
 }
 
-pub(crate) async fn branch_create(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: BranchBody = body(rest)?;
+impl WriteBody for BranchBody {}
+
+pub(crate) fn branch_create(
+    _: Target,
+    spec: BranchBody,
+    _: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     check_id("name", &spec.name)?;
     let from = spec.from.unwrap_or_else(|| MAIN_BRANCH.to_owned());
     let name = spec.name.clone();
@@ -668,9 +606,7 @@ pub(crate) async fn branch_create(
         from,
         at: spec.at,
     };
-    write
-        .submit(&app, WriteCommand::Coordination(command), None, respond)
-        .await
+    Ok(Plan::new(WriteCommand::Coordination(command), respond))
 }
 
 pub(crate) async fn branches_list(State(app): State<AppState>) -> Result<Response, ApiError> {

@@ -3,4 +3,5 @@
 pub mod common;
 pub mod coordination;
 pub mod events;
+pub mod operation;
 pub mod work;

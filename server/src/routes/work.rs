@@ -12,20 +12,18 @@
 //! - Lists answer `{"<plural>": [...]}`; task lists leave out each task's `history`,
 //!   which `GET /v1/tasks/{id}` shows.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use swarmlog_projections::work::{
     AckSpec, AssignSpec, AuctionSpec, BidSpec, CancelSpec, ClaimSpec, CompleteSpec, EvidenceSpec,
-    FailSpec, FindingCategory, FindingFilter, FindingSpec, HypothesisSpec, ProgressSpec,
-    ProposalSpec, ProposalStatus, ReleaseSpec, SessionCompleteSpec, SessionSpec, TaskFilter,
-    TaskSpec, TaskStatus, ValidateSpec, VoteSpec, WorkCommand,
+    FailSpec, FindingCategory, FindingFilter, FindingSpec, HypothesisSpec, MessageSpec,
+    ProgressSpec, ProposalSpec, ProposalStatus, ReleaseSpec, SessionCompleteSpec, SessionSpec,
+    TaskFilter, TaskSpec, TaskStatus, ValidateSpec, VoteSpec, WorkCommand,
 };
 use swarmlog_projections::{BranchState, Envelope, Rejection};
 
@@ -40,30 +38,94 @@ use crate::extract::{check_id, ApiQuery};
 use crate::filter::EventFilter;
 use crate::refusal::Refusal;
 use crate::routes::events;
+use crate::routes::operation::{with_session, Plan, Target, WriteBody};
 
 // ---- shared plumbing ----------------------------------------------------------------
 
-/// Puts the write's `session` back into the rest of the body, for the bodies where
-/// `session` is a field of the entity (tasks, findings, hypotheses).
-fn with_session(mut rest: Value, write: &PreparedWrite) -> Value {
-    if let (Some(session), Some(object)) = (&write.context.session, rest.as_object_mut()) {
-        object
-            .entry("session")
-            .or_insert_with(|| Value::from(session.clone()));
-    }
-    rest
+/// The plan of a work command answered by `respond`.
+fn plan(command: WorkCommand, respond: Responder) -> Result<Plan, ApiError> {
+    Ok(Plan::new(WriteCommand::Work(command), respond))
 }
 
-pub(crate) async fn submit(
-    write: PreparedWrite,
-    app: &AppState,
-    command: WorkCommand,
-    wait: Option<Duration>,
-    respond: Responder,
-) -> Result<Response, ApiError> {
-    write
-        .submit(app, WriteCommand::Work(command), wait, respond)
-        .await
+/// Answers with the `view` of entity `id` as it is after the write.
+fn entity_responder(
+    write: &PreparedWrite,
+    id: String,
+    view: fn(&BranchState, &str) -> Result<Value, Rejection>,
+) -> Responder {
+    responder(
+        write.context.branch.clone(),
+        Status::Ok,
+        move |branch, _| Ok(view(branch, &id)?),
+    )
+}
+
+/// Answers 201 with the `view` of the entity of `kind` the write created (its id given in
+/// the body, or generated).
+fn created_responder(
+    write: &PreparedWrite,
+    kind: &'static str,
+    given: Option<String>,
+    view: fn(&BranchState, &str) -> Result<Value, Rejection>,
+) -> Responder {
+    responder(
+        write.context.branch.clone(),
+        Status::Created,
+        move |branch, written| {
+            let id = written_id(written, kind, given.as_deref())
+                .ok_or_else(|| Refusal::internal("created entity missing after apply", &kind))?;
+            Ok(view(branch, &id)?)
+        },
+    )
+}
+
+/// Bodies that act as their `agent`.
+macro_rules! acting_as_agent {
+    ($($body:ty),*) => {$(
+        impl WriteBody for $body {
+            fn acting_as(&self) -> Option<(&'static str, &str)> {
+                Some(("agent", &self.agent))
+            }
+        }
+    )*};
+}
+
+acting_as_agent!(
+    ClaimSpec,
+    ProgressSpec,
+    CompleteSpec,
+    FailSpec,
+    ReleaseSpec,
+    BidSpec,
+    VoteSpec,
+    AckSpec
+);
+
+impl WriteBody for AssignSpec {}
+impl WriteBody for CancelSpec {}
+impl WriteBody for AuctionSpec {}
+impl WriteBody for EvidenceSpec {}
+impl WriteBody for ValidateSpec {}
+impl WriteBody for ProposalSpec {}
+impl WriteBody for SessionSpec {}
+impl WriteBody for SessionCompleteSpec {}
+
+impl WriteBody for FindingSpec {
+    const HAS_SESSION: bool = true;
+
+    fn acting_as(&self) -> Option<(&'static str, &str)> {
+        Some(("agent", &self.agent))
+    }
+}
+
+impl WriteBody for HypothesisSpec {
+    const HAS_SESSION: bool = true;
+}
+
+impl WriteBody for MessageSpec {
+    fn acting_as(&self) -> Option<(&'static str, &str)> {
+        Some(("from", &self.from))
+    }
 }
 
 /// The id of the entity of `kind` the write created: the stream `kind/ID` of its first
@@ -108,11 +170,7 @@ fn task_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
 
 /// Answers with task `id` as it is after the write.
 fn task_responder(write: &PreparedWrite, id: String) -> Responder {
-    responder(
-        write.context.branch.clone(),
-        Status::Ok,
-        move |branch, _| Ok(task_view(branch, &id)?),
-    )
+    entity_responder(write, id, task_view)
 }
 
 /// The batch form of `POST /v1/tasks`.
@@ -175,23 +233,21 @@ pub(crate) async fn task_create(
             }
         },
     );
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskCreate { tasks: specs },
-        None,
-        respond,
-    )
-    .await
+    write
+        .submit(
+            &app,
+            WriteCommand::Work(WorkCommand::TaskCreate { tasks: specs }),
+            None,
+            respond,
+        )
+        .await
 }
 
-pub(crate) async fn task_claim(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ClaimSpec = body(rest)?;
-    write.principal.require_acting_as(&spec.agent)?;
+pub(crate) fn task_claim(
+    _: Target,
+    spec: ClaimSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let wait = wait_of(spec.wait_ms.unwrap_or(0).into())?;
     let branch = write.context.branch.clone();
     let respond: Responder = Box::new(move |state, written| {
@@ -205,186 +261,133 @@ pub(crate) async fn task_claim(
         let view = task_view(branch_of(state, &branch)?, &id)?;
         answer(Status::Ok, view, state, written)
     });
-    submit(write, &app, WorkCommand::TaskClaim(spec), wait, respond).await
+    Ok(plan(WorkCommand::TaskClaim(spec), respond)?.waiting(wait))
 }
 
-pub(crate) async fn task_assign(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: AssignSpec = body(rest)?;
-    check_id("id", &id)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskAssign { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_assign(
+    Target(id): Target,
+    spec: AssignSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::TaskAssign {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
 /// Approval opens a gate that exists so that an agent cannot start the work on its own:
 /// with `--tokens` it takes an admin token.
-pub(crate) async fn task_approve(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let _: Empty = body(rest)?;
-    check_id("id", &id)?;
+pub(crate) fn task_approve(
+    Target(id): Target,
+    _: Empty,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     write.principal.require_admin()?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskApprove { task: id },
-        None,
-        respond,
+    plan(
+        WorkCommand::TaskApprove { task: id.clone() },
+        task_responder(write, id),
     )
-    .await
 }
 
-pub(crate) async fn task_progress(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ProgressSpec = body(rest)?;
-    check_id("id", &id)?;
-    write.principal.require_acting_as(&spec.agent)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskProgress { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_progress(
+    Target(id): Target,
+    spec: ProgressSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::TaskProgress {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
-pub(crate) async fn task_complete(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: CompleteSpec = body(rest)?;
-    check_id("id", &id)?;
-    write.principal.require_acting_as(&spec.agent)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskComplete { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_complete(
+    Target(id): Target,
+    spec: CompleteSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::TaskComplete {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
-pub(crate) async fn task_fail(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: FailSpec = body(rest)?;
-    check_id("id", &id)?;
-    write.principal.require_acting_as(&spec.agent)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskFail { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_fail(
+    Target(id): Target,
+    spec: FailSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::TaskFail {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
-pub(crate) async fn task_release(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ReleaseSpec = body(rest)?;
-    check_id("id", &id)?;
-    write.principal.require_acting_as(&spec.agent)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskRelease { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_release(
+    Target(id): Target,
+    spec: ReleaseSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::TaskRelease {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
-pub(crate) async fn task_cancel(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: CancelSpec = body(rest)?;
-    check_id("id", &id)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::TaskCancel { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_cancel(
+    Target(id): Target,
+    spec: CancelSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::TaskCancel {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
-pub(crate) async fn task_auction(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: AuctionSpec = body(rest)?;
-    check_id("id", &id)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::AuctionOpen { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_auction(
+    Target(id): Target,
+    spec: AuctionSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::AuctionOpen {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
-pub(crate) async fn task_bid(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: BidSpec = body(rest)?;
-    check_id("id", &id)?;
-    write.principal.require_acting_as(&spec.agent)?;
-    let respond = task_responder(&write, id.clone());
-    submit(
-        write,
-        &app,
-        WorkCommand::BidPlace { task: id, spec },
-        None,
-        respond,
+pub(crate) fn task_bid(
+    Target(id): Target,
+    spec: BidSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    plan(
+        WorkCommand::BidPlace {
+            task: id.clone(),
+            spec,
+        },
+        task_responder(write, id),
     )
-    .await
 }
 
 pub(crate) async fn task_get(
@@ -474,24 +477,13 @@ fn hypothesis_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
         .ok_or_else(|| not_found("hypothesis", id))
 }
 
-pub(crate) async fn finding_post(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: FindingSpec = body(with_session(rest, &write))?;
-    write.principal.require_acting_as(&spec.agent)?;
-    let given = spec.id.clone();
-    let respond = responder(
-        write.context.branch.clone(),
-        Status::Created,
-        move |branch, written| {
-            let id = written_id(written, "finding", given.as_deref())
-                .ok_or_else(|| Refusal::internal("reported finding missing", &"finding"))?;
-            Ok(finding_view(branch, &id)?)
-        },
-    );
-    submit(write, &app, WorkCommand::FindingPost(spec), None, respond).await
+pub(crate) fn finding_post(
+    _: Target,
+    spec: FindingSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = created_responder(write, "finding", spec.id.clone(), finding_view);
+    plan(WorkCommand::FindingPost(spec), respond)
 }
 
 pub(crate) async fn finding_get(
@@ -556,70 +548,43 @@ pub(crate) async fn findings_list(
     Ok(ok_json(json!({ "findings": findings })))
 }
 
-pub(crate) async fn hypothesis_propose(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: HypothesisSpec = body(with_session(rest, &write))?;
-    let given = spec.id.clone();
-    let respond = responder(
-        write.context.branch.clone(),
-        Status::Created,
-        move |branch, written| {
-            let id = written_id(written, "hypothesis", given.as_deref())
-                .ok_or_else(|| Refusal::internal("proposed hypothesis missing", &"hypothesis"))?;
-            Ok(hypothesis_view(branch, &id)?)
+pub(crate) fn hypothesis_propose(
+    _: Target,
+    spec: HypothesisSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = created_responder(write, "hypothesis", spec.id.clone(), hypothesis_view);
+    plan(WorkCommand::HypothesisPropose(spec), respond)
+}
+
+pub(crate) fn hypothesis_evidence(
+    Target(id): Target,
+    spec: EvidenceSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = entity_responder(write, id.clone(), hypothesis_view);
+    plan(
+        WorkCommand::EvidenceAdd {
+            hypothesis: id,
+            spec,
         },
-    );
-    submit(
-        write,
-        &app,
-        WorkCommand::HypothesisPropose(spec),
-        None,
         respond,
     )
-    .await
 }
 
-fn hypothesis_responder(write: &PreparedWrite, id: String) -> Responder {
-    responder(
-        write.context.branch.clone(),
-        Status::Ok,
-        move |branch, _| Ok(hypothesis_view(branch, &id)?),
+pub(crate) fn hypothesis_validate(
+    Target(id): Target,
+    spec: ValidateSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = entity_responder(write, id.clone(), hypothesis_view);
+    plan(
+        WorkCommand::HypothesisValidate {
+            hypothesis: id,
+            spec,
+        },
+        respond,
     )
-}
-
-pub(crate) async fn hypothesis_evidence(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: EvidenceSpec = body(rest)?;
-    check_id("id", &id)?;
-    let respond = hypothesis_responder(&write, id.clone());
-    let command = WorkCommand::EvidenceAdd {
-        hypothesis: id,
-        spec,
-    };
-    submit(write, &app, command, None, respond).await
-}
-
-pub(crate) async fn hypothesis_validate(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ValidateSpec = body(rest)?;
-    check_id("id", &id)?;
-    let respond = hypothesis_responder(&write, id.clone());
-    let command = WorkCommand::HypothesisValidate {
-        hypothesis: id,
-        spec,
-    };
-    submit(write, &app, command, None, respond).await
 }
 
 pub(crate) async fn hypothesis_get(
@@ -676,42 +641,22 @@ fn proposal_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
         .ok_or_else(|| not_found("proposal", id))
 }
 
-pub(crate) async fn proposal_open(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: ProposalSpec = body(rest)?;
-    let given = spec.id.clone();
-    let respond = responder(
-        write.context.branch.clone(),
-        Status::Created,
-        move |branch, written| {
-            let id = written_id(written, "proposal", given.as_deref())
-                .ok_or_else(|| Refusal::internal("opened proposal missing", &"proposal"))?;
-            Ok(proposal_view(branch, &id)?)
-        },
-    );
-    submit(write, &app, WorkCommand::ProposalOpen(spec), None, respond).await
+pub(crate) fn proposal_open(
+    _: Target,
+    spec: ProposalSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = created_responder(write, "proposal", spec.id.clone(), proposal_view);
+    plan(WorkCommand::ProposalOpen(spec), respond)
 }
 
-pub(crate) async fn proposal_vote(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: VoteSpec = body(rest)?;
-    check_id("id", &id)?;
-    write.principal.require_acting_as(&spec.agent)?;
-    let response_id = id.clone();
-    let respond = responder(
-        write.context.branch.clone(),
-        Status::Ok,
-        move |branch, _| Ok(proposal_view(branch, &response_id)?),
-    );
-    let command = WorkCommand::VoteCast { proposal: id, spec };
-    submit(write, &app, command, None, respond).await
+pub(crate) fn proposal_vote(
+    Target(id): Target,
+    spec: VoteSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = entity_responder(write, id.clone(), proposal_view);
+    plan(WorkCommand::VoteCast { proposal: id, spec }, respond)
 }
 
 pub(crate) async fn proposal_get(
@@ -777,42 +722,29 @@ fn message_view(
         .ok_or_else(|| not_found("message", id))
 }
 
-pub(crate) async fn message_send(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: swarmlog_projections::work::MessageSpec = body(rest)?;
-    write.principal.require_acting_as(&spec.from)?;
-    let respond = responder(
-        write.context.branch.clone(),
-        Status::Created,
-        move |branch, written| {
-            let id = written_id(written, "message", None)
-                .ok_or_else(|| Refusal::internal("sent message missing", &"message"))?;
-            Ok(message_view(branch, &id, None)?)
-        },
-    );
-    submit(write, &app, WorkCommand::MessageSend(spec), None, respond).await
+pub(crate) fn message_send(
+    _: Target,
+    spec: MessageSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = created_responder(write, "message", None, |branch, id| {
+        message_view(branch, id, None)
+    });
+    plan(WorkCommand::MessageSend(spec), respond)
 }
 
-pub(crate) async fn message_ack(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: AckSpec = body(rest)?;
-    check_id("id", &id)?;
-    write.principal.require_acting_as(&spec.agent)?;
+pub(crate) fn message_ack(
+    Target(id): Target,
+    spec: AckSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
     let (response_id, agent) = (id.clone(), spec.agent.clone());
     let respond = responder(
         write.context.branch.clone(),
         Status::Ok,
         move |branch, _| Ok(message_view(branch, &response_id, Some(&agent))?),
     );
-    let command = WorkCommand::MessageAck { message: id, spec };
-    submit(write, &app, command, None, respond).await
+    plan(WorkCommand::MessageAck { message: id, spec }, respond)
 }
 
 pub(crate) async fn message_get(
@@ -962,41 +894,22 @@ fn session_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
         .ok_or_else(|| not_found("session", id))
 }
 
-pub(crate) async fn session_start(
-    State(app): State<AppState>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: SessionSpec = body(rest)?;
-    let given = spec.id.clone();
-    let respond = responder(
-        write.context.branch.clone(),
-        Status::Created,
-        move |branch, written| {
-            let id = written_id(written, "session", given.as_deref())
-                .ok_or_else(|| Refusal::internal("started session missing", &"session"))?;
-            Ok(session_view(branch, &id)?)
-        },
-    );
-    submit(write, &app, WorkCommand::SessionStart(spec), None, respond).await
+pub(crate) fn session_start(
+    _: Target,
+    spec: SessionSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = created_responder(write, "session", spec.id.clone(), session_view);
+    plan(WorkCommand::SessionStart(spec), respond)
 }
 
-pub(crate) async fn session_complete(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    input: WriteInput,
-) -> Result<Response, ApiError> {
-    let (write, rest) = input.prepare(&app)?;
-    let spec: SessionCompleteSpec = body(rest)?;
-    check_id("id", &id)?;
-    let response_id = id.clone();
-    let respond = responder(
-        write.context.branch.clone(),
-        Status::Ok,
-        move |branch, _| Ok(session_view(branch, &response_id)?),
-    );
-    let command = WorkCommand::SessionComplete { session: id, spec };
-    submit(write, &app, command, None, respond).await
+pub(crate) fn session_complete(
+    Target(id): Target,
+    spec: SessionCompleteSpec,
+    write: &PreparedWrite,
+) -> Result<Plan, ApiError> {
+    let respond = entity_responder(write, id.clone(), session_view);
+    plan(WorkCommand::SessionComplete { session: id, spec }, respond)
 }
 
 pub(crate) async fn session_get(
