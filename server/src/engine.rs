@@ -1720,3 +1720,7 @@ pub fn wall_clock_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,641 @@
+//! The engine through its public API, without HTTP: writes and their answers, reads,
+//! waits, timers, shutdown and the past. Every test goes through the helpers at the top,
+//! so an API change means editing them only.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use swarmlog_log::Seq;
+use swarmlog_projections::coordination::{CoordinationCommand, LockMode};
+use swarmlog_projections::work::{ClaimSpec, TaskSpec, TaskStatus, WorkCommand};
+use swarmlog_projections::{AppendRequest, Code, Envelope, State, GENESIS_HASH, SYSTEM_ACTOR};
+use tempfile::TempDir;
+
+use super::{
+    state_at, AppendItem, Engine, EngineConfig, Fence, IdempotencyRequest, Status, WriteCommand,
+    WriteContext, WriteRequest, WriteResponse,
+};
+use crate::refusal::Refusal;
+
+/// How long a test waits for something the engine does on its own (a timer, a parked
+/// request showing up): far beyond what it takes, so that only a bug runs it out.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// An engine on a fresh data directory; the directory lives as long as the guard.
+fn start() -> (TempDir, Engine) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let engine = open(&dir);
+    (dir, engine)
+}
+
+/// An engine on `dir` with the defaults (recovering what is there).
+fn open(dir: &TempDir) -> Engine {
+    Engine::start(EngineConfig::new(dir.path())).expect("the engine starts")
+}
+
+/// A write on `main` by `actor` whose answer is the JSON list of the seqs it wrote:
+/// `Created` when it wrote something, `Empty` when not.
+fn request(actor: &str, command: WriteCommand) -> WriteRequest {
+    WriteRequest::new(
+        WriteContext {
+            branch: "main".into(),
+            actor: actor.into(),
+            ..WriteContext::default()
+        },
+        command,
+        Box::new(|_, written| {
+            let seqs: Vec<u64> = written.iter().map(|event| event.envelope.seq).collect();
+            Ok(WriteResponse {
+                status: if seqs.is_empty() {
+                    Status::Empty
+                } else {
+                    Status::Created
+                },
+                body: serde_json::to_string(&seqs).expect("a list of numbers serializes"),
+                replayed: false,
+            })
+        }),
+    )
+}
+
+/// Writes `command` as `actor` and waits for the answer.
+async fn write(engine: &Engine, actor: &str, command: WriteCommand) -> Result<Vec<u64>, Refusal> {
+    engine
+        .write(request(actor, command))
+        .await
+        .map(|response| seqs(&response))
+}
+
+/// The seqs a response of [`request`]'s responder names.
+fn seqs(response: &WriteResponse) -> Vec<u64> {
+    serde_json::from_str(&response.body).expect("the responder's body is a list of seqs")
+}
+
+/// Reads the engine's state through `Engine::read`.
+async fn read<R: Send + 'static>(
+    engine: &Engine,
+    read: impl FnOnce(&State) -> R + Send + 'static,
+) -> R {
+    engine.read(read).await.expect("the engine answers reads")
+}
+
+/// The durable head's seq.
+fn head(engine: &Engine) -> u64 {
+    engine.audit_head().seq
+}
+
+/// Every event of the durable log, decoded.
+fn events(engine: &Engine) -> Vec<Envelope> {
+    engine
+        .reader()
+        .iter_from(Seq::FIRST)
+        .map(|record| {
+            let record = record.expect("the log reads");
+            Envelope::decode(record.seq.get(), record.timestamp_ms, &record.payload)
+                .expect("a stored event decodes")
+        })
+        .collect()
+}
+
+/// The asserted refusal's rule code.
+fn code(refusal: Refusal) -> Code {
+    match refusal {
+        Refusal::Rule(rejection) => rejection.code,
+        other => panic!("expected a rule's refusal, got {other:?}"),
+    }
+}
+
+/// A custom event on `stream`, conditional when `expected_version` is set.
+fn item(stream: &str, data: Value, expected_version: Option<u64>) -> AppendItem {
+    AppendItem {
+        request: AppendRequest {
+            event_type: "note.added".into(),
+            stream: stream.into(),
+            data,
+            expected_version,
+        },
+        session: None,
+        correlation: None,
+        meta: None,
+    }
+}
+
+fn append(items: Vec<AppendItem>) -> WriteCommand {
+    WriteCommand::Append(items)
+}
+
+fn acquire(owner: &str, resource: &str, ttl_ms: u64) -> WriteCommand {
+    WriteCommand::Coordination(CoordinationCommand::LockAcquire {
+        resources: vec![resource.into()],
+        owner: owner.into(),
+        ttl_ms,
+        mode: LockMode::Exclusive,
+    })
+}
+
+fn release(owner: &str, resource: &str, token: u64) -> WriteCommand {
+    WriteCommand::Coordination(CoordinationCommand::LockRelease {
+        resource: resource.into(),
+        owner: owner.into(),
+        token,
+    })
+}
+
+fn kv_put(key: &str, value: Value) -> WriteCommand {
+    WriteCommand::Coordination(CoordinationCommand::KvPut {
+        key: key.into(),
+        value,
+    })
+}
+
+/// The owners holding `resource` on `main` right now.
+async fn holders(engine: &Engine, resource: &str) -> Vec<String> {
+    let resource = resource.to_owned();
+    read(engine, move |state| {
+        state
+            .branch("main")
+            .expect("main exists")
+            .coordination
+            .locks
+            .get(&resource)
+            .map(|lock| lock.holders.keys().cloned().collect())
+            .unwrap_or_default()
+    })
+    .await
+}
+
+/// Waits (up to [`PATIENCE`]) until `done` holds, polling every few milliseconds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `owner` is a parked lock waiter on `main`.
+async fn parked_lock_waiter(engine: &Engine, owner: &str) {
+    let start = Instant::now();
+    loop {
+        let waiters = engine.lock_waiters("main").await.expect("waiters read");
+        if waiters.iter().any(|(waiter, _, _)| waiter == owner) {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "{owner} was never parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_append_is_created_durable_readable_and_folded_into_the_state() {
+    let (_dir, engine) = start();
+    assert_eq!(engine.audit_head().hash, GENESIS_HASH);
+
+    let response = engine
+        .write(request(
+            "alice",
+            append(vec![item("orders/1", json!({"n": 1}), None)]),
+        ))
+        .await
+        .expect("append");
+    assert_eq!(response.status, Status::Created);
+    assert!(!response.replayed);
+    assert_eq!(seqs(&response), [1]);
+    let batch = write(
+        &engine,
+        "alice",
+        append(vec![
+            item("orders/1", json!({"n": 2}), None),
+            item("orders/2", json!({"n": 3}), None),
+        ]),
+    )
+    .await
+    .expect("a batch");
+    assert_eq!(batch, [2, 3]);
+
+    let log = events(&engine);
+    let written: Vec<_> = log
+        .iter()
+        .map(|event| {
+            (
+                event.seq,
+                event.stream.as_str(),
+                event.actor.as_str(),
+                event.data.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (1, "orders/1", "alice", r#"{"n":1}"#),
+            (2, "orders/1", "alice", r#"{"n":2}"#),
+            (3, "orders/2", "alice", r#"{"n":3}"#),
+        ]
+    );
+    assert!(log.iter().all(|event| event.event_type == "note.added"));
+    assert_eq!(engine.audit_head().seq, 3);
+    assert_eq!(
+        engine.audit_head().hash,
+        log[2].hash,
+        "the head is the last event's hash"
+    );
+    assert_eq!(engine.stream_seqs("main", "orders/1"), [1, 2]);
+
+    let (state_head, versions) = read(&engine, |state| {
+        (
+            state.head,
+            (
+                state.stream_version("main", "orders/1"),
+                state.stream_version("main", "orders/2"),
+            ),
+        )
+    })
+    .await;
+    assert_eq!(state_head, 3);
+    assert_eq!(versions, (2, 1));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_conditional_append_at_the_wrong_version_is_refused_and_writes_nothing() {
+    let (_dir, engine) = start();
+    write(&engine, "alice", append(vec![item("s", json!(1), None)]))
+        .await
+        .expect("first append");
+    let before = engine.audit_head();
+
+    let refused = write(&engine, "alice", append(vec![item("s", json!(2), Some(0))])).await;
+    assert_eq!(
+        code(refused.expect_err("stale version")),
+        Code::VersionConflict
+    );
+    // A batch is all or nothing: its good first item is not written either.
+    let refused = write(
+        &engine,
+        "alice",
+        append(vec![
+            item("other", json!(3), None),
+            item("s", json!(4), Some(5)),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        code(refused.expect_err("stale version")),
+        Code::VersionConflict
+    );
+    assert_eq!(engine.audit_head(), before);
+    assert_eq!(events(&engine).len(), 1);
+    assert_eq!(
+        read(&engine, |state| state.stream_version("main", "other")).await,
+        0
+    );
+
+    let accepted = write(&engine, "alice", append(vec![item("s", json!(5), Some(1))])).await;
+    assert_eq!(accepted.expect("the right version"), [2]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_answers_the_first_response_and_another_request_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let keyed = |sha: u8| {
+        let mut request = request("alice", append(vec![item("s", json!("once"), None)]));
+        request.idempotency = Some(IdempotencyRequest {
+            key: "key-1".into(),
+            request_sha256: [sha; 32],
+        });
+        request
+    };
+    let engine = open(&dir);
+    let first = engine.write(keyed(1)).await.expect("first write");
+    assert_eq!(
+        (first.status, seqs(&first), first.replayed),
+        (Status::Created, vec![1], false)
+    );
+
+    let retry = engine.write(keyed(1)).await.expect("retry");
+    assert_eq!(
+        retry,
+        WriteResponse {
+            replayed: true,
+            ..first.clone()
+        }
+    );
+    assert_eq!(head(&engine), 1, "a retry writes nothing");
+
+    let reused = engine.write(keyed(2)).await;
+    assert_eq!(
+        reused,
+        Err(Refusal::IdempotencyKeyReused {
+            key: "key-1".into()
+        })
+    );
+    assert_eq!(head(&engine), 1);
+    engine.shutdown().await;
+    drop(engine);
+
+    // The key outlives a restart: the response comes from the log (or the snapshot).
+    let engine = open(&dir);
+    let retry = engine.write(keyed(1)).await.expect("retry after restart");
+    assert_eq!(
+        retry,
+        WriteResponse {
+            replayed: true,
+            ..first
+        }
+    );
+    assert_eq!(
+        engine.write(keyed(2)).await,
+        Err(Refusal::IdempotencyKeyReused {
+            key: "key-1".into()
+        })
+    );
+    assert_eq!(head(&engine), 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_waiting_lock_request_is_granted_after_the_release() {
+    let (_dir, engine) = start();
+    let token = write(&engine, "a", acquire("a", "r", 60_000))
+        .await
+        .expect("a takes r")[0];
+    let started = Instant::now();
+    let waiter = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut waiting = request("b", acquire("b", "r", 60_000));
+            waiting.wait = Some(PATIENCE);
+            engine.write(waiting).await
+        })
+    };
+    parked_lock_waiter(&engine, "b").await;
+    assert!(!waiter.is_finished(), "b is not answered while a holds r");
+    assert_eq!(holders(&engine, "r").await, ["a"]);
+
+    let released = write(&engine, "a", release("a", "r", token))
+        .await
+        .expect("release")[0];
+    let granted = waiter.await.expect("the waiter task").expect("b gets r");
+    assert_eq!(granted.status, Status::Created);
+    let granted = seqs(&granted);
+    assert_eq!(granted.len(), 1);
+    assert!(
+        granted[0] > released,
+        "b's lock.acquired ({granted:?}) comes after the release ({released})"
+    );
+    assert!(
+        started.elapsed() < PATIENCE,
+        "b was granted on the release, not on its wait running out"
+    );
+    let acquired = &events(&engine)[granted[0] as usize - 1];
+    assert_eq!(
+        (acquired.event_type.as_str(), acquired.actor.as_str()),
+        ("lock.acquired", "b")
+    );
+    assert_eq!(holders(&engine, "r").await, ["b"]);
+    assert!(engine
+        .lock_waiters("main")
+        .await
+        .expect("waiters")
+        .is_empty());
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lock_waiter_whose_wait_runs_out_is_refused_with_lock_held() {
+    let (_dir, engine) = start();
+    write(&engine, "a", acquire("a", "r", 60_000))
+        .await
+        .expect("a takes r");
+    let before = head(&engine);
+    let wait = Duration::from_millis(200);
+    let started = Instant::now();
+    let mut waiting = request("c", acquire("c", "r", 60_000));
+    waiting.wait = Some(wait);
+    let refused = engine.write(waiting).await.expect_err("a still holds r");
+    assert!(
+        started.elapsed() >= wait,
+        "refused after {:?}, before its wait ran out",
+        started.elapsed()
+    );
+    assert_eq!(code(refused), Code::LockHeld);
+    assert_eq!(head(&engine), before, "a refused wait writes nothing");
+    assert!(engine
+        .lock_waiters("main")
+        .await
+        .expect("waiters")
+        .is_empty());
+    assert_eq!(holders(&engine, "r").await, ["a"]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_waiting_claim_gets_the_task_created_after_it() {
+    let (_dir, engine) = start();
+    let claim = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut claim = request(
+                "worker",
+                WriteCommand::Work(WorkCommand::TaskClaim(ClaimSpec {
+                    agent: "worker".into(),
+                    wait_ms: Some(PATIENCE.as_millis() as i64),
+                    ..ClaimSpec::default()
+                })),
+            );
+            claim.wait = Some(PATIENCE);
+            engine.write(claim).await
+        })
+    };
+    // Give the claim time to reach the engine and find nothing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !claim.is_finished(),
+        "a claim with a wait does not answer empty at once"
+    );
+    assert_eq!(head(&engine), 0);
+
+    let created = write(
+        &engine,
+        "boss",
+        WriteCommand::Work(WorkCommand::TaskCreate {
+            tasks: vec![TaskSpec {
+                id: Some("T1".into()),
+                task_type: "build".into(),
+                ..TaskSpec::default()
+            }],
+        }),
+    )
+    .await
+    .expect("create")[0];
+    let claimed = claim.await.expect("the claim task").expect("the claim");
+    assert_eq!(claimed.status, Status::Created);
+    assert_eq!(seqs(&claimed), [created + 1]);
+    let event = &events(&engine)[created as usize];
+    assert_eq!(
+        (event.event_type.as_str(), event.stream.as_str()),
+        ("task.claimed", "task/T1")
+    );
+    let task = read(&engine, |state| {
+        let task = &state.branch("main").expect("main").work.tasks.by_id["T1"];
+        (task.status, task.agent.clone())
+    })
+    .await;
+    assert_eq!(task, (TaskStatus::Claimed, Some("worker".to_owned())));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_fenced_with_a_stale_token_is_refused_and_writes_nothing() {
+    let (_dir, engine) = start();
+    let old = write(&engine, "a", acquire("a", "r", 60_000))
+        .await
+        .expect("a takes r")[0];
+    write(&engine, "a", release("a", "r", old))
+        .await
+        .expect("a lets go");
+    let current = write(&engine, "b", acquire("b", "r", 60_000))
+        .await
+        .expect("b takes r")[0];
+    let before = engine.audit_head();
+    let fenced = |token| {
+        let mut request = request("a", kv_put("k", json!(token)));
+        request.fence = Some(Fence {
+            resource: "r".into(),
+            token,
+        });
+        request
+    };
+
+    let refused = engine
+        .write(fenced(old))
+        .await
+        .expect_err("a's token is stale");
+    assert_eq!(code(refused), Code::StaleFence);
+    assert_eq!(engine.audit_head(), before);
+    assert!(
+        read(&engine, |state| state
+            .branch("main")
+            .expect("main")
+            .coordination
+            .kv
+            .is_empty())
+        .await
+    );
+
+    let accepted = engine
+        .write(fenced(current))
+        .await
+        .expect("b's token is current");
+    assert_eq!(seqs(&accepted), [before.seq + 1]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lock_past_its_ttl_expires_by_a_system_event_without_any_request() {
+    let (_dir, engine) = start();
+    let ttl_ms = swarmlog_projections::limits::TTL_MS_MIN + 50;
+    // Taken before the write, so no later than the lock's acquisition.
+    let asked_at = Instant::now();
+    let token = write(&engine, "a", acquire("a", "r", ttl_ms))
+        .await
+        .expect("a takes r")[0];
+
+    eventually("the lock to expire", || head(&engine) > token).await;
+    assert!(
+        // The engine's clock counts whole milliseconds.
+        asked_at.elapsed() >= Duration::from_millis(ttl_ms - 2),
+        "expired after {:?}, before its TTL of {ttl_ms} ms",
+        asked_at.elapsed()
+    );
+    let log = events(&engine);
+    assert_eq!(log.len() as u64, token + 1, "one expiry, nothing else");
+    let expired = &log[token as usize];
+    assert_eq!(
+        (
+            expired.event_type.as_str(),
+            expired.actor.as_str(),
+            expired.stream.as_str()
+        ),
+        ("lock.expired", SYSTEM_ACTOR, "lock/r")
+    );
+    assert!(holders(&engine, "r").await.is_empty());
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_shutdown_writes_are_refused_and_a_reopen_recovers_the_same_head() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let engine = open(&dir);
+    write(&engine, "alice", append(vec![item("s", json!(1), None)]))
+        .await
+        .expect("append");
+    write(&engine, "alice", kv_put("k", json!("v")))
+        .await
+        .expect("put");
+    let before = engine.audit_head();
+    assert_eq!(before.seq, 2);
+
+    engine.shutdown().await;
+    assert!(engine.is_shutting_down());
+    let refused = write(&engine, "alice", append(vec![item("s", json!(2), None)])).await;
+    assert_eq!(refused, Err(Refusal::ShuttingDown));
+    assert_eq!(
+        engine.read(|state| state.head).await,
+        Err(Refusal::ShuttingDown)
+    );
+    drop(engine);
+
+    let engine = open(&dir);
+    assert_eq!(engine.audit_head(), before);
+    let (state_head, state_hash, value) = read(&engine, |state| {
+        let kv = &state.branch("main").expect("main").coordination.kv;
+        (
+            state.head,
+            state.head_hash,
+            kv.get("k").map(|entry| entry.value.clone()),
+        )
+    })
+    .await;
+    assert_eq!(
+        (state_head, state_hash, value),
+        (before.seq, before.hash, Some(json!("v")))
+    );
+    assert_eq!(engine.stream_seqs("main", "s"), [1]);
+    let next = write(&engine, "alice", append(vec![item("s", json!(3), Some(1))])).await;
+    assert_eq!(next.expect("the chain goes on"), [3]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn state_at_rebuilds_the_state_as_of_a_past_seq() {
+    let (_dir, engine) = start();
+    let value_at = |seq| {
+        let state = state_at(engine.reader(), seq).expect("the past rebuilds");
+        let kv = &state.branch("main").expect("main").coordination.kv;
+        (state.head, kv.get("k").map(|entry| entry.value.clone()))
+    };
+    let first = write(&engine, "alice", kv_put("k", json!(1)))
+        .await
+        .expect("put 1")[0];
+    write(
+        &engine,
+        "alice",
+        append(vec![item("s", json!("between"), None)]),
+    )
+    .await
+    .expect("append");
+    let second = write(&engine, "alice", kv_put("k", json!(2)))
+        .await
+        .expect("put 2")[0];
+
+    assert_eq!(value_at(0), (0, None));
+    assert_eq!(value_at(first), (first, Some(json!(1))));
+    assert_eq!(value_at(second - 1), (second - 1, Some(json!(1))));
+    assert_eq!(value_at(second), (second, Some(json!(2))));
+    let live = read(&engine, |state| state.clone()).await;
+    assert_eq!(state_at(engine.reader(), second).expect("now"), live);
+    engine.shutdown().await;
+}
