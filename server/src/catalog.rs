@@ -400,7 +400,7 @@ fn events() -> Vec<Operation> {
 
 fn coordination() -> Vec<Operation> {
     vec![
-        Operation::new("state_get", Get, "/v1/state/{key}", "A state cell: {key, value, version}", get(c::state_get))
+        Operation::new("state_get", Get, "/v1/state/{key}", "A state cell: {key, value, version}", operation::entity(c::cell_view))
             .input::<ReadQuery>()
             .tool("Read a shared state cell with its version; pass the version to state_cas to update it without losing a concurrent update."),
         Operation::write("state_set", Put, "/v1/state/{key}", "Set a state cell unconditionally", c::state_set)
@@ -412,7 +412,7 @@ fn coordination() -> Vec<Operation> {
             .writes(&["state.set"]),
         Operation::new("kv_list", Get, "/v1/kv", "List kv entries by prefix", get(c::kv_list))
             .input::<c::KvListQuery>(),
-        Operation::new("kv_get", Get, "/v1/kv/{key}", "A kv entry", get(c::kv_get))
+        Operation::new("kv_get", Get, "/v1/kv/{key}", "A kv entry", operation::entity(c::kv_view))
             .input::<ReadQuery>()
             .tool("Read a plain key (last writer wins)."),
         Operation::write("kv_put", Put, "/v1/kv/{key}", "Put a kv entry (last writer wins)", c::kv_put)
@@ -443,7 +443,7 @@ fn coordination() -> Vec<Operation> {
             .writes(&["agent.registered"]),
         Operation::new("agent_list", Get, "/v1/agents", "List agents (?type=&status=)", get(c::agents_list))
             .input::<c::AgentsQuery>(),
-        Operation::new("agent_get", Get, "/v1/agents/{agent}", "An agent", get(c::agent_get))
+        Operation::new("agent_get", Get, "/v1/agents/{agent}", "An agent", operation::entity(c::agent_view))
             .input::<ReadQuery>(),
         Operation::write("agent_deregister", Delete, "/v1/agents/{agent}", "Deregister an agent (its locks released, its claims back to pending)", c::agent_deregister)
             .writes(&["agent.deregistered", "lock.released", "task.released"]),
@@ -470,7 +470,7 @@ fn tasks() -> Vec<Operation> {
             .caller("agent")
             .tool("Claim the most urgent pending task your capabilities cover (optionally only some types); wait up to wait_ms for one to appear. Returns the task, or {\"task\": null} when there is none. Keep it alive with task_progress.")
             .writes(&["task.claimed"]),
-        Operation::new("task_get", Get, "/v1/tasks/{task}", "A task with its history", get(w::task_get))
+        Operation::new("task_get", Get, "/v1/tasks/{task}", "A task with its history", operation::entity(w::task_view))
             .input::<ReadQuery>(),
         Operation::write("task_assign", Post, "/v1/tasks/{task}/assign", "Assign a task to an agent or by strategy", w::task_assign)
             .writes(&["task.assigned", "task.claimed"]),
@@ -509,14 +509,14 @@ fn blackboard_and_consensus() -> Vec<Operation> {
             .writes(&["finding.reported"]),
         Operation::new("finding_list", Get, "/v1/findings", "List findings (?session=&agent=&category=&tag=)", get(w::findings_list))
             .input::<w::FindingsQuery>(),
-        Operation::new("finding_get", Get, "/v1/findings/{finding}", "A finding", get(w::finding_get))
+        Operation::new("finding_get", Get, "/v1/findings/{finding}", "A finding", operation::entity(w::finding_view))
             .input::<ReadQuery>(),
         Operation::write("hypothesis_propose", Post, "/v1/hypotheses", "Propose a hypothesis with a prior confidence", w::hypothesis_propose)
             .tool("Propose a hypothesis with a prior confidence 0..1; findings then move its confidence through hypothesis_evidence.")
             .writes(&["hypothesis.proposed"]),
         Operation::new("hypothesis_list", Get, "/v1/hypotheses", "List hypotheses by confidence (?session=)", get(w::hypotheses_list))
             .input::<w::SessionFilterQuery>(),
-        Operation::new("hypothesis_get", Get, "/v1/hypotheses/{hypothesis}", "A hypothesis with its evidence", get(w::hypothesis_get))
+        Operation::new("hypothesis_get", Get, "/v1/hypotheses/{hypothesis}", "A hypothesis with its evidence", operation::entity(w::hypothesis_view))
             .input::<ReadQuery>(),
         Operation::write("hypothesis_evidence", Post, "/v1/hypotheses/{hypothesis}/evidence", "Attach a finding as evidence for or against", w::hypothesis_evidence)
             .tool("Attach a finding as evidence for (supports: true) or against a hypothesis, with an optional weight; the hypothesis's confidence is recomputed.")
@@ -528,7 +528,7 @@ fn blackboard_and_consensus() -> Vec<Operation> {
             .writes(&["proposal.opened"]),
         Operation::new("proposal_list", Get, "/v1/proposals", "List proposals (?status=open|decided)", get(w::proposals_list))
             .input::<w::ProposalsQuery>(),
-        Operation::new("proposal_get", Get, "/v1/proposals/{proposal}", "A proposal with its votes and decision", get(w::proposal_get))
+        Operation::new("proposal_get", Get, "/v1/proposals/{proposal}", "A proposal with its votes and decision", operation::entity(w::proposal_view))
             .input::<ReadQuery>()
             .tool("Read a proposal: status open|decided, decision, votes for/against, abstentions and each vote."),
         Operation::write("vote", Post, "/v1/proposals/{proposal}/votes", "Cast one vote as an eligible agent", w::proposal_vote)
@@ -544,7 +544,7 @@ fn messages_and_sessions() -> Vec<Operation> {
             .caller("from")
             .tool("Send a message to one agent or to every agent (to: \"*\"), with a type and any JSON payload; requires_ack asks the recipients to message_ack it.")
             .writes(&["message.sent"]),
-        Operation::new("message_get", Get, "/v1/messages/{message}", "A message with its recipients and acks", get(w::message_get))
+        Operation::new("message_get", Get, "/v1/messages/{message}", "A message with its recipients and acks", operation::entity(w::message_get_view))
             .input::<ReadQuery>(),
         Operation::write("message_ack", Post, "/v1/messages/{message}/ack", "Acknowledge a message as a recipient", w::message_ack)
             .caller("agent")
@@ -558,7 +558,7 @@ fn messages_and_sessions() -> Vec<Operation> {
             .writes(&["session.started"]),
         Operation::new("session_list", Get, "/v1/sessions", "List sessions with their progress", get(w::sessions_list))
             .input::<ReadQuery>(),
-        Operation::new("session_get", Get, "/v1/sessions/{session}", "A session: status, agents, progress percent", get(w::session_get))
+        Operation::new("session_get", Get, "/v1/sessions/{session}", "A session: status, agents, progress percent", operation::entity(w::session_view))
             .input::<ReadQuery>(),
         Operation::write("session_complete", Post, "/v1/sessions/{session}/complete", "Complete a session with an outcome", w::session_complete)
             .writes(&["session.completed"]),

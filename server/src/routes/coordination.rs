@@ -12,7 +12,7 @@ use swarmlog_projections::coordination::branches::list_branches;
 use swarmlog_projections::coordination::cells::{get_cell, get_kv, list_kv};
 use swarmlog_projections::coordination::locks::{grant_json, list_locks, lock_info, LockMode};
 use swarmlog_projections::coordination::CoordinationCommand;
-use swarmlog_projections::MAIN_BRANCH;
+use swarmlog_projections::{BranchState, Rejection, MAIN_BRANCH};
 
 use super::common::{
     answer, body, branch_of, not_found, ok_json, read_branch, responder, wait_of, Empty, ReadQuery,
@@ -57,25 +57,8 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u
 
 fn cell_responder(branch: String, key: String, created_status: Status) -> Responder {
     responder(branch, created_status, move |branch, _| {
-        Ok(get_cell(branch, &key)
-            .map(|cell| cell.to_json(&key))
-            .ok_or_else(|| not_found("state cell", &key))?)
+        Ok(cell_view(branch, &key)?)
     })
-}
-
-pub(crate) async fn state_get(
-    State(app): State<AppState>,
-    Path(key): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("key", &key)?;
-    let value = read_branch(&app, &query, move |branch| {
-        get_cell(branch, &key)
-            .map(|cell| cell.to_json(&key))
-            .ok_or_else(|| not_found("state cell", &key))
-    })
-    .await?;
-    Ok(ok_json(value))
 }
 
 pub(crate) fn state_set(
@@ -131,21 +114,6 @@ pub(crate) struct KvListQuery {
     at: Option<u64>,
 }
 
-pub(crate) async fn kv_get(
-    State(app): State<AppState>,
-    Path(key): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("key", &key)?;
-    let value = read_branch(&app, &query, move |branch| {
-        get_kv(branch, &key)
-            .map(|entry| entry.to_json(&key))
-            .ok_or_else(|| not_found("key", &key))
-    })
-    .await?;
-    Ok(ok_json(value))
-}
-
 pub(crate) async fn kv_list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<KvListQuery>,
@@ -172,9 +140,8 @@ pub(crate) fn kv_put(
     let branch = write.context.branch.clone();
     let response_key = key.clone();
     let respond: Responder = Box::new(move |state, written| {
-        let entry = get_kv(branch_of(state, &branch)?, &response_key)
-            .ok_or_else(|| not_found("key", &response_key))?;
-        answer(Status::Ok, entry.to_json(&response_key), state, written)
+        let entry = kv_view(branch_of(state, &branch)?, &response_key)?;
+        answer(Status::Ok, entry, state, written)
     });
     let command = CoordinationCommand::KvPut {
         key,
@@ -431,11 +398,31 @@ pub(crate) struct AgentsQuery {
     at: Option<u64>,
 }
 
+/// A state cell, for `GET /v1/state/{key}`.
+pub(crate) fn cell_view(branch: &BranchState, key: &str) -> Result<Value, Rejection> {
+    get_cell(branch, key)
+        .map(|cell| cell.to_json(key))
+        .ok_or_else(|| not_found("state cell", key))
+}
+
+/// A kv entry, for `GET /v1/kv/{key}`.
+pub(crate) fn kv_view(branch: &BranchState, key: &str) -> Result<Value, Rejection> {
+    get_kv(branch, key)
+        .map(|entry| entry.to_json(key))
+        .ok_or_else(|| not_found("key", key))
+}
+
+/// An agent, for `GET /v1/agents/{agent}`.
+pub(crate) fn agent_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
+    agents::agent(branch, id)
+        .map(|agent| agent.to_json())
+        .ok_or_else(|| not_found("agent", id))
+}
+
 fn agent_responder(branch: String, id: String, status: Status) -> Responder {
     Box::new(move |state, written| {
-        let agent = agents::agent(branch_of(state, &branch)?, &id)
-            .ok_or_else(|| not_found("agent", &id))?;
-        answer(status, agent.to_json(), state, written)
+        let agent = agent_view(branch_of(state, &branch)?, &id)?;
+        answer(status, agent, state, written)
     })
 }
 
@@ -521,21 +508,6 @@ pub(crate) async fn agent_heartbeat(
         .await??;
     let lease = lease.map(swarmlog_projections::time::format_rfc3339_ms);
     Ok(ok_json(json!({"id": id, "lease_expires_at": lease})))
-}
-
-pub(crate) async fn agent_get(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("id", &id)?;
-    let value = read_branch(&app, &query, move |branch| {
-        agents::agent(branch, &id)
-            .map(|agent| agent.to_json())
-            .ok_or_else(|| not_found("agent", &id))
-    })
-    .await?;
-    Ok(ok_json(value))
 }
 
 pub(crate) async fn agents_list(

@@ -6,17 +6,18 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::extract::{RawPathParams, State};
+use axum::routing::{get, on, MethodFilter, MethodRouter};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use swarmlog_projections::{BranchState, Rejection};
 
-use super::common::{body, WriteInput};
+use super::common::{body, ok_json, read_branch, ReadQuery, WriteInput};
 use crate::app::{AppState, PreparedWrite};
 use crate::catalog::Method;
 use crate::engine::{Responder, WriteCommand};
 use crate::error::ApiError;
-use crate::extract::check_id;
+use crate::extract::{check_id, ApiQuery};
 
 /// What a write asks of the engine.
 pub struct Plan {
@@ -105,6 +106,28 @@ pub fn with_session(mut rest: Value, write: &PreparedWrite) -> Value {
             .or_insert_with(|| Value::from(session.clone()));
     }
     rest
+}
+
+/// Shows one entity of a branch by its id, or refuses (`not_found`).
+pub type ViewFn = fn(&BranchState, &str) -> Result<Value, Rejection>;
+
+/// The route of a read of one entity by the id in its path: `?branch=` and `?at=` as every
+/// read, the id checked like every id, the entity shown by `view`.
+pub fn entity(view: ViewFn) -> MethodRouter<AppState> {
+    get(
+        move |State(app): State<AppState>,
+              params: RawPathParams,
+              ApiQuery(query): ApiQuery<ReadQuery>| async move {
+            let (name, id) = params
+                .iter()
+                .next()
+                .map(|(name, id)| (name.to_owned(), id.to_owned()))
+                .ok_or_else(|| ApiError::internal("an entity route has no id", &"path"))?;
+            check_id(&name, &id)?;
+            let value = read_branch(&app, &query, move |branch| view(branch, &id)).await?;
+            Ok::<_, ApiError>(ok_json(value))
+        },
+    )
 }
 
 fn filter(method: Method) -> MethodFilter {

@@ -159,7 +159,7 @@ fn task_summary(branch: &BranchState, id: &str) -> Option<Value> {
     Some(view)
 }
 
-fn task_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
+pub(crate) fn task_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .tasks
@@ -390,16 +390,6 @@ pub(crate) fn task_bid(
     )
 }
 
-pub(crate) async fn task_get(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("id", &id)?;
-    let value = read_branch(&app, &query, move |branch| task_view(branch, &id)).await?;
-    Ok(ok_json(value))
-}
-
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TasksQuery {
@@ -459,7 +449,7 @@ pub(crate) async fn tasks_list(
 
 // ---- blackboard ---------------------------------------------------------------------
 
-fn finding_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
+pub(crate) fn finding_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .blackboard
@@ -468,7 +458,7 @@ fn finding_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
         .ok_or_else(|| not_found("finding", id))
 }
 
-fn hypothesis_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
+pub(crate) fn hypothesis_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .blackboard
@@ -484,16 +474,6 @@ pub(crate) fn finding_post(
 ) -> Result<Plan, ApiError> {
     let respond = created_responder(write, "finding", spec.id.clone(), finding_view);
     plan(WorkCommand::FindingPost(spec), respond)
-}
-
-pub(crate) async fn finding_get(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("id", &id)?;
-    let value = read_branch(&app, &query, move |branch| finding_view(branch, &id)).await?;
-    Ok(ok_json(value))
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -587,16 +567,6 @@ pub(crate) fn hypothesis_validate(
     )
 }
 
-pub(crate) async fn hypothesis_get(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("id", &id)?;
-    let value = read_branch(&app, &query, move |branch| hypothesis_view(branch, &id)).await?;
-    Ok(ok_json(value))
-}
-
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SessionFilterQuery {
@@ -632,7 +602,7 @@ pub(crate) async fn hypotheses_list(
 
 // ---- consensus ----------------------------------------------------------------------
 
-fn proposal_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
+pub(crate) fn proposal_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .consensus
@@ -657,16 +627,6 @@ pub(crate) fn proposal_vote(
 ) -> Result<Plan, ApiError> {
     let respond = entity_responder(write, id.clone(), proposal_view);
     plan(WorkCommand::VoteCast { proposal: id, spec }, respond)
-}
-
-pub(crate) async fn proposal_get(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("id", &id)?;
-    let value = read_branch(&app, &query, move |branch| proposal_view(branch, &id)).await?;
-    Ok(ok_json(value))
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -722,14 +682,17 @@ fn message_view(
         .ok_or_else(|| not_found("message", id))
 }
 
+/// A message as anyone sees it, for `GET /v1/messages/{message}`.
+pub(crate) fn message_get_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
+    message_view(branch, id, None)
+}
+
 pub(crate) fn message_send(
     _: Target,
     spec: MessageSpec,
     write: &PreparedWrite,
 ) -> Result<Plan, ApiError> {
-    let respond = created_responder(write, "message", None, |branch, id| {
-        message_view(branch, id, None)
-    });
+    let respond = created_responder(write, "message", None, message_get_view);
     plan(WorkCommand::MessageSend(spec), respond)
 }
 
@@ -745,16 +708,6 @@ pub(crate) fn message_ack(
         move |branch, _| Ok(message_view(branch, &response_id, Some(&agent))?),
     );
     plan(WorkCommand::MessageAck { message: id, spec }, respond)
-}
-
-pub(crate) async fn message_get(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("id", &id)?;
-    let value = read_branch(&app, &query, move |branch| message_view(branch, &id, None)).await?;
-    Ok(ok_json(value))
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -887,7 +840,7 @@ fn addressed_to(envelope: &Envelope, agent: &str, acked: &BTreeSet<String>) -> b
 
 // ---- sessions -----------------------------------------------------------------------
 
-fn session_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
+pub(crate) fn session_view(branch: &BranchState, id: &str) -> Result<Value, Rejection> {
     branch
         .work
         .session_view(id)
@@ -910,16 +863,6 @@ pub(crate) fn session_complete(
 ) -> Result<Plan, ApiError> {
     let respond = entity_responder(write, id.clone(), session_view);
     plan(WorkCommand::SessionComplete { session: id, spec }, respond)
-}
-
-pub(crate) async fn session_get(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Response, ApiError> {
-    check_id("id", &id)?;
-    let value = read_branch(&app, &query, move |branch| session_view(branch, &id)).await?;
-    Ok(ok_json(value))
 }
 
 pub(crate) async fn sessions_list(
