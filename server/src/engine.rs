@@ -183,6 +183,10 @@ pub struct Fence {
 /// Builds the answer of a write from the state after its events were applied and the
 /// events it wrote (none for a no-op). Kept apart from the rules so that the routes own
 /// response shapes, and run inside the engine so that the idempotency record can hold it.
+/// It runs after the rules accepted the write, so its events stand whatever it answers:
+/// an error here is a broken invariant (the entity just written is missing), and the
+/// engine answers it as `Refusal::Internal`, never as a refusal that would claim nothing
+/// was written.
 pub type Responder =
     Box<dyn FnOnce(&State, &[Arc<Committed>]) -> Result<WriteResponse, Refusal> + Send>;
 
@@ -1314,7 +1318,12 @@ impl Core {
         self.stamp_and_apply(drafts, &request.context, &provenance, now_ms, group);
         let response = match (request.respond)(&self.state, &group.events[first_index..]) {
             Ok(response) => response,
-            Err(error) => return Outcome::Answer(Err(error)),
+            Err(error) => {
+                return Outcome::Answer(Err(Refusal::internal(
+                    "the answer of a written request could not be built",
+                    &error,
+                )))
+            }
         };
         if let (Some(idempotency), Some(first)) =
             (&request.idempotency, group.events.get_mut(first_index))

@@ -639,3 +639,24 @@ async fn state_at_rebuilds_the_state_as_of_a_past_seq() {
     assert_eq!(state_at(engine.reader(), second).expect("now"), live);
     engine.shutdown().await;
 }
+
+/// A responder runs after the rules accepted the write, so its events stand: when it
+/// fails (a broken invariant), the answer is `Internal`, never a refusal that would claim
+/// nothing was written.
+#[tokio::test]
+async fn a_failing_responder_answers_internal_and_the_write_stands() {
+    let (_dir, engine) = start();
+    let mut failing = request("alice", append(vec![item("orders/1", json!({}), None)]));
+    failing.respond = Box::new(|_, _| {
+        Err(Refusal::Rule(swarmlog_projections::Rejection::new(
+            Code::NotFound,
+            "the entity just written is missing",
+        )))
+    });
+    let answer = engine.write(failing).await;
+    assert!(
+        matches!(answer, Err(Refusal::Internal { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(head(&engine), 1, "the accepted write stands");
+}
