@@ -87,6 +87,9 @@ pub struct Operation {
     pub tool_input: Option<SchemaFn>,
     /// The event types it may write.
     pub writes: &'static [&'static str],
+    /// The name of the schema of its answer (`answers.rs`); a write's answer also carries
+    /// the `seq` of its last event. NDJSON reads answer one such object per line.
+    pub answer: &'static str,
     /// The HTTP handler.
     pub route: MethodRouter<AppState>,
 }
@@ -114,6 +117,7 @@ impl Operation {
             input: None,
             tool_input: None,
             writes: &[],
+            answer: "",
             route,
         }
     }
@@ -150,6 +154,11 @@ impl Operation {
 
     fn caller(mut self, field: &'static str) -> Self {
         self.caller = Some(field);
+        self
+    }
+
+    fn answers(mut self, schema: &'static str) -> Self {
+        self.answer = schema;
         self
     }
 
@@ -382,18 +391,23 @@ static OPERATIONS: LazyLock<Vec<Operation>> = LazyLock::new(|| {
 fn events() -> Vec<Operation> {
     vec![
         Operation::new("append_events", Post, "/v1/events", "Append one custom event or an atomic batch; 201 {seq, events}", post(e::append))
+            .answers("Appended")
             .input::<e::AppendBody>()
             .tool_input::<e::BatchBody>()
             .tool("Append your own events (any type outside the reserved prefixes task. lock. state. kv. agent. ...) atomically, optionally only if a stream is at expected_version. Use for domain facts other agents react to.")
             .writes(&["*"]),
         Operation::new("read_events", Get, "/v1/events", "NDJSON replay of committed events (SSE with Accept: text/event-stream)", get(e::read_events))
+            .answers("Envelope")
             .input::<e::EventsQuery>()
             .tool_input::<e::ReadEventsArguments>()
             .tool("Read committed events in seq order, filtered by types (globs such as task.*), stream prefix, actor or session. For history and audit; to wait for new events use wait_events."),
         Operation::new("stream_get", Get, "/v1/streams/{stream}", "A stream's events and version", get(e::read_stream))
+            .answers("Stream")
             .input::<e::StreamQuery>(),
-        Operation::new("audit_head", Get, "/v1/audit/head", "The head of the hash chain: {seq, hash}", get(app::audit_head)),
+        Operation::new("audit_head", Get, "/v1/audit/head", "The head of the hash chain: {seq, hash}", get(app::audit_head))
+            .answers("AuditHead"),
         Operation::new("snapshot", Post, "/v1/snapshots", "Write a projection snapshot now (admin); 201 {head, path, bytes}", post(app::snapshot))
+            .answers("Snapshot")
             .input::<Empty>(),
     ]
 }
@@ -401,101 +415,136 @@ fn events() -> Vec<Operation> {
 fn coordination() -> Vec<Operation> {
     vec![
         Operation::new("state_get", Get, "/v1/state/{key}", "A state cell: {key, value, version}", operation::entity(c::cell_view))
+            .answers("Cell")
             .input::<ReadQuery>()
             .tool("Read a shared state cell with its version; pass the version to state_cas to update it without losing a concurrent update."),
         Operation::write("state_set", Put, "/v1/state/{key}", "Set a state cell unconditionally", c::state_set)
+            .answers("Cell")
             .writes(&["state.set"]),
         Operation::write("state_init", Post, "/v1/state/{key}/init", "Create a state cell if absent (no-op if present)", c::state_init)
+            .answers("Cell")
             .writes(&["state.set"]),
         Operation::write("state_cas", Post, "/v1/state/{key}/cas", "Compare-and-swap a state cell on its version", c::state_cas)
+            .answers("Cell")
             .tool("Update a state cell only if it is still at expected_version (null: only if it does not exist, e.g. to elect a leader). On version_conflict re-read with state_get and retry.")
             .writes(&["state.set"]),
         Operation::new("kv_list", Get, "/v1/kv", "List kv entries by prefix", get(c::kv_list))
+            .answers("KvEntries")
             .input::<c::KvListQuery>(),
         Operation::new("kv_get", Get, "/v1/kv/{key}", "A kv entry", operation::entity(c::kv_view))
+            .answers("KvEntry")
             .input::<ReadQuery>()
             .tool("Read a plain key (last writer wins)."),
         Operation::write("kv_put", Put, "/v1/kv/{key}", "Put a kv entry (last writer wins)", c::kv_put)
+            .answers("KvEntry")
             .tool("Write a plain key, last writer wins. For values several agents update, use state_cas instead.")
             .writes(&["kv.put"]),
         Operation::write("kv_delete", Delete, "/v1/kv/{key}", "Delete a kv entry", c::kv_delete)
+            .answers("KvDeleted")
             .writes(&["kv.deleted"]),
         Operation::new("lock_list", Get, "/v1/locks", "Every held lock with holders and waiters", get(c::locks_list))
+            .answers("Locks")
             .input::<ReadQuery>(),
         Operation::write("lock_acquire_many", Post, "/v1/locks/acquire", "Acquire several locks atomically (all or none)", c::locks_acquire_many)
+            .answers("LockGrants")
             .caller("owner")
             .writes(&["lock.acquired", "lock.renewed", "lock.expired", "lock.deadlock_detected"]),
         Operation::new("lock_get", Get, "/v1/locks/{resource}", "A lock: holders, mode, token, expiry, waiters", get(c::lock_get))
+            .answers("Lock")
             .input::<ReadQuery>(),
         Operation::write("lock_acquire", Post, "/v1/locks/{resource}/acquire", "Acquire a lock with a TTL; 200 {token, expires_at}", c::lock_acquire)
+            .answers("LockGrant")
             .caller("owner")
             .tool("Take a lock for ttl_ms (wait up to wait_ms in FIFO order). Returns a fencing token: pass {\"fence\":{\"resource\",\"token\"}} on the writes it guards. Acquire again before the TTL ends to renew.")
             .writes(&["lock.acquired", "lock.renewed", "lock.expired", "lock.deadlock_detected"]),
         Operation::write("lock_renew", Post, "/v1/locks/{resource}/renew", "Renew a held lock's TTL", c::lock_renew)
+            .answers("LockGrant")
             .caller("owner")
             .writes(&["lock.renewed"]),
         Operation::write("lock_release", Post, "/v1/locks/{resource}/release", "Release a held lock", c::lock_release)
+            .answers("LockReleased")
             .caller("owner")
             .tool("Release a lock you hold, with its token, as soon as the guarded work is done.")
             .writes(&["lock.released"]),
         Operation::new("agent_register", Post, "/v1/agents", "Register an agent with a lease", post(c::agent_register))
+            .answers("Agent")
             .input::<c::RegisterBody>()
             .writes(&["agent.registered"]),
         Operation::new("agent_list", Get, "/v1/agents", "List agents (?type=&status=)", get(c::agents_list))
+            .answers("Agents")
             .input::<c::AgentsQuery>(),
         Operation::new("agent_get", Get, "/v1/agents/{agent}", "An agent", operation::entity(c::agent_view))
+            .answers("Agent")
             .input::<ReadQuery>(),
         Operation::write("agent_deregister", Delete, "/v1/agents/{agent}", "Deregister an agent (its locks released, its claims back to pending)", c::agent_deregister)
+            .answers("Agent")
             .writes(&["agent.deregistered", "lock.released", "task.released"]),
         Operation::new("agent_heartbeat", Post, "/v1/agents/{agent}/heartbeat", "Extend an agent's lease (not logged)", post(c::agent_heartbeat))
+            .answers("Heartbeat")
             .input::<Empty>(),
         Operation::write("agent_kill", Post, "/v1/agents/{agent}/kill", "Kill an agent (admin): clean-up and every later write refused", c::agent_kill)
+            .answers("Agent")
             .writes(&["agent.killed", "lock.released", "task.released"]),
         Operation::write("branch_create", Post, "/v1/branches", "Fork a branch from another at a seq", c::branch_create)
+            .answers("Branch")
             .writes(&["branch.created"]),
-        Operation::new("branch_list", Get, "/v1/branches", "List branches", get(c::branches_list)),
+        Operation::new("branch_list", Get, "/v1/branches", "List branches", get(c::branches_list))
+            .answers("Branches"),
     ]
 }
 
 fn tasks() -> Vec<Operation> {
     vec![
         Operation::new("task_create", Post, "/v1/tasks", "Create a task, or an atomic batch {tasks: [...]}", post(w::task_create))
+            .answers("TaskCreated")
             .input::<TaskSpec>()
             .tool("Create a unit of work for any capable agent: type, priority 1..10 (10 most urgent), depends_on (ids that must complete first), capabilities required, parameters, timeout_ms, max_attempts.")
             .writes(&["task.created"]),
         Operation::new("task_list", Get, "/v1/tasks", "List tasks (?status=&session=&agent=&type=)", get(w::tasks_list))
+            .answers("Tasks")
             .input::<w::TasksQuery>()
             .tool("List tasks, filtered by status (blocked, awaiting_approval, pending, claimed, completed, failed, cancelled), session, agent or type."),
         Operation::write("task_claim", Post, "/v1/tasks/claim", "Claim the most urgent pending task the agent can do; 204 if none", w::task_claim)
+            .answers("Task")
             .caller("agent")
             .tool("Claim the most urgent pending task your capabilities cover (optionally only some types); wait up to wait_ms for one to appear. Returns the task, or {\"task\": null} when there is none. Keep it alive with task_progress.")
             .writes(&["task.claimed"]),
         Operation::new("task_get", Get, "/v1/tasks/{task}", "A task with its history", operation::entity(w::task_view))
+            .answers("Task")
             .input::<ReadQuery>(),
         Operation::write("task_assign", Post, "/v1/tasks/{task}/assign", "Assign a task to an agent or by strategy", w::task_assign)
+            .answers("Task")
             .writes(&["task.assigned", "task.claimed"]),
         Operation::write("task_approve", Post, "/v1/tasks/{task}/approve", "Approve a task that requires approval", w::task_approve)
+            .answers("Task")
             .writes(&["task.approved"]),
         Operation::write("task_progress", Post, "/v1/tasks/{task}/progress", "Report progress on a claimed task (renews its lease)", w::task_progress)
+            .answers("Task")
             .caller("agent")
             .tool("Report progress (percent 0..100, note) on a task you claimed; this renews your claim's lease, so call it more often than timeout_ms.")
             .writes(&["task.progressed"]),
         Operation::write("task_complete", Post, "/v1/tasks/{task}/complete", "Complete a claimed task with a result", w::task_complete)
+            .answers("Task")
             .caller("agent")
             .tool("Finish a task you claimed with its result (any JSON); dependents become claimable.")
             .writes(&["task.completed"]),
         Operation::write("task_fail", Post, "/v1/tasks/{task}/fail", "Fail a claimed task (retry or not)", w::task_fail)
+            .answers("Task")
             .caller("agent")
             .tool("Give up a task you claimed with an error; retry: true puts it back to pending (until max_attempts), else it fails and its dependents are cancelled.")
             .writes(&["task.failed"]),
         Operation::write("task_release", Post, "/v1/tasks/{task}/release", "Release a claimed task back to pending", w::task_release)
+            .answers("Task")
             .caller("agent")
             .writes(&["task.released"]),
         Operation::write("task_cancel", Post, "/v1/tasks/{task}/cancel", "Cancel a task and its dependents", w::task_cancel)
+            .answers("Task")
             .writes(&["task.cancelled"]),
         Operation::write("task_auction", Post, "/v1/tasks/{task}/auction", "Open an auction for a task", w::task_auction)
+            .answers("Task")
             .writes(&["task.auction_opened"]),
         Operation::write("task_bid", Post, "/v1/tasks/{task}/bids", "Bid on an auctioned task", w::task_bid)
+            .answers("Task")
             .caller("agent")
             .writes(&["task.bid_placed"]),
     ]
@@ -504,34 +553,46 @@ fn tasks() -> Vec<Operation> {
 fn blackboard_and_consensus() -> Vec<Operation> {
     vec![
         Operation::write("finding_post", Post, "/v1/findings", "Report a finding on the blackboard", w::finding_post)
+            .answers("Finding")
             .caller("agent")
             .tool("Post what you found to the shared blackboard: category observation|hypothesis|conclusion, content, confidence 0..1, evidence [{source, query, result}], tags.")
             .writes(&["finding.reported"]),
         Operation::new("finding_list", Get, "/v1/findings", "List findings (?session=&agent=&category=&tag=)", get(w::findings_list))
+            .answers("Findings")
             .input::<w::FindingsQuery>(),
         Operation::new("finding_get", Get, "/v1/findings/{finding}", "A finding", operation::entity(w::finding_view))
+            .answers("Finding")
             .input::<ReadQuery>(),
         Operation::write("hypothesis_propose", Post, "/v1/hypotheses", "Propose a hypothesis with a prior confidence", w::hypothesis_propose)
+            .answers("Hypothesis")
             .tool("Propose a hypothesis with a prior confidence 0..1; findings then move its confidence through hypothesis_evidence.")
             .writes(&["hypothesis.proposed"]),
         Operation::new("hypothesis_list", Get, "/v1/hypotheses", "List hypotheses by confidence (?session=)", get(w::hypotheses_list))
+            .answers("Hypotheses")
             .input::<w::SessionFilterQuery>(),
         Operation::new("hypothesis_get", Get, "/v1/hypotheses/{hypothesis}", "A hypothesis with its evidence", operation::entity(w::hypothesis_view))
+            .answers("Hypothesis")
             .input::<ReadQuery>(),
         Operation::write("hypothesis_evidence", Post, "/v1/hypotheses/{hypothesis}/evidence", "Attach a finding as evidence for or against", w::hypothesis_evidence)
+            .answers("Hypothesis")
             .tool("Attach a finding as evidence for (supports: true) or against a hypothesis, with an optional weight; the hypothesis's confidence is recomputed.")
             .writes(&["hypothesis.evidence_added"]),
         Operation::write("hypothesis_validate", Post, "/v1/hypotheses/{hypothesis}/validate", "Validate or refute a hypothesis", w::hypothesis_validate)
+            .answers("Hypothesis")
             .writes(&["hypothesis.validated"]),
         Operation::write("proposal_open", Post, "/v1/proposals", "Open a proposal for a vote", w::proposal_open)
+            .answers("Proposal")
             .tool("Ask the swarm to decide an action by vote: quorum majority|unanimous|threshold, voters (default: the active agents), deadline_ms.")
             .writes(&["proposal.opened"]),
         Operation::new("proposal_list", Get, "/v1/proposals", "List proposals (?status=open|decided)", get(w::proposals_list))
+            .answers("Proposals")
             .input::<w::ProposalsQuery>(),
         Operation::new("proposal_get", Get, "/v1/proposals/{proposal}", "A proposal with its votes and decision", operation::entity(w::proposal_view))
+            .answers("Proposal")
             .input::<ReadQuery>()
             .tool("Read a proposal: status open|decided, decision, votes for/against, abstentions and each vote."),
         Operation::write("vote", Post, "/v1/proposals/{proposal}/votes", "Cast one vote as an eligible agent", w::proposal_vote)
+            .answers("Proposal")
             .caller("agent")
             .tool("Vote yes, no or abstain on an open proposal, once, with an optional confidence and reason.")
             .writes(&["vote.cast", "proposal.decided"]),
@@ -541,31 +602,41 @@ fn blackboard_and_consensus() -> Vec<Operation> {
 fn messages_and_sessions() -> Vec<Operation> {
     vec![
         Operation::write("message_send", Post, "/v1/messages", "Send a direct message or a broadcast (to \"*\")", w::message_send)
+            .answers("Message")
             .caller("from")
             .tool("Send a message to one agent or to every agent (to: \"*\"), with a type and any JSON payload; requires_ack asks the recipients to message_ack it.")
             .writes(&["message.sent"]),
         Operation::new("message_get", Get, "/v1/messages/{message}", "A message with its recipients and acks", operation::entity(w::message_get_view))
+            .answers("Message")
             .input::<ReadQuery>(),
         Operation::write("message_ack", Post, "/v1/messages/{message}/ack", "Acknowledge a message as a recipient", w::message_ack)
+            .answers("Message")
             .caller("agent")
             .tool("Acknowledge a message sent to you that requires an ack.")
             .writes(&["message.acked"]),
         Operation::new("inbox", Get, "/v1/agents/{agent}/inbox", "An agent's inbox (?unacked=true); SSE with Accept: text/event-stream", get(w::inbox))
+            .answers("Inbox")
             .input::<w::InboxQuery>()
             .caller("agent")
             .tool("Read the messages sent to you (unacked: true for only those you have not acknowledged)."),
         Operation::write("session_start", Post, "/v1/sessions", "Start a session", w::session_start)
+            .answers("Session")
             .writes(&["session.started"]),
         Operation::new("session_list", Get, "/v1/sessions", "List sessions with their progress", get(w::sessions_list))
+            .answers("Sessions")
             .input::<ReadQuery>(),
         Operation::new("session_get", Get, "/v1/sessions/{session}", "A session: status, agents, progress percent", operation::entity(w::session_view))
+            .answers("Session")
             .input::<ReadQuery>(),
         Operation::write("session_complete", Post, "/v1/sessions/{session}/complete", "Complete a session with an outcome", w::session_complete)
+            .answers("Session")
             .writes(&["session.completed"]),
         Operation::new("session_report", Get, "/v1/sessions/{session}/report", "A session's report: by_agent, by_task, summary", get(w::session_report))
+            .answers("Report")
             .input::<ReadQuery>()
             .tool("Summarize a session: tasks by agent and by task, totals, success rate, average task time."),
         Operation::new("session_events", Get, "/v1/sessions/{session}/events", "NDJSON export of every event of the session", get(w::session_events))
+            .answers("Envelope")
             .input::<w::SessionEventsQuery>(),
     ]
 }

@@ -1,6 +1,7 @@
 //! swarmlog's server: the single-writer engine (usable without HTTP), the subscriber hub,
 //! the axum routes with SSE, and metrics. It is the only crate that knows HTTP.
 
+pub mod answers;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -1,11 +1,13 @@
 //! The OpenAPI document of `GET /v1/openapi.json`, derived from the command catalog: one
-//! operation per catalog entry, with its path and query parameters and its request body's
-//! JSON Schema generated from the same types the handlers parse. A few operational routes
+//! operation per catalog entry, with its path and query parameters, its request body's
+//! JSON Schema generated from the same types the handlers parse, and the schema of its
+//! answer (`answers.rs`). A few operational routes
 //! that are not operations on the state (health, metrics, this document, the guide) are
 //! listed here.
 
 use serde_json::{json, Map, Value};
 
+use crate::answers;
 use crate::catalog::{self, Method, Operation};
 
 /// A route outside the catalog.
@@ -60,27 +62,37 @@ fn error_schema() -> Value {
     })
 }
 
-/// The answer of a write: a JSON object that carries the `seq` of its last event.
-fn write_answer_schema() -> Value {
-    json!({
+/// The schema of an operation's answer: its component, plus for an operation that writes
+/// events the `seq` of its last event.
+fn answer_schema(operation: &Operation) -> Value {
+    let answer = answers::reference(operation.answer);
+    if operation.writes.is_empty() {
+        return answer;
+    }
+    json!({"allOf": [answer, {
         "type": "object",
         "required": ["seq"],
         "properties": {"seq": {"type": "integer", "description": "the seq of the write's last event (the head for a no-op)"}}
-    })
+    }]})
 }
 
 fn responses(operation: &Operation) -> Value {
-    let success = if operation.method.writes() {
-        write_answer_schema()
-    } else {
-        json!({"type": "object"})
-    };
     let error = json!({"description": "refused; nothing written", "content": {"application/json": {"schema": error_schema()}}});
-    json!({
-        "200": {"description": "done", "content": {"application/json": {"schema": success}}},
+    // The event reads answer NDJSON: one envelope per line.
+    let content = if operation.answer == "Envelope" {
+        json!({"application/x-ndjson": {"schema": answers::reference("Envelope")}})
+    } else {
+        json!({"application/json": {"schema": answer_schema(operation)}})
+    };
+    let mut responses = json!({
+        "200": {"description": "done", "content": content},
         "4XX": error.clone(),
         "5XX": error,
-    })
+    });
+    if operation.name == "task_claim" {
+        responses["204"] = json!({"description": "no claimable task (after wait_ms)"});
+    }
+    responses
 }
 
 fn parameters(operation: &Operation) -> Vec<Value> {
@@ -156,5 +168,6 @@ pub fn document() -> Value {
         "openapi": "3.1.0",
         "info": {"title": "swarmlog", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
+        "components": {"schemas": answers::components()},
     })
 }
