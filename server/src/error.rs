@@ -77,8 +77,9 @@ impl ApiError {
         let mut error = Map::new();
         error.insert("code".into(), Value::from(self.code));
         error.insert("message".into(), Value::from(self.message.clone()));
+        // A detail never replaces the code or the sentence.
         for (key, value) in &self.details {
-            error.insert(key.clone(), value.clone());
+            error.entry(key.clone()).or_insert_with(|| value.clone());
         }
         serde_json::json!({ "error": error })
     }

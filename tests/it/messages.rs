@@ -114,6 +114,10 @@ async fn acks_are_per_recipient_and_the_unacked_inbox_leaves_them_out() {
         (status, refused["error"]["code"].clone()),
         (403, json!("not_recipient"))
     );
+    // A detail never replaces the sentence (it once did: `message` held the id).
+    assert_eq!(refused["error"]["message_id"], json!("M-2"));
+    let sentence = refused["error"]["message"].as_str().expect("a sentence");
+    assert!(sentence.contains("did not receive"), "{sentence}");
     let (status, missing) = server
         .post("/v1/messages/M-9/ack", &json!({"agent": "b"}))
         .await;

@@ -204,7 +204,7 @@ pub(super) fn decide_ack(
             Code::NotRecipient,
             format!("agent '{}' did not receive message '{id}'", spec.agent),
         )
-        .with("message", id)
+        .with("message_id", id)
         .with("agent", spec.agent.as_str()));
     }
     if message.acked_by.contains_key(&spec.agent) {
