@@ -127,7 +127,12 @@ fn parameters(operation: &Operation) -> Vec<Value> {
 /// The request body of a write: its own schema plus the fields every write may carry.
 fn request_body(operation: &Operation) -> Value {
     let mut schema = operation.input_schema();
-    if let Some(properties) = schema["properties"].as_object_mut() {
+    // A body with no fields of its own (schemars writes no `properties` for it) still
+    // takes the fields every write carries.
+    let properties = schema
+        .as_object_mut()
+        .map(|object| object.entry("properties").or_insert_with(|| json!({})));
+    if let Some(properties) = properties.and_then(Value::as_object_mut) {
         properties.insert("session".into(), json!({"type": "string"}));
         properties.insert("correlation".into(), json!({"type": "string"}));
         properties.insert("meta".into(), json!({"type": "object"}));

@@ -211,6 +211,14 @@ async fn every_operation_answers_its_documented_schema() {
         let text = response.text().await.expect("a body");
         assert!((200..300).contains(&status), "{name}: {status} {text}");
         let item = &document["paths"][operation.path][operation.method.as_str()];
+        assert_eq!(item["operationId"], json!(name), "{name} is documented");
+        if operation.method.writes() {
+            let body = &item["requestBody"]["content"]["application/json"]["schema"];
+            assert!(
+                body["properties"].is_object() || body["anyOf"].is_array(),
+                "{name} documents its request body: {body}"
+            );
+        }
         let content = &item["responses"]["200"]["content"];
         let (schema, bodies): (&Value, Vec<Value>) = match content.get("application/x-ndjson") {
             Some(ndjson) => (

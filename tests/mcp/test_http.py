@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -212,3 +213,21 @@ def test_wait_events_over_http_wakes_on_a_commit_made_through_the_api(server):
             assert loop.time() - began >= 0.4
 
     asyncio.run(bounded(scenario()))
+
+
+def test_closing_an_http_session_deregisters_its_agent(server):
+    """A clean close of a /mcp session ends its lease at once, as over stdio: the agent
+    is deregistered and its lock released."""
+
+    async def scenario():
+        async with http_session(server.mcp_url, "agent-2-secret-0123456789") as session:
+            await ok(session, "join", {"type": "worker", "ttl_ms": 600000})
+            await ok(session, "lock_acquire", {"resource": "held-by-2", "ttl_ms": 600000})
+            assert get(server, "/v1/agents/agent-2").json()["status"] == "active"
+
+    asyncio.run(bounded(scenario()))
+    deadline = time.monotonic() + 10
+    while get(server, "/v1/agents/agent-2").json()["status"] == "active" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert get(server, "/v1/agents/agent-2").json()["status"] == "deregistered"
+    assert get(server, "/v1/locks/held-by-2").json()["holders"] == []
