@@ -328,10 +328,12 @@ impl McpServer {
         authorization: Option<&str>,
     ) -> Result<Value, String> {
         let input: WaitEventsInput = parse_arguments(arguments)?;
-        let timeout_ms = input
-            .timeout_ms
-            .unwrap_or(MCP_WAIT_MS_MAX)
-            .min(MCP_WAIT_MS_MAX);
+        let timeout_ms = input.timeout_ms.unwrap_or(MCP_WAIT_MS_MAX);
+        if timeout_ms > MCP_WAIT_MS_MAX {
+            return Err(format!(
+                "invalid_value: timeout_ms must be at most {MCP_WAIT_MS_MAX}, not {timeout_ms}"
+            ));
+        }
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let after = input.after;
         let mut query = Map::new();

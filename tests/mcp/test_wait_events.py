@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from swarmlog_mcp import cli, head, ok, stdio_session
+from swarmlog_mcp import cli, head, ok, refused, stdio_session
 
 
 def append(data_dir, type_, stream, data) -> int:
@@ -70,3 +70,16 @@ def test_wait_events_woken_by_another_process(data_dir, errlog):
             assert [e["type"] for e in other["events"]] == ["other.noise"], other
 
     asyncio.run(main())
+
+
+def test_wait_events_refuses_bad_arguments(data_dir, errlog):
+    """SPEC §7 caps timeout_ms at 60000: more is refused, not silently shortened; a
+    missing `after` or an unknown field is refused with the HTTP codes."""
+
+    async def main():
+        async with stdio_session(data_dir, "waiter", errlog=errlog) as s:
+            await refused(s, "wait_events", {"after": 0, "timeout_ms": 60001}, "invalid_value")
+            await refused(s, "wait_events", {"timeout_ms": 10}, "missing_field")
+            await refused(s, "wait_events", {"after": 0, "bogus": 1}, "unknown_field")
+
+    asyncio.run(asyncio.wait_for(main(), 60))
