@@ -206,6 +206,9 @@ enum Step {
 
 type Steps = Arc<Mutex<Vec<Step>>>;
 
+/// A history as todc-utils takes it: calls and answers by process, in real-time order.
+type Actions<Op> = Vec<(usize, Action<Op>)>;
+
 /// Why a request has no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lost {
@@ -409,7 +412,7 @@ async fn client(number: usize, address: Address, steps: Steps) {
 /// Splits the recorded steps by object. A call left unanswered by the crash gets an answer
 /// of unknown outcome at the end of the history, except a read, which changes nothing and
 /// is left out.
-fn histories(steps: Vec<Step>) -> (Vec<(usize, Action<CellOp>)>, Vec<(usize, Action<LockOp>)>) {
+fn histories(steps: Vec<Step>) -> (Actions<CellOp>, Actions<LockOp>) {
     let (mut cell, mut lock) = (Vec::new(), Vec::new());
     let mut open_cell = std::collections::BTreeMap::new();
     let mut open_lock = std::collections::BTreeMap::new();
@@ -540,7 +543,7 @@ fn the_checker_refuses_lost_updates_stale_reads_and_double_grants() {
     };
     let written = |version| Some(CasOutcome::Written { version });
     let read = |version, value| CellOp::Read(Some(Cell { version, value }));
-    let linearizable = |actions: Vec<(usize, Action<CellOp>)>| {
+    let linearizable = |actions: Actions<CellOp>| {
         WGLChecker::<CellSpec>::is_linearizable(History::from_actions(actions))
     };
     // Two writes from version 0 both succeeding: a lost update.
@@ -574,7 +577,7 @@ fn the_checker_refuses_lost_updates_stale_reads_and_double_grants() {
 
     let acquire = |owner, outcome| LockOp::Acquire { owner, outcome };
     let granted = |token| Some(Acquired::Granted { token });
-    let lock_linearizable = |actions: Vec<(usize, Action<LockOp>)>| {
+    let lock_linearizable = |actions: Actions<LockOp>| {
         WGLChecker::<LockSpec>::is_linearizable(History::from_actions(actions))
     };
     // Two owners granted one after the other with no release: two holders at once.
