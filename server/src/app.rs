@@ -304,6 +304,7 @@ pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/guide", get(guide))
         .route("/v1/whoami", get(whoami))
+        .route_layer(axum::middleware::from_fn(crate::extract::check_query_ids))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,
@@ -372,6 +373,7 @@ pub(crate) async fn audit_head(State(app): State<AppState>) -> Response {
 pub(crate) async fn snapshot(
     State(app): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
+    _: crate::extract::EmptyBody,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
     let head = app.engine.audit_head().seq;

@@ -44,6 +44,27 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// The body of a request that takes no fields (an agent's heartbeat, a snapshot): empty or
+/// `{}`. Anything else is refused like any body (400 malformed, 422 `unknown_field`), so
+/// that a mistyped field is never silently ignored.
+pub struct EmptyBody;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+impl<S: Send + Sync> FromRequest<S> for EmptyBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = read_body(request).await?;
+        if !raw.iter().all(u8::is_ascii_whitespace) {
+            parse_json::<NoFields>(&raw)?;
+        }
+        Ok(EmptyBody)
+    }
+}
+
 /// Reads a body up to the limit.
 pub async fn read_body(request: Request) -> Result<Bytes, ApiError> {
     let most = limits::current().request_body_bytes_max;
@@ -92,6 +113,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(|axum::extract::Query(value)| ApiQuery(value))
             .map_err(|rejection| ApiError::malformed("invalid_query", rejection.body_text()))
     }
+}
+
+/// The query parameters that name an id (SPEC §3), wherever they appear.
+const ID_QUERY_PARAMETERS: &[&str] = &[
+    "branch", "session", "agent", "actor", "owner", "type", "stream",
+];
+
+/// Middleware: refuses a request whose query names an id that breaks the id rule
+/// (`invalid_id`), also on routes that ignore the parameter, so that no malformed id is
+/// ever silently read as "nothing matches".
+pub async fn check_query_ids(
+    request: Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    if let Some(query) = request.uri().query() {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|error| ApiError::malformed("invalid_query", error.to_string()))?;
+        for (name, value) in &pairs {
+            if ID_QUERY_PARAMETERS.contains(&name.as_str()) {
+                check_id(name, value)?;
+            }
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 /// Checks an id, key, stream or branch name with the one rule every layer shares

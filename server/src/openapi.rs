@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::answers;
 use crate::catalog::{self, Method, Operation};
+use crate::limits::IDEMPOTENCY_KEY_BYTES_MAX;
 
 /// A route outside the catalog.
 struct OperationalRoute {
@@ -89,6 +90,10 @@ fn responses(operation: &Operation) -> Value {
         "4XX": error.clone(),
         "5XX": error,
     });
+    // A write that creates something answers 201 with the same body.
+    if operation.method.writes() {
+        responses["201"] = json!({"description": "created", "content": content});
+    }
     if operation.name == "task_claim" {
         responses["204"] = json!({"description": "no claimable task (after wait_ms)"});
     }
@@ -98,7 +103,7 @@ fn responses(operation: &Operation) -> Value {
 fn parameters(operation: &Operation) -> Vec<Value> {
     let mut parameters: Vec<Value> = operation
         .path_parameters()
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": id_schema()}))
         .collect();
     if operation.method == Method::Get {
         let schema = operation.input_schema();
@@ -109,6 +114,8 @@ fn parameters(operation: &Operation) -> Vec<Value> {
             .filter_map(Value::as_str)
             .collect();
         for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            let mut property = property.clone();
+            constrain_ids(name, &mut property);
             parameters.push(json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property}));
         }
     }
@@ -116,16 +123,30 @@ fn parameters(operation: &Operation) -> Vec<Value> {
         .iter()
         .any(|parameter| parameter["name"] == "branch");
     if !has_branch {
-        parameters.push(json!({"name": "branch", "in": "query", "required": false, "schema": {"type": "string", "default": "main"}}));
+        let mut branch = id_schema();
+        branch["default"] = json!("main");
+        parameters.push(json!({"name": "branch", "in": "query", "required": false, "schema": branch}));
     }
-    if operation.method.writes() {
-        parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"}}));
+    if !operation.writes.is_empty() {
+        let key = json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": IDEMPOTENCY_KEY_BYTES_MAX,
+            "pattern": "^[\\x21-\\x7e]+$",
+            "description": "1 to 256 bytes of visible ASCII",
+        });
+        parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": key}));
     }
     parameters
 }
 
-/// The request body of a write: its own schema plus the fields every write may carry.
+/// The request body of a write: its own schema plus the fields every write may carry. A
+/// request that writes no event (a heartbeat, a snapshot) takes no fields at all.
 fn request_body(operation: &Operation) -> Value {
+    if operation.writes.is_empty() && operation.input.is_none() {
+        let nothing = json!({"type": "object", "additionalProperties": false, "maxProperties": 0});
+        return json!({"required": false, "content": {"application/json": {"schema": nothing}}});
+    }
     let mut schema = operation.input_schema();
     // A body with no fields of its own (schemars writes no `properties` for it) still
     // takes the fields every write carries.
@@ -133,12 +154,94 @@ fn request_body(operation: &Operation) -> Value {
         .as_object_mut()
         .map(|object| object.entry("properties").or_insert_with(|| json!({})));
     if let Some(properties) = properties.and_then(Value::as_object_mut) {
-        properties.insert("session".into(), json!({"type": "string"}));
-        properties.insert("correlation".into(), json!({"type": "string"}));
-        properties.insert("meta".into(), json!({"type": "object"}));
-        properties.insert("fence".into(), json!({"type": "object", "required": ["resource", "token"], "properties": {"resource": {"type": "string"}, "token": {"type": "integer"}}}));
+        // `null` reads as absent.
+        let mut nullable_id = id_schema();
+        nullable_id["type"] = json!(["string", "null"]);
+        properties.insert("session".into(), nullable_id.clone());
+        properties.insert("correlation".into(), nullable_id);
+        properties.insert("meta".into(), json!({"type": ["object", "null"]}));
+        properties.insert("fence".into(), json!({
+            "type": ["object", "null"],
+            "required": ["resource", "token"],
+            "additionalProperties": false,
+            "properties": {"resource": id_schema(), "token": {"type": "integer", "minimum": 0, "maximum": u64::MAX}},
+        }));
     }
-    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+    constrain_ids("", &mut schema);
+    // A body whose every field is optional may be left out (the write adapter reads an
+    // empty body as `{}`).
+    let required = schema["required"]
+        .as_array()
+        .is_some_and(|required| !required.is_empty());
+    json!({"required": required, "content": {"application/json": {"schema": schema}}})
+}
+
+/// The properties that name an id, key, stream or branch wherever they appear in a request:
+/// each takes the one rule of `check_id` (SPEC §3).
+const ID_PROPERTIES: &[&str] = &[
+    "id",
+    "agent",
+    "owner",
+    "from",
+    "to",
+    "resource",
+    "key",
+    "stream",
+    "session",
+    "correlation",
+    "branch",
+    "task",
+    "voter",
+    "type",
+    "name",
+];
+
+/// An id, key, stream or branch name: 1 to 256 bytes of UTF-8 without control characters.
+/// JSON Schema counts characters, not bytes, so `maxLength` is the most a string may have
+/// whatever its characters; the server also refuses one of more than 256 bytes.
+fn id_schema() -> Value {
+    let most = swarmlog_projections::limits::current().id_bytes_max;
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": most,
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+        "description": format!("1 to {most} bytes of UTF-8 without control characters"),
+    })
+}
+
+/// Gives every string property named in [`ID_PROPERTIES`] (at any depth) the id rule.
+fn constrain_ids(name: &str, schema: &mut Value) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let is_string = match object.get("type") {
+        Some(Value::String(kind)) => kind == "string",
+        Some(Value::Array(kinds)) => kinds.iter().any(|kind| kind == "string"),
+        _ => false,
+    };
+    if is_string && ID_PROPERTIES.contains(&name) && !object.contains_key("enum") {
+        for (key, value) in id_schema().as_object().into_iter().flatten() {
+            if key != "type" && key != "description" {
+                object.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    if let Some(Value::Object(properties)) = object.get_mut("properties") {
+        for (name, property) in properties.iter_mut() {
+            constrain_ids(name, property);
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(variants)) = object.get_mut(key) {
+            for variant in variants {
+                constrain_ids(name, variant);
+            }
+        }
+    }
+    if let Some(items) = object.get_mut("items") {
+        constrain_ids("", items);
+    }
 }
 
 /// The OpenAPI 3.1 document.

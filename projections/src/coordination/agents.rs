@@ -24,7 +24,9 @@ use crate::envelope::{Envelope, EventDraft};
 use crate::rejection::Rejection;
 
 /// An agent's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     /// Registered and within its lease.

@@ -81,7 +81,7 @@ pub enum Decision {
 }
 
 /// Whether a proposal takes votes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalStatus {
     /// Taking votes.

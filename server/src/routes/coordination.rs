@@ -391,6 +391,7 @@ pub(crate) struct AgentsQuery {
     #[serde(default, rename = "type")]
     agent_type: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<swarmlog_projections::coordination::agents::AgentStatus>")]
     status: Option<String>,
     #[serde(default)]
     branch: Option<String>,
@@ -489,6 +490,7 @@ pub(crate) async fn agent_heartbeat(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<BranchQuery>,
+    _: crate::extract::EmptyBody,
 ) -> Result<Response, ApiError> {
     check_id("id", &id)?;
     principal.require_acting_as(&id)?;

@@ -60,6 +60,7 @@ pub(crate) struct EventBody {
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchBody {
     /// 1 to 1,000 events, appended all or none.
+    #[schemars(length(min = 1, max = 1000))]
     events: Vec<EventBody>,
 }
 
@@ -243,6 +244,7 @@ pub struct EventsQuery {
     #[serde(default)]
     until: Option<u64>,
     #[serde(default)]
+    #[schemars(length(min = 1))]
     types: Option<String>,
     #[serde(default)]
     stream: Option<String>,
@@ -251,6 +253,7 @@ pub struct EventsQuery {
     #[serde(default)]
     session: Option<String>,
     #[serde(default)]
+    #[schemars(range(min = 1))]
     limit: Option<u64>,
     #[serde(default)]
     branch: Option<String>,
@@ -295,10 +298,11 @@ impl EventsQuery {
             .transpose()?;
         if let (Some(from), Some(until)) = (self.from, self.until) {
             if until < from {
-                return Err(ApiError::malformed(
-                    "invalid_query",
+                return Err(ApiError::invalid(
+                    "invalid_value",
                     format!("until ({until}) is before from ({from})"),
-                ));
+                )
+                .with("field", "until"));
             }
         }
         if self.limit == Some(0) {

@@ -394,6 +394,7 @@ pub(crate) fn task_bid(
 #[serde(deny_unknown_fields)]
 pub(crate) struct TasksQuery {
     #[serde(default)]
+    #[schemars(with = "Option<TaskStatus>")]
     status: Option<String>,
     #[serde(default)]
     session: Option<String>,
@@ -484,6 +485,7 @@ pub(crate) struct FindingsQuery {
     #[serde(default)]
     agent: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<FindingCategory>")]
     category: Option<String>,
     #[serde(default)]
     tag: Option<String>,
@@ -633,6 +635,7 @@ pub(crate) fn proposal_vote(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProposalsQuery {
     #[serde(default)]
+    #[schemars(with = "Option<ProposalStatus>")]
     status: Option<String>,
     #[serde(default)]
     branch: Option<String>,
@@ -715,6 +718,7 @@ pub(crate) fn message_ack(
 pub(crate) struct InboxQuery {
     #[serde(default)]
     unacked: Option<bool>,
+    /// The SSE inbox only: catch up from this seq (422 on the JSON inbox).
     #[serde(default)]
     from: Option<u64>,
     #[serde(default)]
@@ -741,9 +745,11 @@ pub(crate) async fn inbox(
         .is_some_and(|accept| accept.contains("text/event-stream"));
     if !wants_sse {
         if query.from.is_some() {
-            return Err(invalid_query(
-                "from applies to the SSE inbox (Accept: text/event-stream) only".into(),
-            ));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                "from applies to the SSE inbox (Accept: text/event-stream) only",
+            )
+            .with("field", "from"));
         }
         let read = ReadQuery {
             branch: query.branch,
