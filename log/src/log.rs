@@ -400,7 +400,7 @@ impl<S: Storage> Log<S> {
         .map_err(|source| {
             Error::io_or_no_space(
                 format!(
-                    "cannot allocate {needed} bytes for segment {}",
+                    "cannot extend segment {} from {allocated_bytes} to {needed} bytes",
                     self.active.segment.name
                 ),
                 source,
