@@ -228,6 +228,7 @@ fn unused_preallocation(dir: &std::path::Path) -> u64 {
 const DISK: &str = "2m";
 const THRESHOLD: u64 = 256 * 1024;
 const SEGMENT_BYTES: &str = "1048576";
+/// Freeing it leaves room for a batch of each writer of the second test.
 const FILLER_BYTES: usize = 128 * 1024;
 
 // Issue #9, defect 5: writes are refused at the threshold, a full disk starts read-only,
@@ -309,7 +310,7 @@ async fn writes_are_refused_at_the_free_space_threshold_and_a_full_disk_starts_r
 #[tokio::test]
 async fn a_full_disk_refuses_the_group_instead_of_aborting() {
     let disk = Tmpfs::mount(DISK);
-    let filler = disk.filler("filler", FILLER_BYTES);
+    let filler = disk.filler("filler", 3 * FILLER_BYTES);
     let dir = data_dir(&disk);
     let flags = ["--min-free-bytes", "0", "--segment-size", SEGMENT_BYTES];
     let mut server = Server::start(&dir, &flags).await;
