@@ -53,7 +53,11 @@ impl SpaceGuard {
     /// system if that is smaller.
     pub fn new(dir: &Path, free_bytes_min: Option<u64>) -> SpaceGuard {
         let free_bytes_min = free_bytes_min.unwrap_or_else(|| {
-            let total_bytes = file_system_space(dir).map_or(u64::MAX, |space| space.total_bytes);
+            // The log directory may not exist yet; its nearest existing ancestor is on
+            // the same file system unless a mount point comes between.
+            let existing = dir.ancestors().find(|path| path.exists()).unwrap_or(dir);
+            let total_bytes =
+                file_system_space(existing).map_or(u64::MAX, |space| space.total_bytes);
             default_free_bytes_min(total_bytes)
         });
         SpaceGuard {
@@ -149,7 +153,8 @@ impl SpaceGuard {
 
 /// The default threshold for a file system of `total_bytes`.
 pub fn default_free_bytes_min(total_bytes: u64) -> u64 {
-    FREE_BYTES_MIN_DEFAULT.min(total_bytes / 100 * FREE_BYTES_MIN_DEFAULT_PERCENT)
+    let percent = u128::from(total_bytes) * u128::from(FREE_BYTES_MIN_DEFAULT_PERCENT) / 100;
+    FREE_BYTES_MIN_DEFAULT.min(u64::try_from(percent).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -161,6 +166,14 @@ mod tests {
         assert_eq!(default_free_bytes_min(1 << 40), 64 * 1024 * 1024);
         assert_eq!(default_free_bytes_min(10 * 1024 * 1024), 524_288);
         assert_eq!(default_free_bytes_min(0), 0);
+    }
+
+    #[test]
+    fn the_default_comes_from_the_file_system_of_a_log_directory_not_created_yet() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let total_bytes = file_system_space(dir.path()).expect("statvfs").total_bytes;
+        let guard = SpaceGuard::new(&dir.path().join("data/log"), None);
+        assert_eq!(guard.free_bytes_min(), default_free_bytes_min(total_bytes));
     }
 
     #[test]
