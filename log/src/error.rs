@@ -20,6 +20,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The file system is full: the log could not extend or create the file a batch needed.
+    /// No byte of the batch was written and the log stays usable; a later append tries
+    /// again (and succeeds once space is freed).
+    #[error("no space for {bytes_needed} more bytes: {context}: {source}")]
+    NoSpace {
+        /// What the log was doing, naming the file.
+        context: String,
+        /// The smallest extension that would have let the batch through, in bytes.
+        bytes_needed: u64,
+        /// The operating system's error (`ENOSPC` or `EDQUOT`).
+        source: io::Error,
+    },
+
     /// Bytes on disk are not what the log wrote: a checksum, header, sequence or index
     /// does not match. Never returned for a torn tail of the newest segment, which is what
     /// a crash normally leaves and which recovery cuts away.
@@ -90,6 +103,29 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// `NoSpace` when `source` says the disk is full, else `Io`. Only for operations after
+    /// which the log may go on: never for a sync, whose failure always poisons.
+    pub(crate) fn io_or_no_space(
+        context: impl Into<String>,
+        source: io::Error,
+        bytes_needed: u64,
+    ) -> Error {
+        if crate::storage::is_no_space(&source) {
+            Error::NoSpace {
+                context: context.into(),
+                bytes_needed,
+                source,
+            }
+        } else {
+            Error::io(context, source)
+        }
+    }
+
+    /// Whether this is `NoSpace`: nothing was written and the log is still usable.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace { .. })
     }
 
     /// A `Corrupt` error.

@@ -5,8 +5,14 @@
 //! so a file with a final name is always complete; leftovers of an interrupted creation keep
 //! their `.tmp` suffix and are removed by the next open. Recovery and `verify` share the
 //! listing and its structural checks, so they agree on what a valid directory is.
+//!
+//! Creating a file can meet a full disk. Up to the rename nothing a reader or recovery
+//! relies on has changed, so such a failure is `Error::NoSpace` (the temporary file is
+//! removed and the log goes on); a failed sync is always `Error::Io`, which poisons.
+//! `allocate` extends a file in steps that shrink near the end of the disk.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 
 use crate::error::Error;
 use crate::format::{
@@ -14,7 +20,8 @@ use crate::format::{
     temporary_name, FileKind, SEGMENT_HEADER_BYTES,
 };
 use crate::index::IndexFile;
-use crate::storage::{Access, Storage, StorageFile};
+use crate::limits::ALLOCATE_STEP_BYTES_MIN;
+use crate::storage::{is_no_space, Access, Storage, StorageFile};
 
 /// The log's files in a directory, by kind.
 #[derive(Debug, Default)]
@@ -123,52 +130,156 @@ pub(crate) fn check_header(bytes: &[u8], name: &str, first_seq: u64) -> Result<(
     Ok(())
 }
 
-/// Creates the segment starting at `first_seq`: header written, space preallocated (when
-/// `preallocate_bytes` is given), synced, renamed into place, and the directory synced.
-/// Returns the open file.
+/// How far to extend a file: to at least `needed` bytes (what must be written next) and,
+/// room permitting, to `wanted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Allocation {
+    /// The length the next write needs.
+    pub needed: u64,
+    /// The length to preallocate to when there is room (at least `needed`).
+    pub wanted: u64,
+    /// Preallocation beyond `needed` never takes the file system's free space below this.
+    pub free_bytes_min: u64,
+}
+
+/// Extends `file`, allocated to `allocated` bytes, as `allocation` asks; returns the new
+/// allocated length.
+///
+/// Near the end of the disk the step shrinks: first to what the file system has free
+/// above `free_bytes_min`, then, on each `ENOSPC`, to half the extension, down to
+/// `ALLOCATE_STEP_BYTES_MIN` and then to exactly `needed`. Only when even that fails is the
+/// error returned (`is_no_space` tells a full disk). When `needed` is already allocated,
+/// a full disk is no error: the file simply keeps its length.
+pub(crate) fn allocate<S: Storage>(
+    storage: &S,
+    file: &S::File,
+    allocated: u64,
+    allocation: Allocation,
+) -> io::Result<u64> {
+    let Allocation {
+        needed,
+        wanted,
+        free_bytes_min,
+    } = allocation;
+    debug_assert!(needed <= wanted, "wanted {wanted} < needed {needed}");
+    let floor = needed.max(allocated);
+    let mut target = wanted.max(floor);
+    // Without a reading (statvfs failed, or the storage does not know) the step is
+    // simply tried; ENOSPC still shrinks it.
+    if let Ok(Some(space)) = storage.space() {
+        let spare = space.available_bytes.saturating_sub(free_bytes_min);
+        target = target.min(allocated.saturating_add(spare)).max(floor);
+    }
+    loop {
+        if target <= allocated {
+            return Ok(allocated);
+        }
+        match file.preallocate(target) {
+            Ok(()) => return Ok(target),
+            Err(error) if is_no_space(&error) && target > floor => {
+                let half = (target - allocated) / 2;
+                target = if half < ALLOCATE_STEP_BYTES_MIN {
+                    floor
+                } else {
+                    (allocated + half).max(floor)
+                };
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Removes what an earlier, failed creation of `temporary` left in this process (recovery
+/// removes what a crash left), so that `create` finds the name free.
+fn remove_stale<S: Storage>(storage: &S, temporary: &str, bytes_needed: u64) -> Result<(), Error> {
+    match storage.remove(temporary) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::io_or_no_space(
+            format!("cannot remove the leftover {}", storage.describe(temporary)),
+            source,
+            bytes_needed,
+        )),
+    }
+}
+
+/// Creates the segment starting at `first_seq`: header written, space allocated (when
+/// `allocation` is given; `needed` counts the header), synced, renamed into place, and the
+/// directory synced. Returns the open file and its allocated length.
+///
+/// A full disk before the rename is `Error::NoSpace`, with the temporary file removed;
+/// the directory is then as it was.
 pub(crate) fn create_segment<S: Storage>(
     storage: &S,
     first_seq: u64,
-    preallocate_bytes: Option<u64>,
-) -> Result<S::File, Error> {
+    allocation: Option<Allocation>,
+) -> Result<(S::File, u64), Error> {
     let name = segment_name(first_seq);
     let temporary = temporary_name(&name);
     let location = storage.describe(&temporary);
-    let file = storage
-        .create(&temporary)
-        .map_err(|source| Error::io(format!("cannot create segment {location}"), source))?;
-    file.write_at(&encode_segment_header(first_seq), 0)
-        .map_err(|source| {
-            Error::io(
-                format!("cannot write the header of segment {location}"),
-                source,
-            )
-        })?;
-    if let Some(length) = preallocate_bytes {
-        file.preallocate(length).map_err(|source| {
-            Error::io(
-                format!("cannot preallocate {length} bytes for segment {location}"),
-                source,
-            )
-        })?;
-    }
+    let bytes_needed = allocation.map_or(SEGMENT_HEADER_BYTES, |allocation| allocation.needed);
+    remove_stale(storage, &temporary, bytes_needed)?;
+    let file = storage.create(&temporary).map_err(|source| {
+        Error::io_or_no_space(
+            format!("cannot create segment {location}"),
+            source,
+            bytes_needed,
+        )
+    })?;
+    let prepared =
+        file.write_at(&encode_segment_header(first_seq), 0)
+            .map_err(|source| {
+                Error::io_or_no_space(
+                    format!("cannot write the header of segment {location}"),
+                    source,
+                    bytes_needed,
+                )
+            })
+            .and_then(|()| match allocation {
+                Some(allocation) => allocate(storage, &file, SEGMENT_HEADER_BYTES, allocation)
+                    .map_err(|source| {
+                        Error::io_or_no_space(
+                            format!(
+                                "cannot allocate {} bytes for segment {location}",
+                                allocation.needed
+                            ),
+                            source,
+                            bytes_needed,
+                        )
+                    }),
+                None => Ok(SEGMENT_HEADER_BYTES),
+            });
+    let allocated_bytes = match prepared {
+        Ok(allocated_bytes) => allocated_bytes,
+        Err(error) => {
+            // Best effort: a leftover is removed by the next attempt or the next open.
+            let _ = storage.remove(&temporary);
+            return Err(error);
+        }
+    };
     file.sync_all()
         .map_err(|source| Error::io(format!("cannot sync new segment {location}"), source))?;
-    storage
-        .rename(&temporary, &name)
-        .map_err(|source| Error::io(format!("cannot rename {location} into place"), source))?;
+    if let Err(source) = storage.rename(&temporary, &name) {
+        let _ = storage.remove(&temporary);
+        return Err(Error::io_or_no_space(
+            format!("cannot rename {location} into place"),
+            source,
+            bytes_needed,
+        ));
+    }
     storage.sync_dir().map_err(|source| {
         Error::io(
             format!("cannot sync the log directory after creating {name}"),
             source,
         )
     })?;
-    Ok(file)
+    Ok((file, allocated_bytes))
 }
 
 /// Writes the index file of a sealed segment under a temporary name, syncs it and renames
 /// it into place. The caller syncs the directory (an index that vanishes in a crash is
-/// simply rebuilt).
+/// simply rebuilt). A full disk before the rename is `Error::NoSpace`, with the temporary
+/// file removed.
 pub(crate) fn write_index<S: Storage>(
     storage: &S,
     index_file: &IndexFile,
@@ -178,16 +289,34 @@ pub(crate) fn write_index<S: Storage>(
     let temporary = temporary_name(&name);
     let location = storage.describe(&temporary);
     let bytes = index_file.encode();
-    let file = storage
-        .create(&temporary)
-        .map_err(|source| Error::io(format!("cannot create index file {location}"), source))?;
-    file.write_at(&bytes, 0)
-        .map_err(|source| Error::io(format!("cannot write index file {location}"), source))?;
+    let bytes_needed = bytes.len() as u64;
+    remove_stale(storage, &temporary, bytes_needed)?;
+    let file = storage.create(&temporary).map_err(|source| {
+        Error::io_or_no_space(
+            format!("cannot create index file {location}"),
+            source,
+            bytes_needed,
+        )
+    })?;
+    if let Err(source) = file.write_at(&bytes, 0) {
+        let _ = storage.remove(&temporary);
+        return Err(Error::io_or_no_space(
+            format!("cannot write index file {location}"),
+            source,
+            bytes_needed,
+        ));
+    }
     file.sync_all()
         .map_err(|source| Error::io(format!("cannot sync index file {location}"), source))?;
-    storage
-        .rename(&temporary, &name)
-        .map_err(|source| Error::io(format!("cannot rename {location} into place"), source))
+    if let Err(source) = storage.rename(&temporary, &name) {
+        let _ = storage.remove(&temporary);
+        return Err(Error::io_or_no_space(
+            format!("cannot rename {location} into place"),
+            source,
+            bytes_needed,
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a whole file into memory with positional reads (for files another process might

@@ -40,7 +40,10 @@ use std::fmt;
 pub use crate::error::Error;
 pub use crate::log::{Log, LogOptions, RecordInput, RecoveryReport, SyncPolicy};
 pub use crate::reader::LogReader;
-pub use crate::storage::{Access, FsFile, FsLock, FsStorage, LockMode, Storage, StorageFile};
+pub use crate::storage::{
+    file_system_space, is_no_space, Access, FsFile, FsLock, FsStorage, LockMode, Space, Storage,
+    StorageFile,
+};
 pub use crate::verify::{verify, verify_each, verify_with, VerifyProgress, VerifyReport};
 
 /// A record's sequence number: its logical position in the log, gap-free from 1.

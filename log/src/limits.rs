@@ -137,3 +137,11 @@ const _: () = assert!(VERIFY_PROGRESS_INTERVAL_BYTES > 0);
 /// gain. Preallocating a whole 64 MiB segment instead made every open read 64 MiB of zeros
 /// to find where the data ends (25–48 ms per in-process CLI command).
 pub const PREALLOCATE_STEP_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The smallest preallocation step tried on a nearly full disk before falling back to
+/// exactly what the batch needs. Halving from `PREALLOCATE_STEP_BYTES` reaches it in six
+/// attempts, and below 64 KiB a step saves too few `fallocate` calls to be worth more
+/// failed ones.
+pub const ALLOCATE_STEP_BYTES_MIN: u64 = 64 * 1024;
+
+const _: () = assert!(ALLOCATE_STEP_BYTES_MIN <= PREALLOCATE_STEP_BYTES);

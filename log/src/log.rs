@@ -7,6 +7,11 @@
 //! the log: the page cache may now hold bytes the disk does not, so nothing short of a
 //! reopen (which recovers from what is really on disk) can say what is durable, and the
 //! sync is never retried.
+//!
+//! A full disk is the one failure that does not poison, when it strikes before any byte of
+//! the batch is written: extending the active segment, or sealing it and creating the
+//! next one. The batch is refused with `Error::NoSpace`, nothing changed that recovery or
+//! a reader relies on, and the next append tries again.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -14,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::files;
+use crate::files::{self, Allocation};
 use crate::format::{
     encode_record, segment_name, LOCK_FILE_NAME, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
@@ -59,6 +64,10 @@ pub struct LogOptions {
     pub preallocate: bool,
     /// What to do when another process holds the directory's lock; default `Fail`.
     pub lock: LockMode,
+    /// Preallocation beyond what a batch needs never takes the file system's free space
+    /// below this many bytes, so a reserve kept for other uses (the server refuses writes
+    /// below its `--min-free-bytes`) is not taken by preallocated zeros. Default 0.
+    pub free_bytes_min: u64,
 }
 
 impl Default for LogOptions {
@@ -68,6 +77,7 @@ impl Default for LogOptions {
             sync: SyncPolicy::Always,
             preallocate: true,
             lock: LockMode::Fail,
+            free_bytes_min: 0,
         }
     }
 }
@@ -117,6 +127,9 @@ pub struct RecoveryReport {
     pub truncated_reason: Option<String>,
     /// Index files that were missing or unusable and were rebuilt from their segment.
     pub indexes_rebuilt: usize,
+    /// Of those, how many could not be written back for lack of space: they are kept in
+    /// memory only and rebuilt again at the next open.
+    pub indexes_unwritten: usize,
     /// Leftovers of interrupted file creations that were removed.
     pub temporary_files_removed: usize,
     /// Whether the directory held no log and a new one was created.
@@ -135,7 +148,7 @@ pub(crate) struct Active<S: Storage> {
     pub last_record_position: Option<u64>,
     /// The position from which the next record gets an index entry.
     pub index_next_position: u64,
-    /// How far the file is allocated (its length); appends past it extend it by
+    /// How far the file is allocated (its length); appends past it extend it by up to
     /// [`PREALLOCATE_STEP_BYTES`] first.
     pub allocated_bytes: u64,
 }
@@ -224,9 +237,9 @@ impl<S: Storage> Log<S> {
     /// one `fdatasync` before returning the seqs it got.
     ///
     /// The batch is all-or-nothing: after a crash, recovery finds either all of its records
-    /// or none. A limit error (`RecordTooLarge`, `BatchTooLarge`) writes nothing and leaves
-    /// the log usable; a write or sync error poisons it, and every later call returns
-    /// `Error::Poisoned`.
+    /// or none. A limit error (`RecordTooLarge`, `BatchTooLarge`) and a full disk met before
+    /// the batch is written (`NoSpace`) write nothing and leave the log usable; any other
+    /// storage error poisons it, and every later call returns `Error::Poisoned`.
     ///
     /// # Panics
     ///
@@ -253,27 +266,18 @@ impl<S: Storage> Log<S> {
         if active_has_records
             && self.active.written_bytes + batch_bytes > self.options.segment_size_bytes_max
         {
-            self.roll(batch_bytes).map_err(|error| self.poison(error))?;
+            if let Err(error) = self.roll(batch_bytes) {
+                return Err(self.poison_unless_no_space(error));
+            }
         }
 
         let index_next_position = self.encode(records, first_seq);
         debug_assert_eq!(self.buffer.len() as u64, batch_bytes);
         let position = self.active.written_bytes;
         if self.options.preallocate && position + batch_bytes > self.active.allocated_bytes {
-            let wanted = (self.active.allocated_bytes + PREALLOCATE_STEP_BYTES)
-                .min(self.options.segment_size_bytes_max)
-                .max(position + batch_bytes);
-            if let Err(source) = self.active.file.preallocate(wanted) {
-                let error = Error::io(
-                    format!(
-                        "cannot preallocate {wanted} bytes for segment {}",
-                        self.active.segment.name
-                    ),
-                    source,
-                );
-                return Err(self.poison(error));
+            if let Err(error) = self.allocate(position + batch_bytes) {
+                return Err(self.poison_unless_no_space(error));
             }
-            self.active.allocated_bytes = wanted;
         }
         if let Err(source) = self.active.file.write_at(&self.buffer, position) {
             let error = Error::io(
@@ -376,6 +380,41 @@ impl<S: Storage> Log<S> {
         assert!(rest.is_empty(), "the buffer holds exactly the batch");
     }
 
+    /// Extends the active segment so that its first `needed` bytes are allocated, by a
+    /// step that shrinks near the end of the disk (`files::allocate`).
+    fn allocate(&mut self, needed: u64) -> Result<(), Error> {
+        let allocated_bytes = self.active.allocated_bytes;
+        let allocation = Allocation {
+            needed,
+            wanted: (allocated_bytes + PREALLOCATE_STEP_BYTES)
+                .min(self.options.segment_size_bytes_max)
+                .max(needed),
+            free_bytes_min: self.options.free_bytes_min,
+        };
+        let allocated = files::allocate(
+            &self.shared.storage,
+            &self.active.file,
+            allocated_bytes,
+            allocation,
+        )
+        .map_err(|source| {
+            Error::io_or_no_space(
+                format!(
+                    "cannot extend segment {} from {allocated_bytes} to {needed} bytes",
+                    self.active.segment.name
+                ),
+                source,
+                needed - allocated_bytes,
+            )
+        })?;
+        assert!(
+            allocated >= needed,
+            "allocate returns at least what is needed"
+        );
+        self.active.allocated_bytes = allocated;
+        Ok(())
+    }
+
     /// Seals the active segment and starts a new one for a batch of `batch_bytes`.
     ///
     /// Order matters for crash safety: the old segment is cut to its real length and synced
@@ -383,6 +422,11 @@ impl<S: Storage> Log<S> {
     /// the new segment is created complete under a temporary name and renamed into place,
     /// and one directory sync covers both renames. A crash before the rename leaves the old
     /// segment as the newest, which recovery handles like any active segment.
+    ///
+    /// A full disk while writing the index or creating the new segment is `NoSpace`: the
+    /// old segment stays active, cut to its data (so the next append allocates again), and
+    /// its index file, if already renamed into place, is rewritten by the next roll or
+    /// removed as stale by recovery.
     fn roll(&mut self, batch_bytes: u64) -> Result<(), Error> {
         let old = &self.active;
         let name = &old.segment.name;
@@ -397,6 +441,9 @@ impl<S: Storage> Log<S> {
                 source,
             )
         })?;
+        self.active.allocated_bytes = sealed_bytes;
+        let old = &self.active;
+        let name = &old.segment.name;
         old.file.sync_all().map_err(|source| {
             Error::io(
                 format!("cannot sync segment {name} while sealing it"),
@@ -412,16 +459,19 @@ impl<S: Storage> Log<S> {
         files::write_index(&self.shared.storage, &index_file, old.segment.first_seq)?;
 
         let first_seq = self.next_seq;
-        let preallocate_bytes = self.options.preallocate.then(|| {
-            (SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_BYTES)
-                .min(self.options.segment_size_bytes_max)
-                .max(SEGMENT_HEADER_BYTES + batch_bytes)
+        let allocation = self.options.preallocate.then(|| {
+            let needed = SEGMENT_HEADER_BYTES + batch_bytes;
+            Allocation {
+                needed,
+                wanted: (SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_BYTES)
+                    .min(self.options.segment_size_bytes_max)
+                    .max(needed),
+                free_bytes_min: self.options.free_bytes_min,
+            }
         });
-        let file = Arc::new(files::create_segment(
-            &self.shared.storage,
-            first_seq,
-            preallocate_bytes,
-        )?);
+        let (file, allocated_bytes) =
+            files::create_segment(&self.shared.storage, first_seq, allocation)?;
+        let file = Arc::new(file);
         let segment = Arc::new(Segment::new(
             first_seq,
             segment_name(first_seq),
@@ -444,7 +494,7 @@ impl<S: Storage> Log<S> {
             written_bytes: SEGMENT_HEADER_BYTES,
             last_record_position: None,
             index_next_position: SEGMENT_HEADER_BYTES,
-            allocated_bytes: preallocate_bytes.unwrap_or(SEGMENT_HEADER_BYTES),
+            allocated_bytes,
         };
         Ok(())
     }
@@ -453,6 +503,15 @@ impl<S: Storage> Log<S> {
     fn poison(&mut self, error: Error) -> Error {
         self.poisoned = true;
         error
+    }
+
+    /// Poisons the log unless `error` is a full disk met before the batch was written.
+    fn poison_unless_no_space(&mut self, error: Error) -> Error {
+        if error.is_no_space() {
+            error
+        } else {
+            self.poison(error)
+        }
     }
 }
 
@@ -497,7 +556,7 @@ fn validate_batch(records: &[RecordInput<'_>]) -> Result<u64, Error> {
 mod tests {
     use super::*;
     use crate::format::{index_name, temporary_name};
-    use crate::sim::SimStorage;
+    use crate::sim::{CrashMode, Fault, Operation, SimStorage};
     use crate::Record;
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -1087,6 +1146,137 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Appends 1000-byte records until one fails; returns how many were acknowledged and
+    /// the error.
+    fn fill(log: &mut Log<SimStorage>) -> (u64, Error) {
+        let mut acknowledged = 0;
+        loop {
+            match log.append_batch(&[RecordInput {
+                timestamp_ms: 0,
+                payload: &[7; 1000],
+            }]) {
+                Ok(_) => acknowledged += 1,
+                Err(error) => return (acknowledged, error),
+            }
+        }
+    }
+
+    fn available(storage: &SimStorage) -> u64 {
+        storage
+            .space()
+            .expect("space")
+            .expect("capacity set")
+            .available_bytes
+    }
+
+    // Issue #9, defect 5: 4 MiB preallocation steps aborted with megabytes free.
+    #[test]
+    fn a_full_disk_refuses_the_batch_without_poisoning_after_using_the_disk_to_the_end() {
+        let storage = SimStorage::new();
+        storage.set_capacity(Some(64 * 1024));
+        let options = LogOptions {
+            preallocate: true,
+            ..options(16 * 1024)
+        };
+        let mut log = Log::open_with(storage.clone(), options).expect("open");
+        let (acknowledged, error) = fill(&mut log);
+        assert!(error.is_no_space(), "{error}");
+        let frame_bytes = RECORD_HEADER_BYTES + 1000;
+        assert!(
+            available(&storage) < 2 * frame_bytes + SEGMENT_HEADER_BYTES,
+            "{} bytes left unused",
+            available(&storage)
+        );
+        assert!(acknowledged > 55, "{acknowledged} records in 64 KiB");
+        assert_eq!(log.head(), Some(Seq(acknowledged)), "nothing was published");
+        assert_eq!(
+            log.reader().iter_from(Seq::FIRST).count() as u64,
+            acknowledged
+        );
+
+        storage.set_capacity(Some(128 * 1024));
+        let range = log
+            .append_batch(&[RecordInput {
+                timestamp_ms: 0,
+                payload: b"after",
+            }])
+            .expect("not poisoned: appends work again once there is room");
+        assert_eq!(range, Seq(acknowledged + 1)..=Seq(acknowledged + 1));
+        drop(log);
+        for mode in CrashMode::ALL {
+            let reopened = Log::open_with(storage.crash(mode, 5), options).expect("reopens");
+            assert_eq!(reopened.head(), Some(Seq(acknowledged + 1)), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_log_on_a_full_disk_opens_and_reads_and_refuses_appends_until_there_is_room() {
+        let storage = SimStorage::new();
+        storage.set_capacity(Some(32 * 1024));
+        let options = LogOptions {
+            preallocate: true,
+            ..options(16 * 1024)
+        };
+        let mut log = Log::open_with(storage.clone(), options).expect("open");
+        let (acknowledged, _) = fill(&mut log);
+        drop(log);
+        let full = storage.crash(CrashMode::ProcessCrash, 0);
+        let mut log = Log::open_with(full.clone(), options).expect("opens on a full disk");
+        assert_eq!(log.head(), Some(Seq(acknowledged)));
+        assert_eq!(
+            log.reader().iter_from(Seq::FIRST).count() as u64,
+            acknowledged
+        );
+        let (more, error) = fill(&mut log);
+        assert_eq!(more, 0);
+        assert!(error.is_no_space(), "{error}");
+        full.set_capacity(Some(64 * 1024));
+        assert!(fill(&mut log).0 > 10, "room again");
+    }
+
+    #[test]
+    fn preallocation_keeps_out_of_the_reserve_and_shrinks_on_enospc() {
+        // The reserve: 20 KiB disk, 16 KiB kept free; the segment wants 16 KiB.
+        let storage = SimStorage::new();
+        storage.set_capacity(Some(20 * 1024));
+        let prealloc = LogOptions {
+            preallocate: true,
+            free_bytes_min: 16 * 1024,
+            ..options(16 * 1024)
+        };
+        let mut log = Log::open_with(storage.clone(), prealloc).expect("open");
+        assert!(
+            available(&storage) >= 16 * 1024,
+            "preallocation left the reserve"
+        );
+        let (acknowledged, error) = fill(&mut log);
+        assert!(error.is_no_space(), "{error}");
+        assert!(
+            acknowledged > 17,
+            "batches may use the reserve, only preallocation may not"
+        );
+
+        // Shrinking: the first fallocate of a new 1 MiB segment fails with ENOSPC.
+        let storage = SimStorage::new();
+        storage.fail_nth(Operation::Resize, 0, Fault::Enospc);
+        let prealloc = LogOptions {
+            preallocate: true,
+            ..options(1024 * 1024)
+        };
+        let mut log = Log::open_with(storage.clone(), prealloc).expect("open");
+        assert_eq!(storage.faults_fired(), 1);
+        let length = storage.read_file(&segment_name(1)).expect("segment").len() as u64;
+        assert!(
+            length > SEGMENT_HEADER_BYTES && length < 1024 * 1024,
+            "allocated {length} bytes after ENOSPC"
+        );
+        log.append_batch(&[RecordInput {
+            timestamp_ms: 0,
+            payload: b"fits",
+        }])
+        .expect("append");
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //! checked when it is read, since every read verifies checksums; `verify` checks all of
 //! them up front. The newest segment is always scanned in full, because that is where a
 //! torn tail must be told apart from damage.
+//!
+//! Recovery must work on a full disk, so that a server can still start and serve reads:
+//! the preallocation past the data shrinks to nothing when there is no room, and an index
+//! that was rebuilt but cannot be written back is kept in memory. Only a new log, which
+//! needs its first segment file, cannot be created on a full disk.
 
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::files::{self, Listing};
+use crate::files::{self, Allocation, Listing};
 use crate::format::{decode_record, index_name, segment_name, Frame, SEGMENT_HEADER_BYTES};
 use crate::index::{Index, IndexFile};
 use crate::limits::PREALLOCATE_STEP_BYTES;
@@ -57,12 +62,15 @@ pub(crate) fn recover<S: Storage>(
         report.temporary_files_removed += 1;
         directory_changed = true;
     }
-    let preallocate_bytes = options.preallocate.then_some(
-        (SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_BYTES).min(options.segment_size_bytes_max),
-    );
-
     let Some((&newest_first_seq, newest_name)) = listing.segments.iter().next_back() else {
-        let file = Arc::new(files::create_segment(storage, 1, preallocate_bytes)?);
+        let allocation = options.preallocate.then_some(Allocation {
+            needed: SEGMENT_HEADER_BYTES,
+            wanted: (SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_BYTES)
+                .min(options.segment_size_bytes_max),
+            free_bytes_min: options.free_bytes_min,
+        });
+        let (file, allocated_bytes) = files::create_segment(storage, 1, allocation)?;
+        let file = Arc::new(file);
         report.created = true;
         report.segments = 1;
         let segment = Arc::new(Segment::new(
@@ -83,7 +91,7 @@ pub(crate) fn recover<S: Storage>(
                 written_bytes: SEGMENT_HEADER_BYTES,
                 last_record_position: None,
                 index_next_position: SEGMENT_HEADER_BYTES,
-                allocated_bytes: preallocate_bytes.unwrap_or(SEGMENT_HEADER_BYTES),
+                allocated_bytes,
             },
             segments: vec![segment],
             head: None,
@@ -101,9 +109,16 @@ pub(crate) fn recover<S: Storage>(
         }
         let has_index = listing.index_files.contains(&first_seq);
         let (segment, rebuilt) = recover_sealed(storage, name, first_seq, has_index)?;
-        if rebuilt {
-            report.indexes_rebuilt += 1;
-            directory_changed = true;
+        match rebuilt {
+            Rebuilt::No => {}
+            Rebuilt::Written => {
+                report.indexes_rebuilt += 1;
+                directory_changed = true;
+            }
+            Rebuilt::InMemory => {
+                report.indexes_rebuilt += 1;
+                report.indexes_unwritten += 1;
+            }
         }
         let last_seq = segment
             .state()
@@ -159,22 +174,28 @@ pub(crate) fn recover<S: Storage>(
         file_changed = true;
         directory_changed = true;
     }
-    // Allocate a step past the data (an older, wholly preallocated segment keeps its size).
-    let preallocate_bytes = preallocate_bytes
-        .map(|step| (scanned.end + step).min(options.segment_size_bytes_max.max(scanned.end)));
-    if let Some(length) = preallocate_bytes {
+    // Allocate a step past the data (an older, wholly preallocated segment keeps its size),
+    // or less, or nothing on a full disk: appends allocate what they need themselves.
+    if options.preallocate {
         let current = file
             .len()
             .map_err(|source| Error::io(format!("cannot read the length of {location}"), source))?;
-        if current < length {
-            file.preallocate(length).map_err(|source| {
-                Error::io(
-                    format!("cannot preallocate {length} bytes for {location}"),
-                    source,
-                )
-            })?;
-            file_changed = true;
-        }
+        let allocation = Allocation {
+            needed: scanned.end,
+            wanted: (scanned.end + PREALLOCATE_STEP_BYTES)
+                .min(options.segment_size_bytes_max.max(scanned.end)),
+            free_bytes_min: options.free_bytes_min,
+        };
+        let allocated = files::allocate(storage, &file, current, allocation).map_err(|source| {
+            Error::io(
+                format!(
+                    "cannot preallocate {} bytes for {location}",
+                    allocation.wanted
+                ),
+                source,
+            )
+        })?;
+        file_changed |= allocated > current;
     }
     if file_changed {
         file.sync_all().map_err(|source| {
@@ -248,6 +269,16 @@ pub(crate) fn check_continuity(
     Ok(())
 }
 
+/// Whether a sealed segment's index had to be rebuilt, and where it went.
+enum Rebuilt {
+    /// The index file was valid.
+    No,
+    /// Rebuilt and written.
+    Written,
+    /// Rebuilt, but the disk is full: kept in memory only.
+    InMemory,
+}
+
 /// Opens a sealed segment through its index file, or rebuilds the index by scanning it.
 /// Returns the segment and whether the index was rebuilt.
 fn recover_sealed<S: Storage>(
@@ -255,7 +286,7 @@ fn recover_sealed<S: Storage>(
     name: &str,
     first_seq: u64,
     has_index: bool,
-) -> Result<(Segment<S>, bool), Error> {
+) -> Result<(Segment<S>, Rebuilt), Error> {
     let map = files::map_segment(storage, name, first_seq)?;
     let trusted = if has_index {
         load_index(storage, &map, first_seq)
@@ -263,7 +294,7 @@ fn recover_sealed<S: Storage>(
         None
     };
     let (index, last_seq, rebuilt) = match trusted {
-        Some(index_file) => (index_file.index, index_file.last_seq, false),
+        Some(index_file) => (index_file.index, index_file.last_seq, Rebuilt::No),
         None => {
             let scanned = scan(&map, name, first_seq, Role::Sealed, &mut |_| {})?;
             let (Some(last_seq), Some(last_record_position)) =
@@ -281,8 +312,12 @@ fn recover_sealed<S: Storage>(
                 last_record_position,
                 segment_bytes: scanned.end,
             };
-            files::write_index(storage, &index_file, first_seq)?;
-            (index_file.index, last_seq, true)
+            let rebuilt = match files::write_index(storage, &index_file, first_seq) {
+                Ok(()) => Rebuilt::Written,
+                Err(error) if error.is_no_space() => Rebuilt::InMemory,
+                Err(error) => return Err(error),
+            };
+            (index_file.index, last_seq, rebuilt)
         }
     };
     let segment = Segment::new(

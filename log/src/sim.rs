@@ -9,13 +9,21 @@
 //! partly kept (a torn prefix, or a random subset of sectors, which models reordering).
 //! `fail_after_mutations` makes the simulated process die at an exact operation, so a test
 //! can crash at every point of an append, a roll or a recovery.
+//!
+//! `fail_nth` instead makes one operation of a kind (the Nth write, sync, resize, rename,
+//! remove, create or directory sync) return EIO or ENOSPC while the process lives on, the
+//! way SQLite's I/O error tests fail the Nth operation; `set_capacity` makes the disk
+//! small enough to fill. A failed sync behaves as on Linux ("fsyncgate"): the unsynced
+//! writes are dropped from what can reach the disk while the process still reads them,
+//! and a later sync reports success without bringing them back, so a writer that retried
+//! the sync would wrongly believe them durable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::storage::{Access, LockMode, Storage, StorageFile};
+use crate::storage::{Access, LockMode, Space, Storage, StorageFile};
 
 /// A small deterministic random number generator (SplitMix64), so that a failing seed
 /// reproduces a run exactly, independent of any crate's version.
@@ -92,6 +100,68 @@ impl CrashMode {
     ];
 }
 
+/// A kind of storage operation that `SimStorage::fail_nth` can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `Storage::create`.
+    Create,
+    /// `StorageFile::write_at`.
+    Write,
+    /// `StorageFile::sync_data` and `sync_all`.
+    Sync,
+    /// `StorageFile::set_len` and `preallocate`.
+    Resize,
+    /// `Storage::rename`.
+    Rename,
+    /// `Storage::remove`.
+    Remove,
+    /// `Storage::sync_dir`.
+    SyncDir,
+}
+
+impl Operation {
+    /// Every kind, for iterating over all of them.
+    pub const ALL: [Operation; 7] = [
+        Operation::Create,
+        Operation::Write,
+        Operation::Sync,
+        Operation::Resize,
+        Operation::Rename,
+        Operation::Remove,
+        Operation::SyncDir,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The error an injected failure returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `EIO`: the device failed.
+    Eio,
+    /// `ENOSPC`: the file system is full.
+    Enospc,
+}
+
+impl Fault {
+    /// Both faults.
+    pub const ALL: [Fault; 2] = [Fault::Eio, Fault::Enospc];
+
+    fn error(self, operation: Operation) -> io::Error {
+        let errno = match self {
+            Fault::Eio => libc::EIO,
+            Fault::Enospc => libc::ENOSPC,
+        };
+        let cause = io::Error::from_raw_os_error(errno);
+        io::Error::new(
+            cause.kind(),
+            format!("sim: injected {operation:?}: {cause}"),
+        )
+    }
+}
+
 /// An in-memory directory that tracks durability; clones share the same disk.
 #[derive(Debug, Clone, Default)]
 pub struct SimStorage {
@@ -115,6 +185,17 @@ struct SimState {
     mutations_max: Option<u64>,
     /// Whether the simulated process has died; every later mutation fails.
     dead: bool,
+    /// Operations attempted so far, by `Operation::index`.
+    operations: [u64; Operation::ALL.len()],
+    /// Injected failures still to fire: the kind, the count of that kind at which it fires,
+    /// and the error.
+    faults: Vec<(Operation, u64, Fault)>,
+    /// Injected failures that have fired.
+    faults_fired: u64,
+    /// `mutations` right after the last injected failure fired.
+    last_fault_at: Option<u64>,
+    /// Most bytes all files may hold together; `None` is unlimited.
+    capacity_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -176,8 +257,9 @@ fn not_found(name: &str) -> io::Error {
 }
 
 impl SimState {
-    /// Counts a mutating operation and fails it if the simulated process is dead or dies now.
-    fn mutate(&mut self) -> io::Result<()> {
+    /// Counts a mutating operation of kind `operation` and fails it if the simulated
+    /// process is dead or dies now, or if a failure was injected into it.
+    fn mutate(&mut self, operation: Operation) -> io::Result<()> {
         if self.dead {
             return Err(io::Error::other("sim: the process has crashed"));
         }
@@ -185,6 +267,38 @@ impl SimState {
         if self.mutations_max.is_some_and(|max| self.mutations > max) {
             self.dead = true;
             return Err(io::Error::other("sim: the process crashes here"));
+        }
+        let count = &mut self.operations[operation.index()];
+        let number = *count;
+        *count += 1;
+        if let Some(found) = self
+            .faults
+            .iter()
+            .position(|(kind, at, _)| *kind == operation && *at == number)
+        {
+            let (_, _, fault) = self.faults.swap_remove(found);
+            self.faults_fired += 1;
+            self.last_fault_at = Some(self.mutations);
+            return Err(fault.error(operation));
+        }
+        Ok(())
+    }
+
+    /// Bytes held by the files that have names.
+    fn used_bytes(&self) -> u64 {
+        self.names
+            .values()
+            .map(|inode| self.inodes[inode].current.len() as u64)
+            .sum()
+    }
+
+    /// Fails with ENOSPC if growing a file from `from` to `to` bytes would pass the capacity.
+    fn check_capacity(&self, from: u64, to: u64) -> io::Result<()> {
+        let Some(capacity) = self.capacity_bytes else {
+            return Ok(());
+        };
+        if to > from && self.used_bytes() + (to - from) > capacity {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
     }
@@ -221,6 +335,40 @@ impl SimStorage {
     /// Mutating operations attempted so far (including failed ones).
     pub fn mutations(&self) -> u64 {
         self.state().mutations
+    }
+
+    /// Makes the operation of kind `operation` that comes `nth` from now (0 is the next
+    /// one) fail with `fault`, once. Unlike `fail_after_mutations` the process lives on:
+    /// the caller sees the error and may go on. A failed write leaves the first half of its
+    /// bytes (a short write); a failed sync drops the unsynced writes from what can reach
+    /// the disk (see the module comment); any other failed operation has no effect.
+    pub fn fail_nth(&self, operation: Operation, nth: u64, fault: Fault) {
+        let mut state = self.state();
+        let at = state.operations[operation.index()] + nth;
+        state.faults.push((operation, at, fault));
+    }
+
+    /// Operations of kind `operation` attempted so far (including failed ones).
+    pub fn operations(&self, operation: Operation) -> u64 {
+        self.state().operations[operation.index()]
+    }
+
+    /// How many injected failures have fired.
+    pub fn faults_fired(&self) -> u64 {
+        self.state().faults_fired
+    }
+
+    /// The count of `mutations` right after the last injected failure fired: equal to
+    /// `mutations()` as long as nothing was attempted since (no sync was retried).
+    pub fn last_fault_at(&self) -> Option<u64> {
+        self.state().last_fault_at
+    }
+
+    /// Limits the bytes all files may hold together (`None`: unlimited). An operation that
+    /// would grow past it fails with ENOSPC and has no effect, and `space` reports what is
+    /// left, like a small disk.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state().capacity_bytes = bytes;
     }
 
     /// Whether the simulated process has died (a mutation failed because of
@@ -263,7 +411,7 @@ impl SimStorage {
 
     /// The disk a restarted process finds after a crash of the given kind, with `seed`
     /// choosing what survives. The new storage is independent of this one, unlocked, and
-    /// has no failure scheduled.
+    /// has no failure scheduled; it keeps the capacity (it is the same disk).
     pub fn crash(&self, mode: CrashMode, seed: u64) -> SimStorage {
         let state = self.state();
         let mut rng = SimRng::new(seed);
@@ -274,10 +422,18 @@ impl SimStorage {
                 rng.below(state.dir_ops.len() as u64 + 1) as usize
             }
         };
-        let mut names = state.durable_names.clone();
-        for op in &state.dir_ops[..dir_ops_kept] {
-            op.apply(&mut names);
-        }
+        // A process crash keeps the directory as the kernel sees it, even entries whose
+        // directory sync failed.
+        let names = match mode {
+            CrashMode::ProcessCrash => state.names.clone(),
+            _ => {
+                let mut names = state.durable_names.clone();
+                for op in &state.dir_ops[..dir_ops_kept] {
+                    op.apply(&mut names);
+                }
+                names
+            }
+        };
         let sector_bytes = [1u64, 16, 64, 512][rng.below(4) as usize];
         let mut inodes = HashMap::new();
         for inode in names.values() {
@@ -303,6 +459,7 @@ impl SimStorage {
                 inode_next: state.inode_next,
                 names: names.clone(),
                 durable_names: names,
+                capacity_bytes: state.capacity_bytes,
                 ..SimState::default()
             })),
         }
@@ -394,20 +551,55 @@ impl SimFile {
     fn push(&self, op: FileOp) -> io::Result<()> {
         self.writable()?;
         let mut state = self.state();
-        state.mutate()?;
+        let operation = match op {
+            FileOp::Write { .. } => Operation::Write,
+            FileOp::SetLen(_) => Operation::Resize,
+        };
+        if let Err(error) = state.mutate(operation) {
+            if let FileOp::Write { position, bytes } = &op {
+                // A write that fails part-way leaves what it wrote (not after a crash,
+                // which the dead process never observes).
+                if !state.dead {
+                    let half = FileOp::Write {
+                        position: *position,
+                        bytes: bytes[..bytes.len() / 2].to_vec(),
+                    };
+                    let file = state.inode(self.inode);
+                    apply_op(&mut file.current, &half);
+                    file.pending.push(half);
+                }
+            }
+            return Err(error);
+        }
+        let length = state.inode(self.inode).current.len() as u64;
+        let grown = match &op {
+            FileOp::Write { position, bytes } => length.max(position + bytes.len() as u64),
+            FileOp::SetLen(new_length) => *new_length,
+        };
+        state.check_capacity(length, grown)?;
         let file = state.inode(self.inode);
         apply_op(&mut file.current, &op);
         file.pending.push(op);
         Ok(())
     }
 
+    /// Makes the pending operations durable. When the sync fails they are dropped instead
+    /// (the kernel marked the pages clean), so no later sync brings them to the disk.
     fn sync(&self) -> io::Result<()> {
         let mut state = self.state();
-        state.mutate()?;
+        let synced = state.mutate(Operation::Sync);
+        if state.dead {
+            // What a crash keeps of the pending writes is `crash`'s to decide.
+            return synced;
+        }
         let file = state.inode(self.inode);
-        file.durable = file.current.clone();
-        file.pending.clear();
-        Ok(())
+        let pending = std::mem::take(&mut file.pending);
+        if synced.is_ok() {
+            for op in &pending {
+                apply_op(&mut file.durable, op);
+            }
+        }
+        synced
     }
 }
 
@@ -466,7 +658,7 @@ impl Storage for SimStorage {
                 format!("sim: {name} exists"),
             ));
         }
-        state.mutate()?;
+        state.mutate(Operation::Create)?;
         let inode = state.inode_next;
         state.inode_next += 1;
         state.inodes.insert(inode, Inode::default());
@@ -501,7 +693,7 @@ impl Storage for SimStorage {
         if !state.names.contains_key(from) {
             return Err(not_found(from));
         }
-        state.mutate()?;
+        state.mutate(Operation::Rename)?;
         let op = DirOp::Rename {
             from: from.to_owned(),
             to: to.to_owned(),
@@ -516,7 +708,7 @@ impl Storage for SimStorage {
         if !state.names.contains_key(name) {
             return Err(not_found(name));
         }
-        state.mutate()?;
+        state.mutate(Operation::Remove)?;
         let op = DirOp::Unlink {
             name: name.to_owned(),
         };
@@ -527,10 +719,28 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.state();
-        state.mutate()?;
-        state.durable_names = state.names.clone();
-        state.dir_ops.clear();
-        Ok(())
+        let synced = state.mutate(Operation::SyncDir);
+        if state.dead {
+            return synced;
+        }
+        // Like a file's sync: on failure the pending entries never become durable.
+        let dir_ops = std::mem::take(&mut state.dir_ops);
+        if synced.is_ok() {
+            let mut durable_names = std::mem::take(&mut state.durable_names);
+            for op in &dir_ops {
+                op.apply(&mut durable_names);
+            }
+            state.durable_names = durable_names;
+        }
+        synced
+    }
+
+    fn space(&self) -> io::Result<Option<Space>> {
+        let state = self.state();
+        Ok(state.capacity_bytes.map(|capacity| Space {
+            available_bytes: capacity.saturating_sub(state.used_bytes()),
+            total_bytes: capacity,
+        }))
     }
 }
 
@@ -653,6 +863,103 @@ mod tests {
         let mut buffer = [0u8; 1];
         file.read_at(&mut buffer, 0).expect("reads still work");
         assert_eq!(&buffer, b"1");
+    }
+
+    #[test]
+    fn the_nth_operation_of_a_kind_fails_once_and_the_process_lives_on() {
+        let storage = SimStorage::new();
+        let file = storage.create("a").expect("create");
+        storage.fail_nth(Operation::Write, 1, Fault::Enospc);
+        file.write_at(b"12", 0)
+            .expect("the 0th write from now succeeds");
+        let error = file.write_at(b"3456", 2).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull, "{error}");
+        assert!(crate::storage::is_no_space(&error));
+        assert_eq!(
+            storage.read_file("a").expect("file"),
+            b"1234",
+            "a failed write is short"
+        );
+        file.write_at(b"x", 4).expect("only one write fails");
+        assert!(!storage.is_dead());
+        assert_eq!(storage.faults_fired(), 1);
+        assert_eq!(storage.operations(Operation::Write), 3);
+        storage.fail_nth(Operation::Rename, 0, Fault::Eio);
+        let error = storage.rename("a", "b").unwrap_err();
+        assert_eq!(error.raw_os_error(), None, "wrapped with a message");
+        assert!(error.to_string().contains("Input/output error"), "{error}");
+        assert!(
+            storage.read_file("a").is_some(),
+            "a failed rename does nothing"
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_loses_the_pending_writes_and_a_retry_does_not_bring_them_back() {
+        let storage = SimStorage::new();
+        let file = storage.create("f").expect("create");
+        storage.sync_dir().expect("sync dir");
+        file.write_at(b"durable", 0).expect("write");
+        file.sync_data().expect("sync");
+        file.write_at(b"+lost", 7).expect("write");
+        storage.fail_nth(Operation::Sync, 0, Fault::Eio);
+        assert!(file.sync_data().is_err());
+        assert_eq!(
+            storage.read_file("f").expect("file"),
+            b"durable+lost",
+            "the process still reads what it wrote"
+        );
+        file.sync_data().expect("the retried sync reports success");
+        for mode in CrashMode::ALL {
+            let content = storage.crash(mode, 3).read_file("f").expect("file");
+            let expected: &[u8] = if mode == CrashMode::ProcessCrash {
+                b"durable+lost"
+            } else {
+                b"durable"
+            };
+            assert_eq!(content, expected, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_directory_sync_never_makes_its_entries_durable() {
+        let storage = SimStorage::new();
+        storage.create("a").expect("create");
+        storage.fail_nth(Operation::SyncDir, 0, Fault::Eio);
+        assert!(storage.sync_dir().is_err());
+        storage.sync_dir().expect("a retry reports success");
+        assert!(storage
+            .crash(CrashMode::DropUnsynced, 0)
+            .read_file("a")
+            .is_none());
+        assert!(storage
+            .crash(CrashMode::ProcessCrash, 0)
+            .read_file("a")
+            .is_some());
+    }
+
+    #[test]
+    fn a_small_disk_fills_up() {
+        let storage = SimStorage::new();
+        storage.set_capacity(Some(10));
+        let file = storage.create("a").expect("create");
+        file.write_at(b"123456", 0).expect("fits");
+        let space = storage.space().expect("space").expect("known");
+        assert_eq!(space.available_bytes, 4);
+        assert_eq!(space.total_bytes, 10);
+        let error = file.preallocate(11).unwrap_err();
+        assert!(crate::storage::is_no_space(&error), "{error}");
+        assert_eq!(file.len().expect("len"), 6, "nothing was allocated");
+        file.preallocate(10).expect("fits exactly");
+        assert!(file.write_at(b"x", 10).is_err());
+        let crashed = storage.crash(CrashMode::ProcessCrash, 0);
+        assert_eq!(
+            crashed.space().expect("space").expect("same disk"),
+            Space {
+                available_bytes: 0,
+                total_bytes: 10
+            }
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! files, positional reads and writes, `fdatasync`/`fsync`, truncation, preallocation,
 //! read-only maps, renames and a directory sync. Everything is `io::Result`; the log adds
 //! the context (which file, which position) when it turns a failure into its `Error`.
+//!
+//! The trait also reports the file system's free space, so that the log can keep its
+//! preallocation out of a reserve the server wants to keep free, and `is_no_space` tells a
+//! full disk (which the log can refuse a batch for, writing nothing) from other failures.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -75,6 +79,61 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Makes creates, renames and removes in the directory durable.
     fn sync_dir(&self) -> io::Result<()>;
+
+    /// The free and total space of the file system that holds the directory, or `None`
+    /// where that is unknown (then the log preallocates without looking at free space).
+    fn space(&self) -> io::Result<Option<Space>>;
+}
+
+/// A file system's size and free space, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged process may still allocate (`statvfs` `f_bavail`).
+    pub available_bytes: u64,
+    /// The file system's size (`f_blocks`).
+    pub total_bytes: u64,
+}
+
+/// The free and total space of the file system that holds `path` (`statvfs`).
+pub fn file_system_space(path: &Path) -> io::Result<Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a path with a NUL byte has no file system",
+        )
+    })?;
+    // SAFETY: statvfs is plain old data, for which all-zero bytes are a valid value.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stats` a valid place to write to;
+    // both outlive the call.
+    let result = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The field widths differ between platforms; none is wider than 64 bits.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let (block_bytes, available_blocks, total_blocks) = (
+        u64::from(stats.f_frsize as u64),
+        u64::from(stats.f_bavail as u64),
+        u64::from(stats.f_blocks as u64),
+    );
+    Ok(Space {
+        available_bytes: available_blocks.saturating_mul(block_bytes),
+        total_bytes: total_blocks.saturating_mul(block_bytes),
+    })
+}
+
+/// Whether `error` says the file system (or the user's quota) is full: the one failure
+/// after which the log may refuse a batch and stay usable, if no byte of it was written.
+pub fn is_no_space(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
 }
 
 /// An open file of a `Storage`.
@@ -252,6 +311,10 @@ impl Storage for FsStorage {
     fn sync_dir(&self) -> io::Result<()> {
         self.dir_handle.sync_all()
     }
+
+    fn space(&self) -> io::Result<Option<Space>> {
+        file_system_space(&self.dir).map(Some)
+    }
 }
 
 impl StorageFile for FsFile {
@@ -354,6 +417,22 @@ mod tests {
         assert_eq!(names, vec!["a".to_owned()]);
         storage.remove("a").expect("remove");
         assert!(storage.open("a", Access::ReadOnly).is_err());
+    }
+
+    #[test]
+    fn space_is_reported_and_full_disks_are_recognised() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let space = FsStorage::open(dir.path())
+            .expect("open")
+            .space()
+            .expect("statvfs")
+            .expect("a real file system knows its space");
+        assert!(space.total_bytes > 0);
+        assert!(space.available_bytes <= space.total_bytes);
+        assert!(file_system_space(&dir.path().join("missing")).is_err());
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert!(!is_no_space(&io::Error::from_raw_os_error(libc::EIO)));
     }
 
     #[test]

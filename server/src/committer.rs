@@ -15,8 +15,13 @@
 //! released only once that seq is durable. A refused write is released the same way,
 //! because the refusal may rest on an event still in flight.
 //!
-//! A failed append aborts the process (the page cache may hold what the disk does not, so
-//! retrying would lie); there is no path on which the engine's state must be rolled back.
+//! A failed write or fsync aborts the process (the page cache may hold what the disk does
+//! not, so retrying would lie). A full disk met before any byte of the batch was written
+//! (`swarmlog_log::Error::NoSpace`) does not: the batch is refused with 507
+//! `insufficient_storage`, and so is every commit after it that was decided on top of it,
+//! until the engine has reloaded its state from the log (which still ends where it did)
+//! and calls [`Committer::resume`]. A reply refused this way never shows state that
+//! included the refused events.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,15 +30,17 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use swarmlog_log::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, RECORD_FRAME_BYTES};
-use swarmlog_log::{Log, RecordInput};
+use swarmlog_log::{Error, Log, RecordInput};
 
 use crate::engine::{AuditHead, Reply, Shared, WriteResponse};
 use crate::hub::{Committed, Hub};
 use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX};
 use crate::refusal::Refusal;
+use crate::space::SpaceGuard;
 
-/// An answer (or a read's reply) that may be sent once its state is durable.
-pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
+/// A read's (or heartbeat's) reply, sent once the state it was computed from is durable
+/// (`Ok`), or refused because that state included refused events.
+pub(crate) type Deferred = Box<dyn FnOnce(Result<(), Refusal>) + Send>;
 
 /// An answer to a write, and when its request was queued.
 pub(crate) type Answer = (Reply, Result<WriteResponse, Refusal>, Instant);
@@ -94,10 +101,27 @@ impl Commit {
                 .observe(enqueued.elapsed().as_secs_f64());
         }
         for deferred in self.deferred {
-            deferred();
+            deferred(Ok(()));
         }
         if !self.events.is_empty() {
             hub.publish(self.events.into());
+        }
+    }
+
+    /// Whether the commit can be released while earlier events are refused: it writes
+    /// nothing and its replies rest only on durable state.
+    fn rests_on_durable(&self, durable: u64) -> bool {
+        self.events.is_empty() && self.upto <= durable
+    }
+
+    /// Answers everything the commit holds with `refusal`; its events are dropped.
+    fn refuse(self, refusal: &Refusal, shared: &Shared) {
+        for (reply, _, _) in self.answers {
+            shared.metrics.rejections.inc();
+            let _ = reply.send(Err(refusal.clone()));
+        }
+        for deferred in self.deferred {
+            deferred(Err(refusal.clone()));
         }
     }
 }
@@ -119,6 +143,11 @@ struct Queue {
     events: usize,
     bytes: u64,
     stopping: bool,
+    /// Whether the committer is appending or releasing commits it took from the queue.
+    busy: bool,
+    /// Set when a full disk refused a batch: every later commit that is not
+    /// `rests_on_durable` is refused with this, until `resume`.
+    refusing: Option<Refusal>,
 }
 
 impl Durability {
@@ -127,17 +156,30 @@ impl Durability {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// Blocks until `seq` is durable. The committer never waits for the engine, so the
-    /// engine (or a snapshot thread) may block here without deadlock, as long as every
+    /// Blocks until `seq` is durable, or until the events up to it are refused for lack of
+    /// space (they will never be durable). The committer never waits for the engine, so
+    /// the engine (or a snapshot thread) may block here without deadlock, as long as every
     /// event up to `seq` has been submitted.
-    pub fn wait_durable(&self, seq: u64) {
+    pub fn wait_durable(&self, seq: u64) -> Result<(), Refusal> {
         let mut queue = self.lock();
-        while self.durable() < seq {
+        loop {
+            if self.durable() >= seq {
+                return Ok(());
+            }
+            if let Some(refusal) = &queue.refusing {
+                return Err(refusal.clone());
+            }
             queue = self
                 .progress
                 .wait(queue)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+    }
+
+    /// Set when a full disk refused a batch and the engine has not reloaded its state yet:
+    /// the refusal every write answered since got.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.lock().refusing.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -158,8 +200,13 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread that owns `log` from now on.
-    pub fn start(log: Log, shared: Arc<Shared>, hub: Hub) -> std::io::Result<Committer> {
+    /// Starts the thread that owns `log` from now on; a full disk blocks `space`.
+    pub fn start(
+        log: Log,
+        shared: Arc<Shared>,
+        hub: Hub,
+        space: Arc<SpaceGuard>,
+    ) -> std::io::Result<Committer> {
         let durability = Arc::new(Durability {
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
@@ -176,7 +223,7 @@ impl Committer {
                     // Without this thread nothing becomes durable and every writer would
                     // wait forever; a bug here must stop the process like a failed fsync.
                     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run(log, &durability, &shared, &hub)
+                        run(log, &durability, &shared, &hub, &space)
                     }));
                     if ran.is_err() {
                         eprintln!("swarmlog: the commit thread panicked; aborting");
@@ -221,6 +268,30 @@ impl Committer {
         self.durability.work.notify_one();
     }
 
+    /// Blocks until every submitted commit has been appended and released, or refused.
+    pub fn wait_idle(&self) {
+        let mut queue = self.durability.lock();
+        while !queue.commits.is_empty() || queue.busy {
+            queue = self
+                .durability
+                .progress
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// Ends the refusals that followed a full disk: the engine has reloaded its state from
+    /// the log, so what it submits from now on rests on durable state only. Call it only
+    /// after `wait_idle`.
+    pub fn resume(&self) {
+        let mut queue = self.durability.lock();
+        debug_assert!(
+            queue.commits.is_empty() && !queue.busy,
+            "resume follows wait_idle"
+        );
+        queue.refusing = None;
+    }
+
     /// Appends and releases everything submitted, then stops the thread.
     pub fn stop(&mut self) {
         self.durability.lock().stopping = true;
@@ -240,9 +311,9 @@ impl Drop for Committer {
 }
 
 /// The committer thread: take what is queued, append it with one fsync, release it.
-fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub) {
+fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub, space: &SpaceGuard) {
     loop {
-        let batch = {
+        let (batch, refusing) = {
             let mut queue = durability.lock();
             while queue.commits.is_empty() && !queue.stopping {
                 queue = durability
@@ -253,28 +324,74 @@ fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub) {
             if queue.commits.is_empty() {
                 return;
             }
-            take_batch(&mut queue)
+            queue.busy = true;
+            (take_batch(&mut queue), queue.refusing.clone())
         };
         durability.progress.notify_all();
-
-        let last = batch
-            .iter()
-            .rev()
-            .find_map(|commit| commit.events.last())
-            .map(|committed| AuditHead {
-                seq: committed.envelope.seq,
-                hash: committed.envelope.hash,
-            });
-        if let Some(last) = last {
-            append(&mut log, &batch, shared);
-            shared.publish(batch.iter().flat_map(|commit| &commit.events), last);
-            durability.durable.store(last.seq, Ordering::Release);
-            // Taking the lock orders the store before any waiter's next check.
-            drop(durability.lock());
-            durability.progress.notify_all();
+        match refusing {
+            Some(refusal) => refuse(batch, &refusal, durability, shared, hub),
+            None => commit(&mut log, batch, durability, shared, hub, space),
         }
-        for commit in batch {
+        durability.lock().busy = false;
+        durability.progress.notify_all();
+    }
+}
+
+/// Appends a batch and releases it; a full disk refuses it and starts the refusals.
+fn commit(
+    log: &mut Log,
+    batch: Vec<Commit>,
+    durability: &Durability,
+    shared: &Shared,
+    hub: &Hub,
+    space: &SpaceGuard,
+) {
+    let last = batch
+        .iter()
+        .rev()
+        .find_map(|commit| commit.events.last())
+        .map(|committed| AuditHead {
+            seq: committed.envelope.seq,
+            hash: committed.envelope.hash,
+        });
+    if let Some(last) = last {
+        if let Err(bytes_needed) = append(log, &batch, shared) {
+            let refusal = space.block(bytes_needed);
+            tracing::warn!(
+                first_seq = durability.durable() + 1,
+                bytes_needed,
+                "the disk is full: refusing the group and every write until space is freed"
+            );
+            durability.lock().refusing = Some(refusal.clone());
+            durability.progress.notify_all();
+            refuse(batch, &refusal, durability, shared, hub);
+            return;
+        }
+        shared.publish(batch.iter().flat_map(|commit| &commit.events), last);
+        durability.durable.store(last.seq, Ordering::Release);
+        // Taking the lock orders the store before any waiter's next check.
+        drop(durability.lock());
+        durability.progress.notify_all();
+    }
+    for commit in batch {
+        commit.release(shared, hub);
+    }
+}
+
+/// Refuses the commits of a batch that rest on refused events; releases the others.
+fn refuse(
+    batch: Vec<Commit>,
+    refusal: &Refusal,
+    durability: &Durability,
+    shared: &Shared,
+    hub: &Hub,
+) {
+    let durable = durability.durable();
+    for commit in batch {
+        if commit.rests_on_durable(durable) {
             commit.release(shared, hub);
+        } else {
+            commit.refuse(refusal, shared);
         }
     }
 }
@@ -301,8 +418,9 @@ fn take_batch(queue: &mut Queue) -> Vec<Commit> {
     batch
 }
 
-/// Appends the batch's events durably, or aborts the process.
-fn append(log: &mut Log, batch: &[Commit], shared: &Shared) {
+/// Appends the batch's events durably, or aborts the process. A full disk met before
+/// anything was written is `Err` with the bytes the log needed.
+fn append(log: &mut Log, batch: &[Commit], shared: &Shared) -> Result<(), u64> {
     let inputs: Vec<RecordInput<'_>> = batch
         .iter()
         .flat_map(|commit| commit.events.iter().zip(&commit.payloads))
@@ -324,6 +442,14 @@ fn append(log: &mut Log, batch: &[Commit], shared: &Shared) {
                 "the log assigns the seqs the engine stamped"
             );
         }
+        Err(Error::NoSpace {
+            bytes_needed,
+            context,
+            source,
+        }) => {
+            tracing::warn!(%context, %source, "the log has no space for a group");
+            return Err(bytes_needed);
+        }
         Err(error) => {
             tracing::error!(%error, "durable append failed; aborting so that recovery decides what is durable");
             eprintln!("swarmlog: durable append failed: {error}; aborting");
@@ -336,4 +462,5 @@ fn append(log: &mut Log, batch: &[Commit], shared: &Shared) {
         .observe(started.elapsed().as_secs_f64());
     metrics.batch_events.observe(inputs.len() as f64);
     metrics.events.inc_by(inputs.len() as u64);
+    Ok(())
 }

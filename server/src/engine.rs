@@ -9,12 +9,20 @@
 //! state may run ahead of the disk by the groups in flight, yet nobody, not even a refused
 //! request or a reader, sees state that is not durable.
 //!
+//! A full disk is met in two places. Before deciding a group the engine asks the
+//! free-space guard (`space`): below `--min-free-bytes` it answers writes 507 without
+//! deciding them and runs no timers, so nothing is written and nothing must be undone.
+//! If the log still finds no room for a group (another process took the space), the
+//! commit thread refuses that group and the ones decided after it; the engine then reloads
+//! its state from the log, as a restart would, and goes on serving reads.
+//!
 //! The engine is usable without HTTP: tests and the embedded CLI drive it directly.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use swarmlog_projections::Code;
 
@@ -35,10 +43,12 @@ use crate::hub::Hub;
 use crate::limits::{
     COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, CONTENTION_TOP_MAX,
     ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS, SNAPSHOT_INTERVAL_EVENTS,
+    SPACE_RECHECK_INTERVAL,
 };
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::snapshot::{self, Snapshot};
+use crate::space::SpaceGuard;
 
 /// How the engine opens its data directory.
 #[derive(Debug, Clone)]
@@ -65,6 +75,10 @@ pub struct EngineConfig {
     /// A snapshot is written in the background every this many events (default
     /// [`SNAPSHOT_INTERVAL_EVENTS`]).
     pub snapshot_interval_events: u64,
+    /// Writes are refused with 507 `insufficient_storage` while the log's file system has
+    /// less free space than this (`serve --min-free-bytes`); `None` is the default of
+    /// [`crate::space::SpaceGuard::new`], 0 refuses only when the disk is really full.
+    pub free_bytes_min: Option<u64>,
 }
 
 impl EngineConfig {
@@ -79,6 +93,7 @@ impl EngineConfig {
             shutdown_snapshot_min_events: 1,
             restart_leases_on_open: true,
             snapshot_interval_events: SNAPSHOT_INTERVAL_EVENTS,
+            free_bytes_min: None,
         }
     }
 
@@ -419,6 +434,7 @@ impl Engine {
     /// Opens (recovering) the log, rebuilds the state and starts the writer thread.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         let log_dir = config.log_dir();
+        let space = Arc::new(SpaceGuard::new(&log_dir, config.free_bytes_min));
         let options = LogOptions {
             segment_size_bytes_max: config.segment_size_bytes_max,
             sync: config.sync,
@@ -427,6 +443,7 @@ impl Engine {
             } else {
                 LockMode::Fail
             },
+            free_bytes_min: space.free_bytes_min(),
             ..LogOptions::default()
         };
         let log = Log::open(&log_dir, options).map_err(|source| EngineError::Log {
@@ -439,6 +456,12 @@ impl Engine {
                 bytes = recovery.truncated_bytes,
                 segment = ?recovery.truncated_segment,
                 "recovery cut a torn tail from the active segment"
+            );
+        }
+        if recovery.indexes_unwritten > 0 {
+            tracing::warn!(
+                indexes = recovery.indexes_unwritten,
+                "the disk is full: rebuilt index files are kept in memory only"
             );
         }
         let reader = log.reader();
@@ -454,8 +477,8 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             shutdown_signal,
         });
-        let committer =
-            Committer::start(log, shared.clone(), hub.clone()).map_err(EngineError::Thread)?;
+        let committer = Committer::start(log, shared.clone(), hub.clone(), space.clone())
+            .map_err(EngineError::Thread)?;
         let mut core = Core {
             reader: reader.clone(),
             committer,
@@ -470,6 +493,9 @@ impl Engine {
             data_dir: config.data_dir.clone(),
             snapshot_head: 0,
             snapshot_running: Arc::new(AtomicBool::new(false)),
+            snapshot_thread: None,
+            space,
+            space_refusal: None,
             shutdown_snapshot_min_events: config.shutdown_snapshot_min_events.max(1),
             restart_leases_on_open: config.restart_leases_on_open,
             snapshot_interval_events: config.snapshot_interval_events.max(1),
@@ -521,8 +547,8 @@ impl Engine {
         let job = Job::Read(Box::new(
             move |state: &State, _: &HashMap<String, WaitForGraph>| {
                 let value = read(state);
-                Box::new(move || {
-                    let _ = reply.send(value);
+                Box::new(move |released: Result<(), Refusal>| {
+                    let _ = reply.send(released.map(|()| value));
                 }) as Deferred
             },
         ));
@@ -530,7 +556,7 @@ impl Engine {
             .send(job)
             .await
             .map_err(|_| Refusal::ShuttingDown)?;
-        answer.await.map_err(|_| Refusal::ShuttingDown)
+        answer.await.map_err(|_| Refusal::ShuttingDown)?
     }
 
     /// The lock waiters of a branch in the order they will be served:
@@ -558,8 +584,8 @@ impl Engine {
                             .collect()
                     })
                     .unwrap_or_default();
-                Box::new(move || {
-                    let _ = reply.send(waiters);
+                Box::new(move |released: Result<(), Refusal>| {
+                    let _ = reply.send(released.map(|()| waiters));
                 }) as Deferred
             },
         ));
@@ -567,7 +593,7 @@ impl Engine {
             .send(job)
             .await
             .map_err(|_| Refusal::ShuttingDown)?;
-        answer.await.map_err(|_| Refusal::ShuttingDown)
+        answer.await.map_err(|_| Refusal::ShuttingDown)?
     }
 
     /// Changes in-memory state that is not logged (a heartbeat extending a lease), on the
@@ -580,15 +606,15 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         let job = Job::Touch(Box::new(move |state: &mut State, now_ms: i64| {
             let value = touch(state, now_ms);
-            Box::new(move || {
-                let _ = reply.send(value);
+            Box::new(move |released: Result<(), Refusal>| {
+                let _ = reply.send(released.map(|()| value));
             }) as Deferred
         }));
         self.jobs
             .send(job)
             .await
             .map_err(|_| Refusal::ShuttingDown)?;
-        answer.await.map_err(|_| Refusal::ShuttingDown)
+        answer.await.map_err(|_| Refusal::ShuttingDown)?
     }
 
     /// Writes a snapshot of the current (durable) state now; returns its path and size.
@@ -694,6 +720,13 @@ struct Core {
     snapshot_head: u64,
     /// Set while a background snapshot is being written.
     snapshot_running: Arc<AtomicBool>,
+    /// The last background snapshot's thread, joined before the state is reloaded.
+    snapshot_thread: Option<JoinHandle<()>>,
+    /// Whether the disk has room for writes.
+    space: Arc<SpaceGuard>,
+    /// Set for the group being decided when `space` refuses writes: every write of the
+    /// group is answered with it, and no timer runs.
+    space_refusal: Option<Refusal>,
     /// See [`EngineConfig::shutdown_snapshot_min_events`].
     shutdown_snapshot_min_events: u64,
     /// See [`EngineConfig::restart_leases_on_open`].
@@ -935,9 +968,14 @@ impl Core {
     fn next_wake(&self) -> Option<Instant> {
         let timer = self.next_timer_ms().map(|at_ms| {
             // At least 1 ms: a deadline that is due is handled by the group this wake-up
-            // starts, so waking again at once could only spin.
+            // starts, so waking again at once could only spin. While writes are refused
+            // for lack of space a due timer cannot run, so it waits for the next check.
             let delay_ms = (at_ms - wall_clock_ms()).max(1) as u64;
-            Instant::now() + Duration::from_millis(delay_ms)
+            let delay = Duration::from_millis(delay_ms);
+            match self.space_refusal {
+                Some(_) => Instant::now() + delay.max(SPACE_RECHECK_INTERVAL),
+                None => Instant::now() + delay,
+            }
         });
         let wait = self.parked.iter().map(|parked| parked.deadline).min();
         match (timer, wait) {
@@ -963,13 +1001,19 @@ impl Core {
     /// Runs group commits until nothing is left to decide; returns true when a shutdown
     /// job was seen.
     fn process(&mut self, jobs: Vec<Job>) -> bool {
+        if let Some(refusal) = self.committer.durability().refusal() {
+            self.reload_after_refusal(&refusal);
+        }
         self.forget_durable_responses();
+        self.space_refusal = self.space.check().err();
         let mut reads: Vec<ReadJob> = Vec::new();
         let mut snapshots = Vec::new();
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         let mut group = Group::default();
         let now_ms = self.next_timestamp();
-        self.run_timers(now_ms, &mut group);
+        if self.space_refusal.is_none() {
+            self.run_timers(now_ms, &mut group);
+        }
         let mut jobs = VecDeque::from(jobs);
         let mut deferred = VecDeque::new();
         while let Some(job) = jobs.pop_front() {
@@ -1060,7 +1104,8 @@ impl Core {
     /// Writes a snapshot synchronously (forced, or at shutdown), once the state is durable.
     fn write_snapshot(&mut self) -> Result<(PathBuf, u64), String> {
         let mut snapshot = self.snapshot_now();
-        complete_snapshot(self.committer.durability(), &self.shared, &mut snapshot);
+        complete_snapshot(self.committer.durability(), &self.shared, &mut snapshot)
+            .map_err(|refusal| format!("the state was not made durable: {refusal}"))?;
         let written =
             snapshot::write(&self.data_dir, &snapshot).map_err(|error| error.to_string())?;
         self.snapshot_head = self.state.head;
@@ -1084,14 +1129,19 @@ impl Core {
         let spawned = std::thread::Builder::new()
             .name("swarmlog-snapshot".into())
             .spawn(move || {
-                complete_snapshot(&durability, &shared, &mut snapshot);
-                if let Err(error) = snapshot::write(&data_dir, &snapshot) {
+                let written = complete_snapshot(&durability, &shared, &mut snapshot)
+                    .map_err(|refusal| refusal.to_string())
+                    .and_then(|()| {
+                        snapshot::write(&data_dir, &snapshot).map_err(|error| error.to_string())
+                    });
+                if let Err(error) = written {
                     tracing::warn!(%error, "cannot write a snapshot; the next start replays more");
                 }
                 running.store(false, Ordering::Release);
             });
-        if spawned.is_err() {
-            self.snapshot_running.store(false, Ordering::Release);
+        match spawned {
+            Ok(thread) => self.snapshot_thread = Some(thread),
+            Err(_) => self.snapshot_running.store(false, Ordering::Release),
         }
     }
 
@@ -1108,6 +1158,7 @@ impl Core {
             }
             self.count_domain_metrics(&group.events);
             self.expire_keys();
+            self.space.note_written(group.bytes() as u64);
         }
         self.committer.submit(Commit::new(
             group.events,
@@ -1143,6 +1194,10 @@ impl Core {
     /// Decides parked requests again, in arrival order, after a commit changed the state
     /// or when their wait ran out; repeats while that writes something.
     fn retry_parked(&mut self) {
+        if let Some(refusal) = self.space_refusal.clone() {
+            self.refuse_expired_parked(&refusal);
+            return;
+        }
         loop {
             if self.parked.is_empty() {
                 return;
@@ -1178,6 +1233,58 @@ impl Core {
                 return;
             }
         }
+    }
+
+    /// While writes are refused for lack of space, parked requests are not decided again
+    /// (that could write); those whose wait ran out are answered with the refusal.
+    fn refuse_expired_parked(&mut self, refusal: &Refusal) {
+        let now = Instant::now();
+        let (expired, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|parked| parked.deadline <= now);
+        self.parked = waiting.into();
+        for parked in expired {
+            self.answer_parked(parked, refusal);
+        }
+    }
+
+    /// Answers a parked request with `refusal` and removes it from the wait-for graph.
+    fn answer_parked(&mut self, parked: Parked, refusal: &Refusal) {
+        if let Some(id) = parked.waiter {
+            if let Some(graph) = self.wait_for.get_mut(&parked.request.context.branch) {
+                graph.remove_waiter(id);
+            }
+        }
+        self.shared.metrics.rejections.inc();
+        let _ = parked.reply.send(Err(refusal.clone()));
+    }
+
+    /// After a full disk refused a group: waits until the commit thread has answered
+    /// everything submitted, reloads the state from the log (which ends where it did before
+    /// the refused group), answers the parked requests with the refusal, and lets the
+    /// commit thread take commits again.
+    fn reload_after_refusal(&mut self, refusal: &Refusal) {
+        self.committer.wait_idle();
+        if let Some(thread) = self.snapshot_thread.take() {
+            // It waited for a refused seq and gave up, or it finished.
+            let _ = thread.join();
+        }
+        tracing::warn!(
+            head = self.committer.durability().durable(),
+            "reloading the state from the log after a refused group"
+        );
+        for parked in std::mem::take(&mut self.parked) {
+            self.answer_parked(parked, refusal);
+        }
+        self.wait_for.clear();
+        self.not_durable_keys.clear();
+        if let Err(error) = self.recover() {
+            tracing::error!(%error, "cannot reload the state from the log; aborting");
+            eprintln!("swarmlog: cannot reload the state from the log: {error}; aborting");
+            std::process::abort();
+        }
+        self.snapshot_head = self.snapshot_head.min(self.state.head);
+        self.committer.resume();
     }
 
     /// Decides one write into the group, or parks it.
@@ -1287,6 +1394,9 @@ impl Core {
                 }
                 return Outcome::Answer(self.replay_response(entry.clone()));
             }
+        }
+        if let Some(refusal) = &self.space_refusal {
+            return Outcome::Answer(Err(refusal.clone()));
         }
         let decided = self.check_and_decide(&request, now_ms, earlier_than);
         let drafts = match decided {
@@ -1504,9 +1614,16 @@ impl Core {
             .first()
             .map_or(envelope.seq, |first| first.envelope.seq)
             - 1;
-        self.committer
+        if self
+            .committer
             .durability()
-            .wait_durable(submitted.min(point.at));
+            .wait_durable(submitted.min(point.at))
+            .is_err()
+        {
+            // An earlier group was refused for lack of space, so this one will be too, and
+            // the state is reloaded before anything else is decided.
+            return;
+        }
         match state_after(&self.reader, point.at, &group.events) {
             Ok(past) => {
                 let parent = past.branch(&point.from).cloned().unwrap_or_default();
@@ -1653,15 +1770,21 @@ impl Core {
 }
 
 /// Waits until the snapshot's state is durable (a snapshot never describes a state the log
-/// may lose), then adds the stream index as of the snapshot's head.
-fn complete_snapshot(durability: &Durability, shared: &Shared, snapshot: &mut Snapshot) {
+/// may lose), then adds the stream index as of the snapshot's head. Fails if that state
+/// included events refused for lack of space.
+fn complete_snapshot(
+    durability: &Durability,
+    shared: &Shared,
+    snapshot: &mut Snapshot,
+) -> Result<(), Refusal> {
     let head = snapshot.state.head;
-    durability.wait_durable(head);
+    durability.wait_durable(head)?;
     snapshot.stream_index = shared
         .stream_index
         .read()
         .expect("the index lock is never held across a panic")
         .to_list_until(head);
+    Ok(())
 }
 
 /// The stored hash of event `seq`, if the log has it.

@@ -111,6 +111,16 @@ impl From<Refusal> for ApiError {
                 format!("Idempotency-Key '{key}' was already used with a different request"),
             ),
             Refusal::ShuttingDown => ApiError::shutting_down(),
+            Refusal::InsufficientStorage {
+                free_bytes,
+                required_bytes,
+            } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                refusal.code(),
+                refusal.to_string(),
+            )
+            .with("free_bytes", free_bytes)
+            .with("required_bytes", required_bytes),
             Refusal::Internal { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 refusal.code(),

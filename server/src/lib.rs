@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod refusal;
 pub mod routes;
 pub mod snapshot;
+pub mod space;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,7 +92,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         context: "cannot read the listening address".into(),
         source,
     })?;
-    let address_file = AddressFile::write(&data_dir, local)?;
+    let address_file = AddressFile::write(&data_dir, local);
     tracing::info!(address = %local, data = %data_dir.display(), head = engine.audit_head().seq, "serving");
     println!(
         "swarmlog listening on http://{local} (data in {})",
@@ -123,14 +124,19 @@ struct AddressFile {
 }
 
 impl AddressFile {
-    fn write(data_dir: &Path, address: SocketAddr) -> Result<Self, ServeError> {
+    /// Writes the file. A server on a full disk still serves reads, so failing to write
+    /// it is only a warning: clients then need `--url` to find the server.
+    fn write(data_dir: &Path, address: SocketAddr) -> Option<Self> {
         let path = data_dir.join(SERVER_ADDRESS_FILE);
         let content = format!("http://{address}\n{}\n", std::process::id());
-        std::fs::write(&path, content).map_err(|source| ServeError::Io {
-            context: format!("cannot write {}", path.display()),
-            source,
-        })?;
-        Ok(AddressFile { path })
+        match std::fs::write(&path, content) {
+            Ok(()) => Some(AddressFile { path }),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot write the server address file; clients need --url");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
     }
 }
 

@@ -77,3 +77,24 @@ pub const MCP_EVENTS_LIMIT_DEFAULT: u64 = 100;
 /// third of it survives a busy moment, short enough that a crashed agent's locks and
 /// claims come back within half a minute.
 pub const MCP_JOIN_TTL_MS_DEFAULT: u64 = 30_000;
+
+/// Default `--min-free-bytes`: writes are refused below this much free space on the log's
+/// file system. It leaves room for what must still be written once writes are refused:
+/// the groups already in flight (typically kilobytes, at most `COMMIT_BYTES_MAX` each), a
+/// segment roll's index and new header, and the snapshot written at shutdown.
+pub const FREE_BYTES_MIN_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// On a file system smaller than 20 × [`FREE_BYTES_MIN_DEFAULT`] (1.28 GiB) the default
+/// threshold is this percentage of its size instead, so a small volume is not read-only
+/// from the start.
+pub const FREE_BYTES_MIN_DEFAULT_PERCENT: u64 = 5;
+
+/// How long a free-space reading is reused (less the bytes written since). `statvfs` costs
+/// about 2 µs here, against ~100 µs for the fsync of a group: cheap, but a busy server
+/// asks once per group, and 50 ms of writes is far below any sensible threshold.
+pub const SPACE_READING_AGE_MAX: Duration = Duration::from_millis(50);
+
+/// While writes are refused for lack of space, due timers (lock and lease expiries, which
+/// are writes too) wait this long between checks instead of waking the engine every
+/// millisecond.
+pub const SPACE_RECHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -739,6 +739,24 @@ pub fn http_service(
 mod tests {
     use super::*;
 
+    // Issue #9, defect 5: a write refused for lack of disk space reaches an agent as a tool
+    // error that starts with its code, like every refusal.
+    #[test]
+    fn a_full_disk_is_a_tool_error_naming_insufficient_storage() {
+        let error = crate::ApiError::from(crate::refusal::Refusal::InsufficientStorage {
+            free_bytes: 4096,
+            required_bytes: 1 << 20,
+        });
+        let answer = Answer {
+            status: error.status.as_u16(),
+            body: Bytes::from(error.body().to_string()),
+        };
+        assert_eq!(answer.status, 507);
+        let text = json_answer(&answer).unwrap_err();
+        assert!(text.starts_with("insufficient_storage: "), "{text}");
+        assert!(text.contains("4096 bytes free"), "{text}");
+    }
+
     /// SPEC §7: every named tool, and the whole list within 24 KB.
     #[test]
     fn the_tool_list_has_every_spec_tool_and_fits_in_24_kb() {

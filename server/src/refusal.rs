@@ -20,6 +20,19 @@ pub enum Refusal {
     /// The engine is shutting down; the request may be retried against the restarted one.
     #[error("the server is shutting down; retry against the restarted server")]
     ShuttingDown,
+    /// The file system holding the log has less free space than writes need: below
+    /// `--min-free-bytes`, or, after a full disk refused a group, below what that group
+    /// needed on top. Reads go on; writes are accepted again once the space is back.
+    #[error(
+        "the disk holding the log has {free_bytes} bytes free and writes need {required_bytes}; \
+         nothing was written (reads still work; free some space and retry)"
+    )]
+    InsufficientStorage {
+        /// Free bytes when the write was refused.
+        free_bytes: u64,
+        /// Free bytes writes need.
+        required_bytes: u64,
+    },
     /// A failure inside the engine (a broken invariant or an unreadable record); the
     /// cause is logged where it happens, not sent to clients.
     #[error("{context}; see the server log")]
@@ -42,6 +55,7 @@ impl Refusal {
             Refusal::Rule(rejection) => rejection.code.as_str(),
             Refusal::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             Refusal::ShuttingDown => "shutting_down",
+            Refusal::InsufficientStorage { .. } => "insufficient_storage",
             Refusal::Internal { .. } => "internal",
         }
     }

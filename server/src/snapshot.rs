@@ -7,12 +7,19 @@
 //! the directory fsynced, so a crash leaves either the old set of snapshots or the new
 //! one. A snapshot whose checksum fails, that does not parse, or whose head does not
 //! match the log (another log, or a log cut shorter) is skipped, never trusted.
+//!
+//! The snapshot directory is written through the log's `Storage` trait, like the log
+//! itself, so the same simulated disk (`SimStorage`) can crash it or fail any of its
+//! operations with EIO or ENOSPC in tests. A failure is returned (the engine logs it and
+//! replays more at the next start); a failed sync is never retried, and a temporary file
+//! left by a failure is removed so that a full disk gets its space back.
 
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use swarmlog_log::{Access, FsStorage, Storage, StorageFile};
 use swarmlog_projections::State;
 
 /// The snapshot format written by this version.
@@ -40,10 +47,11 @@ pub struct Snapshot {
 
 /// Why a snapshot could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write snapshot {path}: {source}")]
+#[error("cannot write snapshot {path}: {context}: {source}")]
 pub struct SnapshotError {
     path: String,
-    source: std::io::Error,
+    context: &'static str,
+    source: io::Error,
 }
 
 /// The snapshot directory of a data directory.
@@ -55,52 +63,89 @@ fn file_name(head: u64) -> String {
     format!("snapshot-{head:020}.json")
 }
 
-/// Writes `snapshot` atomically and removes all but the newest [`SNAPSHOTS_KEPT_MAX`].
-/// Returns the path and size written.
+/// Writes `snapshot` atomically into the data directory's snapshot directory and removes
+/// all but the newest [`SNAPSHOTS_KEPT_MAX`]. Returns the path and size written.
 pub fn write(data_dir: &Path, snapshot: &Snapshot) -> Result<(PathBuf, u64), SnapshotError> {
     let dir = snapshot_dir(data_dir);
-    let path = dir.join(file_name(snapshot.state.head));
-    let fail = |source| SnapshotError {
-        path: path.display().to_string(),
+    let storage = FsStorage::create(&dir).map_err(|source| SnapshotError {
+        path: dir.display().to_string(),
+        context: "cannot open the snapshot directory",
         source,
-    };
-    std::fs::create_dir_all(&dir).map_err(fail)?;
-    let body = serde_json::to_vec(snapshot).map_err(|error| fail(std::io::Error::other(error)))?;
-    let digest = hex::encode(Sha256::digest(&body));
-    let temporary = dir.join(format!("{}.tmp", file_name(snapshot.state.head)));
-    {
-        let mut file = std::fs::File::create(&temporary).map_err(fail)?;
-        file.write_all(format!("{HEADER_PREFIX} {SNAPSHOT_FORMAT} {digest}\n").as_bytes())
-            .map_err(fail)?;
-        file.write_all(&body).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&temporary, &path).map_err(fail)?;
-    std::fs::File::open(&dir)
-        .and_then(|directory| directory.sync_all())
-        .map_err(fail)?;
-    for old in list(&dir).into_iter().skip(SNAPSHOTS_KEPT_MAX) {
-        let _ = std::fs::remove_file(old.1);
-    }
-    let size = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
-    Ok((path, size))
+    })?;
+    let (name, size) = write_to(&storage, snapshot)?;
+    Ok((dir.join(name), size))
 }
 
-/// Snapshot files, newest first, as `(head, path)`.
-fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+/// Writes `snapshot` into `storage` (a snapshot directory): to a temporary name, synced,
+/// renamed, the directory synced; then removes the older snapshots beyond
+/// [`SNAPSHOTS_KEPT_MAX`]. Returns the file name and size written.
+pub fn write_to<S: Storage>(
+    storage: &S,
+    snapshot: &Snapshot,
+) -> Result<(String, u64), SnapshotError> {
+    let name = file_name(snapshot.state.head);
+    let temporary = format!("{name}.tmp");
+    let fail = |context: &'static str| {
+        let path = storage.describe(&name);
+        move |source| SnapshotError {
+            path,
+            context,
+            source,
+        }
+    };
+    let body = serde_json::to_vec(snapshot)
+        .map_err(|error| fail("cannot encode it")(io::Error::other(error)))?;
+    let digest = hex::encode(Sha256::digest(&body));
+    let mut bytes = format!("{HEADER_PREFIX} {SNAPSHOT_FORMAT} {digest}\n").into_bytes();
+    bytes.extend_from_slice(&body);
+    match storage.remove(&temporary) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            return Err(fail("cannot remove a leftover temporary file")(error))
+        }
+        _ => {}
+    }
+    let file = storage
+        .create(&temporary)
+        .map_err(fail("cannot create the temporary file"))?;
+    let written = file
+        .write_at(&bytes, 0)
+        .map_err(fail("cannot write it"))
+        .and_then(|()| file.sync_all().map_err(fail("cannot sync it")))
+        .and_then(|()| {
+            storage
+                .rename(&temporary, &name)
+                .map_err(fail("cannot rename it into place"))
+        });
+    if let Err(error) = written {
+        // Gives a full disk its space back; never a second sync.
+        let _ = storage.remove(&temporary);
+        return Err(error);
+    }
+    storage
+        .sync_dir()
+        .map_err(fail("cannot sync the snapshot directory"))?;
+    for (_, old) in list(storage).into_iter().skip(SNAPSHOTS_KEPT_MAX) {
+        if let Err(error) = storage.remove(&old) {
+            tracing::warn!(%error, snapshot = %storage.describe(&old), "cannot remove an old snapshot");
+        }
+    }
+    Ok((name, bytes.len() as u64))
+}
+
+/// Snapshot files, newest first, as `(head, name)`.
+fn list<S: Storage>(storage: &S) -> Vec<(u64, String)> {
+    let Ok(names) = storage.list() else {
         return Vec::new();
     };
-    let mut found: Vec<(u64, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
+    let mut found: Vec<(u64, String)> = names
+        .into_iter()
+        .filter_map(|name| {
             let head = name
                 .strip_prefix("snapshot-")?
                 .strip_suffix(".json")?
                 .parse()
                 .ok()?;
-            Some((head, entry.path()))
+            Some((head, name))
         })
         .collect();
     found.sort_by_key(|(head, _)| std::cmp::Reverse(*head));
@@ -108,8 +153,15 @@ fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// Reads and checks one snapshot file.
-fn read(path: &Path) -> Result<Snapshot, String> {
-    let bytes = std::fs::read(path).map_err(|error| error.to_string())?;
+fn read<S: Storage>(storage: &S, name: &str) -> Result<Snapshot, String> {
+    let file = storage
+        .open(name, Access::ReadOnly)
+        .map_err(|error| error.to_string())?;
+    let length = file.len().map_err(|error| error.to_string())?;
+    let length = usize::try_from(length).map_err(|_| "too large to read")?;
+    let mut bytes = vec![0u8; length];
+    file.read_at(&mut bytes, 0)
+        .map_err(|error| error.to_string())?;
     let newline = bytes
         .iter()
         .position(|byte| *byte == b'\n')
@@ -133,24 +185,34 @@ fn read(path: &Path) -> Result<Snapshot, String> {
     serde_json::from_slice(body).map_err(|error| format!("does not parse: {error}"))
 }
 
-/// The newest snapshot that passes its checks and that `matches_log(head, head_hash)`
-/// confirms (the log has that event with that hash); damaged ones are logged and skipped.
+/// The newest snapshot of the data directory that passes its checks and that
+/// `matches_log(head, head_hash)` confirms (the log has that event with that hash);
+/// damaged ones are logged and skipped.
 pub fn load_newest(
     data_dir: &Path,
     matches_log: &mut dyn FnMut(u64, &[u8; 32]) -> bool,
 ) -> Option<Snapshot> {
-    for (head, path) in list(&snapshot_dir(data_dir)) {
-        match read(&path) {
+    let storage = FsStorage::open(&snapshot_dir(data_dir)).ok()?;
+    load_newest_from(&storage, matches_log)
+}
+
+/// [`load_newest`] from a snapshot directory's storage.
+pub fn load_newest_from<S: Storage>(
+    storage: &S,
+    matches_log: &mut dyn FnMut(u64, &[u8; 32]) -> bool,
+) -> Option<Snapshot> {
+    for (head, name) in list(storage) {
+        match read(storage, &name) {
             Ok(snapshot)
                 if snapshot.state.head == head && matches_log(head, &snapshot.state.head_hash) =>
             {
                 return Some(snapshot)
             }
             Ok(_) => {
-                tracing::warn!(path = %path.display(), "skipping a snapshot that does not match the log")
+                tracing::warn!(snapshot = %storage.describe(&name), "skipping a snapshot that does not match the log")
             }
             Err(reason) => {
-                tracing::warn!(path = %path.display(), %reason, "skipping a damaged snapshot")
+                tracing::warn!(snapshot = %storage.describe(&name), %reason, "skipping a damaged snapshot")
             }
         }
     }
@@ -203,16 +265,86 @@ mod tests {
         );
     }
 
+    /// The snapshot's head and stream index, to tell which one was loaded.
+    fn identity(snapshot: &Snapshot) -> (u64, Vec<(String, String, Vec<u64>)>) {
+        (snapshot.state.head, snapshot.stream_index.clone())
+    }
+
+    // Issue #9, "injected I/O errors": EIO and ENOSPC at every operation of a snapshot
+    // write. The failure is returned (only removing an older snapshot is cleanup, logged),
+    // no sync follows a failed sync, no temporary file is left behind, and after any
+    // crash the newest loadable snapshot is the old one or, once written, the new one.
+    #[test]
+    fn every_operation_of_a_snapshot_write_fails_cleanly() {
+        use swarmlog_log::sim::{CrashMode, Fault, Operation, SimStorage};
+        let base = SimStorage::new();
+        write_to(&base, &sample(3)).expect("write 3");
+        write_to(&base, &sample(5)).expect("write 5");
+        let syncs = |storage: &SimStorage| {
+            (
+                storage.operations(Operation::Sync),
+                storage.operations(Operation::SyncDir),
+            )
+        };
+        let mut points = 0;
+        for operation in Operation::ALL {
+            for fault in Fault::ALL {
+                for nth in 0.. {
+                    let what = format!("{fault:?} at {operation:?} #{nth}");
+                    let storage = base.crash(CrashMode::ProcessCrash, 0);
+                    storage.fail_nth(operation, nth, fault);
+                    let before = syncs(&storage);
+                    let result = write_to(&storage, &sample(9));
+                    if storage.faults_fired() == 0 {
+                        assert!(result.is_ok(), "{what}: {result:?}");
+                        break;
+                    }
+                    points += 1;
+                    let after = syncs(&storage);
+                    match operation {
+                        Operation::Sync => assert_eq!(after.1, before.1, "{what}: synced on"),
+                        Operation::SyncDir => assert_eq!(after, (before.0 + 1, before.1 + 1)),
+                        _ => {}
+                    }
+                    match &result {
+                        Ok(_) => assert_eq!(operation, Operation::Remove, "{what}: swallowed"),
+                        Err(error) => {
+                            assert!(error.to_string().contains("injected"), "{what}: {error}")
+                        }
+                    }
+                    let names = storage.list().expect("list");
+                    assert!(
+                        names.iter().all(|name| !name.ends_with(".tmp"))
+                            || operation == Operation::Remove,
+                        "{what}: a temporary file was left: {names:?}"
+                    );
+                    for mode in CrashMode::ALL {
+                        for seed in 0..3 {
+                            let loaded =
+                                load_newest_from(&storage.crash(mode, seed), &mut |_, _| true)
+                                    .unwrap_or_else(|| panic!("{what}, {mode:?}: no snapshot"));
+                            let head = loaded.state.head;
+                            assert!(head == 5 || head == 9, "{what}, {mode:?}: head {head}");
+                            assert_eq!(identity(&loaded), identity(&sample(head)));
+                            if result.is_ok() {
+                                assert_eq!(head, 9, "{what}, {mode:?}: a written snapshot");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(points >= 12, "only {points} failure points");
+    }
+
     #[test]
     fn only_the_newest_are_kept() {
         let dir = tempfile::tempdir().expect("temp dir");
         for head in [1, 2, 3, 4] {
             write(dir.path(), &sample(head)).expect("write");
         }
-        let heads: Vec<u64> = list(&snapshot_dir(dir.path()))
-            .into_iter()
-            .map(|(head, _)| head)
-            .collect();
+        let storage = FsStorage::open(&snapshot_dir(dir.path())).expect("open");
+        let heads: Vec<u64> = list(&storage).into_iter().map(|(head, _)| head).collect();
         assert_eq!(heads, vec![4, 3]);
     }
 }

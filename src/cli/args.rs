@@ -128,6 +128,11 @@ pub struct ServeArgs {
     /// Refuse lock acquisitions that take a resource sorting before one already held.
     #[arg(long)]
     pub lock_order: bool,
+    /// Refuse writes with 507 insufficient_storage while the log's file system has less
+    /// free space than this (default 64 MiB, or 5% of the file system if smaller; 0: only
+    /// when the disk is really full).
+    #[arg(long, value_name = "BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// Largest request body in bytes (1024 to 1048576, the default); 413 beyond.
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,

@@ -59,7 +59,7 @@ impl CliError {
     }
 
     /// Maps an API error answer to an exit code: 409 is a conflict (3), 404 not found (4),
-    /// anything else 1.
+    /// anything else 1 (so is 507 `insufficient_storage`: a script retries it later).
     pub fn from_api(status: StatusCode, body: &Value) -> Self {
         let code = body["error"]["code"].as_str().unwrap_or("error");
         let message = body["error"]["message"]

@@ -41,6 +41,7 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     engine.lock_order = args.lock_order;
+    engine.free_bytes_min = args.min_free_bytes;
     swarmlog_server::serve(ServeConfig {
         engine,
         listen,

@@ -14,6 +14,7 @@ mod cli_verbs;
 mod consensus;
 mod coordination;
 mod crash;
+mod disk;
 mod engine;
 mod errors;
 mod events;

@@ -82,6 +82,53 @@ impl Server {
         }
     }
 
+    /// Starts a server like `start`, but finds its address in the line it prints on stdout,
+    /// for a data directory where it cannot write `server.addr` (a full disk).
+    pub async fn start_from_stdout(dir: &Path, extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(binary())
+            .arg("--db")
+            .arg(dir)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SWARMLOG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the swarmlog binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads to the end, so the server never writes into a closed pipe.
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(at) = line.find("http://") {
+                    let url = line[at..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = sender.send(url);
+                }
+            }
+        });
+        let url = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .expect("swarmlog serve prints its address within 30 s");
+        let server = Server {
+            child: Some(child),
+            url,
+            dir: dir.to_path_buf(),
+            http: reqwest::Client::new(),
+        };
+        let (status, _) = server.get("/healthz").await;
+        assert_eq!(status, 200, "the server answers");
+        server
+    }
+
     /// Starts the server expecting it to refuse to start; returns its stderr.
     pub fn start_expecting_failure(dir: &Path) -> (i32, String) {
         let output = Command::new(binary())

@@ -2,7 +2,7 @@
 //!
 //! Unit tests of single modules (encoding, index, scan rules, recovery cases) live next to
 //! the code. Here are the tests that drive a whole `Log` through its public API: simulated
-//! power loss, a model-based property test, exhaustive corruption, concurrent readers, the
+//! power loss, injected I/O errors, a model-based property test, exhaustive corruption, concurrent readers, the
 //! real file system, and the fuzz targets' checks on their saved inputs.
 
 mod common;
@@ -12,5 +12,6 @@ mod fixtures;
 mod fs;
 mod fuzz_checks;
 mod fuzz_regressions;
+mod io_errors;
 mod model;
 mod power_loss;
