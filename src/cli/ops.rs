@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use axum::http::Method;
 use serde_json::json;
 use swarmlog_log::SyncPolicy;
+use swarmlog_server::guard::HttpPolicy;
 use swarmlog_server::{EngineConfig, ServeConfig};
 
 use super::args::{ServeArgs, SyncArg};
@@ -41,10 +42,12 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     engine.lock_order = args.lock_order;
+    let http = HttpPolicy::new(&args.allow_hosts, &args.allow_origins).map_err(CliError::usage)?;
     swarmlog_server::serve(ServeConfig {
         engine,
         listen,
         tokens: args.tokens,
+        http,
     })
     .await
     .map_err(|error| CliError::failure(error.to_string()))

@@ -17,6 +17,7 @@ mod crash;
 mod engine;
 mod errors;
 mod events;
+mod hostile_input;
 mod locks;
 mod messages;
 mod openapi;
