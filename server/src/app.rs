@@ -338,6 +338,7 @@ pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
             "/mcp",
             crate::mcp::http_service(inner.clone(), state.engine.clone()),
         )
+        .layer(axum::middleware::from_fn(crate::mcp::json_refusals))
         .layer(axum::middleware::from_fn(crate::extract::check_json_body))
         .layer(axum::middleware::from_fn_with_state(
             state,
@@ -375,7 +376,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
 pub const GUIDE: &str = include_str!("../../docs/guide.md");
 
 /// Who the request's token is: `{"agent", "role"}` (admin and no agent without tokens).
-async fn whoami(axum::Extension(principal): axum::Extension<Principal>) -> Response {
+async fn whoami(principal: Principal) -> Response {
     axum::Json(json!({"agent": principal.agent, "role": principal.role.as_str()})).into_response()
 }
 
@@ -398,7 +399,7 @@ pub(crate) async fn audit_head(State(app): State<AppState>) -> Response {
 
 pub(crate) async fn snapshot(
     State(app): State<AppState>,
-    axum::Extension(principal): axum::Extension<Principal>,
+    principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
     let head = app.engine.audit_head().seq;

@@ -115,6 +115,23 @@ impl Principal {
     }
 }
 
+/// The caller of a routed request, as the authentication middleware resolved it; a route
+/// the middleware does not cover is a programmer error, answered as JSON like every other.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("no principal on a routed request", &parts.uri))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenFile {

@@ -258,7 +258,7 @@ async fn allowed_hosts_and_origins_pass_and_get_cors_answers() {
     assert_eq!(answer.status, 200, "an allowed host: {}", answer.body);
     let answer = send_raw(
         &server,
-        &format!("POST /v1/events HTTP/1.1\r\nHost: swarm.internal\r\nOrigin: https://swarm.internal\r\nContent-Type: application/json"),
+        "POST /v1/events HTTP/1.1\r\nHost: swarm.internal\r\nOrigin: https://swarm.internal\r\nContent-Type: application/json",
         event,
     )
     .await;
@@ -552,6 +552,9 @@ async fn every_rejection_of_a_url_is_json_and_invalid_utf8_is_refused() {
             "method_not_allowed",
         ),
         ("POST /healthz".into(), "", 405, "method_not_allowed"),
+        ("PUT /mcp".into(), "{}", 405, "method_not_allowed"),
+        ("GET /mcp".into(), "", 406, "not_acceptable"),
+        ("DELETE /mcp".into(), "", 400, "invalid_mcp_request"),
     ];
     for (line, body, status, wanted) in &cases {
         let content_type = if body.is_empty() {

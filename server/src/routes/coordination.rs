@@ -4,7 +4,6 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::coordination::agents::{self, AgentStatus};
@@ -486,7 +485,7 @@ pub(crate) fn agent_deregister(
 
 pub(crate) async fn agent_heartbeat(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<BranchQuery>,
 ) -> Result<Response, ApiError> {

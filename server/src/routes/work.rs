@@ -730,7 +730,7 @@ pub(crate) struct InboxQuery {
 /// leaves out the messages the agent had acked when it subscribed.
 pub(crate) async fn inbox(
     State(app): State<AppState>,
-    axum::Extension(principal): axum::Extension<Principal>,
+    principal: Principal,
     ApiPath(agent): ApiPath<String>,
     ApiQuery(query): ApiQuery<InboxQuery>,
     headers: HeaderMap,
