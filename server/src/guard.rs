@@ -111,7 +111,7 @@ impl HttpPolicy {
                 HeaderName::from_static("idempotent-replayed"),
                 HeaderName::from_static("mcp-session-id"),
             ])
-            .max_age(std::time::Duration::from_secs(600))
+            .max_age(crate::limits::CORS_PREFLIGHT_MAX_AGE)
     }
 }
 

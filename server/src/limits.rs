@@ -77,3 +77,12 @@ pub const MCP_EVENTS_LIMIT_DEFAULT: u64 = 100;
 /// third of it survives a busy moment, short enough that a crashed agent's locks and
 /// claims come back within half a minute.
 pub const MCP_JOIN_TTL_MS_DEFAULT: u64 = 30_000;
+
+/// Most bytes of an MCP transport's plain-text refusal kept as the message of its JSON
+/// error: its sentences are one line; more would only be noise in a client's log.
+pub const MCP_TRANSPORT_REFUSAL_BYTES_MAX: usize = 4096;
+
+/// How long a browser may cache a CORS preflight answer (`Access-Control-Max-Age`): ten
+/// minutes spares a board a preflight per request, and a changed `--allow-origin` reaches
+/// browsers within that time of a restart.
+pub const CORS_PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);

@@ -26,7 +26,10 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{json, Map, Value};
 
 use crate::catalog::{self, HttpCall, Method};
-use crate::limits::{MCP_EVENTS_LIMIT_DEFAULT, MCP_JOIN_TTL_MS_DEFAULT, MCP_WAIT_MS_MAX};
+use crate::limits::{
+    MCP_EVENTS_LIMIT_DEFAULT, MCP_JOIN_TTL_MS_DEFAULT, MCP_TRANSPORT_REFUSAL_BYTES_MAX,
+    MCP_WAIT_MS_MAX,
+};
 
 /// The URI of the agent guide resource.
 pub const GUIDE_URI: &str = "swarmlog://guide";
@@ -711,9 +714,6 @@ impl Backend for RouterBackend {
     }
 }
 
-/// Most bytes of a transport refusal's text kept as the error's message.
-const TRANSPORT_REFUSAL_BYTES_MAX: usize = 4096;
-
 /// Middleware of `/mcp`: the MCP transport answers its own HTTP-level refusals (a method it
 /// does not take, a missing `Accept`, an unknown session) in plain text; they are answered
 /// in the JSON error shape of SPEC §3 like every other refusal, with its text as the
@@ -735,7 +735,7 @@ pub async fn json_refusals(
         return response;
     }
     let allow = response.headers().get(header::ALLOW).cloned();
-    let text = axum::body::to_bytes(response.into_body(), TRANSPORT_REFUSAL_BYTES_MAX)
+    let text = axum::body::to_bytes(response.into_body(), MCP_TRANSPORT_REFUSAL_BYTES_MAX)
         .await
         .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
         .unwrap_or_default();
