@@ -71,6 +71,8 @@ pub enum Code {
     ProposalClosed,
     /// The session is completed.
     SessionCompleted,
+    /// The caller may act only as its own agent, and this is another's (SPEC §4).
+    Forbidden,
 }
 
 impl Code {
@@ -107,6 +109,7 @@ impl Code {
             Code::NotRecipient => "not_recipient",
             Code::ProposalClosed => "proposal_closed",
             Code::SessionCompleted => "session_completed",
+            Code::Forbidden => "forbidden",
         }
     }
 
@@ -115,7 +118,9 @@ impl Code {
         match self {
             Code::InvalidValue | Code::InvalidId | Code::ReservedType => RejectionKind::Invalid,
             Code::NotFound | Code::BranchNotFound => RejectionKind::NotFound,
-            Code::AgentKilled | Code::NotEligible | Code::NotRecipient => RejectionKind::Forbidden,
+            Code::AgentKilled | Code::NotEligible | Code::NotRecipient | Code::Forbidden => {
+                RejectionKind::Forbidden
+            }
             Code::BranchExists
             | Code::VersionConflict
             | Code::LockHeld

@@ -300,6 +300,40 @@ pub enum WorkCommand {
     },
 }
 
+/// For a caller that may act only as its own `agent` (an agent token, SPEC §4): refuses
+/// `command` if it acts on a task `agent` did not create in a way reserved to the task's
+/// creator and operators (issue 9). An agent may assign a task to itself; assigning it to
+/// another agent or by strategy, cancelling it and auctioning it are for its creator or an
+/// admin. A task that does not exist passes: the rule answers `not_found`.
+pub fn check_creator_rights(
+    branch: &dyn WorkBranch,
+    agent: &str,
+    command: &WorkCommand,
+) -> Result<(), Rejection> {
+    let (id, verb) = match command {
+        WorkCommand::TaskAssign { task, spec } if spec.agent.as_deref() != Some(agent) => {
+            (task, "assign a task to another agent or by strategy")
+        }
+        WorkCommand::TaskCancel { task, .. } => (task, "cancel a task"),
+        WorkCommand::AuctionOpen { task, .. } => (task, "auction a task"),
+        _ => return Ok(()),
+    };
+    let Some(creator) = branch.work().tasks.get(id).and_then(Task::creator) else {
+        return Ok(());
+    };
+    if creator == agent {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        Code::Forbidden,
+        format!(
+            "only the task's creator or an admin may {verb}: task '{id}' was created by '{creator}', and this token acts as '{agent}' (an agent may assign a task to itself)"
+        ),
+    )
+    .with("task", id.as_str())
+    .with("creator", creator))
+}
+
 /// Decides `command` against `branch` at `now_ms`: the events that carry it out, in order,
 /// or why it is refused. An empty list means "nothing to write": the command is a repeat
 /// of what the state already holds (answer 200 with the current entity), except for

@@ -14,13 +14,14 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use swarmlog_projections::MAIN_BRANCH;
 
-use crate::auth::{Principal, Role, Tokens};
+use crate::auth::{Principal, Role, TokenStore};
 use crate::engine::{
-    Engine, Fence, IdempotencyRequest, Responder, Status, WriteCommand, WriteContext, WriteRequest,
-    WriteResponse,
+    Engine, Fence, IdempotencyRequest, Permit, Responder, Status, WriteCommand, WriteContext,
+    WriteRequest, WriteResponse,
 };
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, idempotency, parse_json};
+use crate::guard::HttpPolicy;
 use crate::routes::events;
 
 /// What every handler gets.
@@ -29,7 +30,7 @@ pub struct AppState {
     /// The engine.
     pub engine: Engine,
     /// The bearer tokens, when the server runs with `--tokens`.
-    pub tokens: Option<Arc<Tokens>>,
+    pub tokens: Option<TokenStore>,
 }
 
 /// The generic part of a write, prepared from the request: who, where, provenance, fence
@@ -54,12 +55,17 @@ impl PreparedWrite {
         wait: Option<Duration>,
         respond: Responder,
     ) -> Result<Response, ApiError> {
+        let permit = match self.principal.role {
+            Role::Admin => Permit::Any,
+            Role::Agent | Role::Reader => Permit::OwnOnly,
+        };
         let request = WriteRequest {
             context: self.context,
             command,
             idempotency: self.idempotency,
             fence: self.fence,
             wait,
+            permit,
             respond,
         };
         Ok(write_response(app.engine.write(request).await?))
@@ -283,16 +289,28 @@ pub async fn call_in_process<H: AsRef<str>>(
     }
 }
 
+/// What the router needs besides the engine.
+#[derive(Debug, Clone, Default)]
+pub struct RouterOptions {
+    /// The bearer tokens (`--tokens`); without them every request has admin rights.
+    pub tokens: Option<TokenStore>,
+    /// The host names and web origins allowed besides the server's own
+    /// (`--allow-host`, `--allow-origin`).
+    pub http: HttpPolicy,
+}
+
 /// Builds the whole router, open to everyone (no `--tokens`).
 pub fn router(engine: Engine) -> Router {
-    router_with_tokens(engine, None)
+    router_with(engine, RouterOptions::default())
 }
 
 /// Builds the whole router; with tokens, every route but `/healthz` needs a bearer token.
-pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
+/// Every request first passes the checks of [`crate::guard`] (URL, `Host`, `Origin`,
+/// `Content-Type`); with allowed origins, CORS is answered for them.
+pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
     let state = AppState {
         engine,
-        tokens: tokens.map(Arc::new),
+        tokens: options.tokens,
     };
     let operations = crate::catalog::operations()
         .iter()
@@ -321,11 +339,21 @@ pub fn router_with_tokens(engine: Engine, tokens: Option<Tokens>) -> Router {
             "/mcp",
             crate::mcp::http_service(inner.clone(), state.engine.clone()),
         )
+        .layer(axum::middleware::from_fn(crate::mcp::json_refusals))
+        .layer(axum::middleware::from_fn(crate::extract::check_json_body))
         .layer(axum::middleware::from_fn_with_state(
             state,
             crate::auth::authenticate_mcp,
         ));
-    inner.merge(mcp)
+    let policy = Arc::new(options.http);
+    let mut router = inner.merge(mcp);
+    if policy.has_origins() {
+        router = router.layer(policy.cors());
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        policy,
+        crate::guard::guard,
+    ))
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {
@@ -349,7 +377,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
 pub const GUIDE: &str = include_str!("../../docs/guide.md");
 
 /// Who the request's token is: `{"agent", "role"}` (admin and no agent without tokens).
-async fn whoami(axum::Extension(principal): axum::Extension<Principal>) -> Response {
+async fn whoami(principal: Principal) -> Response {
     axum::Json(json!({"agent": principal.agent, "role": principal.role.as_str()})).into_response()
 }
 
@@ -372,7 +400,7 @@ pub(crate) async fn audit_head(State(app): State<AppState>) -> Response {
 
 pub(crate) async fn snapshot(
     State(app): State<AppState>,
-    axum::Extension(principal): axum::Extension<Principal>,
+    principal: Principal,
     _: crate::extract::EmptyBody,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;

@@ -1,8 +1,11 @@
 //! Authentication and roles (SPEC §4): bearer tokens from a TOML file, each bound to an
 //! agent id and a role. Secrets are compared in constant time (as SHA-256 digests) and
-//! never logged.
+//! never logged. Every secret is unique in the file (two entries with one secret would let
+//! the later one's role win silently), and SIGHUP reloads the file: the new tokens replace
+//! the old ones as a whole, and a file that does not load leaves the old ones in place.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -79,6 +82,21 @@ impl Principal {
         Ok(())
     }
 
+    /// 403 unless the principal may read `agent`'s inbox: an agent token reads only its
+    /// own; reader and admin tokens read any (issue 9).
+    pub fn require_reading_inbox_of(&self, agent: &str) -> Result<(), ApiError> {
+        match (&self.role, &self.agent) {
+            (Role::Agent, Some(own)) if own != agent => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "an agent token reads only its own inbox: this token acts as agent '{own}', not '{agent}' (reader and admin tokens read any inbox)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// 403 unless the principal may act as `agent` (its own, or anyone for an admin).
     pub fn require_acting_as(&self, agent: &str) -> Result<(), ApiError> {
         self.require_writer()?;
@@ -94,6 +112,23 @@ impl Principal {
                 ),
             )),
         }
+    }
+}
+
+/// The caller of a routed request, as the authentication middleware resolved it; a route
+/// the middleware does not cover is a programmer error, answered as JSON like every other.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("no principal on a routed request", &parts.uri))
     }
 }
 
@@ -146,7 +181,7 @@ impl Tokens {
         if file.token.is_empty() {
             return Err("it defines no [[token]]".into());
         }
-        let mut entries = Vec::new();
+        let mut entries: Vec<([u8; 32], Principal)> = Vec::new();
         for (index, entry) in file.token.into_iter().enumerate() {
             let digest = match (&entry.secret, &entry.secret_sha256) {
                 (Some(secret), None) if secret.len() >= 16 => sha256(secret.as_bytes()),
@@ -167,6 +202,17 @@ impl Tokens {
             };
             if !swarmlog_projections::limits::is_valid_id(&entry.agent) {
                 return Err(format!("token {index}: agent must be a valid id"));
+            }
+            if let Some((earlier, (_, principal))) = entries
+                .iter()
+                .enumerate()
+                .find(|(_, (known, _))| *known == digest)
+            {
+                return Err(format!(
+                    "token {index} (agent '{}') has the same secret as token {earlier} (agent '{}'); every token needs a secret of its own",
+                    entry.agent,
+                    principal.agent.as_deref().unwrap_or("?"),
+                ));
             }
             entries.push((
                 digest,
@@ -193,6 +239,91 @@ impl Tokens {
             }
         }
         found
+    }
+}
+
+/// The tokens a server checks requests against: loaded from its file at start, and
+/// replaced as a whole by [`TokenStore::reload`] (SIGHUP). Requests read the current set
+/// through a lock held only to clone an `Arc`.
+#[derive(Debug, Clone)]
+pub struct TokenStore {
+    path: PathBuf,
+    current: Arc<RwLock<Arc<Tokens>>>,
+}
+
+impl TokenStore {
+    /// Loads the tokens file at `path`.
+    pub fn load(path: &Path) -> Result<TokenStore, TokensError> {
+        let tokens = Tokens::load(path)?;
+        Ok(TokenStore {
+            path: path.to_path_buf(),
+            current: Arc::new(RwLock::new(Arc::new(tokens))),
+        })
+    }
+
+    /// The tokens in force.
+    pub fn current(&self) -> Arc<Tokens> {
+        // A writer that panicked held the lock only to swap an `Arc`: the value is whole.
+        let guard = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.clone()
+    }
+
+    /// Loads the file again and puts its tokens in force; on an error the tokens in force
+    /// stay. Returns how many tokens are in force now.
+    pub fn reload(&self) -> Result<usize, TokensError> {
+        let tokens = Tokens::load(&self.path)?;
+        let count = tokens.entries.len();
+        let mut guard = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Arc::new(tokens);
+        Ok(count)
+    }
+
+    /// The file the tokens come from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reloads the tokens file each time the process gets SIGHUP, until the task is aborted;
+/// counts each outcome in `swarmlog_token_reloads_total`. A file that does not load is
+/// logged and leaves the tokens in force. Without a tokens file SIGHUP is logged and
+/// ignored (it no longer ends the process).
+#[cfg(unix)]
+pub async fn reload_on_hangup(store: Option<TokenStore>, engine: crate::Engine) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the tokens file will not be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let Some(store) = &store else {
+            tracing::info!("SIGHUP: no --tokens file to reload");
+            continue;
+        };
+        let outcome = match store.reload() {
+            Ok(count) => {
+                tracing::info!(file = %store.path().display(), tokens = count, "SIGHUP: reloaded the tokens");
+                "loaded"
+            }
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: the tokens file does not load; the tokens in force stay");
+                "refused"
+            }
+        };
+        engine
+            .metrics()
+            .token_reloads
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
     }
 }
 
@@ -241,9 +372,10 @@ pub async fn authenticate_mcp(
 /// Who presents the request: everyone is admin without `--tokens`; else the bearer
 /// token's principal, or 401.
 fn principal_of(app: &AppState, request: &Request) -> Result<Principal, ApiError> {
-    let Some(tokens) = &app.tokens else {
+    let Some(store) = &app.tokens else {
         return Ok(Principal::open_admin());
     };
+    let tokens = store.current();
     request
         .headers()
         .get(header::AUTHORIZATION)
@@ -297,5 +429,20 @@ mod tests {
             "[[token]]\nsecret = \"long-enough-secret-1\"\nagent = \"a\"\nrole = \"king\"\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_secret_given_twice_refuses_the_file_naming_both_entries() {
+        let digest = hex::encode(sha256(b"shared-secret-0123456789"));
+        let text = format!(
+            "[[token]]\nsecret = \"shared-secret-0123456789\"\nagent = \"reader-1\"\nrole = \"reader\"\n\n[[token]]\nsecret = \"other-secret-0123456789\"\nagent = \"x\"\nrole = \"agent\"\n\n[[token]]\nsecret_sha256 = \"{digest}\"\nagent = \"boss\"\nrole = \"admin\"\n"
+        );
+        let error = Tokens::parse(&text).expect_err("a duplicate");
+        assert!(
+            error.contains("token 2 (agent 'boss')")
+                && error.contains("token 0 (agent 'reader-1')"),
+            "{error}"
+        );
+        assert!(!error.contains("shared-secret"), "{error}");
     }
 }

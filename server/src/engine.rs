@@ -226,8 +226,22 @@ pub struct WriteRequest {
     pub fence: Option<Fence>,
     /// How long the request may wait for a lock or a task (`wait_ms`); `None` answers at once.
     pub wait: Option<Duration>,
+    /// What the caller may do to things other agents created.
+    pub permit: Permit,
     /// Builds the answer.
     pub respond: Responder,
+}
+
+/// What a caller may do to things other agents created (SPEC §4, issue 9). Checked by the
+/// engine against the state the command is decided on, so no write can slip between the
+/// check and the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// An operator (an admin token, or a server without tokens): anything.
+    Any,
+    /// An agent token: its actor's own things only
+    /// ([`swarmlog_projections::work::check_creator_rights`]).
+    OwnOnly,
 }
 
 impl WriteRequest {
@@ -239,6 +253,7 @@ impl WriteRequest {
             idempotency: None,
             fence: None,
             wait: None,
+            permit: Permit::Any,
             respond,
         }
     }
@@ -1506,7 +1521,12 @@ impl Core {
                 }
                 coordination::decide(&self.state, &context.branch, command, now_ms)
             }
-            WriteCommand::Work(command) => work::decide(branch, command, now_ms),
+            WriteCommand::Work(command) => {
+                if request.permit == Permit::OwnOnly {
+                    work::check_creator_rights(branch, &context.actor, command)?;
+                }
+                work::decide(branch, command, now_ms)
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use swarmlog_projections::{Rejection, RejectionKind};
 
+use crate::json::JsonError;
 use crate::refusal::Refusal;
 
 /// An error answered to a client.
@@ -133,6 +134,26 @@ impl From<Refusal> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<JsonError> for ApiError {
+    fn from(error: JsonError) -> Self {
+        match error {
+            JsonError::TooDeep { limit } => ApiError::invalid(
+                "too_deep",
+                format!("the body nests arrays and objects more than {limit} levels deep; the limit is {limit}"),
+            )
+            .with("limit", limit),
+            JsonError::DuplicateKey { key, line, column } => ApiError::invalid(
+                "duplicate_key",
+                format!("the body has the key '{key}' twice in one object (line {line}, column {column}); each key may appear once per object"),
+            )
+            .with("key", key)
+            .with("line", line)
+            .with("column", column),
+            JsonError::Syntax(error) => from_json_error(&error),
+        }
     }
 }
 

@@ -1,20 +1,23 @@
 //! Request extractors that answer every malformed input with the error body of SPEC §3
 //! instead of axum's plain-text rejections.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use swarmlog_projections::limits::{self, is_valid_id, json_depth};
+use swarmlog_projections::limits::{self, is_valid_id};
 
 use crate::engine::IdempotencyRequest;
 use crate::error::{from_json_error, ApiError};
 use crate::limits::IDEMPOTENCY_KEY_BYTES_MAX;
 
 /// A JSON request body: within the process's body limit (413), valid JSON (400), within
-/// its depth limit (422 `too_deep`) and of the expected shape (422). Keeps the raw
+/// its depth limit (422 `too_deep`), each key once per object (422 `duplicate_key`) and of
+/// the expected shape (422). Keeps the raw
 /// bytes for the idempotency hash.
 pub struct ApiJson<T> {
     /// The parsed body.
@@ -67,20 +70,24 @@ impl<S: Send + Sync> FromRequest<S> for EmptyBody {
 
 /// Reads a body up to the limit.
 pub async fn read_body(request: Request) -> Result<Bytes, ApiError> {
-    let most = limits::current().request_body_bytes_max;
-    axum::body::to_bytes(request.into_body(), most)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than {most} bytes"),
-            )
-            .with("limit_bytes", most)
-        })
+    read_limited(request.into_body()).await
 }
 
-/// Parses a body: first as any JSON (syntax and depth), then into `T` (shape).
+/// Reads `body` up to the process's body limit (413 beyond).
+pub async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
+    let most = limits::current().request_body_bytes_max;
+    axum::body::to_bytes(body, most).await.map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {most} bytes"),
+        )
+        .with("limit_bytes", most)
+    })
+}
+
+/// Parses a body: first as any JSON (syntax, depth checked on the raw bytes, each key once
+/// per object: [`crate::json::parse`]), then into `T` (shape).
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::malformed(
@@ -88,18 +95,42 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; a JSON object is expected",
         ));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(raw).map_err(|error| from_json_error(&error))?;
-    let depth = json_depth(&value);
-    let most = limits::current().json_depth_max;
-    if depth > most {
-        return Err(ApiError::invalid(
-            "too_deep",
-            format!("the body nests {depth} levels deep; the limit is {most}"),
-        )
-        .with("limit", most));
-    }
+    let value = crate::json::parse(raw, limits::current().json_depth_max)?;
     serde_json::from_value(value).map_err(|error| from_json_error(&error))
+}
+
+/// Middleware of `/mcp`: its JSON-RPC bodies are read by the MCP transport's own parser,
+/// so they are checked here first like every other body: within the body limit (413),
+/// within the depth limit (422 `too_deep`) and each key once per object (422
+/// `duplicate_key`). A body that is not JSON is left to the transport to answer.
+pub async fn check_json_body(request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let raw = match read_limited(body).await {
+        Ok(raw) => raw,
+        Err(error) => return error.into_response(),
+    };
+    if let Err(error) = crate::json::check(&raw, limits::current().json_depth_max) {
+        return ApiError::from(error).into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(raw))).await
+}
+
+/// A path parameter, with a rejection answered as 400 `invalid_path` instead of axum's
+/// plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| ApiError::malformed("invalid_path", rejection.body_text()))
+    }
 }
 
 /// Query parameters, with unknown or malformed parameters answered as 400 `invalid_query`.

@@ -11,7 +11,9 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod filter;
+pub mod guard;
 pub mod hub;
+pub mod json;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
@@ -24,7 +26,7 @@ pub mod space;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use app::router;
+pub use app::{router, router_with, RouterOptions};
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use error::ApiError;
 
@@ -41,6 +43,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The bearer-token file (`--tokens`); without it only loopback is allowed.
     pub tokens: Option<PathBuf>,
+    /// Host names and web origins allowed besides the server's own (`--allow-host`,
+    /// `--allow-origin`).
+    pub http: guard::HttpPolicy,
 }
 
 /// Why the server stopped with an error.
@@ -64,13 +69,16 @@ pub enum ServeError {
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully: stops accepting,
-/// ends the SSE streams, finishes the queued writes and closes the log.
+/// ends the SSE streams, finishes the queued writes and closes the log. SIGHUP reloads the
+/// tokens file.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let tokens = match &config.tokens {
-        Some(path) => Some(auth::Tokens::load(path).map_err(|error| ServeError::Io {
-            context: "cannot load the tokens".into(),
-            source: std::io::Error::other(error.to_string()),
-        })?),
+        Some(path) => Some(
+            auth::TokenStore::load(path).map_err(|error| ServeError::Io {
+                context: "cannot load the tokens".into(),
+                source: std::io::Error::other(error.to_string()),
+            })?,
+        ),
         None => None,
     };
     if tokens.is_none() && !config.listen.ip().is_loopback() {
@@ -103,13 +111,21 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
         let _ = stream.set_nodelay(true);
     });
-    let result = axum::serve(listener, app::router_with_tokens(engine.clone(), tokens))
+    #[cfg(unix)]
+    let reloader = tokio::spawn(auth::reload_on_hangup(tokens.clone(), engine.clone()));
+    let options = app::RouterOptions {
+        tokens,
+        http: config.http.clone(),
+    };
+    let result = axum::serve(listener, app::router_with(engine.clone(), options))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing queued writes and ending streams");
             shutdown_engine.begin_shutdown();
         })
         .await;
+    #[cfg(unix)]
+    reloader.abort();
     engine.shutdown().await;
     drop(address_file);
     result.map_err(|source| ServeError::Io {

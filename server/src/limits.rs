@@ -98,3 +98,12 @@ pub const SPACE_READING_AGE_MAX: Duration = Duration::from_millis(50);
 /// are writes too) wait this long between checks instead of waking the engine every
 /// millisecond.
 pub const SPACE_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most bytes of an MCP transport's plain-text refusal kept as the message of its JSON
+/// error: its sentences are one line; more would only be noise in a client's log.
+pub const MCP_TRANSPORT_REFUSAL_BYTES_MAX: usize = 4096;
+
+/// How long a browser may cache a CORS preflight answer (`Access-Control-Max-Age`): ten
+/// minutes spares a board a preflight per request, and a changed `--allow-origin` reaches
+/// browsers within that time of a restart.
+pub const CORS_PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);

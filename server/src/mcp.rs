@@ -26,7 +26,10 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{json, Map, Value};
 
 use crate::catalog::{self, HttpCall, Method};
-use crate::limits::{MCP_EVENTS_LIMIT_DEFAULT, MCP_JOIN_TTL_MS_DEFAULT, MCP_WAIT_MS_MAX};
+use crate::limits::{
+    MCP_EVENTS_LIMIT_DEFAULT, MCP_JOIN_TTL_MS_DEFAULT, MCP_TRANSPORT_REFUSAL_BYTES_MAX,
+    MCP_WAIT_MS_MAX,
+};
 
 /// The URI of the agent guide resource.
 pub const GUIDE_URI: &str = "swarmlog://guide";
@@ -709,6 +712,51 @@ impl Backend for RouterBackend {
             }
         })
     }
+}
+
+/// Middleware of `/mcp`: the MCP transport answers its own HTTP-level refusals (a method it
+/// does not take, a missing `Accept`, an unknown session) in plain text; they are answered
+/// in the JSON error shape of SPEC §3 like every other refusal, with its text as the
+/// message. JSON-RPC answers and event streams pass untouched.
+pub async fn json_refusals(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let text = axum::body::to_bytes(response.into_body(), MCP_TRANSPORT_REFUSAL_BYTES_MAX)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "mcp_session_not_found",
+        status if status.is_server_error() => "internal",
+        _ => "invalid_mcp_request",
+    };
+    let message = if text.is_empty() {
+        format!("the MCP transport refused the request ({status})")
+    } else {
+        text
+    };
+    let mut refused = crate::ApiError::new(status, code, message).into_response();
+    if let Some(allow) = allow {
+        refused.headers_mut().insert(header::ALLOW, allow);
+    }
+    refused
 }
 
 /// The `/mcp` Streamable HTTP service over `api` (the router without `/mcp`): one

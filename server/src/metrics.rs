@@ -25,7 +25,8 @@ pub struct Metrics {
     pub rejections: Counter<u64, AtomicU64>,
     /// Connected subscribers (SSE).
     pub subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
-    /// Subscribers currently served from disk because they fell behind the live feed.
+    /// Subscribers that fell behind: their client does not read as fast as events commit
+    /// (their buffer is full), or they are being served from disk to catch up.
     pub lagging_subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Times a subscriber fell behind the live feed and was switched to disk.
     pub subscriber_lag_events: Counter<u64, AtomicU64>,
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub agents_by_status: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// Tasks on main by status.
     pub tasks_by_status: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// Reloads of the tokens file on SIGHUP, by outcome (`loaded` or `refused`).
+    pub token_reloads: Family<Vec<(String, String)>, Counter<u64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -93,7 +96,7 @@ impl Metrics {
         );
         registry.register(
             "lagging_subscribers",
-            "Subscribers served from disk because they fell behind the live feed",
+            "Subscribers behind the live feed: their client does not keep up (buffer full) or they catch up from disk",
             lagging_subscribers.clone(),
         );
         registry.register(
@@ -152,6 +155,12 @@ impl Metrics {
             agents_by_status.clone(),
         );
         registry.register("tasks", "Tasks on main by status", tasks_by_status.clone());
+        let token_reloads = Family::default();
+        registry.register(
+            "token_reloads",
+            "Reloads of the tokens file on SIGHUP, by outcome (loaded, refused)",
+            token_reloads.clone(),
+        );
         Metrics {
             registry,
             append_latency,
@@ -172,6 +181,7 @@ impl Metrics {
             lock_contention_top,
             agents_by_status,
             tasks_by_status,
+            token_reloads,
         }
     }
 

@@ -122,9 +122,20 @@ pub struct ServeArgs {
     /// Segment size in bytes at which the log rolls to a new file.
     #[arg(long, value_name = "BYTES")]
     pub segment_size: Option<u64>,
-    /// Bearer-token file (TOML); required to listen on a non-loopback address.
+    /// Bearer-token file (TOML); required to listen on a non-loopback address. SIGHUP
+    /// reloads it (a file that does not load keeps the tokens in force).
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+    /// A host name clients may reach the server by (repeatable). Requests whose Host is
+    /// not an IP address, localhost or such a name are refused (403 host_not_allowed),
+    /// which stops DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// A web origin (https://board.example:8443) whose pages may call the API (repeatable;
+    /// CORS is answered for it). Requests from other origins than the server's own are
+    /// refused (403 origin_not_allowed), which stops cross-site requests.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
     /// Refuse lock acquisitions that take a resource sorting before one already held.
     #[arg(long)]
     pub lock_order: bool,

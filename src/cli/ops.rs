@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use axum::http::Method;
 use serde_json::json;
 use swarmlog_log::SyncPolicy;
+use swarmlog_server::guard::HttpPolicy;
 use swarmlog_server::{EngineConfig, ServeConfig};
 
 use super::args::{ServeArgs, SyncArg};
@@ -42,10 +43,12 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
         .try_init();
     engine.lock_order = args.lock_order;
     engine.free_bytes_min = args.min_free_bytes;
+    let http = HttpPolicy::new(&args.allow_hosts, &args.allow_origins).map_err(CliError::usage)?;
     swarmlog_server::serve(ServeConfig {
         engine,
         listen,
         tokens: args.tokens,
+        http,
     })
     .await
     .map_err(|error| CliError::failure(error.to_string()))

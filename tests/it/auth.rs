@@ -470,3 +470,403 @@ impl Server {
             .collect()
     }
 }
+
+/// Registers `agent` with its own token.
+async fn register(server: &Server, token: &str, agent: &str) {
+    let (status, body) = as_token(
+        server,
+        token,
+        "POST",
+        "/v1/agents",
+        Some(&json!({"id": agent, "type": "w"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Creates task `id` with `token`.
+async fn create_task(server: &Server, token: &str, id: &str) {
+    let (status, body) = as_token(
+        server,
+        token,
+        "POST",
+        "/v1/tasks",
+        Some(&json!({"id": id, "type": "work"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Issue 9, defect 4: an agent token assigns a task only to itself unless it created the
+/// task; assigning by strategy or to another agent, cancelling and opening an auction are
+/// for the task's creator or an admin. The refusals are 403 `forbidden` with a sentence
+/// naming the rule, and write nothing.
+#[tokio::test]
+async fn an_agent_token_assigns_and_cancels_only_the_tasks_it_created() {
+    let (_secrets, _dir, server) = tokened_server().await;
+    register(&server, AGENT_1, "agent-1").await;
+    register(&server, AGENT_2, "agent-2").await;
+    create_task(&server, AGENT_2, "T-by-2").await;
+    create_task(&server, ADMIN, "T-by-admin").await;
+    create_task(&server, AGENT_2, "T-self").await;
+    let head = server.head_with_token(READER).await;
+    let refused: Vec<(&str, Value, &str)> = vec![
+        // The reproduction of the issue: agent-1's token hands a task to agent-2.
+        (
+            "/v1/tasks/T-by-2/assign",
+            json!({"agent": "agent-2"}),
+            "assign",
+        ),
+        (
+            "/v1/tasks/T-by-admin/assign",
+            json!({"agent": "agent-2"}),
+            "assign",
+        ),
+        (
+            "/v1/tasks/T-by-2/assign",
+            json!({"strategy": "round_robin"}),
+            "assign",
+        ),
+        ("/v1/tasks/T-by-2/cancel", json!({}), "cancel"),
+        (
+            "/v1/tasks/T-by-admin/cancel",
+            json!({"reason": "mine now"}),
+            "cancel",
+        ),
+        (
+            "/v1/tasks/T-by-2/auction",
+            json!({"deadline_ms": 1000}),
+            "auction",
+        ),
+    ];
+    for (path, body, verb) in &refused {
+        let (status, answer) = as_token(&server, AGENT_1, "POST", path, Some(body)).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (403, "forbidden"),
+            "{path} {body}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(verb) && message.contains("creator") && message.contains("admin"),
+            "the sentence names the rule: {message}"
+        );
+    }
+    assert_eq!(
+        server.head_with_token(READER).await,
+        head,
+        "the refusals wrote nothing"
+    );
+    let (_, task) = as_token(&server, READER, "GET", "/v1/tasks/T-by-2", None).await;
+    assert_eq!(task["status"], json!("pending"), "{task}");
+
+    // Any agent may take a task for itself; the creator hands its task to anyone, by name or
+    // by strategy, and cancels it; an admin does all of it on any task.
+    let (status, taken) = as_token(
+        &server,
+        AGENT_1,
+        "POST",
+        "/v1/tasks/T-self/assign",
+        Some(&json!({"agent": "agent-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &taken["agent"]),
+        (200, &json!("agent-1")),
+        "{taken}"
+    );
+    let (status, handed) = as_token(
+        &server,
+        AGENT_2,
+        "POST",
+        "/v1/tasks/T-by-2/assign",
+        Some(&json!({"agent": "agent-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &handed["agent"]),
+        (200, &json!("agent-1")),
+        "{handed}"
+    );
+    create_task(&server, AGENT_2, "T-cancel").await;
+    let (status, cancelled) = as_token(
+        &server,
+        AGENT_2,
+        "POST",
+        "/v1/tasks/T-cancel/cancel",
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, &cancelled["status"]),
+        (200, &json!("cancelled")),
+        "{cancelled}"
+    );
+    let (status, assigned) = as_token(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/tasks/T-by-admin/assign",
+        Some(&json!({"strategy": "round_robin"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{assigned}");
+    create_task(&server, AGENT_1, "T-admin-cancels").await;
+    let (status, cancelled) = as_token(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/tasks/T-admin-cancels/cancel",
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{cancelled}");
+}
+
+/// Issue 9, defect 4: an agent token reads and acks only its own inbox; reader and admin
+/// tokens read any inbox.
+#[tokio::test]
+async fn an_agent_token_reads_and_acks_only_its_own_inbox() {
+    let (_secrets, _dir, server) = tokened_server().await;
+    register(&server, AGENT_1, "agent-1").await;
+    register(&server, AGENT_2, "agent-2").await;
+    let (status, sent) = as_token(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/messages",
+        Some(&json!({"from": "ops", "to": "agent-2", "type": "note", "payload": {"secret": 1}, "requires_ack": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let id = sent["id"].as_str().expect("a message id").to_owned();
+    let head = server.head_with_token(READER).await;
+    let (status, refused) =
+        as_token(&server, AGENT_1, "GET", "/v1/agents/agent-2/inbox", None).await;
+    assert_eq!((status, code(&refused)), (403, "forbidden"), "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("inbox")),
+        "{refused}"
+    );
+    let response = server
+        .http
+        .get(format!("{}/v1/agents/agent-2/inbox", server.url))
+        .bearer_auth(AGENT_1)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(response.status().as_u16(), 403, "nor as SSE");
+    for (token, who) in [
+        (AGENT_2, "its own agent"),
+        (READER, "a reader"),
+        (ADMIN, "an admin"),
+    ] {
+        let (status, inbox) =
+            as_token(&server, token, "GET", "/v1/agents/agent-2/inbox", None).await;
+        assert_eq!(status, 200, "{who}: {inbox}");
+        assert_eq!(inbox["messages"][0]["id"], json!(id), "{who}: {inbox}");
+    }
+    let ack = format!("/v1/messages/{id}/ack");
+    let (status, refused) = as_token(
+        &server,
+        AGENT_1,
+        "POST",
+        &ack,
+        Some(&json!({"agent": "agent-2"})),
+    )
+    .await;
+    assert_eq!((status, code(&refused)), (403, "forbidden"), "{refused}");
+    let (status, refused) = as_token(
+        &server,
+        AGENT_1,
+        "POST",
+        &ack,
+        Some(&json!({"agent": "agent-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&refused)),
+        (403, "not_recipient"),
+        "{refused}"
+    );
+    assert_eq!(
+        server.head_with_token(READER).await,
+        head,
+        "nothing written"
+    );
+    let (status, acked) = as_token(
+        &server,
+        AGENT_2,
+        "POST",
+        &ack,
+        Some(&json!({"agent": "agent-2"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{acked}");
+}
+
+/// A tokens file of `(secret line, agent, role)` entries.
+fn tokens_text(entries: &[(String, &str, &str)]) -> String {
+    entries
+        .iter()
+        .map(|(secret, agent, role)| {
+            format!("[[token]]\n{secret}\nagent = \"{agent}\"\nrole = \"{role}\"\n\n")
+        })
+        .collect()
+}
+
+/// Runs `serve --tokens tokens` on `data` and returns its exit code and stderr; a server
+/// that is still running after 20 s (it accepted the file) is killed and gives `None`.
+fn serve_until_exit(data: &Path, tokens: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(binary())
+        .arg("--db")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
+        .arg(tokens)
+        .env("SWARMLOG_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (exit, stderr)
+}
+
+/// Issue 9, defect 6: two entries with the same secret (also one as a digest) stop the
+/// start, naming both entries; the later one no longer wins.
+#[test]
+fn duplicate_secrets_in_the_tokens_file_stop_the_start_naming_both_entries() {
+    let dir = data_dir();
+    let plain = |secret: &str| format!("secret = \"{secret}\"");
+    let cases = [
+        (
+            "plain.toml",
+            tokens_text(&[
+                (plain(AGENT_1), "agent-1", "agent"),
+                (plain(ADMIN), "ops", "admin"),
+                (plain(AGENT_1), "boss", "admin"),
+            ]),
+            "token 2 (agent 'boss')",
+            "token 0 (agent 'agent-1')",
+        ),
+        (
+            "digest.toml",
+            tokens_text(&[
+                (plain(READER), "auditor", "reader"),
+                (
+                    format!("secret_sha256 = \"{}\"", sha256_hex(READER).to_uppercase()),
+                    "root",
+                    "admin",
+                ),
+            ]),
+            "token 1 (agent 'root')",
+            "token 0 (agent 'auditor')",
+        ),
+    ];
+    for (name, text, later, earlier) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let (exit, stderr) = serve_until_exit(&dir.path().join("data"), &path);
+        assert_eq!(exit, Some(1), "{name}: {stderr}");
+        for wanted in [name, later, earlier, "same secret"] {
+            assert!(stderr.contains(wanted), "{name}: names {wanted}: {stderr}");
+        }
+        assert!(
+            !stderr.contains(AGENT_1) && !stderr.contains(READER),
+            "secrets are never printed: {stderr}"
+        );
+    }
+}
+
+/// The counter `swarmlog_token_reloads_total{outcome}`, read with the admin token.
+async fn reloads(server: &Server, outcome: &str) -> u64 {
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let prefix = format!("swarmlog_token_reloads_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 9, defect 6: SIGHUP reloads the tokens file: a token added to the file works after
+/// it; a bad file is refused on reload and the old tokens keep working.
+#[tokio::test]
+async fn sighup_reloads_the_tokens_file_and_a_bad_file_keeps_the_old_tokens() {
+    const AGENT_3: &str = "agent-3-secret-0123456789";
+    let (secrets, _dir, server) = tokened_server().await;
+    let path = secrets.path().join("tokens.toml");
+    let whoami = |token: &'static str| {
+        let server = &server;
+        async move { as_token(server, token, "GET", "/v1/whoami", None).await }
+    };
+    assert_eq!(whoami(AGENT_3).await.0, 401, "not in the file yet");
+    let original = std::fs::read_to_string(&path).expect("read the tokens");
+    let added = format!(
+        "{original}\n[[token]]\nsecret = \"{AGENT_3}\"\nagent = \"agent-3\"\nrole = \"agent\"\n"
+    );
+    std::fs::write(&path, &added).expect("rewrite the tokens");
+    server.signal(libc::SIGHUP);
+    crate::coordination::wait_until("the reload", || async {
+        (reloads(&server, "loaded").await == 1).then_some(())
+    })
+    .await;
+    let (status, me) = whoami(AGENT_3).await;
+    assert_eq!((status, &me["agent"]), (200, &json!("agent-3")), "{me}");
+
+    for bad in [
+        "this is [not toml".to_owned(),
+        format!(
+            "{added}\n[[token]]\nsecret = \"{AGENT_3}\"\nagent = \"thief\"\nrole = \"admin\"\n"
+        ),
+    ] {
+        let refused_before = reloads(&server, "refused").await;
+        std::fs::write(&path, bad).expect("write a bad file");
+        server.signal(libc::SIGHUP);
+        crate::coordination::wait_until("the refused reload", || async {
+            (reloads(&server, "refused").await == refused_before + 1).then_some(())
+        })
+        .await;
+        for (token, agent) in [(AGENT_1, "agent-1"), (AGENT_3, "agent-3"), (ADMIN, "ops")] {
+            let (status, me) = whoami(token).await;
+            assert_eq!((status, &me["agent"]), (200, &json!(agent)), "{me}");
+        }
+    }
+    assert_eq!(reloads(&server, "loaded").await, 1);
+}
+
+impl Server {
+    /// The committed head, read with a token.
+    async fn head_with_token(&self, token: &str) -> u64 {
+        let (status, head) = as_token(self, token, "GET", "/v1/audit/head", None).await;
+        assert_eq!(status, 200, "{head}");
+        head["seq"].as_u64().expect("a seq")
+    }
+}

@@ -18,6 +18,7 @@ mod disk;
 mod engine;
 mod errors;
 mod events;
+mod hostile_input;
 mod locks;
 mod messages;
 mod openapi;

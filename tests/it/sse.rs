@@ -236,3 +236,162 @@ async fn the_wire_format_is_id_event_data_and_caught_up_has_no_id() {
         blocks[2]
     );
 }
+
+/// The value of a metric without labels, as `GET /metrics` exports it.
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name)
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("{name} is exported: {text}"))
+}
+
+/// An SSE subscriber that sends its request and never reads: a socket with a small receive
+/// buffer, so that it is full after a few kilobytes.
+fn stalled_subscriber(server: &Server) -> std::net::TcpStream {
+    use std::io::Write;
+    let address: std::net::SocketAddr = server
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a socket address");
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("a socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    socket.connect(&address.into()).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/events HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("send the request");
+    stream
+}
+
+/// Issue 9, defect 12: `swarmlog_lagging_subscribers` read 0 while subscribers that had
+/// stopped reading held megabytes of backlog, because a subscriber only counted as lagging
+/// once it noticed the live feed had left it behind, which it never does while it waits for
+/// its client. Subscribers whose client stops reading count while they are behind, and stop
+/// counting when they go away.
+#[tokio::test]
+async fn subscribers_that_stop_reading_count_as_lagging() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let stalled = [stalled_subscriber(&server), stalled_subscriber(&server)];
+    crate::coordination::wait_until("two subscribers", || async {
+        (metric(&server, "swarmlog_subscribers").await >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&server, "swarmlog_lagging_subscribers").await, 0.0);
+    let pad = "x".repeat(4096);
+    let batch: Vec<Value> = (0..200)
+        .map(|_| json!({"type": "bulk.event", "stream": "bulk", "data": {"pad": pad}}))
+        .collect();
+    let mut appended = 0;
+    loop {
+        let lagging = metric(&server, "swarmlog_lagging_subscribers").await;
+        if lagging >= 2.0 {
+            break;
+        }
+        assert!(
+            appended < 10_000,
+            "after {appended} events of 4 KiB the two stalled subscribers count as {lagging} lagging"
+        );
+        let (status, body) = server.post("/v1/events", &json!({ "events": batch })).await;
+        assert_eq!(status, 201, "{body}");
+        appended += batch.len();
+    }
+    drop(stalled);
+    crate::coordination::wait_until("the gauge to return to 0", || async {
+        (metric(&server, "swarmlog_lagging_subscribers").await == 0.0).then_some(())
+    })
+    .await;
+}
+
+/// An SSE request with `Last-Event-ID: value` on `path`.
+async fn resume(server: &Server, path: &str, value: &str) -> reqwest::Response {
+    server
+        .http
+        .get(format!("{}{path}", server.url))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", value)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
+/// Issue 9, defect 7: a `Last-Event-ID` beyond the head (u64::MAX included, which wrapped to
+/// a replay from 1) is 400 `invalid_last_event_id` with the head, on the events feed and the
+/// inbox feed; `caught_up` reports the real head even when `from` is beyond it.
+#[tokio::test]
+async fn a_last_event_id_beyond_the_head_is_refused_with_the_head() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    for index in 0..5 {
+        server.append("s", json!({"i": index})).await;
+    }
+    for path in ["/v1/events", "/v1/agents/w/inbox"] {
+        for value in ["6", "99", "18446744073709551615"] {
+            let response = resume(&server, path, value).await;
+            // Checked before the body is read: an accepted stream has no end.
+            assert_eq!(response.status().as_u16(), 400, "{path} after {value}");
+            let refused: Value = response.json().await.expect("a JSON error");
+            assert_eq!(
+                crate::coordination::code(&refused),
+                "invalid_last_event_id",
+                "{path} after {value}: {refused}"
+            );
+            assert_eq!(refused["error"]["head"], json!(5), "{refused}");
+        }
+        let response = resume(&server, path, "18446744073709551616").await;
+        assert_eq!(response.status().as_u16(), 400, "{path}: not a seq");
+    }
+    let response = resume(&server, "/v1/events", "5").await;
+    assert_eq!(response.status().as_u16(), 200, "resuming at the head");
+    let mut at_head = Box::pin(
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(|event| event.expect("well-formed SSE")),
+    );
+    let marker = tokio::time::timeout(Duration::from_secs(20), at_head.next())
+        .await
+        .expect("the marker comes")
+        .expect("the stream is open");
+    assert_eq!(
+        (marker.event.as_str(), marker.data.as_str()),
+        ("caught_up", "{\"head\":5}"),
+        "nothing to catch up after the head"
+    );
+    let mut ahead = subscribe(&server, "?from=99", None).await;
+    let marker = tokio::time::timeout(Duration::from_secs(20), ahead.next())
+        .await
+        .expect("the marker comes")
+        .expect("the stream is open");
+    assert_eq!(
+        (marker.event.as_str(), marker.data.as_str()),
+        ("caught_up", "{\"head\":5}"),
+        "caught_up names the head, not the seq before from"
+    );
+}

@@ -300,3 +300,13 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+impl Server {
+    /// Sends `signal` to the server process (SIGHUP to reload its tokens, for instance).
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("the server is running");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let sent = unsafe { libc::kill(child.id() as i32, signal) };
+        assert_eq!(sent, 0, "the signal was sent");
+    }
+}

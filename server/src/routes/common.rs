@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use swarmlog_projections::{BranchState, Code, Rejection, State as Projection};
 
 use axum::body::Bytes;
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, Uri};
 
@@ -196,16 +197,19 @@ impl FromRequest<AppState> for WriteInput {
             .ok_or_else(|| ApiError::internal("no principal on a routed request", &"auth"))?;
         let ApiQuery(query) =
             ApiQuery::<BranchQuery>::from_request_parts(&mut parts, state).await?;
-        // A route without parameters has none to give: that is no error.
-        let target = axum::extract::RawPathParams::from_request_parts(&mut parts, state)
-            .await
-            .ok()
-            .and_then(|params| {
-                params
-                    .iter()
-                    .next()
-                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            });
+        // A route without parameters has none to give: that is no error; a parameter that
+        // does not decode is.
+        let target = match axum::extract::RawPathParams::from_request_parts(&mut parts, state).await
+        {
+            Ok(params) => params
+                .iter()
+                .next()
+                .map(|(name, value)| (name.to_owned(), value.to_owned())),
+            Err(RawPathParamsRejection::InvalidUtf8InPathParam(rejection)) => {
+                return Err(ApiError::malformed("invalid_path", rejection.body_text()))
+            }
+            Err(_) => None,
+        };
         let (uri, headers) = (parts.uri.clone(), parts.headers.clone());
         let raw = read_body(Request::from_parts(parts, body)).await?;
         Ok(WriteInput {

@@ -2,9 +2,8 @@
 //! body, check who may act as whom, and hand a command to the engine with a responder
 //! that shapes the answer from the state after the write.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use swarmlog_projections::coordination::agents::{self, AgentStatus};
@@ -23,7 +22,7 @@ use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::auth::Principal;
 use crate::engine::{Responder, Status, WriteCommand};
 use crate::error::ApiError;
-use crate::extract::{check_id, ApiQuery};
+use crate::extract::{check_id, ApiPath, ApiQuery};
 use crate::refusal::Refusal;
 
 // ---- state cells ------------------------------------------------------------------
@@ -329,7 +328,7 @@ pub(crate) async fn locks_list(
 
 pub(crate) async fn lock_get(
     State(app): State<AppState>,
-    Path(resource): Path<String>,
+    ApiPath(resource): ApiPath<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
 ) -> Result<Response, ApiError> {
     check_id("resource", &resource)?;
@@ -487,8 +486,8 @@ pub(crate) fn agent_deregister(
 
 pub(crate) async fn agent_heartbeat(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<BranchQuery>,
     _: crate::extract::EmptyBody,
 ) -> Result<Response, ApiError> {

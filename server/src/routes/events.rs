@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use super::common::WriteInput;
 use crate::app::{AppState, BranchQuery};
 use crate::engine::{AppendItem, Committed, Engine, Status, WriteCommand, WriteResponse};
 use crate::error::{from_json_error, ApiError};
-use crate::extract::{check_id, ApiQuery};
+use crate::extract::{check_id, ApiPath, ApiQuery};
 use crate::filter::EventFilter;
 use crate::limits::{
     REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL,
@@ -188,7 +188,7 @@ pub struct StreamQuery {
 /// exist, so a client can start a conditional append from it).
 pub async fn read_stream(
     State(app): State<AppState>,
-    Path(stream): Path<String>,
+    ApiPath(stream): ApiPath<String>,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
     check_id("stream", &stream)?;
@@ -312,7 +312,7 @@ impl EventsQuery {
             ));
         }
         let from = match last_event_id {
-            Some(seen) => seen + 1,
+            Some(seen) => seen.saturating_add(1),
             None => self.from.unwrap_or(1).max(1),
         };
         let filter = EventFilter {
@@ -338,21 +338,7 @@ pub async fn read_events(
         .get(header::ACCEPT)
         .and_then(|accept| accept.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
-    let last_event_id = match headers.get("last-event-id") {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::malformed(
-                        "invalid_last_event_id",
-                        "Last-Event-ID must be a seq (a whole number)",
-                    )
-                })?,
-        ),
-    };
+    let last_event_id = last_event_id(&headers, &app.engine)?;
     let (filter, limit) = query.filter(last_event_id)?;
     if let Some(branch) = &filter.branch {
         app.require_branch(branch).await?;
@@ -362,6 +348,36 @@ pub async fn read_events(
     } else {
         Ok(replay(app.engine.clone(), filter, limit))
     }
+}
+
+/// The seq an SSE feed resumes after (`Last-Event-ID`), if the header is there: 400
+/// `invalid_last_event_id` unless it is a whole number no greater than the head, which it
+/// names. A client has only seen events up to the head, so a resume point beyond it is a
+/// mistake (a feed of another server, a corrupted id) that waiting would hide.
+pub fn last_event_id(headers: &HeaderMap, engine: &Engine) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let head = engine.reader().head().map_or(0, Seq::get);
+    let seen = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::malformed(
+                "invalid_last_event_id",
+                "Last-Event-ID must be a seq (a whole number)",
+            )
+            .with("head", head)
+        })?;
+    if seen > head {
+        return Err(ApiError::malformed(
+            "invalid_last_event_id",
+            format!("Last-Event-ID {seen} is beyond the head ({head}): this server never sent it"),
+        )
+        .with("head", head));
+    }
+    Ok(Some(seen))
 }
 
 /// Starts an SSE subscription.
@@ -413,6 +429,25 @@ impl SubscriberGauge {
             } else {
                 gauge.dec();
             }
+        }
+    }
+}
+
+/// Sends one event to the subscriber's connection. A full buffer means the client reads
+/// slower than events commit: the subscriber counts as lagging from then until it has
+/// caught up with the live feed again (issue 9: a subscriber that only counted as lagging
+/// once the live feed had left it behind never counted while it waited for its client).
+async fn deliver(
+    sender: &mpsc::Sender<SseEvent>,
+    event: SseEvent,
+    gauge: &mut SubscriberGauge,
+) -> Result<(), Stop> {
+    match sender.try_send(event) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Done),
+        Err(mpsc::error::TrySendError::Full(event)) => {
+            gauge.set_lagging(true);
+            sender.send(event).await.map_err(|_| Stop::Done)
         }
     }
 }
@@ -474,6 +509,7 @@ async fn follow(
     let mut live = engine.hub().subscribe();
     let mut cursor = filter.from;
     let mut announced = false;
+    let mut head = 0;
     let _: Result<(), Stop> = async {
         loop {
             // Catch-up: everything durable from the cursor on is on disk.
@@ -481,7 +517,7 @@ async fn follow(
                 if *shutdown.borrow() || filter.is_past_end(cursor) {
                     return Err(Stop::Done);
                 }
-                let head = engine.reader().head().map_or(0, Seq::get);
+                head = engine.reader().head().map_or(0, Seq::get);
                 if cursor > head {
                     break;
                 }
@@ -497,7 +533,7 @@ async fn follow(
                     if filter.matches(&envelope) && predicate(&envelope) {
                         let event =
                             sse_event(envelope.seq, &envelope.event_type, &envelope.to_json());
-                        sender.send(event).await.map_err(|_| Stop::Done)?;
+                        deliver(&sender, event, &mut gauge).await?;
                     }
                     if filter.is_past_end(cursor) {
                         return Err(Stop::Done);
@@ -507,11 +543,10 @@ async fn follow(
             gauge.set_lagging(false);
             if !announced {
                 announced = true;
-                let data = format!("{{\"head\":{}}}", cursor - 1);
-                sender
-                    .send(SseEvent::default().event("caught_up").data(data))
-                    .await
-                    .map_err(|_| Stop::Done)?;
+                // The head itself, also when `from` lies beyond it.
+                let data = format!("{{\"head\":{}}}", cursor.saturating_sub(1).min(head));
+                let marker = SseEvent::default().event("caught_up").data(data);
+                deliver(&sender, marker, &mut gauge).await?;
             }
             // Live: batches arrive in seq order right after they are durable.
             loop {
@@ -540,11 +575,14 @@ async fn follow(
                             {
                                 let event =
                                     sse_event(seq, &committed.envelope.event_type, &committed.json);
-                                sender.send(event).await.map_err(|_| Stop::Done)?;
+                                deliver(&sender, event, &mut gauge).await?;
                             }
                             if filter.is_past_end(cursor) {
                                 return Err(Stop::Done);
                             }
+                        }
+                        if live.is_empty() {
+                            gauge.set_lagging(false); // Nothing committed is waiting for it.
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {

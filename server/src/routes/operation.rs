@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, State};
 use axum::routing::{get, on, MethodFilter, MethodRouter};
 use serde::de::DeserializeOwned;
@@ -116,8 +117,10 @@ pub type ViewFn = fn(&BranchState, &str) -> Result<Value, Rejection>;
 pub fn entity(view: ViewFn) -> MethodRouter<AppState> {
     get(
         move |State(app): State<AppState>,
-              params: RawPathParams,
+              params: Result<RawPathParams, RawPathParamsRejection>,
               ApiQuery(query): ApiQuery<ReadQuery>| async move {
+            let params = params
+                .map_err(|rejection| ApiError::malformed("invalid_path", rejection.body_text()))?;
             let (name, id) = params
                 .iter()
                 .next()

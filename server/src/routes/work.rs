@@ -12,7 +12,7 @@
 //! - Lists answer `{"<plural>": [...]}`; task lists leave out each task's `history`,
 //!   which `GET /v1/tasks/{id}` shows.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -32,9 +32,10 @@ use super::common::{
     WriteInput,
 };
 use crate::app::{AppState, BranchQuery, PreparedWrite};
+use crate::auth::Principal;
 use crate::engine::{Committed, Responder, Status, WriteCommand, WriteResponse};
 use crate::error::ApiError;
-use crate::extract::{check_id, ApiQuery};
+use crate::extract::{check_id, ApiPath, ApiQuery};
 use crate::filter::EventFilter;
 use crate::refusal::Refusal;
 use crate::routes::events;
@@ -733,11 +734,13 @@ pub(crate) struct InboxQuery {
 /// leaves out the messages the agent had acked when it subscribed.
 pub(crate) async fn inbox(
     State(app): State<AppState>,
-    Path(agent): Path<String>,
+    principal: Principal,
+    ApiPath(agent): ApiPath<String>,
     ApiQuery(query): ApiQuery<InboxQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_id("id", &agent)?;
+    principal.require_reading_inbox_of(&agent)?;
     let unacked = query.unacked.unwrap_or(false);
     let wants_sse = headers
         .get(header::ACCEPT)
@@ -773,21 +776,7 @@ pub(crate) async fn inbox(
             "at does not apply to a live inbox; use from".into(),
         ));
     }
-    let last_event_id = match headers.get("last-event-id") {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::malformed(
-                        "invalid_last_event_id",
-                        "Last-Event-ID must be a seq (a whole number)",
-                    )
-                })?,
-        ),
-    };
+    let last_event_id = events::last_event_id(&headers, &app.engine)?;
     let branch = BranchQuery {
         branch: query.branch,
     }
@@ -817,7 +806,9 @@ pub(crate) async fn inbox(
     };
     let types = EventFilter::parse_types("message.sent")?;
     let filter = EventFilter {
-        from: last_event_id.map_or(query.from.unwrap_or(1).max(1), |seen| seen + 1),
+        from: last_event_id.map_or(query.from.unwrap_or(1).max(1), |seen| {
+            seen.saturating_add(1)
+        }),
         until: None,
         types: Some(types),
         stream_prefix: Some("message/".into()),
@@ -890,7 +881,7 @@ pub(crate) async fn sessions_list(
 
 pub(crate) async fn session_report(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
 ) -> Result<Response, ApiError> {
     check_id("id", &id)?;
@@ -922,7 +913,7 @@ pub(crate) struct SessionEventsQuery {
 /// its session even when the write names none, so the export holds the whole workflow.
 pub(crate) async fn session_events(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<SessionEventsQuery>,
 ) -> Result<Response, ApiError> {
     check_id("id", &id)?;

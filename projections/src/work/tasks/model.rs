@@ -194,6 +194,15 @@ pub struct Task {
 }
 
 impl Task {
+    /// The agent that created the task: the actor of its `task.created`, the first entry of
+    /// its history.
+    pub fn creator(&self) -> Option<&str> {
+        self.history
+            .first()
+            .filter(|entry| entry.event_type == "task.created")
+            .map(|entry| entry.actor.as_str())
+    }
+
     /// Whether the task is in the pending index: pending and not being auctioned.
     pub fn is_claimable(&self) -> bool {
         self.status == TaskStatus::Pending && !self.auction_open()

@@ -1,0 +1,242 @@
+//! Strict JSON for request bodies (issue 9): the nesting depth is checked on the raw bytes
+//! before any tree is built, so a body nested 100,000 levels deep costs one pass over its
+//! bytes and is refused as too deep (not as malformed, which is what serde_json's own
+//! recursion limit made of it); and a key repeated in one object is refused instead of
+//! letting the last one win silently.
+
+use std::cell::RefCell;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// serde_json refuses input nested 128 levels deep or more with a syntax error; the depth
+/// limit must stay below it so that the scan, not serde_json, decides what is too deep.
+const SERDE_JSON_RECURSION_LIMIT: usize = 128;
+
+const _: () = assert!(swarmlog_projections::limits::JSON_DEPTH_MAX < SERDE_JSON_RECURSION_LIMIT);
+
+/// Why a body is not acceptable JSON.
+#[derive(Debug)]
+pub enum JsonError {
+    /// It nests deeper than `limit` levels.
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// An object has `key` twice.
+    DuplicateKey {
+        /// The key, as decoded.
+        key: String,
+        /// The line of the second occurrence (from 1).
+        line: usize,
+        /// The column just after the second occurrence (from 1).
+        column: usize,
+    },
+    /// It is not JSON at all.
+    Syntax(serde_json::Error),
+}
+
+/// Whether `raw` nests arrays and objects more than `most` levels deep: a `{` or `[`
+/// outside a string opens a level, a `}` or `]` closes one. Exact for valid JSON; for
+/// anything else it errs towards "not too deep" and leaves the verdict to the parser.
+pub fn nests_deeper_than(raw: &[u8], most: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in raw {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > most {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parses a request body: at most `depth_max` levels deep, each key once per object.
+pub fn parse(raw: &[u8], depth_max: usize) -> Result<Value, JsonError> {
+    if nests_deeper_than(raw, depth_max) {
+        return Err(JsonError::TooDeep { limit: depth_max });
+    }
+    let duplicate = RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(raw);
+    let parsed = StrictValue {
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|value| deserializer.end().map(|()| value));
+    parsed.map_err(|error| match duplicate.into_inner() {
+        Some(key) => JsonError::DuplicateKey {
+            key,
+            line: error.line(),
+            column: error.column(),
+        },
+        None => JsonError::Syntax(error),
+    })
+}
+
+/// Checks a body the way [`parse`] does without keeping the tree, for bodies another
+/// parser reads (the MCP transport's). A body that is not JSON at all passes: its own
+/// parser answers for that.
+pub fn check(raw: &[u8], depth_max: usize) -> Result<(), JsonError> {
+    match parse(raw, depth_max) {
+        Ok(_) | Err(JsonError::Syntax(_)) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Builds a [`Value`] like serde_json's own, but remembers the first key an object repeats
+/// (in `duplicate`) and stops there.
+#[derive(Clone, Copy)]
+struct StrictValue<'a> {
+    duplicate: &'a RefCell<Option<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        // JSON text has no NaN or infinity, so every parsed float is a number.
+        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(sequence.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = sequence.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                let message = format!("duplicate key '{key}'");
+                *self.duplicate.borrow_mut() = Some(key);
+                return Err(de::Error::custom(message));
+            }
+            let value = access.next_value_seed(self)?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_depth(text: &str, most: usize) -> bool {
+        let deeper = nests_deeper_than(text.as_bytes(), most);
+        if let Ok(value) = serde_json::from_str::<Value>(text) {
+            assert_eq!(
+                deeper,
+                swarmlog_projections::limits::json_depth(&value) > most,
+                "the scan agrees with the tree on {text}"
+            );
+        }
+        deeper
+    }
+
+    #[test]
+    fn the_scan_counts_levels_outside_strings_only() {
+        assert!(!check_depth("1", 0));
+        assert!(check_depth("[]", 0));
+        assert!(!check_depth("[[1],{\"a\":[2]}]", 3));
+        assert!(check_depth("[[1],{\"a\":[2]}]", 2));
+        assert!(!check_depth(r#"{"a":"[[[[{{{{"}"#, 1));
+        assert!(!check_depth(r#"{"a":"\"[[[[\\"}"#, 1));
+        assert!(check_depth(r#"{"a\"":[["\\",[]]]}"#, 3));
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(nests_deeper_than(deep.as_bytes(), 64));
+        assert!(nests_deeper_than("[".repeat(65).as_bytes(), 64));
+    }
+
+    #[test]
+    fn parse_refuses_depth_and_duplicates_and_keeps_everything_else() {
+        let deep = format!("{}1{}", "[".repeat(1_000), "]".repeat(1_000));
+        assert!(matches!(
+            parse(deep.as_bytes(), 64),
+            Err(JsonError::TooDeep { limit: 64 })
+        ));
+        match parse(br#"{"a":{"b":1,"c":[{"b":2,"b":3}]}}"#, 64) {
+            Err(JsonError::DuplicateKey { key, line, .. }) => {
+                assert_eq!((key.as_str(), line), ("b", 1));
+            }
+            other => panic!("not a duplicate: {other:?}"),
+        }
+        match parse(br#"{"caf\u00e9":1,"caf\u00c3\u00a9":2,"caf\u00e9":3}"#, 64) {
+            Err(JsonError::DuplicateKey { key, .. }) => assert_eq!(key, "café"),
+            other => panic!("not a duplicate: {other:?}"),
+        }
+        assert!(matches!(
+            parse(b"{\"a\":1} x", 64),
+            Err(JsonError::Syntax(_))
+        ));
+        assert!(matches!(parse(b"{\"a\":", 64), Err(JsonError::Syntax(_))));
+        let text = r#"{"n":-1,"u":18446744073709551615,"f":1.5,"s":"x\n","z":null,"t":true,"a":[{},[]],"k":{"k":{"k":1}}}"#;
+        assert_eq!(
+            parse(text.as_bytes(), 64).expect("valid"),
+            serde_json::from_str::<Value>(text).expect("valid")
+        );
+        assert!(check(b"not json", 64).is_ok());
+        assert!(check(br#"{"a":1,"a":2}"#, 64).is_err());
+    }
+}
