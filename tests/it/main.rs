@@ -19,6 +19,7 @@ mod errors;
 mod events;
 mod locks;
 mod messages;
+mod network;
 mod openapi;
 mod patterns;
 mod recipes;

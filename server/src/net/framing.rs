@@ -115,11 +115,12 @@ impl FramingCheck {
         let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS_MAX];
         let mut request = httparse::Request::new(&mut headers);
         let length = match request.parse(&self.pending) {
-            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Complete(length)) if length <= REQUEST_HEAD_BYTES_MAX => length,
             Ok(httparse::Status::Partial) if self.pending.len() <= REQUEST_HEAD_BYTES_MAX => {
                 return HeadStep::Partial
             }
-            Ok(httparse::Status::Partial) | Err(_) => {
+            // Too long or not HTTP: hyper answers 431 or 400 and closes the connection.
+            Ok(_) | Err(_) => {
                 self.stop();
                 return HeadStep::Partial;
             }
