@@ -134,7 +134,8 @@ fn connections_max(network: &NetworkConfig) -> Result<NonZeroUsize, ServeError> 
     let requested = network.connections_max.get();
     let soft = match net::descriptors::raise_soft_limit() {
         Ok(limit) => {
-            let shown = |value: Option<u64>| value.map_or("unlimited".to_owned(), |v| v.to_string());
+            let shown =
+                |value: Option<u64>| value.map_or("unlimited".to_owned(), |v| v.to_string());
             tracing::info!(
                 before = limit.soft_before,
                 soft = %shown(limit.soft),

@@ -153,4 +153,7 @@ pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
 pub const SHUTDOWN_DROP_WAIT: Duration = Duration::from_secs(1);
 
 const _: () = assert!(CONNECTIONS_MAX_DEFAULT <= CONNECTIONS_MAX_LIMIT);
-const _: () = assert!(REQUEST_HEAD_BYTES_MAX >= 8192, "hyper's smallest read buffer");
+const _: () = assert!(
+    REQUEST_HEAD_BYTES_MAX >= 8192,
+    "hyper's smallest read buffer"
+);

@@ -167,9 +167,12 @@ impl Shared {
     fn deadline(&self, config: &NetworkConfig) -> Option<(Instant, Expiry)> {
         let activity = self.activity();
         if activity.in_flight > 0 {
-            return activity
-                .body_pending
-                .then(|| (activity.last_read + config.idle_timeout, Expiry::BodyStalled));
+            return activity.body_pending.then(|| {
+                (
+                    activity.last_read + config.idle_timeout,
+                    Expiry::BodyStalled,
+                )
+            });
         }
         if activity.draining {
             return Some((Instant::now(), Expiry::Draining));
@@ -455,10 +458,7 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.stream).poll_flush(context)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(context)
     }
 }

@@ -75,7 +75,10 @@ impl FramingCheck {
                 Expect::Stopped => return None,
                 Expect::Head => match self.head(bytes) {
                     HeadStep::Partial => bytes.len(),
-                    HeadStep::Complete { consumed, ambiguous } => {
+                    HeadStep::Complete {
+                        consumed,
+                        ambiguous,
+                    } => {
                         if ambiguous {
                             return Some(self.heads - 1);
                         }
@@ -198,7 +201,9 @@ fn framing(request: &httparse::Request<'_, '_>) -> Framing {
             return Framing::Unknown;
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             let last = header.value.rsplit(|byte| *byte == b',').next();
-            chunked = Some(last.is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked")));
+            chunked = Some(
+                last.is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+            );
         } else if header.name.eq_ignore_ascii_case("content-length") {
             match (decimal(header.value), length) {
                 (Some(value), None) => length = Some(value),
@@ -254,9 +259,7 @@ mod tests {
     /// Feeds `input` in pieces of `piece` bytes; returns the ambiguous head found.
     fn check(input: &[u8], piece: usize) -> Option<u64> {
         let mut framing = FramingCheck::new();
-        input
-            .chunks(piece)
-            .find_map(|bytes| framing.observe(bytes))
+        input.chunks(piece).find_map(|bytes| framing.observe(bytes))
     }
 
     /// Every piece size finds the same answer.
@@ -308,7 +311,10 @@ mod tests {
         let upgrade = b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n";
         assert_eq!(check_all_pieces(&[&upgrade[..], AMBIGUOUS].concat()), None);
         let bad_chunk = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        assert_eq!(check_all_pieces(&[&bad_chunk[..], AMBIGUOUS].concat()), None);
+        assert_eq!(
+            check_all_pieces(&[&bad_chunk[..], AMBIGUOUS].concat()),
+            None
+        );
         let garbage = b"\x00\x01 not http\r\n\r\n";
         assert_eq!(check_all_pieces(&[&garbage[..], AMBIGUOUS].concat()), None);
     }

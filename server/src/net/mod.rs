@@ -28,9 +28,9 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::error::ApiError;
 use crate::limits::{
-    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT, HEADER_TIMEOUT_DEFAULT,
-    IDLE_TIMEOUT_DEFAULT, REFUSALS_IN_FLIGHT_MAX, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER,
-    SHUTDOWN_DROP_WAIT, SHUTDOWN_TIMEOUT_DEFAULT,
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT,
+    HEADER_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT, REFUSALS_IN_FLIGHT_MAX, REFUSAL_DRAIN_BYTES_MAX,
+    REFUSAL_LINGER, SHUTDOWN_DROP_WAIT, SHUTDOWN_TIMEOUT_DEFAULT,
 };
 
 /// The settings of the network edge (`serve`'s flags).
@@ -229,7 +229,8 @@ async fn drain(
     stats: &NetworkStats,
 ) {
     // Every permit back means every connection task has ended.
-    let all = u32::try_from(connections_max).expect("a cap of at most CONNECTIONS_MAX_LIMIT fits in u32");
+    let all =
+        u32::try_from(connections_max).expect("a cap of at most CONNECTIONS_MAX_LIMIT fits in u32");
     phase.send_replace(Phase::Draining);
     let open = connections_max - connections.available_permits();
     tracing::info!(open, "stopped accepting; letting in-flight requests finish");
