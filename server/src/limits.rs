@@ -112,7 +112,7 @@ pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
 pub const DESCRIPTORS_RESERVED: u64 = 64;
 
 /// Connections past the cap that are answered 503 at the same time. Each holds its
-/// descriptor for at most [`REFUSAL_LINGER`]; past this many a new connection is closed
+/// descriptor for at most [`CLOSE_LINGER`]; past this many a new connection is closed
 /// without an answer, so a flood cannot spend the descriptors reserved for the log.
 pub const REFUSALS_IN_FLIGHT_MAX: usize = 16;
 
@@ -120,12 +120,16 @@ pub const REFUSALS_IN_FLIGHT_MAX: usize = 16;
 /// refuses to start rather than run a server that turns away nearly everyone.
 pub const CONNECTIONS_MIN: u64 = 8;
 
-/// How long a refused connection is kept to send its 503 and read what the client sent
-/// (closing a socket with unread bytes resets it, and the client would lose the answer).
-pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// How long a connection the server closes is kept to read (and drop) what the client is
+/// still sending: closing a socket with unread bytes resets it, and the client may lose
+/// the answer it was sent (a 503 for a refused connection, a 413 sent before the body).
+/// A second is enough to take several megabytes on any link where a body of that size
+/// is sent at all.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Bytes of a refused connection's request read and discarded before it is closed.
-pub const REFUSAL_DRAIN_BYTES_MAX: usize = 64 * 1024;
+/// Most bytes read and dropped while lingering: more than the largest body limit's
+/// worth, so a client that sends a too-large body before reading gets its 413.
+pub const CLOSE_DRAIN_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// The first pause of the accept loop after an error such as EMFILE (no descriptor for
 /// the new socket); it doubles up to [`ACCEPT_BACKOFF_MAX`] while the error lasts, so the

@@ -318,7 +318,8 @@ async fn half_closed_sockets_get_their_answer_or_are_closed() {
         closed_within(&mut partial_head, Duration::from_secs(10)),
         "a half-closed partial head is closed"
     );
-    // Half a body, then the sending side shut: refused or closed, and nothing written.
+    // Half a body, then the sending side shut: told so (it was answered 413 before, as if
+    // the body were too large), closed, and nothing written.
     let mut partial_body = connect(&server);
     partial_body
         .write_all(
@@ -327,6 +328,9 @@ async fn half_closed_sockets_get_their_answer_or_are_closed() {
         )
         .expect("sent");
     partial_body.shutdown(Shutdown::Write).expect("half-closed");
+    let answer = read_answer(&mut partial_body);
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "incomplete_body");
     assert!(
         closed_within(&mut partial_body, Duration::from_secs(10)),
         "a half-closed partial body is closed"
@@ -593,6 +597,29 @@ async fn expect_100_continue_over_the_body_limit_gets_413_without_continue() {
     assert_eq!(read_answer(&mut stream).status, 100);
     stream.write_all(event.as_bytes()).expect("sent");
     assert_eq!(read_answer(&mut stream).status, 201);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_a_body_over_the_limit_before_reading_gets_its_413() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let mut stream = connect(&server);
+    let length = 10 * 1024 * 1024;
+    write!(
+        stream,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
+    .expect("sent");
+    // The server answers at the head and closes, but reads what is still coming first: a
+    // close on unread bytes would reset the connection under the client's feet.
+    stream
+        .write_all(&vec![b' '; length])
+        .expect("the whole body is taken, not reset");
+    let answer = read_answer(&mut stream);
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.error_code(), "payload_too_large");
+    assert!(closed_within(&mut stream, Duration::from_secs(5)));
 }
 
 #[tokio::test]

@@ -18,8 +18,16 @@
 //! body has been sent or dropped. During a shutdown a connection with no request in
 //! flight is closed at once, and one with a request in flight is closed when its answer is
 //! done (hyper sends that answer with `Connection: close`).
+//!
+//! When hyper is done with a connection (the client closed it, or an answer said
+//! `Connection: close`), the server ends its sending side and reads what the client still
+//! sends for a moment before it closes ([`super::linger`]): a 413 answered before a
+//! too-large body was read would otherwise be lost in the reset that closing on unread
+//! bytes causes. A connection closed by a timeout or at the shutdown deadline is closed at
+//! once.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -222,9 +230,12 @@ pub(super) async fn serve(
     });
     let service_shared = shared.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        handle(router.clone(), service_shared.clone(), request)
+        // Boxed so that the connection is Unpin and can be polled without shutting down.
+        let answer: Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(handle(router.clone(), service_shared.clone(), request));
+        answer
     });
-    let connection = hyper::server::conn::http1::Builder::new()
+    let mut connection = hyper::server::conn::http1::Builder::new()
         // Off: see the module comment; the watchdog measures the header timeout.
         .header_read_timeout(None)
         // A client that shuts down its sending side after a complete request still gets
@@ -232,22 +243,23 @@ pub(super) async fn serve(
         .half_close(true)
         .max_buf_size(REQUEST_HEAD_BYTES_MAX)
         .serve_connection(io, service);
-    tokio::pin!(connection);
     let watchdog = watchdog(&shared, &config);
     tokio::pin!(watchdog);
     let mut draining = false;
-    loop {
+    let finished = loop {
         tokio::select! {
-            result = connection.as_mut() => {
+            result = std::future::poll_fn(|context| connection.poll_without_shutdown(context)) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
                 }
-                break;
+                break true;
             }
             expiry = &mut watchdog => {
                 tracing::debug!(?expiry, "closing the connection");
-                stats.record_expiry();
-                break;
+                if expiry != Expiry::Draining {
+                    stats.record_expiry();
+                }
+                break false;
             }
             changed = phase.changed() => {
                 let phase = changed.map_or(Phase::Closing, |()| *phase.borrow_and_update());
@@ -256,15 +268,29 @@ pub(super) async fn serve(
                     Phase::Draining if !draining => {
                         draining = true;
                         shared.begin_draining();
-                        connection.as_mut().graceful_shutdown();
+                        Pin::new(&mut connection).graceful_shutdown();
                     }
                     Phase::Draining => {}
-                    Phase::Closing => break,
+                    Phase::Closing => break false,
                 }
             }
         }
+    };
+    if finished {
+        // hyper is done with the connection: its last answer is sent, and the client may
+        // still be sending (a body refused before it was read).
+        let stream = connection.into_parts().io.into_inner().stream;
+        tokio::select! {
+            () = super::linger(stream) => {}
+            () = closing(&mut phase) => {}
+        }
     }
     drop(permit);
+}
+
+/// Resolves when the shutdown deadline passes.
+async fn closing(phase: &mut watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|phase| *phase == Phase::Closing).await;
 }
 
 /// Answers one request: the framing refusals first, then the router.

@@ -28,9 +28,9 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::error::ApiError;
 use crate::limits::{
-    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT,
-    HEADER_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT, REFUSALS_IN_FLIGHT_MAX, REFUSAL_DRAIN_BYTES_MAX,
-    REFUSAL_LINGER, SHUTDOWN_DROP_WAIT, SHUTDOWN_TIMEOUT_DEFAULT,
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CLOSE_DRAIN_BYTES_MAX, CLOSE_LINGER,
+    CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT, HEADER_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT,
+    REFUSALS_IN_FLIGHT_MAX, SHUTDOWN_DROP_WAIT, SHUTDOWN_TIMEOUT_DEFAULT,
 };
 
 /// The settings of the network edge (`serve`'s flags).
@@ -277,9 +277,7 @@ fn log_accept_error(error: &std::io::Error) {
     }
 }
 
-/// Answers a connection past the cap with 503 `too_many_connections`, then reads what the
-/// client sent until it closes (closing on unread bytes would reset the connection and
-/// lose the answer), for at most [`REFUSAL_LINGER`].
+/// Answers a connection past the cap with 503 `too_many_connections`, then closes it.
 async fn refuse(mut stream: TcpStream, limit: usize) {
     let body = ApiError::too_many_connections(limit).body().to_string();
     let answer = format!(
@@ -287,12 +285,22 @@ async fn refuse(mut stream: TcpStream, limit: usize) {
          content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-        stream.write_all(answer.as_bytes()).await?;
+    let sent = tokio::time::timeout(CLOSE_LINGER, stream.write_all(answer.as_bytes())).await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger(stream).await;
+    }
+}
+
+/// Closes a connection after its last answer: ends the sending side, then reads and drops
+/// what the client still sends until it closes, for at most [`CLOSE_LINGER`] and
+/// [`CLOSE_DRAIN_BYTES_MAX`] (closing on unread bytes would reset the connection, and the
+/// client could lose the answer before reading it).
+pub(crate) async fn linger(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
         stream.shutdown().await?;
-        let mut buffer = [0u8; 4096];
+        let mut buffer = vec![0u8; 64 * 1024];
         let mut drained = 0;
-        while drained < REFUSAL_DRAIN_BYTES_MAX {
+        while drained < CLOSE_DRAIN_BYTES_MAX {
             match stream.read(&mut buffer).await? {
                 0 => break,
                 read => drained += read,
