@@ -53,9 +53,8 @@ fn connect(server: &Server) -> TcpStream {
     stream
 }
 
-/// Reads one answer: the head byte by byte (so nothing of a later answer is consumed),
-/// then `Content-Length` bytes of body.
-fn read_answer(stream: &mut TcpStream) -> Answer {
+/// Reads an answer's head byte by byte, so nothing after it is consumed.
+fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -63,7 +62,12 @@ fn read_answer(stream: &mut TcpStream) -> Answer {
         assert_eq!(read, 1, "the connection closed before an answer: {head:?}");
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).expect("an ASCII head");
+    String::from_utf8(head).expect("an ASCII head")
+}
+
+/// Reads one answer: its head, then `Content-Length` bytes of body.
+fn read_answer(stream: &mut TcpStream) -> Answer {
+    let head = read_head(stream);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("a status line");
     let status: u16 = status_line
@@ -534,6 +538,13 @@ async fn shutdown_answers_what_finishes_and_drops_the_rest_at_the_deadline() {
     stalled.write_all(head.as_bytes()).expect("sent");
     let mut finishing = connect(&server);
     finishing.write_all(head.as_bytes()).expect("sent");
+    // An SSE stream, which the shutdown ends.
+    let mut subscription = connect(&server);
+    subscription
+        .write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .expect("sent");
+    let streaming = read_head(&mut subscription);
+    assert!(streaming.starts_with("HTTP/1.1 200"), "{streaming}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     server.terminate();
@@ -559,6 +570,16 @@ async fn shutdown_answers_what_finishes_and_drops_the_rest_at_the_deadline() {
     );
     assert!(closed_within(&mut waiting, Duration::from_secs(1)));
     assert!(closed_within(&mut stalled, Duration::from_secs(1)));
+    // The stream was ended, not cut: its chunked body has its last chunk.
+    let mut rest = Vec::new();
+    subscription
+        .read_to_end(&mut rest)
+        .expect("the stream ends with the connection");
+    assert!(
+        rest.ends_with(b"0\r\n\r\n"),
+        "the SSE body ends with its last chunk: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
     let server = Server::start(dir.path(), &[]).await;
     let expected = if written { 11 } else { 10 };
     assert_eq!(server.replay("?stream=deadline").await.len(), expected);

@@ -34,6 +34,14 @@ pub struct TooFewDescriptors {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: the soft limit is often 1,024 while
 /// the hard one allows far more, and a server should not need its operator to know that.
+#[cfg(not(unix))]
+pub fn raise_soft_limit() -> std::io::Result<DescriptorLimit> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: the soft limit is often 1,024 while
+/// the hard one allows far more, and a server should not need its operator to know that.
+#[cfg(unix)]
 pub fn raise_soft_limit() -> std::io::Result<DescriptorLimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -269,7 +269,10 @@ fn is_connection_error(error: &std::io::Error) -> bool {
 }
 
 fn log_accept_error(error: &std::io::Error) {
+    #[cfg(unix)]
     let exhausted = matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    #[cfg(not(unix))]
+    let exhausted = false;
     if exhausted {
         tracing::warn!(%error, "out of file descriptors: cannot accept connections; backing off");
     } else {
