@@ -231,6 +231,43 @@ async fn idle_connections_are_closed_after_the_idle_timeout_while_others_are_ser
 }
 
 #[tokio::test]
+async fn a_request_body_that_stops_is_closed_after_the_idle_timeout() {
+    let dir = data_dir();
+    let mut server = Server::start(
+        dir.path(),
+        &["--idle-timeout-ms", "300", "--header-timeout-ms", "60000"],
+    )
+    .await;
+    unpooled(&mut server);
+    let head_before = server.head().await;
+    let event = json!({"type": "test.event", "stream": "slow-body"}).to_string();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        event.len()
+    );
+    // A body that keeps coming, a byte every 50 ms, takes longer than the timeout: served.
+    let mut slow = connect(&server);
+    slow.write_all(head.as_bytes()).expect("sent");
+    for byte in event.as_bytes() {
+        slow.write_all(&[*byte]).expect("the slow body is taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read_answer(&mut slow).status, 201);
+    // A body that stops halfway is closed, unanswered, and writes nothing.
+    let mut stopped = connect(&server);
+    stopped.write_all(head.as_bytes()).expect("sent");
+    stopped
+        .write_all(&event.as_bytes()[..10])
+        .expect("half the body is sent");
+    assert!(
+        closed_within(&mut stopped, Duration::from_secs(10)),
+        "a body that stopped is still waited for long after the idle timeout"
+    );
+    assert_eq!(server.head().await, head_before + 1);
+}
+
+#[tokio::test]
 async fn sse_streams_and_waiting_requests_outlive_the_timeouts() {
     let dir = data_dir();
     let mut server = Server::start(

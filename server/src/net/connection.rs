@@ -10,8 +10,8 @@
 //! - no request in flight and no byte of a new one: the idle timeout;
 //! - the first byte of a head read, the head not yet dispatched: the header timeout,
 //!   counted from that byte (a slowloris client trickling header lines);
-//! - a request in flight whose body is still expected: the idle timeout again, counted
-//!   from the last byte read (a client that stops sending its body);
+//! - a request in flight whose handler waits for body bytes: the idle timeout again,
+//!   counted from the last byte read (a client that stops sending its body);
 //! - a request in flight otherwise (an SSE stream, a lock `wait_ms`): no timeout.
 //!
 //! A request is in flight from the moment hyper dispatches its head until its answer's
@@ -69,8 +69,11 @@ enum Expiry {
 struct Activity {
     /// Requests dispatched and not yet answered in full (one at a time in HTTP/1.1).
     in_flight: usize,
-    /// Whether the request in flight still expects body bytes.
-    body_pending: bool,
+    /// Whether the handler of the request in flight waits for body bytes that have not
+    /// come (its last poll of the body found none).
+    body_wanted: bool,
+    /// When the handler began to wait for body bytes.
+    body_wanted_since: Instant,
     /// When the connection last had no request in flight.
     idle_since: Instant,
     /// When the first byte of the next head arrived, if one did.
@@ -99,7 +102,8 @@ impl Shared {
         Shared {
             activity: Mutex::new(Activity {
                 in_flight: 0,
-                body_pending: false,
+                body_wanted: false,
+                body_wanted_since: now,
                 idle_since: now,
                 head_started: None,
                 last_read: now,
@@ -134,11 +138,11 @@ impl Shared {
     }
 
     /// hyper dispatched a request; returns its index.
-    fn begin_request(&self, body_pending: bool) -> u64 {
+    fn begin_request(&self) -> u64 {
         let mut activity = self.activity();
         activity.in_flight += 1;
         activity.head_started = None;
-        activity.body_pending = body_pending;
+        activity.body_wanted = false;
         let index = activity.dispatched;
         activity.dispatched += 1;
         drop(activity);
@@ -146,8 +150,18 @@ impl Shared {
         index
     }
 
-    fn end_body(&self) {
-        self.activity().body_pending = false;
+    /// The handler polled the body: `wanted` when it found no bytes and waits for more.
+    fn body_polled(&self, wanted: bool) {
+        let mut activity = self.activity();
+        let began = wanted && !activity.body_wanted;
+        activity.body_wanted = wanted;
+        if began {
+            // The stall counts from here at the earliest: hyper reads a body only while
+            // its handler asks for it.
+            activity.body_wanted_since = Instant::now();
+            drop(activity);
+            self.changed.notify_one();
+        }
     }
 
     fn end_request(&self) {
@@ -156,7 +170,7 @@ impl Shared {
         activity.in_flight -= 1;
         if activity.in_flight == 0 {
             activity.idle_since = Instant::now();
-            activity.body_pending = false;
+            activity.body_wanted = false;
         }
         drop(activity);
         self.changed.notify_one();
@@ -175,9 +189,9 @@ impl Shared {
     fn deadline(&self, config: &NetworkConfig) -> Option<(Instant, Expiry)> {
         let activity = self.activity();
         if activity.in_flight > 0 {
-            return activity.body_pending.then(|| {
+            return activity.body_wanted.then(|| {
                 (
-                    activity.last_read + config.idle_timeout,
+                    activity.last_read.max(activity.body_wanted_since) + config.idle_timeout,
                     Expiry::BodyStalled,
                 )
             });
@@ -299,8 +313,7 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Answer>, Infallible> {
-    let body_pending = !http_body::Body::is_end_stream(request.body());
-    let index = shared.begin_request(body_pending);
+    let index = shared.begin_request();
     let guard = InFlight(shared.clone());
     let limit = swarmlog_projections::limits::current().request_body_bytes_max;
     let refusal = if shared.is_ambiguous(index) {
@@ -314,7 +327,6 @@ async fn handle(
     let response = match refusal {
         Some(error) => {
             drop(request);
-            shared.end_body();
             let mut response = error.into_response();
             // The body was not read, so the connection cannot carry another request.
             response
@@ -327,7 +339,6 @@ async fn handle(
                 Body::new(Upload {
                     body,
                     shared: shared.clone(),
-                    done: !body_pending,
                 })
             });
             match router.oneshot(request).await {
@@ -388,20 +399,10 @@ impl http_body::Body for Answer {
     }
 }
 
-/// A request body that tells the watchdog when it is complete (or abandoned).
+/// A request body that tells the watchdog whether its handler waits for bytes.
 struct Upload {
     body: Incoming,
     shared: Arc<Shared>,
-    done: bool,
-}
-
-impl Upload {
-    fn finish(&mut self) {
-        if !self.done {
-            self.done = true;
-            self.shared.end_body();
-        }
-    }
 }
 
 impl http_body::Body for Upload {
@@ -413,9 +414,7 @@ impl http_body::Body for Upload {
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let frame = Pin::new(&mut self.body).poll_frame(context);
-        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.finish();
-        }
+        self.shared.body_polled(frame.is_pending());
         frame
     }
 
@@ -430,7 +429,7 @@ impl http_body::Body for Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        self.finish();
+        self.shared.body_polled(false);
     }
 }
 
