@@ -140,9 +140,9 @@ pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// The longest pause of the accept loop after an error.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Largest request head (request line and headers) in bytes, and hyper's read buffer:
-/// 64 KiB is eight times what nginx accepts by default, and bounds what a client can make
-/// the server buffer per connection before the request is dispatched.
+/// Largest request head (request line and headers) in bytes: 64 KiB is eight times what
+/// nginx accepts by default, and bounds what a client can make the server buffer per
+/// connection before the request is dispatched.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 64 * 1024;
 
 /// Most header lines in a request head (hyper's own default).
@@ -157,7 +157,3 @@ pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
 pub const SHUTDOWN_DROP_WAIT: Duration = Duration::from_secs(1);
 
 const _: () = assert!(CONNECTIONS_MAX_DEFAULT <= CONNECTIONS_MAX_LIMIT);
-const _: () = assert!(
-    REQUEST_HEAD_BYTES_MAX >= 8192,
-    "hyper's smallest read buffer"
-);

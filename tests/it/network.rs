@@ -736,6 +736,34 @@ async fn content_length_with_transfer_encoding_is_refused_and_closed() {
     );
 }
 
+/// A head over 64 KiB is refused, so that padding cannot carry an ambiguous request past
+/// the framing check (which follows heads up to that size).
+#[tokio::test]
+async fn a_request_head_over_64_kib_is_refused_431() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let mut stream = connect(&server);
+    let pad = "a".repeat(70 * 1024);
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\n\r\n"
+    )
+    .expect("sent");
+    assert_eq!(read_answer(&mut stream).status, 431);
+    let mut stream = connect(&server);
+    let pad = "a".repeat(60 * 1024);
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\n\r\n"
+    )
+    .expect("sent");
+    assert_eq!(
+        read_answer(&mut stream).status,
+        200,
+        "a head under the limit is served"
+    );
+}
+
 /// Both length headers for a chunked body, `Content-Length` first.
 fn lengths_first(chunked: &str) -> String {
     format!(

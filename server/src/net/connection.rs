@@ -49,7 +49,7 @@ use tower::ServiceExt;
 use super::framing::FramingCheck;
 use super::{NetworkConfig, NetworkStats, Phase};
 use crate::error::ApiError;
-use crate::limits::REQUEST_HEAD_BYTES_MAX;
+use crate::limits::{REQUEST_HEADERS_MAX, REQUEST_HEAD_BYTES_MAX};
 
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +255,10 @@ pub(super) async fn serve(
         // A client that shuts down its sending side after a complete request still gets
         // the answer.
         .half_close(true)
-        .max_buf_size(REQUEST_HEAD_BYTES_MAX)
+        // The framing check follows heads of this size, and hyper refuses longer ones
+        // (431), complete or not.
+        .max_header_size(REQUEST_HEAD_BYTES_MAX)
+        .max_headers(REQUEST_HEADERS_MAX)
         .serve_connection(io, service);
     let watchdog = watchdog(&shared, &config);
     tokio::pin!(watchdog);
