@@ -2,7 +2,8 @@
 //! of them past the connection cap and the file-descriptor limit, half-closed sockets,
 //! partial requests at shutdown, `Expect: 100-continue` and ambiguous request framing.
 //! The tests speak raw HTTP/1.1 over `std::net::TcpStream` where a client library would
-//! hide what the server does on the wire, and set small timeouts with `serve`'s flags.
+//! hide what the server does on the wire (with `Host: 127.0.0.1`, an address the server
+//! accepts), and set small timeouts with `serve`'s flags.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -98,7 +99,7 @@ fn read_answer(stream: &mut TcpStream) -> Answer {
 fn exchange(stream: &mut TcpStream, method: &str, path: &str, body: Option<&Value>) -> Answer {
     let body = body.map(Value::to_string).unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
@@ -168,7 +169,7 @@ async fn a_head_trickled_past_the_header_timeout_is_closed() {
     )
     .await;
     let mut slow = connect(&server);
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         .expect("the first bytes are sent");
     // One more header byte every 50 ms: the connection is never idle, its head never ends.
     let started = Instant::now();
@@ -242,7 +243,7 @@ async fn a_request_body_that_stops_is_closed_after_the_idle_timeout() {
     let head_before = server.head().await;
     let event = json!({"type": "test.event", "stream": "slow-body"}).to_string();
     let head = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
         event.len()
     );
@@ -344,7 +345,7 @@ async fn half_closed_sockets_get_their_answer_or_are_closed() {
     // A complete request, then the client shuts its sending side: it still gets its answer.
     let mut complete = connect(&server);
     complete
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("sent");
     complete.shutdown(Shutdown::Write).expect("half-closed");
     assert_eq!(read_answer(&mut complete).status, 200);
@@ -352,7 +353,7 @@ async fn half_closed_sockets_get_their_answer_or_are_closed() {
     // Half a head, then the sending side shut: closed at once, not after the timeouts.
     let mut partial_head = connect(&server);
     partial_head
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .expect("sent");
     partial_head.shutdown(Shutdown::Write).expect("half-closed");
     assert!(
@@ -364,7 +365,7 @@ async fn half_closed_sockets_get_their_answer_or_are_closed() {
     let mut partial_body = connect(&server);
     partial_body
         .write_all(
-            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
               Content-Length: 100\r\n\r\n{\"type\":\"t.x\",",
         )
         .expect("sent");
@@ -519,7 +520,7 @@ async fn shutdown_with_a_partial_request_open_exits_with_everything_on_disk() {
     }
     let mut partial = connect(&server);
     partial
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .expect("sent");
     assert!(!closed_within(&mut partial, Duration::from_millis(200)));
     // A second for the deadline, the rest is slack for a loaded machine.
@@ -557,7 +558,7 @@ async fn shutdown_answers_what_finishes_and_drops_the_rest_at_the_deadline() {
     let wait = json!({"owner": "b", "ttl_ms": 1000, "wait_ms": 600000}).to_string();
     write!(
         waiting,
-        "POST /v1/locks/deadline/acquire HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/locks/deadline/acquire HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{wait}",
         wait.len()
     )
@@ -567,7 +568,7 @@ async fn shutdown_answers_what_finishes_and_drops_the_rest_at_the_deadline() {
         json!({"type": "test.event", "stream": "deadline", "data": {"index": 10}}).to_string();
     let (first, rest) = event.split_at(10);
     let head = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{first}",
         event.len()
     );
@@ -578,7 +579,9 @@ async fn shutdown_answers_what_finishes_and_drops_the_rest_at_the_deadline() {
     // An SSE stream, which the shutdown ends.
     let mut subscription = connect(&server);
     subscription
-        .write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .expect("sent");
     let streaming = read_head(&mut subscription);
     assert!(streaming.starts_with("HTTP/1.1 200"), "{streaming}");
@@ -629,7 +632,7 @@ async fn expect_100_continue_over_the_body_limit_gets_413_without_continue() {
     let mut stream = connect(&server);
     stream
         .write_all(
-            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
               Content-Length: 10485760\r\nExpect: 100-continue\r\n\r\n",
         )
         .expect("sent");
@@ -647,7 +650,7 @@ async fn expect_100_continue_over_the_body_limit_gets_413_without_continue() {
     let mut stream = connect(&server);
     write!(
         stream,
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         event.len()
     )
@@ -665,7 +668,7 @@ async fn a_client_that_sends_a_body_over_the_limit_before_reading_gets_its_413()
     let length = 10 * 1024 * 1024;
     write!(
         stream,
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {length}\r\n\r\n"
     )
     .expect("sent");
@@ -701,7 +704,7 @@ async fn content_length_with_transfer_encoding_is_refused_and_closed() {
         let mut stream = connect(&server);
         write!(
             stream,
-            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{length}\r\n\r\n{chunked}"
+            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{length}\r\n\r\n{chunked}"
         )
         .expect("sent");
         let answer = read_answer(&mut stream);
@@ -713,12 +716,12 @@ async fn content_length_with_transfer_encoding_is_refused_and_closed() {
     // Pipelined behind a plain request: the plain one is served, the ambiguous one refused.
     let mut stream = connect(&server);
     let plain = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{event}",
         event.len()
     );
     let ambiguous = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{}\r\n\r\n{chunked}",
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{}\r\n\r\n{chunked}",
         lengths_first(&chunked)
     );
     stream
@@ -746,7 +749,7 @@ async fn a_request_head_over_64_kib_is_refused_431() {
     let pad = "a".repeat(70 * 1024);
     write!(
         stream,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\n\r\n"
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {pad}\r\n\r\n"
     )
     .expect("sent");
     assert_eq!(read_answer(&mut stream).status, 431);
@@ -754,7 +757,7 @@ async fn a_request_head_over_64_kib_is_refused_431() {
     let pad = "a".repeat(60 * 1024);
     write!(
         stream,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\n\r\n"
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {pad}\r\n\r\n"
     )
     .expect("sent");
     assert_eq!(
