@@ -63,6 +63,35 @@ impl ApiError {
         )
     }
 
+    /// 413: a request body, or its announced `Content-Length`, is over the body limit.
+    pub fn payload_too_large(limit_bytes: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit_bytes} bytes"),
+        )
+        .with("limit_bytes", limit_bytes)
+    }
+
+    /// 400: a request with both `Content-Length` and `Transfer-Encoding`, whose length a
+    /// proxy in front may read otherwise than the server (request smuggling).
+    pub fn ambiguous_length() -> Self {
+        ApiError::malformed(
+            "ambiguous_length",
+            "the request has both Content-Length and Transfer-Encoding; send only one",
+        )
+    }
+
+    /// 503: the server has as many connections open as it allows.
+    pub fn too_many_connections(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!("the server has {limit} connections open, its limit; retry later"),
+        )
+        .with("limit", limit)
+    }
+
     /// 500 for a failure inside the server (details are logged, not sent).
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "{context}");

@@ -73,17 +73,33 @@ pub async fn read_body(request: Request) -> Result<Bytes, ApiError> {
     read_limited(request.into_body()).await
 }
 
-/// Reads `body` up to the process's body limit (413 beyond).
+/// Reads `body` up to the process's body limit: 413 beyond it, 400 `incomplete_body` when
+/// the body cannot be read to its end (the client closed its side early, or sent a broken
+/// chunked encoding), which is no reason to call it too large (issue #9).
 pub async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
     let most = limits::current().request_body_bytes_max;
-    axum::body::to_bytes(body, most).await.map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {most} bytes"),
-        )
-        .with("limit_bytes", most)
+    axum::body::to_bytes(body, most).await.map_err(|error| {
+        if is_length_limit(&error) {
+            ApiError::payload_too_large(most)
+        } else {
+            ApiError::malformed(
+                "incomplete_body",
+                "the request body ended before its announced length, or its chunked encoding is invalid",
+            )
+        }
     })
+}
+
+/// Whether a body error, or one of its causes, is the body limit.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Parses a body: first as any JSON (syntax, depth checked on the raw bytes, each key once

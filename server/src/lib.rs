@@ -17,6 +17,7 @@ pub mod json;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
+pub mod net;
 pub mod openapi;
 pub mod refusal;
 pub mod routes;
@@ -24,11 +25,14 @@ pub mod snapshot;
 pub mod space;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use app::{router, router_with, RouterOptions};
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use error::ApiError;
+pub use net::NetworkConfig;
 
 /// The file in a data directory that holds the address of the server serving it, so that a
 /// command-line client given `--db DIR` can go through the server.
@@ -46,6 +50,8 @@ pub struct ServeConfig {
     /// Host names and web origins allowed besides the server's own (`--allow-host`,
     /// `--allow-origin`).
     pub http: guard::HttpPolicy,
+    /// Timeouts, the connection cap and the shutdown deadline.
+    pub network: NetworkConfig,
 }
 
 /// Why the server stopped with an error.
@@ -58,6 +64,9 @@ pub enum ServeError {
     /// Refused to listen on a non-loopback address without authentication.
     #[error("refusing to listen on {0}: without --tokens every request has admin rights, so only loopback addresses are allowed")]
     NotLoopback(SocketAddr),
+    /// The file-descriptor limit leaves too few for connections.
+    #[error(transparent)]
+    Descriptors(#[from] net::descriptors::TooFewDescriptors),
     /// Socket or file trouble.
     #[error("{context}: {source}")]
     Io {
@@ -68,9 +77,10 @@ pub enum ServeError {
     },
 }
 
-/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully: stops accepting,
-/// ends the SSE streams, finishes the queued writes and closes the log. SIGHUP reloads the
-/// tokens file.
+/// Runs the server until SIGINT or SIGTERM, then shuts down: stops accepting, ends the
+/// SSE streams, lets in-flight requests finish until the shutdown deadline, drops the
+/// connections still open, finishes the queued writes and closes the log. SIGHUP reloads
+/// the tokens file.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let tokens = match &config.tokens {
         Some(path) => Some(
@@ -84,6 +94,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if tokens.is_none() && !config.listen.ip().is_loopback() {
         return Err(ServeError::NotLoopback(config.listen));
     }
+    let connections_max = connections_max(&config.network)?;
     let data_dir = config.engine.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::Io {
         context: format!("cannot create the data directory {}", data_dir.display()),
@@ -107,31 +118,65 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         data_dir.display()
     );
     let shutdown_engine = engine.clone();
-    // Answers are small and each client waits for its answer: send them at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        let _ = stream.set_nodelay(true);
-    });
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing queued writes and ending streams");
+        shutdown_engine.begin_shutdown();
+    };
     #[cfg(unix)]
     let reloader = tokio::spawn(auth::reload_on_hangup(tokens.clone(), engine.clone()));
     let options = app::RouterOptions {
         tokens,
         http: config.http.clone(),
     };
-    let result = axum::serve(listener, app::router_with(engine.clone(), options))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing queued writes and ending streams");
-            shutdown_engine.begin_shutdown();
-        })
-        .await;
+    net::serve_connections(
+        listener,
+        app::router_with(engine.clone(), options),
+        config.network.clone(),
+        connections_max,
+        Arc::new(net::NetworkStats::default()),
+        shutdown,
+    )
+    .await;
     #[cfg(unix)]
     reloader.abort();
     engine.shutdown().await;
     drop(address_file);
-    result.map_err(|source| ServeError::Io {
-        context: "the HTTP server failed".into(),
-        source,
-    })
+    Ok(())
+}
+
+/// Raises the soft file-descriptor limit to the hard one and returns the connection cap
+/// it leaves room for: the configured cap, or less when the limit is low.
+fn connections_max(network: &NetworkConfig) -> Result<NonZeroUsize, ServeError> {
+    let requested = network.connections_max.get();
+    let soft = match net::descriptors::raise_soft_limit() {
+        Ok(limit) => {
+            let shown =
+                |value: Option<u64>| value.map_or("unlimited".to_owned(), |v| v.to_string());
+            tracing::info!(
+                before = limit.soft_before,
+                soft = %shown(limit.soft),
+                hard = %shown(limit.hard),
+                "file-descriptor limit (the soft limit is raised to the hard one)"
+            );
+            limit.soft
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the file-descriptor limit");
+            None
+        }
+    };
+    let allowed = net::descriptors::connections_allowed(requested, soft)?;
+    if allowed < requested {
+        tracing::warn!(
+            requested,
+            allowed,
+            reserved = net::descriptors::reserved(),
+            "the file-descriptor limit lowers the connection cap, keeping descriptors for the log"
+        );
+    }
+    Ok(NonZeroUsize::new(allowed)
+        .expect("connections_allowed answers the nonzero request or at least CONNECTIONS_MIN"))
 }
 
 /// The `server.addr` record, removed when dropped.

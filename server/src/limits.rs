@@ -107,3 +107,83 @@ pub const MCP_TRANSPORT_REFUSAL_BYTES_MAX: usize = 4096;
 /// minutes spares a board a preflight per request, and a changed `--allow-origin` reaches
 /// browsers within that time of a restart.
 pub const CORS_PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// How long a request head may take from its first byte to its blank line before the
+/// connection is closed (`serve --header-timeout-ms`): a slowloris client trickling
+/// header lines holds a connection for this long at most. Ten seconds is far more than any
+/// real client needs to send a few hundred bytes, even over a slow link.
+pub const HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// How long a connection may stay open with no request in flight, and how long a request
+/// body may go without a byte, before the connection is closed (`serve
+/// --idle-timeout-ms`). A minute outlives the pauses of a client that reuses its
+/// connection between requests, and frees an abandoned connection's descriptor soon.
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
+/// How long in-flight requests may run after SIGTERM or SIGINT before every connection
+/// still open is dropped (`serve --shutdown-timeout-ms`): about what a service manager
+/// waits before it sends SIGKILL (systemd's default is 90 s, Kubernetes' 30 s).
+pub const SHUTDOWN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Open connections (`serve --max-connections`), lowered at start to what the
+/// file-descriptor limit leaves after [`DESCRIPTORS_RESERVED`]. Each connection costs a
+/// descriptor and a few kilobytes of buffers; 1,024 covers hundreds of agents that each
+/// hold a request and a subscription open.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+
+/// Most connections `--max-connections` accepts.
+pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+
+/// File descriptors kept back from connections for everything else: the log (directory,
+/// lock, active segment, its index and the index being written at a roll, files opened
+/// for a moment to map a sealed segment or read a directory), snapshots (file and
+/// directory), the tokens file, stdio and the runtime's own (epoll, wake-up, signals).
+/// That is under 24 at any moment; 64 leaves room for what a library opens unasked.
+pub const DESCRIPTORS_RESERVED: u64 = 64;
+
+/// Connections past the cap that are answered 503 at the same time. Each holds its
+/// descriptor for at most [`CLOSE_LINGER`]; past this many a new connection is closed
+/// without an answer, so a flood cannot spend the descriptors reserved for the log.
+pub const REFUSALS_IN_FLIGHT_MAX: usize = 16;
+
+/// Fewest connections the file-descriptor limit must leave room for; below it `serve`
+/// refuses to start rather than run a server that turns away nearly everyone.
+pub const CONNECTIONS_MIN: u64 = 8;
+
+/// How long a connection the server closes is kept to read (and drop) what the client is
+/// still sending: closing a socket with unread bytes resets it, and the client may lose
+/// the answer it was sent (a 503 for a refused connection, a 413 sent before the body).
+/// A second is enough to take several megabytes on any link where a body of that size
+/// is sent at all.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes read and dropped while lingering: more than the largest body limit's
+/// worth, so a client that sends a too-large body before reading gets its 413.
+pub const CLOSE_DRAIN_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The first pause of the accept loop after an error such as EMFILE (no descriptor for
+/// the new socket); it doubles up to [`ACCEPT_BACKOFF_MAX`] while the error lasts, so the
+/// loop neither spins on a listener that stays readable nor waits long once a
+/// descriptor is free again.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// The longest pause of the accept loop after an error.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Largest request head (request line and headers) in bytes: 64 KiB is eight times what
+/// nginx accepts by default, and bounds what a client can make the server buffer per
+/// connection before the request is dispatched.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 64 * 1024;
+
+/// Most header lines in a request head (hyper's own default).
+pub const REQUEST_HEADERS_MAX: usize = 100;
+
+/// Longest chunk-size or trailer line of a chunked request body the framing check
+/// follows; a longer one stops the check for that connection (hyper refuses it anyway).
+pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
+
+/// How long the shutdown waits for the connections it dropped at its deadline to be
+/// gone before it closes the log anyway.
+pub const SHUTDOWN_DROP_WAIT: Duration = Duration::from_secs(1);
+
+const _: () = assert!(CONNECTIONS_MAX_DEFAULT <= CONNECTIONS_MAX_LIMIT);

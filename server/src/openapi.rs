@@ -125,7 +125,8 @@ fn parameters(operation: &Operation) -> Vec<Value> {
     if !has_branch {
         let mut branch = id_schema();
         branch["default"] = json!("main");
-        parameters.push(json!({"name": "branch", "in": "query", "required": false, "schema": branch}));
+        parameters
+            .push(json!({"name": "branch", "in": "query", "required": false, "schema": branch}));
     }
     if !operation.writes.is_empty() {
         let key = json!({
@@ -135,7 +136,9 @@ fn parameters(operation: &Operation) -> Vec<Value> {
             "pattern": "^[\\x21-\\x7e]+$",
             "description": "1 to 256 bytes of visible ASCII",
         });
-        parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": key}));
+        parameters.push(
+            json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": key}),
+        );
     }
     parameters
 }

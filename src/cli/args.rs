@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use swarmlog_server::limits;
 
 /// swarmlog: a durable, event-sourced coordination service for agent swarms.
 #[derive(Debug, Parser)]
@@ -162,6 +163,27 @@ pub struct ServeArgs {
     /// Longest TTL, lease, claim timeout or deadline in ms (default 86400000; at most 7 days).
     #[arg(long, value_name = "MS")]
     pub max_ttl_ms: Option<u64>,
+    /// Close a connection whose request head is not complete this many ms after its first
+    /// byte (10 to 600000).
+    #[arg(long, value_name = "MS", default_value_t = millis(limits::HEADER_TIMEOUT_DEFAULT))]
+    pub header_timeout_ms: u64,
+    /// Close a connection with no request in flight, or whose request body sends nothing,
+    /// for this many ms (10 to 3600000); SSE streams and waiting requests are never cut.
+    #[arg(long, value_name = "MS", default_value_t = millis(limits::IDLE_TIMEOUT_DEFAULT))]
+    pub idle_timeout_ms: u64,
+    /// Most open connections (1 to 1000000); lowered to what the file-descriptor limit
+    /// leaves after the descriptors kept for the log. Past it: 503 too_many_connections.
+    #[arg(long, value_name = "N", default_value_t = limits::CONNECTIONS_MAX_DEFAULT)]
+    pub max_connections: usize,
+    /// On SIGTERM or SIGINT, how long in-flight requests may finish before every open
+    /// connection is dropped (0 to 600000).
+    #[arg(long, value_name = "MS", default_value_t = millis(limits::SHUTDOWN_TIMEOUT_DEFAULT))]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// A default duration as the milliseconds of its flag.
+const fn millis(duration: std::time::Duration) -> u64 {
+    duration.as_millis() as u64
 }
 
 /// A refused limit as a sentence naming its flag.

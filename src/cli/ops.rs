@@ -1,12 +1,15 @@
 //! `swarmlog serve`, `verify` and `stats`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use axum::http::Method;
 use serde_json::json;
 use swarmlog_log::SyncPolicy;
 use swarmlog_server::guard::HttpPolicy;
-use swarmlog_server::{EngineConfig, ServeConfig};
+use swarmlog_server::limits::CONNECTIONS_MAX_LIMIT;
+use swarmlog_server::{EngineConfig, NetworkConfig, ServeConfig};
 
 use super::args::{ServeArgs, SyncArg};
 use super::client::Client;
@@ -44,14 +47,48 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
     engine.lock_order = args.lock_order;
     engine.free_bytes_min = args.min_free_bytes;
     let http = HttpPolicy::new(&args.allow_hosts, &args.allow_origins).map_err(CliError::usage)?;
+    let network = network(&args)?;
     swarmlog_server::serve(ServeConfig {
         engine,
         listen,
         tokens: args.tokens,
         http,
+        network,
     })
     .await
     .map_err(|error| CliError::failure(error.to_string()))
+}
+
+/// The network flags of `serve`, checked against their ranges.
+fn network(args: &ServeArgs) -> Result<NetworkConfig, CliError> {
+    let milliseconds = |flag: &str, value: u64, low: u64, high: u64| {
+        if (low..=high).contains(&value) {
+            Ok(Duration::from_millis(value))
+        } else {
+            Err(CliError::usage(format!(
+                "{flag} must be between {low} and {high}, not {value}"
+            )))
+        }
+    };
+    let connections_max = NonZeroUsize::new(args.max_connections)
+        .filter(|cap| cap.get() <= CONNECTIONS_MAX_LIMIT)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--max-connections must be between 1 and {CONNECTIONS_MAX_LIMIT}, not {}",
+                args.max_connections
+            ))
+        })?;
+    Ok(NetworkConfig {
+        header_timeout: milliseconds("--header-timeout-ms", args.header_timeout_ms, 10, 600_000)?,
+        idle_timeout: milliseconds("--idle-timeout-ms", args.idle_timeout_ms, 10, 3_600_000)?,
+        shutdown_timeout: milliseconds(
+            "--shutdown-timeout-ms",
+            args.shutdown_timeout_ms,
+            0,
+            600_000,
+        )?,
+        connections_max,
+    })
 }
 
 /// `verify`: checks every record of the log offline and prints the head of the hash chain.

@@ -21,6 +21,7 @@ mod events;
 mod hostile_input;
 mod locks;
 mod messages;
+mod network;
 mod openapi;
 mod patterns;
 mod recipes;

@@ -28,9 +28,20 @@ pub struct Server {
 impl Server {
     /// Starts a server on `dir` with extra `serve` flags, and waits until it answers.
     pub async fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_configured(dir, extra, |_| {}).await
+    }
+
+    /// Starts a server like [`Server::start`], after `configure` adjusted its command
+    /// (resource limits, environment).
+    pub async fn start_configured(
+        dir: &Path,
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let address_file = dir.join("server.addr");
         let _ = std::fs::remove_file(&address_file);
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .arg("--db")
             .arg(dir)
             .arg("serve")
@@ -38,9 +49,9 @@ impl Server {
             .args(extra)
             .env("SWARMLOG_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the swarmlog binary starts");
+            .stderr(Stdio::inherit());
+        configure(&mut command);
+        let child = command.spawn().expect("the swarmlog binary starts");
         let mut server = Server {
             child: Some(child),
             url: String::new(),
@@ -254,6 +265,52 @@ impl Server {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
         child.wait().ok().and_then(|status| status.code())
+    }
+}
+
+impl Server {
+    /// The process id of the server, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `HOST:PORT` of the server, for raw sockets.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `limit` for the server to exit and returns its exit code; `None` (after
+    /// killing it) when it is still running then, or was killed by a signal.
+    pub fn wait_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                self.kill9();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then [`Server::wait_within`] `limit`.
+    pub fn stop_within(&mut self, limit: Duration) -> Option<i32> {
+        self.terminate();
+        self.wait_within(limit)
     }
 }
 
