@@ -911,6 +911,48 @@ mod tests {
         assert_eq!(harness.work().tasks.load_of("w1"), 0);
     }
 
+    /// Issue 9: what an agent token may do to a task another agent created.
+    #[test]
+    fn only_the_creator_assigns_to_others_cancels_and_auctions() {
+        let mut harness = Harness::new();
+        harness
+            .run_as("alice", create(json!({"id": "a", "type": "t"})))
+            .expect("created");
+        assert_eq!(harness.task("a").creator(), Some("alice"));
+        let cancel = WorkCommand::TaskCancel {
+            task: "a".into(),
+            spec: CancelSpec::default(),
+        };
+        let auction = WorkCommand::AuctionOpen {
+            task: "a".into(),
+            spec: AuctionSpec {
+                deadline_ms: 1000,
+                min_confidence: None,
+            },
+        };
+        let check = |agent: &str, command: &WorkCommand| {
+            crate::work::check_creator_rights(harness.branch(), agent, command)
+                .map_err(|rejection| (rejection.code, rejection.kind))
+        };
+        let forbidden = Err((Code::Forbidden, RejectionKind::Forbidden));
+        assert_eq!(check("bob", &assign("a", Some("carol"), None)), forbidden);
+        assert_eq!(
+            check("bob", &assign("a", None, Some("round_robin"))),
+            forbidden
+        );
+        assert_eq!(check("bob", &cancel), forbidden);
+        assert_eq!(check("bob", &auction), forbidden);
+        assert_eq!(check("bob", &assign("a", Some("bob"), None)), Ok(()));
+        for command in [assign("a", Some("carol"), None), cancel, auction] {
+            assert_eq!(check("alice", &command), Ok(()));
+        }
+        assert_eq!(
+            check("bob", &assign("ghost", Some("carol"), None)),
+            Ok(()),
+            "an unknown task is the rule's to refuse (not_found)"
+        );
+    }
+
     #[test]
     fn assign_to_a_named_agent_claims_for_it() {
         let mut harness = Harness::new();
