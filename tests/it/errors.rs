@@ -150,6 +150,14 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
             422,
             "invalid_value",
         ),
+        // A request that takes no fields refuses one instead of ignoring it.
+        (
+            "/v1/agents/a-1/heartbeat",
+            json!({"ttl_ms": 5000}),
+            422,
+            "unknown_field",
+        ),
+        ("/v1/snapshots", json!({"now": true}), 422, "unknown_field"),
         ("/v1/events", huge, 413, "payload_too_large"),
         ("/v1/nothing", json!({}), 404, "route_not_found"),
         ("/v1/streams/s", json!({}), 405, "method_not_allowed"),
@@ -190,6 +198,11 @@ async fn bad_requests_are_refused_precisely_and_write_nothing() {
         ("/v1/events?types=%5B", 400, "invalid_query"),
         ("/v1/events?limit=0", 400, "invalid_query"),
         ("/v1/events?branch=ghost", 404, "branch_not_found"),
+        // An id in a query is checked on every route, even one that filters by it: a
+        // malformed one is refused, never read as "nothing matches".
+        ("/v1/tasks?session=%C2%9B", 422, "invalid_id"),
+        ("/v1/agents?type=%01", 422, "invalid_id"),
+        ("/v1/audit/head?branch=%C2%9B", 422, "invalid_id"),
         ("/v1/streams/s?at=x", 400, "invalid_query"),
         ("/v1/streams/s?branch=ghost", 404, "branch_not_found"),
         ("/v2/events", 404, "route_not_found"),
