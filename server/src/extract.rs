@@ -163,7 +163,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// The query parameters that name an id (SPEC §3), wherever they appear.
-const ID_QUERY_PARAMETERS: &[&str] = &[
+pub(crate) const ID_QUERY_PARAMETERS: &[&str] = &[
     "branch", "session", "agent", "actor", "owner", "type", "stream",
 ];
 

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::answers;
 use crate::catalog::{self, Method, Operation};
+use crate::extract::ID_QUERY_PARAMETERS;
 use crate::limits::IDEMPOTENCY_KEY_BYTES_MAX;
 
 /// A route outside the catalog.
@@ -115,7 +116,8 @@ fn parameters(operation: &Operation) -> Vec<Value> {
             .collect();
         for (name, property) in schema["properties"].as_object().into_iter().flatten() {
             let mut property = property.clone();
-            constrain_ids(name, &mut property);
+            // Documented exactly where the server checks it (`extract::check_query_ids`).
+            constrain_ids(ID_QUERY_PARAMETERS, name, &mut property);
             parameters.push(json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property}));
         }
     }
@@ -170,7 +172,7 @@ fn request_body(operation: &Operation) -> Value {
             "properties": {"resource": id_schema(), "token": {"type": "integer", "minimum": 0, "maximum": u64::MAX}},
         }));
     }
-    constrain_ids("", &mut schema);
+    constrain_ids(ID_PROPERTIES, "", &mut schema);
     // A body whose every field is optional may be left out (the write adapter reads an
     // empty body as `{}`).
     let required = schema["required"]
@@ -213,8 +215,8 @@ fn id_schema() -> Value {
     })
 }
 
-/// Gives every string property named in [`ID_PROPERTIES`] (at any depth) the id rule.
-fn constrain_ids(name: &str, schema: &mut Value) {
+/// Gives every string property named in `ids` (at any depth) the id rule.
+fn constrain_ids(ids: &[&str], name: &str, schema: &mut Value) {
     let Some(object) = schema.as_object_mut() else {
         return;
     };
@@ -223,7 +225,7 @@ fn constrain_ids(name: &str, schema: &mut Value) {
         Some(Value::Array(kinds)) => kinds.iter().any(|kind| kind == "string"),
         _ => false,
     };
-    if is_string && ID_PROPERTIES.contains(&name) && !object.contains_key("enum") {
+    if is_string && ids.contains(&name) && !object.contains_key("enum") {
         for (key, value) in id_schema().as_object().into_iter().flatten() {
             if key != "type" && key != "description" {
                 object.insert(key.clone(), value.clone());
@@ -232,18 +234,18 @@ fn constrain_ids(name: &str, schema: &mut Value) {
     }
     if let Some(Value::Object(properties)) = object.get_mut("properties") {
         for (name, property) in properties.iter_mut() {
-            constrain_ids(name, property);
+            constrain_ids(ids, name, property);
         }
     }
     for key in ["anyOf", "oneOf", "allOf"] {
         if let Some(Value::Array(variants)) = object.get_mut(key) {
             for variant in variants {
-                constrain_ids(name, variant);
+                constrain_ids(ids, name, variant);
             }
         }
     }
     if let Some(items) = object.get_mut("items") {
-        constrain_ids("", items);
+        constrain_ids(ids, "", items);
     }
 }
 
