@@ -205,7 +205,11 @@ pub fn idempotency(
     let key = value
         .to_str()
         .ok()
-        .filter(|key| is_valid_id(key) && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX)
+        .filter(|key| {
+            is_valid_id(key)
+                && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX
+                && key.bytes().all(|byte| byte.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             let most = limits::current()
                 .id_bytes_max
