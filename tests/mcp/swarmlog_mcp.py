@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,8 +19,8 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("SWARMLOG_BIN") or str(REPO / "target" / "debug" / "swarmlog")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from swarmlog_server import BIN, Server, child_env  # noqa: E402  (shared with tests/ui)
 
 # Longest a single MCP request may take before the SDK gives up (wait_events may take
 # up to 60 s by contract; the tests never ask for more than 20 s).
@@ -37,13 +35,6 @@ SPEC_TOOLS = [
     "proposal_open", "vote", "proposal_get", "message_send", "inbox", "message_ack",
     "session_report",
 ]
-
-
-def child_env() -> dict[str, str]:
-    """The environment for swarmlog child processes: no inherited server/db/token."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMLOG_")}
-    env["SWARMLOG_LOG"] = "warn"
-    return env
 
 
 # --- the CLI -------------------------------------------------------------------------
@@ -210,66 +201,6 @@ def http_statuses(exc: BaseException) -> list[int]:
 
 
 # --- a server child process ----------------------------------------------------------
-
-
-class Server:
-    """`swarmlog serve --db DIR --listen 127.0.0.1:0 [extra]`; the address it chose is read
-    from DIR/server.addr (as tests/it/support.rs does)."""
-
-    def __init__(self, data_dir: Path, extra: list[str], log_path: Path):
-        self.data_dir = data_dir
-        self.log_path = log_path
-        addr_file = data_dir / "server.addr"
-        if addr_file.exists():
-            addr_file.unlink()
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--db", str(data_dir), "--listen", "127.0.0.1:0", *extra],
-            stdout=subprocess.DEVNULL, stderr=self._log, env=child_env(),
-        )
-        self.url = ""
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"swarmlog serve exited early with {self.proc.returncode}: {self.log()}"
-                )
-            try:
-                first = addr_file.read_text().splitlines()[0].strip()
-            except (OSError, IndexError):
-                first = ""
-            if first.startswith("http://"):
-                try:
-                    with urllib.request.urlopen(first + "/healthz", timeout=2) as resp:
-                        if resp.status == 200:
-                            self.url = first
-                            return
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"swarmlog serve did not come up within 30 s: {self.log()}")
-            time.sleep(0.02)
-
-    @property
-    def mcp_url(self) -> str:
-        return self.url + "/mcp"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text()[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def child_pids_with(marker: str) -> list[int]:
