@@ -237,6 +237,7 @@ fn work(add: &mut impl FnMut(&str, Value)) {
                "requires_ack": {"type": "boolean"}, "recipients": strings(), "acked_by": strings()}),
         ),
     );
+    add("Messages", list_of("messages", "Message"));
     add(
         "Inbox",
         object(

@@ -31,6 +31,10 @@ pub struct AppState {
     pub engine: Engine,
     /// The bearer tokens, when the server runs with `--tokens`.
     pub tokens: Option<TokenStore>,
+    /// The last state rebuilt for `?at=`. History does not change, so it stays valid; a
+    /// page that reads several collections at one seq (the board's time slider) rebuilds
+    /// it once, and requests for the seq being rebuilt wait for it instead of repeating it.
+    past: Arc<tokio::sync::Mutex<Option<(u64, Arc<swarmlog_projections::State>)>>>,
 }
 
 /// The generic part of a write, prepared from the request: who, where, provenance, fence
@@ -80,6 +84,24 @@ struct FenceBody {
 }
 
 impl AppState {
+    /// The whole state as it was right after event `at` (not beyond the head).
+    pub async fn state_at(&self, at: u64) -> Result<Arc<swarmlog_projections::State>, ApiError> {
+        let mut cached = self.past.lock().await;
+        if let Some((seq, state)) = cached.as_ref() {
+            if *seq == at {
+                return Ok(Arc::clone(state));
+            }
+        }
+        let reader = self.engine.reader().clone();
+        let state = tokio::task::spawn_blocking(move || crate::engine::state_at(&reader, at))
+            .await
+            .map_err(|error| ApiError::internal("time-travel read failed", &error))?
+            .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
+        let state = Arc::new(state);
+        *cached = Some((at, Arc::clone(&state)));
+        Ok(state)
+    }
+
     /// The acting agent of a request: an agent token's own agent; otherwise the
     /// `Swarmlog-Actor` header, else the token's agent, else `anonymous`.
     pub fn actor(&self, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -304,13 +326,15 @@ pub fn router(engine: Engine) -> Router {
     router_with(engine, RouterOptions::default())
 }
 
-/// Builds the whole router; with tokens, every route but `/healthz` needs a bearer token.
+/// Builds the whole router; with tokens, every route but `/healthz` and the board's page
+/// (which holds no data and asks for a token itself) needs a bearer token.
 /// Every request first passes the checks of [`crate::guard`] (URL, `Host`, `Origin`,
 /// `Content-Type`); with allowed origins, CORS is answered for them.
 pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
     let state = AppState {
         engine,
         tokens: options.tokens,
+        past: Arc::default(),
     };
     let operations = crate::catalog::operations()
         .iter()
@@ -329,6 +353,7 @@ pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
         ));
     let inner = Router::new()
         .route("/healthz", get(healthz))
+        .merge(crate::board::routes())
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -610,6 +610,9 @@ fn messages_and_sessions() -> Vec<Operation> {
             .caller("from")
             .tool("Send a message to one agent or to every agent (to: \"*\"), with a type and any JSON payload; requires_ack asks the recipients to message_ack it.")
             .writes(&["message.sent"]),
+        Operation::new("message_list", Get, "/v1/messages", "The newest messages, newest first (?agent=&limit=)", get(w::messages_list))
+            .answers("Messages")
+            .input::<w::MessagesQuery>(),
         Operation::new("message_get", Get, "/v1/messages/{message}", "A message with its recipients and acks", operation::entity(w::message_get_view))
             .answers("Message")
             .input::<ReadQuery>(),

@@ -5,6 +5,7 @@ pub mod answers;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod board;
 pub mod catalog;
 mod committer;
 pub mod engine;

@@ -25,10 +25,10 @@ def child_env() -> dict[str, str]:
 
 
 class Server:
-    """`swarmlog serve --db DIR --listen 127.0.0.1:0 [extra]`; the address it chose is read
-    from DIR/server.addr (as tests/it/support.rs does)."""
+    """`swarmlog serve --db DIR --listen LISTEN [extra]` (LISTEN: any free port by default);
+    the address it chose is read from DIR/server.addr (as tests/it/support.rs does)."""
 
-    def __init__(self, data_dir: Path, extra: list[str], log_path: Path):
+    def __init__(self, data_dir: Path, extra: list[str], log_path: Path, listen: str = "127.0.0.1:0"):
         self.data_dir = data_dir
         self.log_path = log_path
         addr_file = data_dir / "server.addr"
@@ -36,7 +36,7 @@ class Server:
             addr_file.unlink()
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--db", str(data_dir), "--listen", "127.0.0.1:0", *extra],
+            [BIN, "serve", "--db", str(data_dir), "--listen", listen, *extra],
             stdout=subprocess.DEVNULL, stderr=self._log, env=child_env(),
         )
         self.url = ""

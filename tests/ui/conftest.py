@@ -31,11 +31,11 @@ def start_server(tmp_path: Path):
     is stopped at teardown and its stderr shown."""
     servers: list[Server] = []
 
-    def start(*extra: str, data_dir: Path | None = None) -> Server:
+    def start(*extra: str, data_dir: Path | None = None, listen: str = "127.0.0.1:0") -> Server:
         if data_dir is None:
             data_dir = tmp_path / f"data-{len(servers)}"
             data_dir.mkdir()
-        server = Server(data_dir, list(extra), tmp_path / f"serve-{len(servers)}.log")
+        server = Server(data_dir, list(extra), tmp_path / f"serve-{len(servers)}.log", listen)
         servers.append(server)
         return server
 
@@ -97,3 +97,45 @@ def populate(server: Server, token: str | None = None) -> Swarm:
     return Swarm(agents=agents, tasks=["collect-logs", "find-cause", "write-report"],
                  lock="db-primary", lock_token=lock["token"], finding="slow-queries",
                  hypothesis="missing-index", proposal="add-index", message=sent["id"], session=session)
+
+
+# ---- the browser ------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("SWARMLOG_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("SWARMLOG_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path, request):
+    """A fresh headless Chromium (its own profile) driven over WebDriver by chromedriver.
+    Its network requests are recorded (the performance log). At teardown a screenshot of
+    the page is saved under ARTIFACTS, named after the test."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing: install Debian's chromium and chromium-driver "
+                        "(.ci/run does)", pytrace=False)
+    options = Options()
+    options.binary_location = CHROMIUM
+    # Headless, as root, and quiet: this machine has no network but loopback, so Chromium's
+    # own background connections are switched off.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                     "--window-size=1400,1600", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    try:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        if errors:
+            print("--- browser console errors ---", *errors, sep="\n")
+    finally:
+        driver.quit()

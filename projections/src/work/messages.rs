@@ -119,6 +119,22 @@ impl Messages {
         self.by_id.get(id)
     }
 
+    /// The newest `limit` messages, newest first; with `agent`, only those it sent or
+    /// received.
+    pub fn recent(&self, agent: Option<&str>, limit: usize) -> Vec<&Message> {
+        let mut messages: Vec<&Message> = self
+            .by_id
+            .values()
+            .filter(|message| {
+                agent
+                    .is_none_or(|agent| message.from == agent || message.recipients.contains(agent))
+            })
+            .collect();
+        messages.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+        messages.truncate(limit);
+        messages
+    }
+
     /// `agent`'s messages, oldest first; with `unacked_only`, those it has not acked.
     pub fn inbox(&self, agent: &str, unacked_only: bool) -> Vec<&Message> {
         self.inboxes

@@ -153,16 +153,10 @@ where
                 )
                 .with("field", "at"));
             }
-            let reader = app.engine.reader().clone();
-            tokio::task::spawn_blocking(move || {
-                let past = crate::engine::state_at(&reader, at)
-                    .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
-                branch_of(&past, &branch)
-                    .map_err(ApiError::from)
-                    .and_then(read)
-            })
-            .await
-            .map_err(|error| ApiError::internal("time-travel read failed", &error))?
+            let past = app.state_at(at).await?;
+            branch_of(&past, &branch)
+                .map_err(ApiError::from)
+                .and_then(read)
         }
     }
 }

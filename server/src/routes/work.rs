@@ -32,7 +32,7 @@ use super::common::{
     WriteInput,
 };
 use crate::app::{AppState, BranchQuery, PreparedWrite};
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::engine::{Committed, Responder, Status, WriteCommand, WriteResponse};
 use crate::error::ApiError;
 use crate::extract::{check_id, ApiPath, ApiQuery};
@@ -712,6 +712,63 @@ pub(crate) fn message_ack(
         move |branch, _| Ok(message_view(branch, &response_id, Some(&agent))?),
     );
     plan(WorkCommand::MessageAck { message: id, spec }, respond)
+}
+
+/// The most messages `GET /v1/messages` answers at once, and how many without `limit`.
+const MESSAGES_LIMIT: (u64, u64) = (1000, 100);
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MessagesQuery {
+    /// Only the messages this agent sent or received (an agent token: its own, the default).
+    #[serde(default)]
+    agent: Option<String>,
+    /// At most this many, the newest (default 100).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
+    limit: Option<u64>,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+/// `GET /v1/messages`: the newest messages, newest first.
+pub(crate) async fn messages_list(
+    State(app): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<MessagesQuery>,
+) -> Result<Response, ApiError> {
+    let (max, default) = MESSAGES_LIMIT;
+    let limit = query.limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(invalid_query(format!(
+            "limit must be 1 to {max}, not {limit}"
+        )));
+    }
+    // An agent token lists what it sent or received (tokens always name their agent).
+    let agent = match principal.role {
+        Role::Agent => query.agent.or_else(|| principal.agent.clone()),
+        Role::Reader | Role::Admin => query.agent,
+    };
+    if let Some(agent) = &agent {
+        principal.require_reading_inbox_of(agent)?;
+    }
+    let read = ReadQuery {
+        branch: query.branch,
+        at: query.at,
+    };
+    let messages = read_branch(&app, &read, move |branch| {
+        Ok(branch
+            .work
+            .messages
+            .recent(agent.as_deref(), limit as usize)
+            .into_iter()
+            .map(|message| message.view(None))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(ok_json(json!({ "messages": messages })))
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
