@@ -4,36 +4,47 @@
 #   2. the MCP end-to-end suite (tests/mcp), which drives the debug `swarmlog` binary with
 #      the official Python MCP SDK from a virtualenv of its own at target/mcp-venv
 #      (created on first run; dependencies pinned in tests/mcp/requirements.txt);
-#   3. schemathesis against the server's own OpenAPI document with every check
+#   3. the user-interface suite (tests/ui): the board in Debian's headless Chromium driven
+#      over WebDriver by Selenium, and `swarmlog top` under a pseudo-terminal (venv at
+#      target/ui-venv; needs /usr/bin/chromium and /usr/bin/chromedriver, which .ci/run
+#      installs); screenshots land in target/ui-artifacts;
+#   4. schemathesis against the server's own OpenAPI document with every check
 #      (tests/schemathesis/run.sh, venv at target/schemathesis-venv).
 # The Rust tests include the reliability suite (tests/reliability: kill -9 cycles and
 # linearizability histories; RELIABILITY.md has the figures and the longer runs).
 # Needs cargo and python3 (with the venv module); pip needs access to PyPI on first run.
-# Extra arguments are passed to pytest, e.g. `bash tests/run-all.sh -k wait_events`.
+# Extra arguments are passed to the MCP suite's pytest, e.g. `bash tests/run-all.sh -k wait_events`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test"
 cargo test --workspace --locked
 
-echo "== cargo build (debug swarmlog for the MCP tests)"
+echo "== cargo build (the debug swarmlog the Python suites drive)"
 cargo build --locked --bin swarmlog
 
-venv=target/mcp-venv
-requirements=tests/mcp/requirements.txt
-stamp=$venv/.requirements
-if [ ! -x "$venv/bin/python" ]; then
-    echo "== creating $venv"
-    python3 -m venv "$venv"
-fi
-if ! cmp -s "$requirements" "$stamp"; then
-    echo "== installing $(grep -v '^#' "$requirements" | xargs) into $venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
-fi
+# A virtualenv of its own per Python suite, created on first run and reinstalled when the
+# suite's pinned requirements change.
+python_env() {
+    local venv=$1 requirements=$2
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "== creating $venv"
+        python3 -m venv "$venv"
+    fi
+    if ! cmp -s "$requirements" "$venv/.requirements"; then
+        echo "== installing $(grep -v '^#' "$requirements" | xargs) into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        cp "$requirements" "$venv/.requirements"
+    fi
+}
 
+python_env target/mcp-venv tests/mcp/requirements.txt
 echo "== MCP tests (Python SDK)"
-SWARMLOG_BIN="$PWD/target/debug/swarmlog" "$venv/bin/python" -m pytest -q tests/mcp "$@"
+SWARMLOG_BIN="$PWD/target/debug/swarmlog" target/mcp-venv/bin/python -m pytest -q tests/mcp "$@"
+
+echo "== board and top (headless Chromium over WebDriver, a pseudo-terminal)"
+python_env target/ui-venv tests/ui/requirements.txt
+SWARMLOG_BIN="$PWD/target/debug/swarmlog" target/ui-venv/bin/python -m pytest -q tests/ui
 
 echo "== schemathesis (OpenAPI, every check)"
 SWARMLOG_BIN="$PWD/target/debug/swarmlog" bash tests/schemathesis/run.sh

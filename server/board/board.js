@@ -671,7 +671,7 @@ function renderMessages() {
     <td>${esc(message.type)}</td>
     <td class="mono">${esc(JSON.stringify(message.payload ?? null).slice(0, 160))}</td>
     <td>${message.requires_ack ? `${message.acked_by?.length ?? 0}/${message.recipients?.length ?? 0} acked` : ''}</td></tr>`);
-  fill('messages', `the newest ${messages.length}`, table(['sent', 'from → to', 'type', 'payload', 'acks'], rows, 'No messages.'));
+  fill('messages', messages.length ? `${messages.length}, newest first` : '', table(['sent', 'from → to', 'type', 'payload', 'acks'], rows, 'No messages.'));
 }
 
 function renderSessions() {

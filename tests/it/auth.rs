@@ -708,6 +708,62 @@ async fn an_agent_token_reads_and_acks_only_its_own_inbox() {
     assert_eq!(status, 200, "{acked}");
 }
 
+#[tokio::test]
+async fn an_agent_token_lists_only_the_messages_it_sent_or_received() {
+    let (_secrets, _dir, server) = tokened_server().await;
+    register(&server, AGENT_1, "agent-1").await;
+    register(&server, AGENT_2, "agent-2").await;
+    for body in [
+        json!({"from": "ops", "to": "agent-2", "type": "note", "payload": 1}),
+        json!({"from": "ops", "to": "agent-1", "type": "note", "payload": 2}),
+    ] {
+        let (status, sent) = as_token(&server, ADMIN, "POST", "/v1/messages", Some(&body)).await;
+        assert_eq!(status, 201, "{sent}");
+    }
+    let payloads = |list: &Value| -> Vec<Value> {
+        let messages = list["messages"].as_array().expect("messages");
+        messages
+            .iter()
+            .map(|message| message["payload"].clone())
+            .collect()
+    };
+    let (status, own) = as_token(&server, AGENT_1, "GET", "/v1/messages", None).await;
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(payloads(&own), [json!(2)], "by default its own");
+    let (status, refused) =
+        as_token(&server, AGENT_1, "GET", "/v1/messages?agent=agent-2", None).await;
+    assert_eq!((status, code(&refused)), (403, "forbidden"), "{refused}");
+    for token in [READER, ADMIN] {
+        let (status, all) = as_token(&server, token, "GET", "/v1/messages", None).await;
+        assert_eq!(status, 200, "{all}");
+        assert_eq!(payloads(&all), [json!(2), json!(1)]);
+    }
+}
+
+#[tokio::test]
+async fn the_board_page_needs_no_token_but_what_it_reads_does() {
+    let (_secrets, _dir, server) = tokened_server().await;
+    for path in [
+        "/",
+        "/board/board.js",
+        "/board/board.css",
+        "/board/icon.svg",
+    ] {
+        let response = server
+            .http
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+    let (status, refused) = call(&server, "GET", "/v1/whoami", None, &[]).await;
+    assert_eq!((status, code(&refused)), (401, "unauthorized"));
+    let (status, me) = as_token(&server, READER, "GET", "/v1/whoami", None).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me, json!({"agent": "auditor", "role": "reader"}));
+}
+
 /// A tokens file of `(secret line, agent, role)` entries.
 fn tokens_text(entries: &[(String, &str, &str)]) -> String {
     entries

@@ -231,3 +231,71 @@ async fn the_inbox_as_sse_catches_up_then_follows_only_this_agents_messages() {
         "the SSE id is the seq, for Last-Event-ID"
     );
 }
+
+async fn listed(server: &Server, query: &str) -> Vec<String> {
+    let (status, list) = server.get(&format!("/v1/messages{query}")).await;
+    assert_eq!(status, 200, "{list}");
+    list["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|message| message["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_message_list_is_newest_first_by_agent_limited_and_travels_in_time() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    for id in ["a", "b", "c"] {
+        register(&server, id).await;
+    }
+    let first = send(
+        &server,
+        json!({"from": "a", "to": "b", "type": "t", "payload": 1}),
+    )
+    .await;
+    let after_first = server.head().await;
+    let second = send(
+        &server,
+        json!({"from": "b", "to": "c", "type": "t", "payload": 2}),
+    )
+    .await;
+    let third = send(
+        &server,
+        json!({"from": "c", "to": "*", "type": "t", "payload": 3}),
+    )
+    .await;
+    let id = |message: &Value| message["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        listed(&server, "").await,
+        [id(&third), id(&second), id(&first)]
+    );
+    // An agent's messages: sent by it, to it, or broadcast to it.
+    assert_eq!(listed(&server, "?agent=a").await, [id(&third), id(&first)]);
+    assert_eq!(listed(&server, "?agent=c").await, [id(&third), id(&second)]);
+    assert_eq!(listed(&server, "?limit=1").await, [id(&third)]);
+    assert_eq!(
+        listed(&server, &format!("?at={after_first}")).await,
+        [id(&first)]
+    );
+    let (_, list) = server.get("/v1/messages?agent=b&limit=1").await;
+    assert_eq!(list["messages"][0]["id"], json!(id(&third)), "{list}");
+    assert_eq!(
+        list["messages"][0]["recipients"],
+        json!(["a", "b"]),
+        "{list}"
+    );
+    for (query, status, code) in [
+        ("?limit=0", 400, "invalid_query"),
+        ("?limit=1001", 400, "invalid_query"),
+        ("?at=999", 422, "invalid_value"),
+    ] {
+        let (got, refused) = server.get(&format!("/v1/messages{query}")).await;
+        assert_eq!(
+            (got, refused["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{query}: {refused}"
+        );
+    }
+}
