@@ -15,6 +15,8 @@ const TOKEN_KEY = 'swarmlog.token';
 const FEED_LIMIT = 500; // events kept in the feed (and in its table)
 const MESSAGES_LIMIT = 100;
 const REFRESH_DELAY_MS = 100; // how long events are gathered before the page reads again
+// ...at least; after a slow read it waits as long as that read took, so a busy swarm with a
+// big board costs the page and the server at most half their time in re-reads.
 const POLL_MS = 3000; // agents' leases and lock waiters change without events
 const DAG_LIMIT = 150; // the dependency drawing is for one session's tasks
 const STATUSES = ['blocked', 'awaiting_approval', 'pending', 'claimed', 'completed', 'failed', 'cancelled'];
@@ -224,13 +226,12 @@ async function start() {
   const head = (await getJson('/v1/audit/head')).seq;
   view.head = head;
   view.lastSeq = head;
-  if (at >= 1 && at < head) {
-    await travel(at);
-  } else {
-    const [, feed] = await Promise.all([load(ALL), readEvents(head - FEED_LIMIT + 1, head)]);
-    view.feed = feed;
-    renderAll();
-  }
+  const [feed] = await Promise.all([
+    readEvents(head - FEED_LIMIT + 1, head),
+    at >= 1 && at < head ? travel(at) : load(ALL),
+  ]);
+  view.feed = feed;
+  if (view.at === null) renderAll(); // travel() has drawn the past
   firstRender();
   follow();
   setInterval(tick, 1000);
@@ -258,17 +259,34 @@ function setConnection(state) {
 }
 
 // Follows the SSE feed forever, resuming after the last event seen.
+// Follows the SSE feed until the page is hidden, resuming after the last event seen.
+// A browser allows six connections to one server over HTTP/1.1, and the feed holds one for
+// as long as it runs: a page that is left (or parked in the back/forward cache) closes its
+// feed, so reloads and visits never queue behind old feeds.
+let following = null; // the AbortController of the running feed
+window.addEventListener('pagehide', () => following?.abort());
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted && view.role !== null) {
+    follow();
+    refresh(ALL);
+  }
+});
+
 async function follow() {
+  const controller = new AbortController();
+  following = controller;
   let backoff = 250;
-  for (;;) {
+  while (!controller.signal.aborted) {
     setConnection(view.lastSeq ? 'catching-up' : 'connecting');
     try {
       const response = await api(url('/v1/events'), {
         headers: { Accept: 'text/event-stream', 'Last-Event-ID': String(view.lastSeq) },
+        signal: controller.signal,
       });
       backoff = 250;
       await readSse(response.body, onSse);
     } catch (error) {
+      if (controller.signal.aborted) return;
       if (error instanceof Unauthorized) return askForToken('The server no longer accepts this token.');
       if (error instanceof ApiError && error.code === 'invalid_last_event_id') {
         // Another history now (a server restarted on other data): start again.
@@ -347,10 +365,11 @@ function scheduleFeed() {
 const dirty = new Set();
 let refreshTimer = null;
 let refreshing = false;
+let lastReadMs = 0;
 function refresh(names) {
   names.forEach((name) => dirty.add(name));
   if (refreshTimer === null && !refreshing && dirty.size) {
-    refreshTimer = setTimeout(runRefresh, REFRESH_DELAY_MS);
+    refreshTimer = setTimeout(runRefresh, Math.max(REFRESH_DELAY_MS, lastReadMs));
   }
 }
 
@@ -360,8 +379,10 @@ async function runRefresh() {
   const names = [...dirty];
   dirty.clear();
   refreshing = true;
+  const started = performance.now();
   try {
     if (await load(names)) render(names);
+    lastReadMs = performance.now() - started;
   } catch (error) {
     if (error instanceof Unauthorized) askForToken('The server no longer accepts this token.');
     else names.forEach((name) => dirty.add(name)); // tried again with the next refresh
@@ -415,7 +436,10 @@ function bindControls() {
     location.reload();
   });
   let travelTimer = null;
+  // While a person drags the slider, new events must not move it under their pointer.
+  $('#slider').addEventListener('change', (event) => delete event.target.dataset.dragging);
   $('#slider').addEventListener('input', (event) => {
+    event.target.dataset.dragging = 'true';
     const seq = Number(event.target.value);
     $('#at-label').textContent = seq >= view.head ? 'live' : `after #${seq}`;
     clearTimeout(travelTimer);
@@ -491,9 +515,11 @@ const actionButton = (action, id, label) =>
 // ---- rendering -------------------------------------------------------------------------
 
 function renderAll() {
+  const started = performance.now();
   render(ALL);
   renderFeed();
   renderTimeline();
+  performance.measure('swarmlog:render-all', { start: started }); // read by benches/board
 }
 
 function render(names) {
@@ -707,7 +733,7 @@ function renderTimeline() {
   slider.max = String(view.head);
   slider.min = view.head ? '1' : '0';
   slider.disabled = view.head === 0;
-  if (view.at === null) slider.value = String(view.head);
+  if (view.at === null && !slider.dataset.dragging) slider.value = String(view.head);
   $('#head').textContent = `head #${view.head}`;
   $('#live').hidden = view.at === null;
   const banner = $('#banner');

@@ -379,3 +379,15 @@ def test_a_thousand_tasks_and_two_hundred_agents_render_and_the_feed_stays_bound
                "script_round_trip_ms": round(responsive_ms)}
     (ARTIFACTS / "big-swarm.json").write_text(json.dumps(figures) + "\n")
     print(f"1,000 tasks and 200 agents: first render {first_render_ms:.0f} ms after navigation")
+
+
+def test_leaving_the_page_closes_its_feed_so_visits_never_queue(start_server, browser):
+    # A browser opens at most six connections to a server over HTTP/1.1. A left page whose
+    # feed stayed open (the back/forward cache keeps pages alive) held one each, and the
+    # seventh visit waited about 50 s for a free connection.
+    server = start_server()
+    populate(server)
+    for _ in range(8):
+        browser.get("about:blank")
+        open_board(browser, server)
+    wait_for(browser, lambda: text(browser, "#connection") == "live", READY_S, "the last visit never went live")
