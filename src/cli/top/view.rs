@@ -18,15 +18,21 @@ const AGENT_ROWS_MAX: usize = 10;
 /// At most this many event rows get room; `--events` may keep more than fit.
 const EVENT_ROWS_MAX: usize = 12;
 
+/// The tasks and locks keep at least this many rows (borders, counts, header and a few
+/// tasks) before the agents and events get theirs.
+const MIDDLE_ROWS_MIN: u16 = 8;
+
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, screen: &Screen, now: OffsetDateTime) {
     let agent_rows = screen.summary.agents.len().clamp(1, AGENT_ROWS_MAX);
     let event_rows = screen.events_kept.clamp(1, EVENT_ROWS_MAX);
+    let (agents_height, events_height) =
+        pane_heights(frame.area().height, height(agent_rows), height(event_rows));
     let [header, agents, middle, events] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(height(agent_rows)),
-        Constraint::Min(6),
-        Constraint::Length(height(event_rows)),
+        Constraint::Length(agents_height),
+        Constraint::Fill(1),
+        Constraint::Length(events_height),
     ])
     .areas(frame.area());
     let [tasks, locks] =
@@ -36,6 +42,16 @@ pub fn draw(frame: &mut Frame, screen: &Screen, now: OffsetDateTime) {
     draw_tasks(frame, screen, tasks);
     frame.render_widget(locks_table(screen, now), locks);
     frame.render_widget(events_table(screen), events);
+}
+
+/// The heights of the agents and events panes on a screen `total` rows high, given what
+/// each would like: the tasks and locks keep at least [`MIDDLE_ROWS_MIN`] rows, the
+/// agents come next, and the events get what is left.
+fn pane_heights(total: u16, agents_wanted: u16, events_wanted: u16) -> (u16, u16) {
+    let available = total.saturating_sub(1 + MIDDLE_ROWS_MIN);
+    let agents = agents_wanted.min(available);
+    let events = events_wanted.min(available - agents);
+    (agents, events)
 }
 
 /// The height of a bordered table of `rows` rows: borders and its header row.
@@ -255,4 +271,19 @@ fn events_table(screen: &Screen) -> Table<'static> {
     Table::new(rows, widths)
         .header(header_row(&["seq", "time", "type", "stream", "actor"]))
         .block(titled("latest events"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_screen_shrinks_the_events_first_then_the_agents() {
+        // Room for everything.
+        assert_eq!(pane_heights(40, 6, 13), (6, 13));
+        // 24 rows: the middle keeps 8, the agents 6, the events get the other 9.
+        assert_eq!(pane_heights(24, 6, 13), (6, 9));
+        assert_eq!(pane_heights(12, 6, 13), (3, 0));
+        assert_eq!(pane_heights(3, 6, 13), (0, 0));
+    }
 }
