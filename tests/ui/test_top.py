@@ -121,7 +121,7 @@ def test_top_shows_the_agents_tasks_counts_and_locks_of_a_populated_server(start
     assert screen.line_with("find-cause", "blocked"), screen.text()
     # The lock with its holder and fencing token.
     assert screen.line_with("db-primary", "exclusive", "worker-1", f"#{swarm.lock_token}"), screen.text()
-    assert screen.line_with("live"), screen.text()
+    screen.wait_for("the feed live", lambda s: s.line_with("live"))
     assert screen.quit() == 0
 
 

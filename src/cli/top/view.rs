@@ -68,7 +68,9 @@ fn header_line(screen: &Screen) -> Paragraph<'static> {
         Connection::Reconnecting(reason) => (format!("reconnecting ({reason})"), Color::Red),
     };
     let mut spans = vec![
+        // `q quits` first, so a long reason at the end never hides it.
         Span::styled("swarmlog top", bold),
+        Span::raw(" (q quits)"),
         Span::raw(format!(
             "  {}  branch {}  seq {}  ",
             screen.url, screen.branch, screen.head
@@ -78,7 +80,6 @@ fn header_line(screen: &Screen) -> Paragraph<'static> {
     if let Some(session) = &screen.session {
         spans.push(Span::raw(format!("  session {session}")));
     }
-    spans.push(Span::raw("  q quits"));
     if let Some(error) = &screen.refresh_error {
         spans.push(Span::styled(
             format!("  refresh failed: {error}"),
