@@ -128,7 +128,7 @@ async fn show(
         screen,
         client,
         paths,
-        refresh: Refresh::new(),
+        refresh: Refresh::new(Instant::now()),
     };
     top.screen_loop(&mut terminal, keys, feed).await
 }
@@ -176,11 +176,11 @@ struct Refresh {
 }
 
 impl Refresh {
-    fn new() -> Refresh {
+    fn new(now: Instant) -> Refresh {
         Refresh {
             dirty: false,
             in_flight: false,
-            not_before: Instant::now(),
+            not_before: now,
         }
     }
 
@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn refreshes_are_coalesced_and_spaced() {
         let start = Instant::now();
-        let mut refresh = Refresh::new();
+        let mut refresh = Refresh::new(start);
         assert!(!refresh.is_due(start), "nothing changed yet");
         refresh.dirty = true;
         assert!(refresh.is_due(start));
@@ -389,7 +389,7 @@ mod tests {
     #[test]
     fn a_failed_refresh_is_retried_later() {
         let start = Instant::now();
-        let mut refresh = Refresh::new();
+        let mut refresh = Refresh::new(start);
         refresh.dirty = true;
         refresh.start(start);
         refresh.finish(false, start);
