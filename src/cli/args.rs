@@ -89,6 +89,8 @@ pub enum Command {
     Mcp(McpArgs),
     /// Print the guide for agents (Markdown): joining, work, locks, findings, votes, errors.
     Guide,
+    /// Watch the swarm live in the terminal: agents, tasks, locks, the latest events (q quits).
+    Top(TopArgs),
     /// Run any catalog operation by name with its arguments as one JSON object
     /// (e.g. `call task_complete '{"task":"T-1","agent":"a","result":1}'`).
     Call(CallArgs),
@@ -100,6 +102,18 @@ pub struct McpArgs {
     /// The agent this connection acts as (else `join` names it, or the token's agent).
     #[arg(long, value_name = "ID")]
     pub agent: Option<String>,
+}
+
+/// Flags of `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Show only the tasks and events of this session.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// How many of the latest events to keep (1 to 1000; as many as fit are shown).
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub events: u16,
 }
 
 /// Arguments of `call`.

@@ -7,6 +7,7 @@ mod coordination;
 mod events;
 mod mcp;
 mod ops;
+mod top;
 mod work;
 
 use std::process::ExitCode;
@@ -139,6 +140,7 @@ async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
             mcp::guide();
             Ok(())
         }
+        Command::Top(args) => top::run(&config, args).await,
         Command::Call(args) => mcp::call(&config, &args.operation, args.arguments.as_deref()).await,
         Command::State(_)
         | Command::Kv(_)
