@@ -34,8 +34,11 @@ pub struct AppState {
     /// The last state rebuilt for `?at=`. History does not change, so it stays valid; a
     /// page that reads several collections at one seq (the board's time slider) rebuilds
     /// it once, and requests for the seq being rebuilt wait for it instead of repeating it.
-    past: Arc<tokio::sync::Mutex<Option<(u64, Arc<swarmlog_projections::State>)>>>,
+    past: Arc<tokio::sync::Mutex<Option<PastState>>>,
 }
+
+/// A state rebuilt for `?at=`: the seq it stands after, and the state.
+type PastState = (u64, Arc<swarmlog_projections::State>);
 
 /// The generic part of a write, prepared from the request: who, where, provenance, fence
 /// and idempotency. The route adds the command.

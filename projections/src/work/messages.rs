@@ -130,7 +130,7 @@ impl Messages {
                     .is_none_or(|agent| message.from == agent || message.recipients.contains(agent))
             })
             .collect();
-        messages.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+        messages.sort_unstable_by_key(|message| std::cmp::Reverse(message.seq));
         messages.truncate(limit);
         messages
     }
