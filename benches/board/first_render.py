@@ -1,14 +1,15 @@
 """What a page load of the board costs with a big swarm, measured in a real browser.
 
-Populates a fresh `swarmlog serve` with AGENTS agents, TASKS tasks (a quarter of them
-chains of dependencies, 50 claimed) and 600 custom events, then opens the board RUNS
+Populates a fresh `swarmlog serve` with AGENTS agents, TASKS tasks (three quarters of them
+in chains of dependencies, 50 claimed), HISTORY custom events and 600 more, then opens the board RUNS
 times in headless Chromium and reads, from the page's own Performance API:
 
 - first_render_ms: navigation start to the board's first full render (the mark
   `swarmlog:first-render`, set once every panel is drawn);
 - reads_ms: navigation start to the end of the last API read of that render;
 - render_ms: the time the page's script took to draw every panel from those reads;
-- the same for the time slider (`/?at=HEAD-1`, the state rebuilt from the log).
+- the same for the time slider (`/?at=SEQ` near the head, another seq each run, so each
+  rebuilds the state from the log).
 
 Prints each run and the medians, as JSON on the last line. Run it with the UI suite's
 venv and a release build (2 cores are noisy: compare medians, not single runs):
@@ -47,7 +48,7 @@ return mark && draw ? {first_render_ms: mark.startTime, render_ms: draw.duration
 """
 
 
-def populate(server, agents: int, tasks: int) -> None:
+def populate(server, agents: int, tasks: int, history: int) -> None:
     for n in range(agents):
         server.call("POST", "/v1/agents", {"id": f"agent-{n:03}", "type": "worker", "capabilities": ["x"],
                                            "ttl_ms": 3_600_000})
@@ -57,6 +58,9 @@ def populate(server, agents: int, tasks: int) -> None:
         server.call("POST", "/v1/tasks", {"tasks": batch[start:start + 1000]})
     for n in range(min(50, agents)):
         server.call("POST", "/v1/tasks/claim", {"agent": f"agent-{n:03}"})
+    for start in range(0, history, 1000):
+        events = [{"type": "load.history", "stream": f"history/{n % 100}"} for n in range(start, min(history, start + 1000))]
+        server.call("POST", "/v1/events", {"events": events})
     server.call("POST", "/v1/events", {"events": [{"type": "load.tick", "stream": f"load/{n}"} for n in range(600)]})
 
 
@@ -79,6 +83,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--history", type=int, default=0,
+                        help="custom events appended before the last 600, so the slider rebuilds a longer log")
     args = parser.parse_args()
     swarmlog_server.BIN = str(Path(args.bin).resolve())
 
@@ -94,13 +100,17 @@ def main() -> None:
     driver = None
     try:
         print(f"populating: {args.agents} agents, {args.tasks} tasks", file=sys.stderr)
-        populate(server, args.agents, args.tasks)
+        populate(server, args.agents, args.tasks, args.history)
         head = server.call("GET", "/v1/audit/head")["seq"]
         driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
         results = {}
-        for name, url in [("live", f"{server.url}/"), ("slider", f"{server.url}/?at={head - 1}")]:
-            open_board(driver, url)  # warm-up: the browser's cache holds the page's files after this
-            runs = [open_board(driver, url) for _ in range(args.runs)]
+        # Each slider run goes to another seq, so each rebuilds the past from the log (the
+        # server keeps only the last state it rebuilt).
+        pages = {"live": [f"{server.url}/"] * (args.runs + 1),
+                 "slider": [f"{server.url}/?at={head - 1 - run}" for run in range(args.runs + 1)]}
+        for name, urls in pages.items():
+            open_board(driver, urls[0])  # warm-up: the browser's cache holds the page's files after this
+            runs = [open_board(driver, url) for url in urls[1:]]
             for figures in runs:
                 print(f"{name}: first render {figures['first_render_ms']:.0f} ms, reads done "
                       f"{figures['reads_ms']:.0f} ms, drawn in {figures['render_ms']:.0f} ms", file=sys.stderr)

@@ -90,10 +90,16 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const badge = (text, kind = text) => `<span class="badge ${esc(kind)}">${esc(text)}</span>`;
 const now = () => (view.at === null ? Date.now() + view.skewMs : view.atTime ?? Date.now());
 
+// One formatter for every time shown: making one per call (toLocaleTimeString) costs more
+// than drawing the row it is for.
+const TIME = new Intl.DateTimeFormat([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
 function timeOf(iso) {
   const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? '' : date.toLocaleTimeString([], { hour12: false });
+  return Number.isNaN(date.getTime()) ? '' : TIME.format(date);
 }
+
+// Code-point order, for ids and ISO timestamps (a locale's collation is slower and not needed).
+const byText = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 
 // "42s", "3m 05s", "1h 02m"; negative spans read "0s".
 function span(ms) {
@@ -517,7 +523,9 @@ const actionButton = (action, id, label) =>
 function renderAll() {
   const started = performance.now();
   render(ALL);
+  const feedStarted = performance.now();
   renderFeed();
+  performance.measure('swarmlog:render:feed', { start: feedStarted });
   renderTimeline();
   performance.measure('swarmlog:render-all', { start: started }); // read by benches/board
 }
@@ -527,9 +535,15 @@ function render(names) {
   const renderers = { agents: renderAgents, tasks: renderTasks, locks: renderLocks, blackboard: renderBlackboard,
     consensus: renderConsensus, messages: renderMessages, sessions: renderSessions };
   for (const [panel, sources] of Object.entries(PANELS)) {
-    if (sources.some((source) => changed.has(source))) renderers[panel]();
+    if (sources.some((source) => changed.has(source))) {
+      const started = performance.now();
+      renderers[panel]();
+      performance.measure(`swarmlog:render:${panel}`, { start: started });
+    }
   }
+  const started = performance.now();
   tick();
+  performance.measure('swarmlog:render:tick', { start: started });
 }
 
 function fill(panel, summary, html) {
@@ -559,7 +573,7 @@ function renderAgents() {
     if (task.status === 'claimed' && task.agent) working.set(task.agent, [...(working.get(task.agent) ?? []), task.id]);
   }
   const order = (agent) => AGENT_STATUSES.indexOf(agent.status);
-  agents.sort((a, b) => order(a) - order(b) || a.id.localeCompare(b.id));
+  agents.sort((a, b) => order(a) - order(b) || byText(a.id, b.id));
   const rows = agents.map((agent) => `<tr data-id="${esc(agent.id)}">
     <td class="mono">${esc(agent.id)}<div class="muted">${esc(agent.type)}</div></td>
     <td>${badge(agent.status)}</td>
@@ -579,7 +593,7 @@ function renderTasks() {
     ...STATUSES.map((status) => `<button type="button" data-status="${status}" aria-pressed="${view.statusFilter === status}">${status.replace('_', ' ')} ${tally[status]}</button>`)].join('');
   const shown = tasks
     .filter((task) => view.statusFilter === null || task.status === view.statusFilter)
-    .sort((a, b) => STATUSES.indexOf(a.status) - STATUSES.indexOf(b.status) || b.priority - a.priority || a.created_at.localeCompare(b.created_at));
+    .sort((a, b) => STATUSES.indexOf(a.status) - STATUSES.indexOf(b.status) || b.priority - a.priority || byText(a.created_at, b.created_at));
   const rows = shown.map((task) => `<tr data-id="${esc(task.id)}">
     <td class="mono">${esc(task.id)}${task.title ? `<div>${esc(task.title)}</div>` : ''}</td>
     <td>${badge(task.status)}</td>
