@@ -220,7 +220,7 @@ async function start() {
     me = await response.json();
   } catch (error) {
     if (error instanceof Unauthorized) return askForToken(view.token ? 'The server refused that token.' : '');
-    return toast(`Cannot reach the server: ${error.message}`, true);
+    return fail(error);
   }
   view.role = me.role;
   view.agent = me.agent;
@@ -229,14 +229,18 @@ async function start() {
   $('#login').hidden = true;
   $('#board').hidden = false;
 
-  const head = (await getJson('/v1/audit/head')).seq;
-  view.head = head;
-  view.lastSeq = head;
-  const [feed] = await Promise.all([
-    readEvents(head - FEED_LIMIT + 1, head),
-    at >= 1 && at < head ? travel(at) : load(ALL),
-  ]);
-  view.feed = feed;
+  try {
+    const head = (await getJson('/v1/audit/head')).seq;
+    view.head = head;
+    view.lastSeq = head;
+    const [feed] = await Promise.all([
+      readEvents(head - FEED_LIMIT + 1, head),
+      at >= 1 && at < head ? travel(at) : load(ALL),
+    ]);
+    view.feed = feed;
+  } catch (error) {
+    return fail(error);
+  }
   if (view.at === null) renderAll(); // travel() has drawn the past
   firstRender();
   follow();
@@ -247,6 +251,15 @@ async function start() {
 function firstRender() {
   performance.mark('swarmlog:first-render');
   document.documentElement.dataset.ready = 'true';
+}
+
+// The board cannot open: says why, where it stays in sight.
+function fail(error) {
+  const banner = $('#banner');
+  banner.hidden = false;
+  banner.textContent = error instanceof ApiError
+    ? `The board cannot open: ${error.code}: ${error.message}`
+    : `The board cannot reach the server: ${error.message}. Reload to try again.`;
 }
 
 function askForToken(message) {

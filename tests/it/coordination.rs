@@ -295,6 +295,26 @@ async fn kv_is_last_writer_wins_with_delete_and_prefix_listing() {
 }
 
 #[tokio::test]
+async fn concurrent_reads_at_different_seqs_each_see_their_own_past() {
+    // The server keeps the last state it rebuilt for `?at=`: reads that alternate between
+    // two seqs, all at once, must each get the state of their own seq.
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    for value in ["first", "second", "third"] {
+        put(&server, "/v1/state/doc", &json!({"value": value})).await; // seqs 1, 2, 3
+    }
+    let reads = (0..24).map(|n| {
+        let at = [1, 3, 2][n % 3];
+        let server = &server;
+        async move { (at, server.get(&format!("/v1/state/doc?at={at}")).await) }
+    });
+    for (at, (status, cell)) in futures::future::join_all(reads).await {
+        assert_eq!(status, 200, "{cell}");
+        assert_eq!(cell["version"], json!(at), "at={at}: {cell}");
+    }
+}
+
+#[tokio::test]
 async fn at_reads_the_state_as_it_was_after_that_seq() {
     let dir = data_dir();
     let server = Server::start(dir.path(), &[]).await;

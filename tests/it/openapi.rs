@@ -168,6 +168,7 @@ async fn every_operation_answers_its_documented_schema() {
             json!({"from": "a1", "to": "a2", "type": "hello", "payload": 1, "requires_ack": true}),
         ),
         ("message_get", json!({"message": "M-1"})),
+        ("message_list", json!({"agent": "a2", "limit": 10})),
         ("inbox", json!({"agent": "a2"})),
         ("message_ack", json!({"message": "M-1", "agent": "a2"})),
         ("session_get", json!({"session": "s1"})),

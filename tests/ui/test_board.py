@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By
 
 from conftest import ARTIFACTS, populate
+from swarmlog_server import ApiError
 
 READY_S = 20  # the longest a page may take to show the board on a loaded CI machine
 LIVE_S = 2  # SPEC: a committed change shows within 1 s; the test allows 2 s
@@ -116,6 +118,34 @@ def test_the_board_shows_agents_tasks_locks_blackboard_consensus_and_messages(st
     feed = text(browser, "#feed .body")
     assert "proposal.opened" in feed and "task.claimed" in feed
     assert js_errors(browser) == []
+
+
+def test_locks_show_their_waiters_in_order_and_a_refused_deadlock(start_server, browser):
+    server = start_server()
+    for owner, resource in [("a", "r1"), ("b", "r2")]:
+        server.call("POST", f"/v1/locks/{resource}/acquire", {"owner": owner, "ttl_ms": 60_000})
+
+    def wait_for_lock(owner: str, resource: str) -> None:
+        try:
+            server.call("POST", f"/v1/locks/{resource}/acquire", {"owner": owner, "ttl_ms": 60_000, "wait_ms": 30_000})
+        except Exception:  # noqa: BLE001  (refused or cut off when the test ends)
+            pass
+
+    # b, then c, queue for r1 behind a; then a asking for r2 would close a -> b -> a.
+    waiters = [threading.Thread(target=wait_for_lock, args=(owner, "r1"), daemon=True) for owner in ("b", "c")]
+    for waiter in waiters:
+        waiter.start()
+        time.sleep(0.3)  # the order they queue in
+    with pytest.raises(ApiError) as refused:
+        server.call("POST", "/v1/locks/r2/acquire", {"owner": "a", "ttl_ms": 60_000, "wait_ms": 5_000})
+    assert refused.value.status == 409 and "deadlock" in refused.value.body
+
+    open_board(browser, server)
+    wait_for(browser, lambda: "1. b (exclusive), 2. c (exclusive)" in row(browser, "locks", "r1"), READY_S,
+             "the waiters of r1 are not shown in order")
+    assert "2 held, 2 waiting" in text(browser, "#locks .summary")
+    assert "deadlocks refused" in text(browser, "#locks .body").lower()
+    assert "a waits for r2 (held by b)" in text(browser, "#locks .body")
 
 
 def test_a_session_filter_draws_its_task_dependencies(start_server, browser):
@@ -391,3 +421,16 @@ def test_leaving_the_page_closes_its_feed_so_visits_never_queue(start_server, br
         browser.get("about:blank")
         open_board(browser, server)
     wait_for(browser, lambda: text(browser, "#connection") == "live", READY_S, "the last visit never went live")
+
+
+def test_an_empty_server_shows_empty_panels_and_an_unknown_branch_says_so(start_server, browser):
+    server = start_server()
+    open_board(browser, server)
+    assert text(browser, "#agents .body") == "No agents."
+    assert text(browser, "#tasks .body") == "No tasks."
+    assert text(browser, "#feed .body") == "No events yet."
+    assert browser.find_element(By.ID, "slider").get_attribute("disabled") is not None
+
+    browser.get(f"{server.url}/?branch=nope")
+    wait_for(browser, lambda: "branch_not_found" in text(browser, "#banner"), READY_S, "no reason shown")
+    assert "nope" in text(browser, "#banner")
