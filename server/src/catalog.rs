@@ -356,9 +356,10 @@ fn tidy_schema(value: &mut Value) {
                     )
                 })
             {
-                // A seq, version or token: the server reads it as a u64.
+                // A seq, version or token: the server reads it as a u64 (a field's own
+                // `range(max = ...)` stays).
                 if object.get("format").and_then(Value::as_str) == Some("uint64") {
-                    object.insert("maximum".into(), json!(u64::MAX));
+                    object.entry("maximum").or_insert_with(|| json!(u64::MAX));
                 }
                 object.remove("format");
             }
