@@ -29,7 +29,12 @@ async fn inbox_ids(server: &Server, agent: &str, unacked: bool) -> Vec<String> {
         .await;
     assert_eq!(status, 200, "{inbox}");
     assert_eq!(inbox["agent"], json!(agent));
-    inbox["messages"]
+    ids(&inbox)
+}
+
+/// The ids of the `messages` of an inbox or a message list, in order.
+fn ids(list: &Value) -> Vec<String> {
+    list["messages"]
         .as_array()
         .expect("messages")
         .iter()
@@ -235,12 +240,7 @@ async fn the_inbox_as_sse_catches_up_then_follows_only_this_agents_messages() {
 async fn listed(server: &Server, query: &str) -> Vec<String> {
     let (status, list) = server.get(&format!("/v1/messages{query}")).await;
     assert_eq!(status, 200, "{list}");
-    list["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|message| message["id"].as_str().expect("id").to_owned())
-        .collect()
+    ids(&list)
 }
 
 #[tokio::test]
