@@ -55,8 +55,10 @@ pub fn components() -> Map<String, Value> {
     add(
         "Appended",
         object(
-            &["seq", "events"],
-            json!({"seq": integer(), "events": {"type": "array", "items": reference("Envelope")}}),
+            &["seq"],
+            json!({"seq": integer(), "events": {"type": "array", "items": reference("Envelope")},
+               "count": {"type": "integer", "minimum": 1,
+                         "description": "with Prefer: return=minimal, how many events were appended (instead of events)"}}),
         ),
     );
     add(

@@ -781,18 +781,19 @@ struct Parked {
 #[derive(Default)]
 struct Group {
     events: Vec<Arc<Committed>>,
+    /// About how many bytes `events` will append (the sum of their JSON), kept as they
+    /// are added: the engine asks after every job whether the group is full.
+    bytes: usize,
     answers: Vec<Answer>,
     /// Replies to the reads and heartbeats handled with the group.
     deferred: Vec<Deferred>,
 }
 
 impl Group {
-    /// About how many bytes the group will append.
-    fn bytes(&self) -> usize {
-        self.events
-            .iter()
-            .map(|committed| committed.json.len())
-            .sum()
+    /// Adds a decided event.
+    fn push(&mut self, committed: Committed) {
+        self.bytes += committed.json.len();
+        self.events.push(Arc::new(committed));
     }
 
     /// The seq and hash the next event chains from.
@@ -1038,8 +1039,7 @@ impl Core {
                     reply,
                     enqueued,
                 } if shutdown.is_none() => {
-                    if group.events.len() >= COMMIT_EVENTS_MAX || group.bytes() >= COMMIT_BYTES_MAX
-                    {
+                    if group.events.len() >= COMMIT_EVENTS_MAX || group.bytes >= COMMIT_BYTES_MAX {
                         deferred.push_back(Job::Write {
                             request,
                             reply,
@@ -1173,7 +1173,7 @@ impl Core {
             }
             self.count_domain_metrics(&group.events);
             self.expire_keys();
-            self.space.note_written(group.bytes() as u64);
+            self.space.note_written(group.bytes as u64);
         }
         self.committer.submit(Commit::new(
             group.events,
@@ -1616,7 +1616,7 @@ impl Core {
             envelope.seal(&previous_hash);
             self.state.apply(&envelope);
             self.fork_if_needed(&envelope, group);
-            group.events.push(Arc::new(Committed::new(envelope)));
+            group.push(Committed::new(envelope));
         }
     }
 

@@ -130,6 +130,12 @@ fn parameters(operation: &Operation) -> Vec<Value> {
         parameters
             .push(json!({"name": "branch", "in": "query", "required": false, "schema": branch}));
     }
+    if operation.name == "append_events" {
+        let prefer = json!({"type": "string", "enum": ["return=minimal", "return=representation"],
+            "description": "return=minimal (RFC 7240): answer {seq, count} without echoing the events"});
+        parameters
+            .push(json!({"name": "Prefer", "in": "header", "required": false, "schema": prefer}));
+    }
     if !operation.writes.is_empty() {
         let key = json!({
             "type": "string",

@@ -62,6 +62,48 @@ async fn append_returns_durable_envelopes_with_a_hash_chain() {
 }
 
 #[tokio::test]
+async fn prefer_return_minimal_answers_the_seq_and_count_without_the_events() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let batch = json!({"events": [
+        {"type": "bulk.loaded", "stream": "bulk/1", "data": {"n": 1}},
+        {"type": "bulk.loaded", "stream": "bulk/2", "data": {"n": 2}},
+        {"type": "bulk.loaded", "stream": "bulk/3", "data": {"n": 3}},
+    ]});
+    let response = server
+        .http
+        .post(format!("{}/v1/events", server.url))
+        .header("prefer", "respond-async, return=minimal")
+        .json(&batch)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(
+        response.headers()["preference-applied"],
+        "return=minimal",
+        "RFC 7240 says which preference was honoured"
+    );
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(answer, json!({"seq": 3, "count": 3}));
+    // Written all the same, and durable.
+    let events = server.replay("").await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2]["data"], json!({"n": 3}));
+
+    // Without the preference, or with another, the events come back.
+    let (status, full) = server
+        .post_with(
+            "/v1/events",
+            &json!({"type": "one", "stream": "s"}),
+            &[("prefer", "return=representation")],
+        )
+        .await;
+    assert_eq!(status, 201, "{full}");
+    assert_eq!(full["events"][0]["seq"], json!(4), "{full}");
+}
+
+#[tokio::test]
 async fn expected_version_lets_exactly_one_concurrent_writer_win() {
     let dir = data_dir();
     let server = std::sync::Arc::new(Server::start(dir.path(), &[]).await);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -117,6 +117,7 @@ impl EventBody {
 
 /// `POST /v1/events`: one event or an atomic batch.
 pub async fn append(State(app): State<AppState>, input: WriteInput) -> Result<Response, ApiError> {
+    let minimal = prefers_minimal(&input.headers);
     let (write, rest) = input.prepare(&app)?;
     let bodies = if rest.get("events").is_some() {
         let batch: BatchBody =
@@ -146,9 +147,46 @@ pub async fn append(State(app): State<AppState>, input: WriteInput) -> Result<Re
             &app,
             WriteCommand::Append(items),
             None,
-            Box::new(|_, written| Ok(appended(written))),
+            Box::new(move |_, written| {
+                Ok(if minimal {
+                    appended_minimal(written)
+                } else {
+                    appended(written)
+                })
+            }),
         )
         .await
+        .map(|mut response| {
+            if minimal {
+                response.headers_mut().insert(
+                    "preference-applied",
+                    HeaderValue::from_static("return=minimal"),
+                );
+            }
+            response
+        })
+}
+
+/// Whether the request asks, with `Prefer: return=minimal` (RFC 7240), for an answer that
+/// does not echo what it wrote.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| preference.trim().eq_ignore_ascii_case("return=minimal"))
+}
+
+/// The answer to an append with `Prefer: return=minimal`: 201 `{"seq": last, "count": n}`
+/// (the events of one append have consecutive seqs).
+pub fn appended_minimal(written: &[Arc<Committed>]) -> WriteResponse {
+    let last = written.last().map_or(0, |committed| committed.envelope.seq);
+    WriteResponse {
+        status: Status::Created,
+        body: format!("{{\"seq\":{last},\"count\":{}}}", written.len()),
+        replayed: false,
+    }
 }
 
 /// The answer to an append: 201 `{"seq": last, "events": [envelopes]}`, from the JSON each
