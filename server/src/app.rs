@@ -96,10 +96,13 @@ impl AppState {
             }
         }
         let reader = self.engine.reader().clone();
-        let state = tokio::task::spawn_blocking(move || crate::engine::state_at(&reader, at))
-            .await
-            .map_err(|error| ApiError::internal("time-travel read failed", &error))?
-            .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
+        let data_dir = self.engine.data_dir().to_path_buf();
+        let state = tokio::task::spawn_blocking(move || {
+            crate::engine::state_at_from_snapshot(&reader, &data_dir, at)
+        })
+        .await
+        .map_err(|error| ApiError::internal("time-travel read failed", &error))?
+        .map_err(|error| ApiError::internal("cannot rebuild the past state", &error))?;
         let state = Arc::new(state);
         *cached = Some((at, Arc::clone(&state)));
         Ok(state)

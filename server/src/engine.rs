@@ -650,6 +650,11 @@ impl Engine {
         &self.reader
     }
 
+    /// The data directory (the log and its snapshots).
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
     /// The live fan-out.
     pub fn hub(&self) -> &Hub {
         &self.hub
@@ -1823,6 +1828,59 @@ fn event_hash(reader: &LogReader, seq: u64) -> Option<[u8; 32]> {
 /// The state as it was right after event `at`, rebuilt from the durable log.
 pub fn state_at(reader: &LogReader, at: u64) -> Result<State, EngineError> {
     state_after(reader, at, &[])
+}
+
+/// The state as it was right after event `at`: from the newest snapshot of `data_dir` at
+/// or before `at` plus the events after it, else from the whole log. The snapshot's state
+/// is the live one, so what the log does not hold (a lease a heartbeat extended) reads as
+/// the server had it then.
+pub fn state_at_from_snapshot(
+    reader: &LogReader,
+    data_dir: &Path,
+    at: u64,
+) -> Result<State, EngineError> {
+    past_state(reader, data_dir, at).map(|(state, _)| state)
+}
+
+/// [`state_at_from_snapshot`], and the head of the snapshot it started from (None: seq 1).
+fn past_state(
+    reader: &LogReader,
+    data_dir: &Path,
+    at: u64,
+) -> Result<(State, Option<u64>), EngineError> {
+    let snapshot = snapshot::load_newest_at_most(data_dir, at, &mut |head, hash| {
+        event_hash(reader, head).is_some_and(|stored| stored == *hash)
+    });
+    let Some(snapshot) = snapshot else {
+        return Ok((state_at(reader, at)?, None));
+    };
+    let start = snapshot.state;
+    let snapshot_head = start.head;
+    let mut events = Vec::new();
+    for record in reader.iter_from(Seq(snapshot_head + 1)) {
+        let record = record.map_err(|source| EngineError::Log {
+            dir: "log".into(),
+            source,
+        })?;
+        if record.seq.get() > at {
+            break;
+        }
+        events.push(Envelope::decode(
+            record.seq.get(),
+            record.timestamp_ms,
+            &record.payload,
+        )?);
+    }
+    let forks: Vec<ForkPoint> = events.iter().filter_map(ForkPoint::from_event).collect();
+    let Ok(mut replayer) = Replayer::new(start, forks) else {
+        // A branch made after the snapshot forks from before it: only a replay from
+        // seq 1 passes that point.
+        return Ok((state_at(reader, at)?, None));
+    };
+    for event in &events {
+        replayer.apply(event);
+    }
+    Ok((replayer.finish(), Some(snapshot_head)))
 }
 
 /// The state right after event `at`, from the durable log followed by `newer`: events

@@ -12,8 +12,8 @@ use swarmlog_projections::{AppendRequest, Code, Envelope, State, GENESIS_HASH, S
 use tempfile::TempDir;
 
 use super::{
-    state_at, AppendItem, Engine, EngineConfig, Fence, IdempotencyRequest, Status, WriteCommand,
-    WriteContext, WriteRequest, WriteResponse,
+    past_state, state_at, AppendItem, Engine, EngineConfig, Fence, IdempotencyRequest, Status,
+    WriteCommand, WriteContext, WriteRequest, WriteResponse,
 };
 use crate::refusal::Refusal;
 
@@ -637,6 +637,51 @@ async fn state_at_rebuilds_the_state_as_of_a_past_seq() {
     assert_eq!(value_at(second), (second, Some(json!(2))));
     let live = read(&engine, |state| state.clone()).await;
     assert_eq!(state_at(engine.reader(), second).expect("now"), live);
+    engine.shutdown().await;
+}
+
+/// A time-travel read from the newest snapshot at or before its seq gives the state a
+/// replay from seq 1 gives, at every seq: before the snapshot (none fits: the whole log),
+/// from it with a branch forked after it, and, once a branch forks from before the
+/// snapshot, from seq 1 again (only that replay passes the fork point).
+#[tokio::test]
+async fn state_at_from_a_snapshot_equals_a_replay_from_the_start_at_every_seq() {
+    let (dir, engine) = start();
+    for n in 0..4 {
+        write(&engine, "alice", kv_put("k", json!(n)))
+            .await
+            .expect("put");
+    }
+    engine.snapshot().await.expect("a snapshot");
+    let snapshot_head = head(&engine);
+    let fork = |name: &str, at: Option<u64>| {
+        WriteCommand::Coordination(CoordinationCommand::BranchCreate {
+            name: name.into(),
+            from: "main".into(),
+            at,
+        })
+    };
+    write(&engine, "alice", kv_put("k", json!("later")))
+        .await
+        .expect("put");
+    write(&engine, "alice", fork("late", None))
+        .await
+        .expect("fork after the snapshot");
+    write(&engine, "alice", kv_put("k", json!("last")))
+        .await
+        .expect("put");
+    write(&engine, "alice", fork("early", Some(2)))
+        .await
+        .expect("fork from before the snapshot");
+    let last = head(&engine);
+    for at in 0..=last {
+        let (from_snapshot, started_at) =
+            past_state(engine.reader(), dir.path(), at).expect("the past rebuilds");
+        let from_start = state_at(engine.reader(), at).expect("the past rebuilds from seq 1");
+        assert_eq!(from_snapshot, from_start, "at {at}");
+        let expected = (snapshot_head..last).contains(&at).then_some(snapshot_head);
+        assert_eq!(started_at, expected, "where the rebuild of {at} started");
+    }
     engine.shutdown().await;
 }
 

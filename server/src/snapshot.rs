@@ -196,12 +196,33 @@ pub fn load_newest(
     load_newest_from(&storage, matches_log)
 }
 
+/// The newest snapshot of the data directory at or before `at` that passes its checks
+/// and that `matches_log` confirms, for a time-travel read that need not replay from seq 1.
+pub fn load_newest_at_most(
+    data_dir: &Path,
+    at: u64,
+    matches_log: &mut dyn FnMut(u64, &[u8; 32]) -> bool,
+) -> Option<Snapshot> {
+    let storage = FsStorage::open(&snapshot_dir(data_dir)).ok()?;
+    load_newest_where(&storage, |head| head <= at, matches_log)
+}
+
 /// [`load_newest`] from a snapshot directory's storage.
 pub fn load_newest_from<S: Storage>(
     storage: &S,
     matches_log: &mut dyn FnMut(u64, &[u8; 32]) -> bool,
 ) -> Option<Snapshot> {
-    for (head, name) in list(storage) {
+    load_newest_where(storage, |_| true, matches_log)
+}
+
+/// The newest snapshot whose head `wanted` accepts, that passes its checks and that
+/// `matches_log` confirms.
+fn load_newest_where<S: Storage>(
+    storage: &S,
+    wanted: impl Fn(u64) -> bool,
+    matches_log: &mut dyn FnMut(u64, &[u8; 32]) -> bool,
+) -> Option<Snapshot> {
+    for (head, name) in list(storage).into_iter().filter(|(head, _)| wanted(*head)) {
         match read(storage, &name) {
             Ok(snapshot)
                 if snapshot.state.head == head && matches_log(head, &snapshot.state.head_hash) =>
