@@ -65,7 +65,8 @@ pub fn components() -> Map<String, Value> {
         "Stream",
         object(
             &["stream", "version", "events"],
-            json!({"stream": string(), "version": integer(), "events": {"type": "array", "items": reference("Envelope")}}),
+            json!({"stream": string(), "version": integer(), "events": {"type": "array", "items": reference("Envelope")},
+               "next": {"type": ["integer", "null"], "description": "the from of the next page; null on the last"}}),
         ),
     );
     add(

@@ -104,6 +104,55 @@ async fn prefer_return_minimal_answers_the_seq_and_count_without_the_events() {
 }
 
 #[tokio::test]
+async fn a_stream_reads_in_pages_with_next() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let events: Vec<Value> = (0..5)
+        .map(|n| json!({"type": "page.item", "stream": "paged", "data": {"n": n}}))
+        .collect();
+    let (status, _) = server.post("/v1/events", &json!({"events": events})).await;
+    assert_eq!(status, 201);
+    server.append("other", json!({})).await; // seq 6, another stream
+    let (status, first) = server.get("/v1/streams/paged?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["version"], json!(5), "the whole stream's version");
+    let ns = |page: &Value| -> Vec<Value> {
+        let events = page["events"].as_array().expect("events");
+        events
+            .iter()
+            .map(|event| event["data"]["n"].clone())
+            .collect()
+    };
+    assert_eq!(
+        (ns(&first), first["next"].clone()),
+        (vec![json!(0), json!(1)], json!(3))
+    );
+    let (_, second) = server.get("/v1/streams/paged?limit=2&from=3").await;
+    assert_eq!(
+        (ns(&second), second["next"].clone()),
+        (vec![json!(2), json!(3)], json!(5))
+    );
+    let (_, last) = server.get("/v1/streams/paged?limit=2&from=5").await;
+    assert_eq!(
+        (ns(&last), last["next"].clone()),
+        (vec![json!(4)], Value::Null)
+    );
+    let (_, past) = server.get("/v1/streams/paged?at=2&limit=1").await;
+    assert_eq!(
+        (past["version"].clone(), past["next"].clone()),
+        (json!(2), json!(2))
+    );
+    for query in ["limit=0", "limit=10001"] {
+        let (status, refused) = server.get(&format!("/v1/streams/paged?{query}")).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{query}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn expected_version_lets_exactly_one_concurrent_writer_win() {
     let dir = data_dir();
     let server = std::sync::Arc::new(Server::start(dir.path(), &[]).await);
@@ -185,7 +234,7 @@ async fn streams_read_versions_and_time_travel() {
     assert_eq!(status, 200);
     assert_eq!(
         empty,
-        json!({"stream": "nothing-here", "version": 0, "events": []})
+        json!({"stream": "nothing-here", "version": 0, "events": [], "next": null})
     );
     let first = server.append("doc/1", json!({"v": 1})).await;
     server.append("doc/2", json!({"v": 1})).await;

@@ -212,6 +212,9 @@ pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
     }
 }
 
+/// Events per page of `GET /v1/streams/{stream}`: without `limit`, and at most.
+const STREAM_PAGE: (u64, u64) = (1_000, 10_000);
+
 /// Query of `GET /v1/streams/{stream}`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -220,10 +223,18 @@ pub struct StreamQuery {
     branch: Option<String>,
     #[serde(default)]
     at: Option<u64>,
+    /// The first seq of the page (inclusive): the `next` of the page before.
+    #[serde(default)]
+    from: Option<u64>,
+    /// At most this many events (default 1,000).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 10_000))]
+    limit: Option<u64>,
 }
 
-/// `GET /v1/streams/{stream}`: a stream's events and version (0 and none if it does not
-/// exist, so a client can start a conditional append from it).
+/// `GET /v1/streams/{stream}`: a stream's version and one page of its events, with `next`,
+/// the seq the following page starts from (null on the last). A stream that does not exist
+/// has version 0 and no events, so a client can start a conditional append from it.
 pub async fn read_stream(
     State(app): State<AppState>,
     ApiPath(stream): ApiPath<String>,
@@ -235,10 +246,23 @@ pub async fn read_stream(
     }
     .branch()?;
     app.require_branch(&branch).await?;
+    let (default, most) = STREAM_PAGE;
+    let limit = query.limit.unwrap_or(default);
+    if !(1..=most).contains(&limit) {
+        return Err(ApiError::malformed(
+            "invalid_query",
+            format!("limit must be 1 to {most}, not {limit}"),
+        ));
+    }
     let mut seqs = app.engine.stream_seqs(&branch, &stream);
     if let Some(at) = query.at {
         seqs.retain(|seq| *seq <= at);
     }
+    let version = seqs.len();
+    let first = seqs.partition_point(|seq| *seq < query.from.unwrap_or(0));
+    let mut seqs = seqs.split_off(first);
+    let next = seqs.get(limit as usize).copied();
+    seqs.truncate(limit as usize);
     let reader = app.engine.reader().clone();
     let events = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
         let mut out = Vec::with_capacity(seqs.len());
@@ -260,10 +284,10 @@ pub async fn read_stream(
     .await
     .map_err(|error| ApiError::internal("stream read task failed", &error))??;
     let body = format!(
-        "{{\"stream\":{},\"version\":{},\"events\":[{}]}}",
+        "{{\"stream\":{},\"version\":{version},\"events\":[{}],\"next\":{}}}",
         Value::from(stream),
-        events.len(),
-        events.join(",")
+        events.join(","),
+        Value::from(next)
     );
     Ok(json_text(StatusCode::OK, body))
 }
