@@ -7,6 +7,7 @@
 # then a table of medians and of swarmlog/Redis ratios. Raw lines land in benches/results/.
 #
 # usage, from the project root:  bash benches/server_cpu.sh [REPS=3] [SECS=8]
+# (SWARMLOG_BINARY=PATH measures another build, default target/release/swarmlog)
 # needs: redis-server (apt), peerbench built (cargo build --release --manifest-path
 # ../shared/peers/peerbench/Cargo.toml), and a release swarmlog (cargo build --release).
 set -euo pipefail
@@ -19,7 +20,7 @@ mkdir -p benches/results
 for setting in "1 32" "0 32" "1 1"; do
     read -r pin clients <<<"$setting"
     echo "== pinned=$pin clients=$clients: $reps x A B, $secs s each" >&2
-    PIN=$pin bash "$peers/server_cpu.sh" "$reps" "$secs" "$clients" | tee -a "$out"
+    PIN=$pin bash "$peers/server_cpu.sh" "$reps" "$secs" "$clients" ${SWARMLOG_BINARY:+"$SWARMLOG_BINARY"} | tee -a "$out"
 done
 python3 - "$out" <<'PY'
 import json, statistics, sys
