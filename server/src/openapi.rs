@@ -131,8 +131,9 @@ fn parameters(operation: &Operation) -> Vec<Value> {
             .push(json!({"name": "branch", "in": "query", "required": false, "schema": branch}));
     }
     if operation.name == "append_events" {
-        let prefer = json!({"type": "string", "enum": ["return=minimal", "return=representation"],
-            "description": "return=minimal (RFC 7240): answer {seq, count} without echoing the events"});
+        // RFC 7240: a server ignores the preferences it does not know, so any value goes.
+        let prefer = json!({"type": "string", "examples": ["return=minimal"],
+            "description": "return=minimal (RFC 7240): answer {seq, count} without echoing the events; other preferences are ignored"});
         parameters
             .push(json!({"name": "Prefer", "in": "header", "required": false, "schema": prefer}));
     }
