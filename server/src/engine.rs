@@ -42,8 +42,8 @@ pub use crate::hub::Committed;
 use crate::hub::Hub;
 use crate::limits::{
     COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, CONTENTION_TOP_MAX,
-    ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS, SNAPSHOT_INTERVAL_EVENTS,
-    SPACE_RECHECK_INTERVAL,
+    CONTENTION_TRACKED_MAX, ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS,
+    SNAPSHOT_INTERVAL_EVENTS, SPACE_RECHECK_INTERVAL,
 };
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
@@ -1714,9 +1714,7 @@ impl Core {
     }
 
     fn count_contention(&mut self, resources: &[String]) {
-        for resource in resources {
-            *self.contention.entry(resource.clone()).or_insert(0) += 1;
-        }
+        tally_contention(&mut self.contention, resources, CONTENTION_TRACKED_MAX);
         self.contention_changed = true;
     }
 
@@ -1922,6 +1920,21 @@ struct Provenance {
     session: Option<String>,
     correlation: Option<String>,
     meta: Option<String>,
+}
+
+/// Counts one denial or wait on each of `resources`; past `most` resources followed, keeps
+/// only those counted more than the median (at most half of them).
+fn tally_contention(counts: &mut HashMap<String, u64>, resources: &[String], most: usize) {
+    for resource in resources {
+        *counts.entry(resource.clone()).or_insert(0) += 1;
+    }
+    if counts.len() > most {
+        let mut values: Vec<u64> = counts.values().copied().collect();
+        let middle = values.len() / 2;
+        let (_, median, _) = values.select_nth_unstable(middle);
+        let median = *median;
+        counts.retain(|_, count| *count > median);
+    }
 }
 
 /// Milliseconds since the Unix epoch by the wall clock.

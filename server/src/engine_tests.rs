@@ -12,8 +12,8 @@ use swarmlog_projections::{AppendRequest, Code, Envelope, State, GENESIS_HASH, S
 use tempfile::TempDir;
 
 use super::{
-    past_state, state_at, AppendItem, Engine, EngineConfig, Fence, IdempotencyRequest, Status,
-    WriteCommand, WriteContext, WriteRequest, WriteResponse,
+    past_state, state_at, tally_contention, AppendItem, Engine, EngineConfig, Fence,
+    IdempotencyRequest, Status, WriteCommand, WriteContext, WriteRequest, WriteResponse,
 };
 use crate::refusal::Refusal;
 
@@ -638,6 +638,22 @@ async fn state_at_rebuilds_the_state_as_of_a_past_seq() {
     let live = read(&engine, |state| state.clone()).await;
     assert_eq!(state_at(engine.reader(), second).expect("now"), live);
     engine.shutdown().await;
+}
+
+/// The contention counts stay bounded however many resources are contended, and the
+/// most contended keep their counts.
+#[test]
+fn contention_counts_stay_bounded_and_keep_the_hot_resources() {
+    let mut counts = std::collections::HashMap::new();
+    let hot = ["hot-1".to_owned(), "hot-2".to_owned()];
+    for n in 0..50_000 {
+        tally_contention(&mut counts, &[format!("cold-{n}")], 1_000);
+        if n % 10 == 0 {
+            tally_contention(&mut counts, &hot, 1_000);
+        }
+        assert!(counts.len() <= 1_000, "{} resources followed", counts.len());
+    }
+    assert_eq!((counts["hot-1"], counts["hot-2"]), (5_000, 5_000));
 }
 
 /// A time-travel read from the newest snapshot at or before its seq gives the state a

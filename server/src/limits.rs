@@ -65,6 +65,11 @@ pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 100_000;
 /// few enough to keep the metric's cardinality fixed.
 pub const CONTENTION_TOP_MAX: usize = 10;
 
+/// How many lock resources the contention counts follow at most. Past it, the less
+/// contended half is forgotten, so memory stays bounded however many resources a log
+/// names, and the most contended ones (the metric's top) keep their counts.
+pub const CONTENTION_TRACKED_MAX: usize = 10_000;
+
 /// The most `wait_events` waits (SPEC §7: 60 s), so an agent's tool call never hangs for
 /// longer than its host's usual tool timeout.
 pub const MCP_WAIT_MS_MAX: u64 = 60_000;
