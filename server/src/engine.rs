@@ -1854,21 +1854,7 @@ fn past_state(
     };
     let start = snapshot.state;
     let snapshot_head = start.head;
-    let mut events = Vec::new();
-    for record in reader.iter_from(Seq(snapshot_head + 1)) {
-        let record = record.map_err(|source| EngineError::Log {
-            dir: "log".into(),
-            source,
-        })?;
-        if record.seq.get() > at {
-            break;
-        }
-        events.push(Envelope::decode(
-            record.seq.get(),
-            record.timestamp_ms,
-            &record.payload,
-        )?);
-    }
+    let events = durable_events(reader, snapshot_head + 1, at)?;
     let forks: Vec<ForkPoint> = events.iter().filter_map(ForkPoint::from_event).collect();
     let Ok(mut replayer) = Replayer::new(start, forks) else {
         // A branch made after the snapshot forks from before it: only a replay from
@@ -1888,22 +1874,7 @@ fn state_after(
     at: u64,
     newer: &[Arc<Committed>],
 ) -> Result<State, EngineError> {
-    let log_error = |source| EngineError::Log {
-        dir: "log".into(),
-        source,
-    };
-    let mut events = Vec::new();
-    for record in reader.iter_from(Seq::FIRST) {
-        let record = record.map_err(log_error)?;
-        if record.seq.get() > at {
-            break;
-        }
-        events.push(Envelope::decode(
-            record.seq.get(),
-            record.timestamp_ms,
-            &record.payload,
-        )?);
-    }
+    let mut events = durable_events(reader, 1, at)?;
     let next = events.last().map_or(1, |last| last.seq + 1);
     events.extend(
         newer
@@ -1913,6 +1884,26 @@ fn state_after(
             .cloned(),
     );
     Ok(State::replay(&events))
+}
+
+/// The durable events from seq `from` to `until`, decoded.
+fn durable_events(reader: &LogReader, from: u64, until: u64) -> Result<Vec<Envelope>, EngineError> {
+    let mut events = Vec::new();
+    for record in reader.iter_from(Seq(from)) {
+        let record = record.map_err(|source| EngineError::Log {
+            dir: "log".into(),
+            source,
+        })?;
+        if record.seq.get() > until {
+            break;
+        }
+        events.push(Envelope::decode(
+            record.seq.get(),
+            record.timestamp_ms,
+            &record.payload,
+        )?);
+    }
+    Ok(events)
 }
 
 /// Per-event provenance that overrides the write's.
