@@ -1,7 +1,7 @@
 """Schemathesis hooks for swarmlog (loaded with SCHEMATHESIS_HOOKS=hooks).
 
-Counts the requests sent and adds one check to the built-in ones: a refused request
-(4xx or 5xx) writes nothing. The log's head is read before each request; after a refusal,
+Counts the requests sent, caps the `wait_ms` of generated requests, and adds one check to
+the built-in ones: a refused request (4xx or 5xx) writes nothing. The log's head is read before each request; after a refusal,
 every event between the two heads must be a timer's (actor `system`: a lock or lease that
 ran out meanwhile), never the refused request's.
 """
@@ -33,9 +33,19 @@ def _write_count():
         out.write(f"{state['requests']}\n")
 
 
+# A claim or an acquire may wait up to 24 h by contract, and does when nothing frees up;
+# the fuzzer's request timeout is 30 s. Generated waits are cut to this, which still
+# exercises waiting, parking and the answer at the deadline.
+WAIT_MS_MAX = 1000
+
+
 @schemathesis.hook
 def before_call(ctx, case, kwargs):
     state["requests"] += 1
+    for body in (case.body, kwargs.get("json")):
+        wait = body.get("wait_ms") if isinstance(body, dict) else None
+        if isinstance(wait, int) and not isinstance(wait, bool) and wait > WAIT_MS_MAX:
+            body["wait_ms"] = WAIT_MS_MAX
     state["head"] = _head()
 
 

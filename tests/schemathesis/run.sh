@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Schemathesis against swarmlog's own OpenAPI document, with every check.
+# Schemathesis against swarmlog's own OpenAPI document, with every check but
+# use_after_free (a deleted agent stays readable as deregistered: schemathesis.toml says why).
 #
 # Starts the debug `swarmlog serve` on a fresh data directory, runs `st run` with all
 # checks (server errors, status codes, content types, headers, response schemas, positive
@@ -50,7 +51,8 @@ status=0
     cd tests/schemathesis
     SWARMLOG_URL=$url SWARMLOG_REQUEST_COUNT_FILE="$work/requests" SCHEMATHESIS_HOOKS=hooks \
         PYTHONPATH=. "$OLDPWD/$venv/bin/st" run "$url/v1/openapi.json" \
-        --checks all --workers 1 --max-examples "$examples" --seed "$seed" \
+        --checks all --exclude-checks use_after_free \
+        --workers 1 --max-examples "$examples" --seed "$seed" \
         --request-timeout 30 --no-color
 ) || status=$?
 requests=$(cat "$work/requests" 2>/dev/null || echo 0)
