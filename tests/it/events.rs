@@ -137,6 +137,11 @@ async fn a_stream_reads_in_pages_with_next() {
         (ns(&last), last["next"].clone()),
         (vec![json!(4)], Value::Null)
     );
+    // Without limit, the whole stream (SPEC §3), or its rest from `from`.
+    let (_, whole) = server.get("/v1/streams/paged").await;
+    assert_eq!((ns(&whole).len(), whole["next"].clone()), (5, Value::Null));
+    let (_, rest) = server.get("/v1/streams/paged?from=3").await;
+    assert_eq!(ns(&rest), vec![json!(2), json!(3), json!(4)]);
     let (_, past) = server.get("/v1/streams/paged?at=2&limit=1").await;
     assert_eq!(
         (past["version"].clone(), past["next"].clone()),

@@ -212,8 +212,8 @@ pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
     }
 }
 
-/// Events per page of `GET /v1/streams/{stream}`: without `limit`, and at most.
-const STREAM_PAGE: (u64, u64) = (1_000, 10_000);
+/// The most events one page of `GET /v1/streams/{stream}` may ask for with `limit`.
+const STREAM_PAGE_MAX: u64 = 10_000;
 
 /// Query of `GET /v1/streams/{stream}`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -226,15 +226,16 @@ pub struct StreamQuery {
     /// The first seq of the page (inclusive): the `next` of the page before.
     #[serde(default)]
     from: Option<u64>,
-    /// At most this many events (default 1,000).
+    /// At most this many events (up to 10,000); without it, the rest of the stream.
     #[serde(default)]
     #[schemars(range(min = 1, max = 10_000))]
     limit: Option<u64>,
 }
 
-/// `GET /v1/streams/{stream}`: a stream's version and one page of its events, with `next`,
-/// the seq the following page starts from (null on the last). A stream that does not exist
-/// has version 0 and no events, so a client can start a conditional append from it.
+/// `GET /v1/streams/{stream}`: a stream's version and its events, the whole stream as SPEC
+/// §3 answers it, or one page of it with `from` and `limit`, with `next`, the seq the
+/// following page starts from (null on the last). A stream that does not exist has version
+/// 0 and no events, so a client can start a conditional append from it.
 pub async fn read_stream(
     State(app): State<AppState>,
     ApiPath(stream): ApiPath<String>,
@@ -246,12 +247,13 @@ pub async fn read_stream(
     }
     .branch()?;
     app.require_branch(&branch).await?;
-    let (default, most) = STREAM_PAGE;
-    let limit = query.limit.unwrap_or(default);
-    if !(1..=most).contains(&limit) {
+    if let Some(limit) = query
+        .limit
+        .filter(|limit| !(1..=STREAM_PAGE_MAX).contains(limit))
+    {
         return Err(ApiError::malformed(
             "invalid_query",
-            format!("limit must be 1 to {most}, not {limit}"),
+            format!("limit must be 1 to {STREAM_PAGE_MAX}, not {limit}"),
         ));
     }
     let mut seqs = app.engine.stream_seqs(&branch, &stream);
@@ -261,8 +263,9 @@ pub async fn read_stream(
     let version = seqs.len();
     let first = seqs.partition_point(|seq| *seq < query.from.unwrap_or(0));
     let mut seqs = seqs.split_off(first);
-    let next = seqs.get(limit as usize).copied();
-    seqs.truncate(limit as usize);
+    let limit = query.limit.map_or(seqs.len(), |limit| limit as usize);
+    let next = seqs.get(limit).copied();
+    seqs.truncate(limit);
     let reader = app.engine.reader().clone();
     let events = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
         let mut out = Vec::with_capacity(seqs.len());
