@@ -175,21 +175,7 @@ async fn a_stalled_subscriber_neither_loses_events_nor_slows_a_fast_one() {
         (1..=total as u64).collect::<Vec<u64>>(),
         "the stalled subscriber lost nothing"
     );
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let lags: f64 = metrics
-        .lines()
-        .find(|line| line.starts_with("swarmlog_subscriber_lags_total"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|value| value.parse().ok())
-        .expect("the lag counter is exported");
+    let lags = metric(&server, "swarmlog_subscriber_lags_total").await;
     assert!(
         lags >= 1.0,
         "the stalled subscriber was served from disk at least once"

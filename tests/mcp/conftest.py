@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlog_mcp import BIN, Server, child_env
+from swarmlog_mcp import BIN, Servers, child_env
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,16 +48,6 @@ def errlog(tmp_path: Path):
 @pytest.fixture
 def start_server(tmp_path: Path):
     """Starts `swarmlog serve` on a directory; every server started is stopped at teardown."""
-    servers: list[Server] = []
-
-    def start(data_dir: Path, *extra: str) -> Server:
-        server = Server(data_dir, list(extra), tmp_path / f"serve-{len(servers)}.log")
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-        log = server.log()
-        if log.strip():
-            print(f"--- stderr of swarmlog serve ---\n{log}")
+    servers = Servers(tmp_path)
+    yield lambda data_dir, *extra: servers.start(data_dir, list(extra))
+    servers.stop_all()

@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from swarmlog_server import BIN, Server, child_env  # noqa: E402  (shared with tests/ui)
+from swarmlog_server import BIN, Servers, child_env  # noqa: E402, F401  (shared with tests/ui)
 
 # Longest a single MCP request may take before the SDK gives up (wait_events may take
 # up to 60 s by contract; the tests never ask for more than 20 s).

@@ -100,6 +100,28 @@ class Server:
         self._log.close()
 
 
+class Servers:
+    """The servers one test starts, each with its stderr in LOGS/serve-N.log; `stop_all`
+    stops them and prints what each wrote, so a failing test shows it."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.started: list[Server] = []
+
+    def start(self, data_dir: Path, extra: list[str], listen: str = "127.0.0.1:0") -> Server:
+        log = self.logs / f"serve-{len(self.started)}.log"
+        server = Server(data_dir, extra, log, listen)
+        self.started.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.started:
+            server.stop()
+            log = server.log()
+            if log.strip():
+                print(f"--- stderr of swarmlog serve ---\n{log}")
+
+
 class ApiError(Exception):
     """A refused HTTP API call."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from swarmlog_server import BIN, Server  # noqa: E402
+from swarmlog_server import BIN, Server, Servers  # noqa: E402
 
 # Screenshots and page captures land here (CI keeps them as artifacts).
 ARTIFACTS = Path(os.environ.get("SWARMLOG_UI_ARTIFACTS") or Path(BIN).parent.parent / "ui-artifacts")
@@ -29,22 +29,16 @@ def swarmlog_binary() -> str:
 def start_server(tmp_path: Path):
     """Starts `swarmlog serve` on a fresh directory (or a given one); every server started
     is stopped at teardown and its stderr shown."""
-    servers: list[Server] = []
+    servers = Servers(tmp_path)
 
     def start(*extra: str, data_dir: Path | None = None, listen: str = "127.0.0.1:0") -> Server:
         if data_dir is None:
-            data_dir = tmp_path / f"data-{len(servers)}"
+            data_dir = tmp_path / f"data-{len(servers.started)}"
             data_dir.mkdir()
-        server = Server(data_dir, list(extra), tmp_path / f"serve-{len(servers)}.log", listen)
-        servers.append(server)
-        return server
+        return servers.start(data_dir, list(extra), listen)
 
     yield start
-    for server in servers:
-        server.stop()
-        log = server.log()
-        if log.strip():
-            print(f"--- stderr of swarmlog serve ---\n{log}")
+    servers.stop_all()
 
 
 @dataclass
