@@ -73,7 +73,7 @@ const view = {
   data: Object.fromEntries(ALL.map((name) => [name, []])),
   feed: [], // live events, oldest first, at most FEED_LIMIT
   pastFeed: [], // the events up to `at`
-  paused: false,
+  pausedAt: null, // while the feed is paused: the newest seq it shows
   unseen: 0, // events that arrived while paused
   feedTypes: null, // a RegExp from the type filter
   selectedSeq: null,
@@ -357,7 +357,7 @@ function onSse(event) {
   view.head = Math.max(view.head, envelope.seq);
   view.feed.push(envelope);
   if (view.feed.length > FEED_LIMIT) view.feed.splice(0, view.feed.length - FEED_LIMIT);
-  if (view.paused) view.unseen += 1;
+  if (view.pausedAt !== null) view.unseen += 1;
   scheduleFeed();
   if (view.at === null) {
     for (const [pattern, names] of AFFECTS) {
@@ -476,7 +476,7 @@ function bindControls() {
     renderFeed();
   });
   $('#pause').addEventListener('click', () => {
-    view.paused = !view.paused;
+    view.pausedAt = view.pausedAt === null ? view.lastSeq : null;
     view.unseen = 0;
     renderFeed();
   });
@@ -744,14 +744,15 @@ const currentFeed = () => (view.at === null ? view.feed : view.pastFeed);
 
 function renderFeed() {
   const all = currentFeed();
-  const events = all.filter((event) => (!view.feedTypes || view.feedTypes.test(event.type)) && (!view.session || event.session === view.session));
-  const shown = view.paused && view.at === null ? renderFeed.frozen ?? events : events;
-  renderFeed.frozen = view.paused ? shown : null;
+  const live = view.at === null;
+  const shown = all.filter((event) => (!view.feedTypes || view.feedTypes.test(event.type))
+    && (!view.session || event.session === view.session)
+    && (!live || view.pausedAt === null || event.seq <= view.pausedAt));
   const rows = shown.slice().reverse().map((event) => `<tr data-seq="${event.seq}"${event.seq === view.selectedSeq ? ' class="selected"' : ''}>
     <td class="seq num">${event.seq}</td><td class="mono">${timeOf(event.ts)}</td><td>${esc(event.type)}</td>
     <td class="mono">${esc(event.stream)}</td><td class="mono">${esc(event.actor)}</td><td class="mono">${esc(event.session ?? '')}</td></tr>`);
-  $('#pause').textContent = view.paused ? `Resume${view.unseen ? ` (${view.unseen} new)` : ''}` : 'Pause';
-  const where = view.at === null ? 'live' : `up to #${view.at}`;
+  $('#pause').textContent = view.pausedAt !== null ? `Resume${view.unseen ? ` (${view.unseen} new)` : ''}` : 'Pause';
+  const where = live ? 'live' : `up to #${view.at}`;
   fill('feed', `${shown.length} shown of the last ${all.length}, ${where}`, table(['#seq', 'time', 'type', 'stream', 'actor', 'session'], rows, 'No events yet.'));
 }
 
