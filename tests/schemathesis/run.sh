@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Schemathesis against swarmlog's own OpenAPI document, with every check but
-# use_after_free (a deleted agent stays readable as deregistered: schemathesis.toml says why).
+# use_after_free (a deleted agent stays readable as deregistered: see the comment at `st run`).
 #
 # Starts the debug `swarmlog serve` on a fresh data directory, runs `st run` with all
 # checks (server errors, status codes, content types, headers, response schemas, positive
@@ -46,6 +46,11 @@ done
 url=$(head -n 1 "$work/data/server.addr")
 echo "== schemathesis against $url (seed $seed, $examples examples per operation)"
 
+# use_after_free (after a DELETE the resource must be gone) is excluded: deleting an agent
+# deregisters it, and SPEC §3 keeps a deregistered agent readable with `status:
+# deregistered`, so GET /v1/agents/{agent} answers 200 by contract. The stateful phase meets
+# this only when its draw chains that DELETE and GET, so CI would depend on the draw; kv's
+# DELETE followed by 404 is asserted in tests/it/coordination.rs instead.
 status=0
 (
     cd tests/schemathesis
