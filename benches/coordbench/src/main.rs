@@ -623,6 +623,8 @@ struct SubShared {
     /// highest seq received
     max_seq: AtomicU64,
     caught_up: AtomicBool,
+    /// what it received; locked once per read by its task, read at the end
+    seen: Mutex<Seen>,
 }
 
 struct FanShared {
@@ -631,8 +633,8 @@ struct FanShared {
     /// latencies are recorded for events sent at or after this offset from `epoch`, in ns
     record_from_ns: AtomicU64,
     hist: Mutex<Histogram<u64>>,
-    stop: tokio::sync::watch::Receiver<bool>,
     bt_finder: memchr::memmem::Finder<'static>,
+    blank_line: memchr::memmem::Finder<'static>,
     unexpected: AtomicU64,
     keepalives: AtomicU64,
 }
@@ -640,7 +642,7 @@ struct FanShared {
 /// Parses the complete events at the front of `buf`, returns how many bytes they took.
 fn parse_events(buf: &[u8], now_ns: u64, fs: &FanShared, sub: &SubShared, seen: &mut Seen, lat: &mut Vec<u64>) -> usize {
     let mut pos = 0;
-    while let Some(end) = memchr::memmem::find(&buf[pos..], b"\n\n") {
+    while let Some(end) = fs.blank_line.find(&buf[pos..]) {
         let block = &buf[pos..pos + end];
         pos += end + 2;
         if block.first() == Some(&b':') {
@@ -650,7 +652,13 @@ fn parse_events(buf: &[u8], now_ns: u64, fs: &FanShared, sub: &SubShared, seen: 
         let mut id: Option<u64> = None;
         let mut caught_up = false;
         let mut data: &[u8] = &[];
-        for line in block.split(|&c| c == b'\n') {
+        let mut rest = block;
+        while !rest.is_empty() {
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
             if let Some(v) = line.strip_prefix(b"id:") {
                 id = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok());
             } else if let Some(v) = line.strip_prefix(b"event:") {
@@ -683,57 +691,119 @@ fn parse_events(buf: &[u8], now_ns: u64, fs: &FanShared, sub: &SubShared, seen: 
     pos
 }
 
-async fn subscriber(
-    addr: String,
-    path: String,
-    fs: Arc<FanShared>,
-    sub: Arc<SubShared>,
-    stop_early: Option<tokio::sync::watch::Receiver<bool>>,
-    opened: Arc<Semaphore>,
-) -> Result<Seen> {
-    let permit = opened.acquire().await?;
-    let mut conn = Conn::connect(&addr).await?;
-    let resp = conn.send(Method::GET, &path, None, &[("accept", "text/event-stream")]).await?;
-    let status = resp.status();
-    let mut body = resp.into_body();
-    if !status.is_success() {
-        let bytes = body.collect().await?.to_bytes();
-        return Err(HttpError { status, what: format!("GET {path}"), body: bytes }.into());
-    }
-    drop(permit);
-    let mut seen = Seen { bits: Vec::new(), received: 0, duplicates: 0, bytes: 0 };
-    let mut pending: Vec<u8> = Vec::new();
-    let mut lat: Vec<u64> = Vec::new();
-    let mut stop = fs.stop.clone();
-    let mut early = stop_early;
-    loop {
-        let frame = tokio::select! {
-            f = body.frame() => f,
-            _ = stop.wait_for(|s| *s) => break,
-            _ = async { match early.as_mut() { Some(e) => { let _ = e.wait_for(|s| *s).await; } None => std::future::pending().await } } => break,
-        };
-        let Some(frame) = frame else { break };
-        let frame = frame?;
-        let Ok(chunk) = frame.into_data() else { continue };
-        let now_ns = fs.epoch.elapsed().as_nanos() as u64;
-        seen.bytes += chunk.len() as u64;
-        if pending.is_empty() {
-            let used = parse_events(&chunk, now_ns, &fs, &sub, &mut seen, &mut lat);
-            pending.extend_from_slice(&chunk[used..]);
-        } else {
-            pending.extend_from_slice(&chunk);
-            let used = parse_events(&pending, now_ns, &fs, &sub, &mut seen, &mut lat);
-            pending.drain(..used);
-        }
-        if !lat.is_empty() {
-            let mut h = fs.hist.lock().unwrap();
-            for &l in &lat {
-                h.record(l).ok();
+/// Decoder of an HTTP/1.1 chunked body, fed whatever the socket gave.
+#[derive(Default)]
+struct Chunked {
+    /// bytes left in the current chunk's data; None while reading a size line
+    left: Option<usize>,
+    /// the CRLF after a chunk's data is still to be skipped
+    crlf: usize,
+    done: bool,
+}
+
+impl Chunked {
+    /// Appends the decoded data found in `raw` to `out`; returns how many bytes of `raw` it used.
+    fn decode(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+        let mut pos = 0;
+        while pos < raw.len() && !self.done {
+            if self.crlf > 0 {
+                let n = self.crlf.min(raw.len() - pos);
+                pos += n;
+                self.crlf -= n;
+                continue;
             }
-            lat.clear();
+            match self.left {
+                Some(left) => {
+                    let n = left.min(raw.len() - pos);
+                    out.extend_from_slice(&raw[pos..pos + n]);
+                    pos += n;
+                    if n == left {
+                        self.left = None;
+                        self.crlf = 2;
+                    } else {
+                        self.left = Some(left - n);
+                    }
+                }
+                None => {
+                    let Some(eol) = memchr::memchr(b'\n', &raw[pos..]) else { break };
+                    let line = &raw[pos..pos + eol];
+                    pos += eol + 1;
+                    let hex = line.split(|&c| c == b';' || c == b'\r').next().unwrap_or(b"");
+                    let size = usize::from_str_radix(std::str::from_utf8(hex)?.trim(), 16)
+                        .with_context(|| format!("bad chunk size line {:?}", String::from_utf8_lossy(line)))?;
+                    if size == 0 {
+                        self.done = true;
+                    } else {
+                        self.left = Some(size);
+                    }
+                }
+            }
+        }
+        Ok(pos)
+    }
+}
+
+/// Opens one SSE subscription on a raw socket: the request, the answer's head, then the
+/// (chunked) body parsed as it arrives. Runs until aborted or the server ends the stream.
+async fn subscriber(addr: String, path: String, fs: Arc<FanShared>, sub: Arc<SubShared>, opened: Arc<Semaphore>) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let permit = opened.acquire().await?;
+    let mut s = TcpStream::connect(&addr).await.with_context(|| format!("connect {addr}"))?;
+    s.set_nodelay(true)?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut raw: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let head_end = loop {
+        if s.read_buf(&mut raw).await? == 0 {
+            bail!("GET {path}: the server closed the connection before answering");
+        }
+        if let Some(i) = memchr::memmem::find(&raw, b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    if status != "200" {
+        // the error answer has a Content-Length body; give it a moment to arrive
+        let _ = tokio::time::timeout(Duration::from_millis(200), s.read_buf(&mut raw)).await;
+        bail!("GET {path} answered {status}: {}", String::from_utf8_lossy(&raw[head_end..]));
+    }
+    let chunked = head.contains("transfer-encoding: chunked");
+    drop(permit);
+    raw.drain(..head_end);
+    let mut dec = Chunked::default();
+    let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut lat: Vec<u64> = Vec::new();
+    loop {
+        if !raw.is_empty() {
+            let now_ns = fs.epoch.elapsed().as_nanos() as u64;
+            let mut seen = sub.seen.lock().unwrap();
+            seen.bytes += raw.len() as u64;
+            if chunked {
+                let used = dec.decode(&raw, &mut body)?;
+                raw.drain(..used);
+            } else {
+                body.append(&mut raw);
+            }
+            let used = parse_events(&body, now_ns, &fs, &sub, &mut seen, &mut lat);
+            body.drain(..used);
+            drop(seen);
+            if !lat.is_empty() {
+                let mut h = fs.hist.lock().unwrap();
+                for &l in &lat {
+                    h.record(l).ok();
+                }
+                lat.clear();
+            }
+            if dec.done {
+                return Ok(());
+            }
+        }
+        raw.reserve(64 * 1024);
+        if s.read_buf(&mut raw).await? == 0 {
+            return Ok(());
         }
     }
-    Ok(seen)
 }
 
 async fn writer(
@@ -793,15 +863,13 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     let mut probe = Conn::connect(&addr).await?;
     let head = json_u64(&probe.call(Method::GET, "/v1/audit/head", None, &[]).await?, "seq")?;
     let base = head + 1;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (early_tx, early_rx) = tokio::sync::watch::channel(false);
     let fs = Arc::new(FanShared {
         epoch,
         base,
         record_from_ns: AtomicU64::new(u64::MAX),
         hist: Mutex::new(new_hist()),
-        stop: stop_rx,
         bt_finder: memchr::memmem::Finder::new(b"\"bt\":"),
+        blank_line: memchr::memmem::Finder::new(b"\n\n"),
         unexpected: AtomicU64::new(0),
         keepalives: AtomicU64::new(0),
     });
@@ -811,10 +879,14 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     let mut subs = Vec::new();
     let mut handles = Vec::new();
     for i in 0..f.subscribers {
-        let sub = Arc::new(SubShared { max_seq: AtomicU64::new(0), caught_up: AtomicBool::new(false) });
+        let sub = Arc::new(SubShared {
+            max_seq: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+            seen: Mutex::new(Seen { bits: Vec::new(), received: 0, duplicates: 0, bytes: 0 }),
+        });
         subs.push(sub.clone());
-        let early = (i < f.stop_early).then(|| early_rx.clone());
-        handles.push(tokio::spawn(subscriber(addr.clone(), path.clone(), fs.clone(), sub, early, opened.clone())));
+        let _ = i;
+        handles.push(tokio::spawn(subscriber(addr.clone(), path.clone(), fs.clone(), sub, opened.clone())));
     }
     // every subscription open and caught up (or failed), at most 60 s
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -844,10 +916,14 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
         writers.push(tokio::spawn(writer(conn, k, f.clone(), payload.clone(), epoch, start, total_secs)));
     }
     if f.stop_early > 0 {
+        // these subscribers hang up halfway: their task and socket are dropped
         let when = start + Duration::from_secs_f64(total_secs / 2.0);
+        let early: Vec<_> = handles.iter().take(f.stop_early).map(|h| h.abort_handle()).collect();
         tokio::spawn(async move {
             tokio::time::sleep_until(when.into()).await;
-            let _ = early_tx.send(true);
+            for h in early {
+                h.abort();
+            }
         });
     }
     tokio::time::sleep_until(start.into()).await;
@@ -873,7 +949,9 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     }
     let drain_s = t_drain.elapsed().as_secs_f64();
     let cpu1 = cpu_mark(c.server_pid);
-    let _ = stop_tx.send(true);
+    for h in &handles {
+        h.abort();
+    }
 
     // Per follower: a written seq it never got is lost if it got a later one (the stream is
     // in seq order, so it was skipped), else still undelivered when the drain ended.
@@ -882,14 +960,18 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut dups, mut deliveries, mut bytes, mut early_missing) = (0u64, 0u64, 0u64, 0u64);
     for (i, h) in handles.into_iter().enumerate() {
-        let seen = match h.await? {
-            Ok(s) => s,
-            Err(e) => {
+        match h.await {
+            Ok(Err(e)) => {
+                // refused, or broken off by the server or a bad chunk
                 note_error(&e);
                 subscribe_errors += 1;
-                continue;
+                if !subs[i].caught_up.load(Ordering::Acquire) {
+                    continue;
+                }
             }
-        };
+            Ok(Ok(())) | Err(_) => {} // the server ended the stream, or aborted here
+        }
+        let seen = subs[i].seen.lock().unwrap();
         let max_seq = subs[i].max_seq.load(Ordering::Acquire);
         let (mut gap, mut late) = (0u64, 0u64);
         for &(a, b) in &ranges {
