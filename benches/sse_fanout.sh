@@ -62,9 +62,9 @@ print(f"\nraw: {sys.argv[2]}\n")
 print(
     f"{d['subscribers_caught_up']:,} of {n:,} subscribers were following GET /v1/events "
     f"({d['subscribe_errors']} refused; all caught up {d['subscribe_s']:.2f} s after the first connect) "
-    f"while {d['writers']} writers appended {d['events_written']:,} events in batches of {d['batch']} "
-    f"at {d['written_per_s']:,.0f}/s of the {d['rate']:,.0f}/s asked "
-    f"(at worst {d['writer_max_lag_ms']:,.0f} ms behind their schedule; {d['errors']} failed appends). "
+    f"while {d['writers']} writers appended {d['events_written']:,} of the {d['events_scheduled']:,} events scheduled, "
+    f"in batches of {d['batch']}, at {d['written_per_s']:,.0f}/s of the {d['rate']:,.0f}/s asked "
+    f"(at worst {d['writer_max_lag_ms']:,.0f} ms behind their schedule; the writing stops on time, so writers that fall behind send fewer events; {d['errors']} failed appends). "
     f"{d['subscribers_complete']:,} of {followers:,} subscribers got every event exactly once; "
     f"{d['lost']:,} events were skipped (lost), {d['undelivered_at_end']:,} had not arrived when the "
     f"{d['drain_s']:.1f} s drain ended ({d['subscribers_behind_at_end']:,} subscribers still behind), "

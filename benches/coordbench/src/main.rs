@@ -823,6 +823,10 @@ async fn writer(
     while next < end {
         tokio::time::sleep_until(next.into()).await;
         let now = Instant::now();
+        if now >= end {
+            // behind schedule at the end: what was not sent in time is not sent
+            break;
+        }
         max_lag = max_lag.max(now - next);
         let bt = (now - epoch).as_nanos() as u64;
         let mut body = String::with_capacity(f.batch * (payload.len() + 100) + 16);
@@ -1017,6 +1021,7 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     out.insert("secs".into(), c.secs.into());
     out.insert("warmup".into(), c.warmup.into());
     out.insert("size".into(), c.size.into());
+    out.insert("events_scheduled".into(), ((f.rate * total_secs).round() as u64).into());
     out.insert("events_written".into(), written.into());
     out.insert("batches".into(), batches.into());
     out.insert("errors".into(), write_errors.into());
