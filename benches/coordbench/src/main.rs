@@ -357,7 +357,6 @@ enum Workload {
 /// One client's connection and what it tracks between operations.
 struct Client {
     conn: Conn,
-    i: usize,
     /// lock: the last fencing token (they must grow); cas: the cell's version
     last: u64,
     /// operations that did not behave as the contract says (token not growing, version not +1)
@@ -476,13 +475,12 @@ async fn closed_loop(w: Workload, c: Common, ttl_ms: u64) -> Result<()> {
             let ready = async {
                 let mut conn = Conn::connect(&addr).await?;
                 let last = prepare(w, &mut conn, &b, &payload_bytes(c.size)).await?;
-                Ok::<_, anyhow::Error>(Client { conn, i, last, anomalies: 0 })
+                Ok::<_, anyhow::Error>(Client { conn, last, anomalies: 0 })
             }
             .await;
             barrier.wait().await;
             barrier.wait().await;
             let mut cl = ready?;
-            let _ = cl.i;
             let first_last = cl.last;
             let t0 = *start_cell.get().unwrap();
             let measure_from = t0 + Duration::from_secs_f64(c.warmup);
@@ -882,14 +880,13 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     let t_sub = Instant::now();
     let mut subs = Vec::new();
     let mut handles = Vec::new();
-    for i in 0..f.subscribers {
+    for _ in 0..f.subscribers {
         let sub = Arc::new(SubShared {
             max_seq: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
             seen: Mutex::new(Seen { bits: Vec::new(), received: 0, duplicates: 0, bytes: 0 }),
         });
         subs.push(sub.clone());
-        let _ = i;
         handles.push(tokio::spawn(subscriber(addr.clone(), path.clone(), fs.clone(), sub, opened.clone())));
     }
     // every subscription open and caught up (or failed), at most 60 s
