@@ -66,8 +66,8 @@ print(
     f"in batches of {d['batch']}, at {d['written_per_s']:,.0f}/s of the {d['rate']:,.0f}/s asked "
     f"(at worst {d['writer_max_lag_ms']:,.0f} ms behind their schedule; the writing stops on time, so writers that fall behind send fewer events; {d['errors']} failed appends). "
     f"{d['subscribers_complete']:,} of {followers:,} subscribers got every event exactly once; "
-    f"{d['lost']:,} events were skipped (lost), {d['undelivered_at_end']:,} had not arrived when the "
-    f"{d['drain_s']:.1f} s drain ended ({d['subscribers_behind_at_end']:,} subscribers still behind), "
+    f"{d['lost']:,} events were skipped (lost), {d['undelivered_at_end']:,} had not arrived "
+    f"{d['drain_s']:.1f} s after the writing stopped ({d['subscribers_behind_at_end']:,} subscribers still behind), "
     f"{d['duplicates']:,} arrived twice"
     + (f", and the {d['stopped_early']} subscribers that hung up halfway missed {d['missing_stopped_early']:,}" if d["stopped_early"] else "")
     + f". Delivery latency (receive - send) over {d['latency_samples']:,} deliveries: "
