@@ -124,13 +124,18 @@ struct Conn {
 
 impl Conn {
     async fn connect(addr: &str) -> Result<Conn> {
-        let s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        let s = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
         s.set_nodelay(true)?;
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn { addr: addr.to_string(), tx })
+        Ok(Conn {
+            addr: addr.to_string(),
+            tx,
+        })
     }
 
     async fn send(
@@ -144,7 +149,10 @@ impl Conn {
             *self = Conn::connect(&self.addr).await?;
         }
         self.tx.ready().await?;
-        let mut req = Request::builder().method(method).uri(path).header("host", &self.addr);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.addr);
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
@@ -167,7 +175,12 @@ impl Conn {
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            return Err(HttpError { status, what: format!("{method} {path}"), body: bytes }.into());
+            return Err(HttpError {
+                status,
+                what: format!("{method} {path}"),
+                body: bytes,
+            }
+            .into());
         }
         Ok(bytes)
     }
@@ -182,7 +195,13 @@ struct HttpError {
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} answered {}: {}", self.what, self.status, String::from_utf8_lossy(&self.body))
+        write!(
+            f,
+            "{} answered {}: {}",
+            self.what,
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        )
     }
 }
 
@@ -211,7 +230,10 @@ fn host_port(url: &str) -> Result<String> {
 fn json_u64(body: &[u8], field: &str) -> Result<u64> {
     let v: Value = serde_json::from_slice(body).context("answer is not JSON")?;
     v.get(field).and_then(Value::as_u64).ok_or_else(|| {
-        anyhow!("answer has no integer {field:?}: {}", String::from_utf8_lossy(body))
+        anyhow!(
+            "answer has no integer {field:?}: {}",
+            String::from_utf8_lossy(body)
+        )
     })
 }
 
@@ -243,7 +265,11 @@ fn proc_ticks(pid: &str) -> Option<u64> {
 fn ticks_per_s() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 /// Machine busy ticks and total ticks, from the first line of /proc/stat.
@@ -298,7 +324,11 @@ fn cpu_between(a: CpuMark, b: CpuMark) -> (f64, f64, Option<f64>) {
 fn num_cpus_online() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 { n as f64 } else { 1.0 }
+    if n > 0 {
+        n as f64
+    } else {
+        1.0
+    }
 }
 
 fn round2(x: f64) -> f64 {
@@ -313,17 +343,23 @@ fn round1(x: f64) -> f64 {
 fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit write to / read from a valid rlimit struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 0;
         }
         if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_cur as u64;
+                return want.rlim_cur;
             }
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
@@ -393,7 +429,13 @@ async fn prepare(w: Workload, conn: &mut Conn, b: &Bodies, payload: &str) -> Res
         Workload::Lock => Ok(0),
         Workload::Cas | Workload::ReadCas => {
             let body = format!("{{\"value\":{{\"n\":0,\"d\":\"{payload}\"}}}}");
-            conn.call(Method::POST, &format!("{}/init", b.cell_path), Some(body.into()), &[]).await?;
+            conn.call(
+                Method::POST,
+                &format!("{}/init", b.cell_path),
+                Some(body.into()),
+                &[],
+            )
+            .await?;
             let got = conn.call(Method::GET, &b.cell_path, None, &[]).await?;
             json_u64(&got, "version")
         }
@@ -403,14 +445,19 @@ async fn prepare(w: Workload, conn: &mut Conn, b: &Bodies, payload: &str) -> Res
 async fn op(w: Workload, c: &mut Client, b: &Bodies, n: u64) -> Result<()> {
     match w {
         Workload::Lock => {
-            let got = c.conn.call(Method::POST, &b.lock_path, Some(b.acquire.clone()), &[]).await?;
+            let got = c
+                .conn
+                .call(Method::POST, &b.lock_path, Some(b.acquire.clone()), &[])
+                .await?;
             let token = json_u64(&got, "token")?;
             if token <= c.last {
                 c.anomalies += 1;
             }
             c.last = token;
             let body = format!("{}{token}}}", b.release_prefix);
-            c.conn.call(Method::POST, &b.release_path, Some(body.into()), &[]).await?;
+            c.conn
+                .call(Method::POST, &b.release_path, Some(body.into()), &[])
+                .await?;
         }
         Workload::Cas | Workload::ReadCas => {
             let expected = if w == Workload::ReadCas {
@@ -424,7 +471,11 @@ async fn op(w: Workload, c: &mut Client, b: &Bodies, n: u64) -> Result<()> {
                 n + 1,
                 b.cas_value_tail
             );
-            let got = match c.conn.call(Method::POST, &b.cas_path, Some(body.into()), &[]).await {
+            let got = match c
+                .conn
+                .call(Method::POST, &b.cas_path, Some(body.into()), &[])
+                .await
+            {
                 Ok(got) => got,
                 Err(e) => {
                     // a conflict tells the current version: resynchronise on it
@@ -469,13 +520,18 @@ async fn closed_loop(w: Workload, c: Common, ttl_ms: u64) -> Result<()> {
     let start_cell = Arc::new(OnceLock::<Instant>::new());
     let mut handles = Vec::new();
     for i in 0..c.clients {
-        let (c, barrier, start_cell, addr) = (c.clone(), barrier.clone(), start_cell.clone(), addr.clone());
+        let (c, barrier, start_cell, addr) =
+            (c.clone(), barrier.clone(), start_cell.clone(), addr.clone());
         handles.push(tokio::spawn(async move {
             let b = bodies(&c, i, ttl_ms);
             let ready = async {
                 let mut conn = Conn::connect(&addr).await?;
                 let last = prepare(w, &mut conn, &b, &payload_bytes(c.size)).await?;
-                Ok::<_, anyhow::Error>(Client { conn, last, anomalies: 0 })
+                Ok::<_, anyhow::Error>(Client {
+                    conn,
+                    last,
+                    anomalies: 0,
+                })
             }
             .await;
             barrier.wait().await;
@@ -527,7 +583,10 @@ async fn closed_loop(w: Workload, c: Common, ttl_ms: u64) -> Result<()> {
     start_cell.set(Instant::now()).unwrap();
     barrier.wait().await; // go
     let t0 = *start_cell.get().unwrap();
-    let (warm, meas) = (Duration::from_secs_f64(c.warmup), Duration::from_secs_f64(c.secs));
+    let (warm, meas) = (
+        Duration::from_secs_f64(c.warmup),
+        Duration::from_secs_f64(c.secs),
+    );
     let pid = c.server_pid;
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until((t0 + warm).into()).await;
@@ -559,7 +618,10 @@ async fn closed_loop(w: Workload, c: Common, ttl_ms: u64) -> Result<()> {
     out.insert("clients".into(), c.clients.into());
     out.insert("secs".into(), c.secs.into());
     out.insert("size".into(), c.size.into());
-    out.insert("round_trips_per_op".into(), (if w == Workload::Cas { 1 } else { 2 }).into());
+    out.insert(
+        "round_trips_per_op".into(),
+        (if w == Workload::Cas { 1 } else { 2 }).into(),
+    );
     out.insert("ops".into(), ops.into());
     out.insert("errors".into(), errors.into());
     out.insert("ops_per_s".into(), round1(ops as f64 / c.secs).into());
@@ -568,7 +630,10 @@ async fn closed_loop(w: Workload, c: Common, ttl_ms: u64) -> Result<()> {
     out.insert("client_cores".into(), mine.into());
     if let Some(s) = server_s {
         out.insert("server_cores".into(), round2(s / c.secs).into());
-        out.insert("server_cpu_us_per_op".into(), round1(s * 1e6 / (ops.max(1) as f64)).into());
+        out.insert(
+            "server_cpu_us_per_op".into(),
+            round1(s * 1e6 / (ops.max(1) as f64)).into(),
+        );
     }
     // checks on the answers, over every successful operation (warm-up included)
     out.insert("ok_total".into(), ok_total.into());
@@ -638,7 +703,14 @@ struct FanShared {
 }
 
 /// Parses the complete events at the front of `buf`, returns how many bytes they took.
-fn parse_events(buf: &[u8], now_ns: u64, fs: &FanShared, sub: &SubShared, seen: &mut Seen, lat: &mut Vec<u64>) -> usize {
+fn parse_events(
+    buf: &[u8],
+    now_ns: u64,
+    fs: &FanShared,
+    sub: &SubShared,
+    seen: &mut Seen,
+    lat: &mut Vec<u64>,
+) -> usize {
     let mut pos = 0;
     while let Some(end) = fs.blank_line.find(&buf[pos..]) {
         let block = &buf[pos..pos + end];
@@ -658,7 +730,9 @@ fn parse_events(buf: &[u8], now_ns: u64, fs: &FanShared, sub: &SubShared, seen: 
             };
             rest = next;
             if let Some(v) = line.strip_prefix(b"id:") {
-                id = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok());
+                id = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
             } else if let Some(v) = line.strip_prefix(b"event:") {
                 caught_up = v.trim_ascii() == b"caught_up";
             } else if let Some(v) = line.strip_prefix(b"data:") {
@@ -679,7 +753,10 @@ fn parse_events(buf: &[u8], now_ns: u64, fs: &FanShared, sub: &SubShared, seen: 
         if let Some(at) = fs.bt_finder.find(data) {
             let digits = &data[at + 5..];
             let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
-            if let Some(bt) = std::str::from_utf8(&digits[..n]).ok().and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(bt) = std::str::from_utf8(&digits[..n])
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 if bt >= fs.record_from_ns.load(Ordering::Relaxed) {
                     lat.push(now_ns.saturating_sub(bt).max(1));
                 }
@@ -723,12 +800,19 @@ impl Chunked {
                     }
                 }
                 None => {
-                    let Some(eol) = memchr::memchr(b'\n', &raw[pos..]) else { break };
+                    let Some(eol) = memchr::memchr(b'\n', &raw[pos..]) else {
+                        break;
+                    };
                     let line = &raw[pos..pos + eol];
                     pos += eol + 1;
-                    let hex = line.split(|&c| c == b';' || c == b'\r').next().unwrap_or(b"");
+                    let hex = line
+                        .split(|&c| c == b';' || c == b'\r')
+                        .next()
+                        .unwrap_or(b"");
                     let size = usize::from_str_radix(std::str::from_utf8(hex)?.trim(), 16)
-                        .with_context(|| format!("bad chunk size line {:?}", String::from_utf8_lossy(line)))?;
+                        .with_context(|| {
+                            format!("bad chunk size line {:?}", String::from_utf8_lossy(line))
+                        })?;
                     if size == 0 {
                         self.done = true;
                     } else {
@@ -743,10 +827,18 @@ impl Chunked {
 
 /// Opens one SSE subscription on a raw socket: the request, the answer's head, then the
 /// (chunked) body parsed as it arrives. Runs until aborted or the server ends the stream.
-async fn subscriber(addr: String, path: String, fs: Arc<FanShared>, sub: Arc<SubShared>, opened: Arc<Semaphore>) -> Result<()> {
+async fn subscriber(
+    addr: String,
+    path: String,
+    fs: Arc<FanShared>,
+    sub: Arc<SubShared>,
+    opened: Arc<Semaphore>,
+) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let permit = opened.acquire().await?;
-    let mut s = TcpStream::connect(&addr).await.with_context(|| format!("connect {addr}"))?;
+    let mut s = TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
@@ -764,7 +856,10 @@ async fn subscriber(addr: String, path: String, fs: Arc<FanShared>, sub: Arc<Sub
     if status != "200" {
         // the error answer has a Content-Length body; give it a moment to arrive
         let _ = tokio::time::timeout(Duration::from_millis(200), s.read_buf(&mut raw)).await;
-        bail!("GET {path} answered {status}: {}", String::from_utf8_lossy(&raw[head_end..]));
+        bail!(
+            "GET {path} answered {status}: {}",
+            String::from_utf8_lossy(&raw[head_end..])
+        );
     }
     let chunked = head.contains("transfer-encoding: chunked");
     drop(permit);
@@ -817,7 +912,8 @@ async fn writer(
     let mut next = start + interval.mul_f64(k as f64 / f.writers as f64);
     let end = start + Duration::from_secs_f64(secs);
     let stream = format!("fanout/w{k}");
-    let (mut ranges, mut errors, mut max_lag, mut batches) = (Vec::new(), 0u64, Duration::ZERO, 0u64);
+    let (mut ranges, mut errors, mut max_lag, mut batches) =
+        (Vec::new(), 0u64, Duration::ZERO, 0u64);
     while next < end {
         tokio::time::sleep_until(next.into()).await;
         let now = Instant::now();
@@ -839,12 +935,23 @@ async fn writer(
             ));
         }
         body.push_str("]}");
-        match conn.call(Method::POST, "/v1/events", Some(body.into()), &[("prefer", "return=minimal")]).await {
+        match conn
+            .call(
+                Method::POST,
+                "/v1/events",
+                Some(body.into()),
+                &[("prefer", "return=minimal")],
+            )
+            .await
+        {
             Ok(got) => match (json_u64(&got, "seq"), json_u64(&got, "count")) {
                 (Ok(seq), Ok(count)) if count > 0 => ranges.push((seq + 1 - count, seq)),
                 _ => {
                     errors += 1;
-                    note_error(&anyhow!("append answered {}", String::from_utf8_lossy(&got)));
+                    note_error(&anyhow!(
+                        "append answered {}",
+                        String::from_utf8_lossy(&got)
+                    ));
                 }
             },
             Err(e) => {
@@ -863,7 +970,10 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     let addr = host_port(&c.url)?;
     let epoch = Instant::now();
     let mut probe = Conn::connect(&addr).await?;
-    let head = json_u64(&probe.call(Method::GET, "/v1/audit/head", None, &[]).await?, "seq")?;
+    let head = json_u64(
+        &probe.call(Method::GET, "/v1/audit/head", None, &[]).await?,
+        "seq",
+    )?;
     let base = head + 1;
     let fs = Arc::new(FanShared {
         epoch,
@@ -884,15 +994,29 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
         let sub = Arc::new(SubShared {
             max_seq: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
-            seen: Mutex::new(Seen { bits: Vec::new(), received: 0, duplicates: 0, bytes: 0 }),
+            seen: Mutex::new(Seen {
+                bits: Vec::new(),
+                received: 0,
+                duplicates: 0,
+                bytes: 0,
+            }),
         });
         subs.push(sub.clone());
-        handles.push(tokio::spawn(subscriber(addr.clone(), path.clone(), fs.clone(), sub, opened.clone())));
+        handles.push(tokio::spawn(subscriber(
+            addr.clone(),
+            path.clone(),
+            fs.clone(),
+            sub,
+            opened.clone(),
+        )));
     }
     // every subscription open and caught up (or failed), at most 60 s
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = subs.iter().filter(|s| s.caught_up.load(Ordering::Acquire)).count();
+        let ready = subs
+            .iter()
+            .filter(|s| s.caught_up.load(Ordering::Acquire))
+            .count();
         let failed = handles.iter().filter(|h| h.is_finished()).count();
         if ready + failed >= f.subscribers || Instant::now() > deadline {
             break;
@@ -900,8 +1024,14 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let subscribe_s = t_sub.elapsed().as_secs_f64();
-    let ready = subs.iter().filter(|s| s.caught_up.load(Ordering::Acquire)).count();
-    eprintln!("coordbench: {ready} of {} subscribers caught up in {subscribe_s:.2} s", f.subscribers);
+    let ready = subs
+        .iter()
+        .filter(|s| s.caught_up.load(Ordering::Acquire))
+        .count();
+    eprintln!(
+        "coordbench: {ready} of {} subscribers caught up in {subscribe_s:.2} s",
+        f.subscribers
+    );
 
     // writers: open loop, each on its own connection and its own share of the schedule
     let payload = payload_bytes(c.size);
@@ -910,16 +1040,31 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
         writer_conns.push(Conn::connect(&addr).await?);
     }
     let start = Instant::now() + Duration::from_millis(50);
-    fs.record_from_ns.store(((start - epoch) + Duration::from_secs_f64(c.warmup)).as_nanos() as u64, Ordering::Relaxed);
+    fs.record_from_ns.store(
+        ((start - epoch) + Duration::from_secs_f64(c.warmup)).as_nanos() as u64,
+        Ordering::Relaxed,
+    );
     let total_secs = c.warmup + c.secs;
     let mut writers = Vec::new();
     for (k, conn) in writer_conns.into_iter().enumerate() {
-        writers.push(tokio::spawn(writer(conn, k, f.clone(), payload.clone(), epoch, start, total_secs)));
+        writers.push(tokio::spawn(writer(
+            conn,
+            k,
+            f.clone(),
+            payload.clone(),
+            epoch,
+            start,
+            total_secs,
+        )));
     }
     if f.stop_early > 0 {
         // these subscribers hang up halfway: their task and socket are dropped
         let when = start + Duration::from_secs_f64(total_secs / 2.0);
-        let early: Vec<_> = handles.iter().take(f.stop_early).map(|h| h.abort_handle()).collect();
+        let early: Vec<_> = handles
+            .iter()
+            .take(f.stop_early)
+            .map(|h| h.abort_handle())
+            .collect();
         tokio::spawn(async move {
             tokio::time::sleep_until(when.into()).await;
             for h in early {
@@ -944,8 +1089,17 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     // drain: every subscriber still following (not stopped early) reaches the last event
     let t_drain = Instant::now();
     let drain_deadline = t_drain + Duration::from_secs_f64(f.drain);
-    let followers: Vec<_> = subs.iter().enumerate().filter(|(i, s)| *i >= f.stop_early && s.caught_up.load(Ordering::Acquire)).map(|x| x.1).collect();
-    while Instant::now() < drain_deadline && followers.iter().any(|s| s.max_seq.load(Ordering::Acquire) < last_seq) {
+    let followers: Vec<_> = subs
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i >= f.stop_early && s.caught_up.load(Ordering::Acquire))
+        .map(|x| x.1)
+        .collect();
+    while Instant::now() < drain_deadline
+        && followers
+            .iter()
+            .any(|s| s.max_seq.load(Ordering::Acquire) < last_seq)
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let drain_s = t_drain.elapsed().as_secs_f64();
@@ -961,16 +1115,14 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut dups, mut deliveries, mut bytes, mut early_missing) = (0u64, 0u64, 0u64, 0u64);
     for (i, h) in handles.into_iter().enumerate() {
-        match h.await {
-            Ok(Err(e)) => {
-                // refused, or broken off by the server or a bad chunk
-                note_error(&e);
-                subscribe_errors += 1;
-                if !subs[i].caught_up.load(Ordering::Acquire) {
-                    continue;
-                }
+        // Ok(Ok(())): the server ended the stream; Err: aborted here at the end
+        if let Ok(Err(e)) = h.await {
+            // refused, or broken off by the server or a bad chunk
+            note_error(&e);
+            subscribe_errors += 1;
+            if !subs[i].caught_up.load(Ordering::Acquire) {
+                continue;
             }
-            Ok(Ok(())) | Err(_) => {} // the server ended the stream, or aborted here
         }
         let seen = subs[i].seen.lock().unwrap();
         let max_seq = subs[i].max_seq.load(Ordering::Acquire);
@@ -978,7 +1130,11 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
         for &(a, b) in &ranges {
             for seq in a..=b {
                 if !seen.has(seq - base) {
-                    if seq < max_seq { gap += 1 } else { late += 1 }
+                    if seq < max_seq {
+                        gap += 1
+                    } else {
+                        late += 1
+                    }
                 }
             }
         }
@@ -1018,12 +1174,21 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     out.insert("secs".into(), c.secs.into());
     out.insert("warmup".into(), c.warmup.into());
     out.insert("size".into(), c.size.into());
-    out.insert("events_scheduled".into(), ((f.rate * total_secs).round() as u64).into());
+    out.insert(
+        "events_scheduled".into(),
+        ((f.rate * total_secs).round() as u64).into(),
+    );
     out.insert("events_written".into(), written.into());
     out.insert("batches".into(), batches.into());
     out.insert("errors".into(), write_errors.into());
-    out.insert("written_per_s".into(), round1(written as f64 / write_s).into());
-    out.insert("writer_max_lag_ms".into(), round1(max_lag.as_secs_f64() * 1e3).into());
+    out.insert(
+        "written_per_s".into(),
+        round1(written as f64 / write_s).into(),
+    );
+    out.insert(
+        "writer_max_lag_ms".into(),
+        round1(max_lag.as_secs_f64() * 1e3).into(),
+    );
     out.insert("ops_per_s".into(), round1(written as f64 / write_s).into());
     // the followers (not stopped early) that got every written event exactly once
     out.insert("subscribers_complete".into(), complete.into());
@@ -1037,10 +1202,19 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     out.insert("max_missing_one_subscriber".into(), max_missing.into());
     out.insert("missing_stopped_early".into(), early_missing.into());
     out.insert("duplicates".into(), dups.into());
-    out.insert("unexpected".into(), fs.unexpected.load(Ordering::Relaxed).into());
+    out.insert(
+        "unexpected".into(),
+        fs.unexpected.load(Ordering::Relaxed).into(),
+    );
     out.insert("deliveries".into(), deliveries.into());
-    out.insert("deliveries_per_s".into(), round1(deliveries as f64 / window.as_secs_f64()).into());
-    out.insert("received_mb_per_s".into(), round1(bytes as f64 / 1e6 / window.as_secs_f64()).into());
+    out.insert(
+        "deliveries_per_s".into(),
+        round1(deliveries as f64 / window.as_secs_f64()).into(),
+    );
+    out.insert(
+        "received_mb_per_s".into(),
+        round1(bytes as f64 / 1e6 / window.as_secs_f64()).into(),
+    );
     out.insert("latency_samples".into(), h.len().into());
     out.extend(hist_fields(&h, true));
     out.insert("drain_s".into(), round2(drain_s).into());
@@ -1048,9 +1222,18 @@ async fn sse_fanout(c: Common, f: Fanout) -> Result<()> {
     out.insert("client_cores".into(), mine.into());
     if let Some(s) = server_s {
         out.insert("server_cpu_s".into(), round2(s).into());
-        out.insert("server_cores".into(), round2(s / window.as_secs_f64()).into());
-        out.insert("server_cpu_us_per_event".into(), round1(s * 1e6 / written.max(1) as f64).into());
-        out.insert("server_cpu_us_per_delivery".into(), round2(s * 1e6 / deliveries.max(1) as f64).into());
+        out.insert(
+            "server_cores".into(),
+            round2(s / window.as_secs_f64()).into(),
+        );
+        out.insert(
+            "server_cpu_us_per_event".into(),
+            round1(s * 1e6 / written.max(1) as f64).into(),
+        );
+        out.insert(
+            "server_cpu_us_per_delivery".into(),
+            round2(s * 1e6 / deliveries.max(1) as f64).into(),
+        );
     }
     out.insert("nofile".into(), nofile.into());
     println!("{}", Value::Object(out));
@@ -1062,7 +1245,16 @@ async fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Lock { common, ttl_ms } => closed_loop(Workload::Lock, common, ttl_ms).await,
         Cmd::Cas { common, read_first } => {
-            closed_loop(if read_first { Workload::ReadCas } else { Workload::Cas }, common, 0).await
+            closed_loop(
+                if read_first {
+                    Workload::ReadCas
+                } else {
+                    Workload::Cas
+                },
+                common,
+                0,
+            )
+            .await
         }
         Cmd::SseFanout { common, fan } => sse_fanout(common, fan).await,
     }
