@@ -35,6 +35,7 @@ use swarmlog_projections::{
     work, AppendRequest, Envelope, EventDraft, Idempotency, Rejection, State, GENESIS_HASH,
     MAIN_BRANCH,
 };
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::committer::{Answer, Commit, Committer, Deferred, Durability};
@@ -520,10 +521,27 @@ impl Engine {
         };
         core.recover()?;
         let (jobs, receiver) = mpsc::channel(ENGINE_QUEUE_DEPTH_MAX);
-        std::thread::Builder::new()
-            .name("swarmlog-engine".into())
-            .spawn(move || core.run(receiver))
-            .map_err(EngineError::Thread)?;
+        // On a multi-threaded runtime (the server's) the engine is one of its tasks: a
+        // request hands its job over without waking another thread, and the engine
+        // decides what every connection handed it in one scheduler pass as one group.
+        // Anywhere else it gets a thread of its own.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                runtime.spawn(core.run(receiver));
+            }
+            _ => {
+                std::thread::Builder::new()
+                    .name("swarmlog-engine".into())
+                    .spawn(move || {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_time()
+                            .build()
+                            .expect("a current-thread runtime without I/O always builds")
+                            .block_on(core.run(receiver))
+                    })
+                    .map_err(EngineError::Thread)?;
+            }
+        }
         Ok(Engine {
             jobs,
             reader,
@@ -952,25 +970,24 @@ impl Core {
         Ok(Some((replayer.finish(), index)))
     }
 
-    fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a current-thread runtime without I/O always builds");
+    async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
         loop {
             let wake = self.next_wake();
-            let first = runtime.block_on(async {
-                match wake {
-                    Some(at) => tokio::time::timeout_at(at.into(), receiver.recv())
-                        .await
-                        .ok(),
-                    None => Some(receiver.recv().await),
-                }
-            });
+            let first = match wake {
+                Some(at) => tokio::time::timeout_at(at.into(), receiver.recv())
+                    .await
+                    .ok(),
+                None => Some(receiver.recv().await),
+            };
             let mut jobs = Vec::new();
             match first {
                 Some(None) => return,
-                Some(Some(job)) => jobs.push(job),
+                Some(Some(job)) => {
+                    jobs.push(job);
+                    // Let the requests that are ready now hand in their jobs too, so
+                    // that one group holds them all.
+                    tokio::task::yield_now().await;
+                }
                 None => {} // A timer or a wait ran out.
             }
             while jobs.len() < COMMIT_JOBS_MAX {
@@ -979,7 +996,16 @@ impl Core {
                     Err(_) => break,
                 }
             }
-            if self.process(jobs) {
+            let blocks = jobs
+                .iter()
+                .any(|job| matches!(job, Job::Snapshot(_) | Job::Shutdown(_)))
+                || self.committer.durability().refusal().is_some();
+            let stop = if blocks {
+                on_the_side(|| self.process(jobs))
+            } else {
+                self.process(jobs)
+            };
+            if stop {
                 return;
             }
         }
@@ -1925,6 +1951,18 @@ fn tally_contention(counts: &mut HashMap<String, u64>, resources: &[String], mos
         let (_, median, _) = values.select_nth_unstable(middle);
         let median = *median;
         counts.retain(|_, count| *count > median);
+    }
+}
+
+/// Runs `work`, which waits for the disk (a snapshot, the shutdown's last fsync, reloading
+/// the state), without holding up the other tasks of a multi-threaded runtime: the
+/// runtime moves them to another thread meanwhile. Elsewhere it simply runs `work`.
+fn on_the_side<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
