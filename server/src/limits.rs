@@ -31,8 +31,15 @@ const _: () = assert!(
 /// than this is switched to reading from the log on disk (never dropped).
 pub const HUB_BATCHES_MAX: usize = 4096;
 
-/// Events a subscriber's connection may have buffered before its task waits for it.
-pub const SUBSCRIBER_BUFFER_EVENTS_MAX: usize = 1024;
+/// Pieces of SSE text a subscriber's connection may have buffered before its task waits
+/// for it. A piece is one committed group's events or [`SSE_CHUNK_BYTES`], whichever is
+/// less (plus one event), so a slow client holds at most about 1 MiB of text here.
+pub const SUBSCRIBER_BUFFER_CHUNKS_MAX: usize = 64;
+
+/// SSE text gathered for one subscriber before it is handed to the connection, even in the
+/// middle of a group: large enough that one write carries many events, small enough that a
+/// big group does not sit in memory once per subscriber.
+pub const SSE_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Records read from disk per chunk when replaying or catching a subscriber up.
 pub const REPLAY_CHUNK_RECORDS_MAX: usize = 1024;

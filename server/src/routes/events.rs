@@ -2,12 +2,13 @@
 //! `GET /v1/events` as SSE (catch-up, then live) or NDJSON (finite audit replay).
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,8 +25,8 @@ use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, ApiPath, ApiQuery};
 use crate::filter::EventFilter;
 use crate::limits::{
-    REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_KEEPALIVE_INTERVAL,
-    SUBSCRIBER_BUFFER_EVENTS_MAX,
+    REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_CHUNK_BYTES, SSE_KEEPALIVE_INTERVAL,
+    SUBSCRIBER_BUFFER_CHUNKS_MAX,
 };
 
 /// One event of a `POST /v1/events` body. On a single event, `session`, `correlation` and
@@ -446,10 +447,7 @@ pub fn last_event_id(headers: &HeaderMap, engine: &Engine) -> Result<Option<u64>
 }
 
 /// Starts an SSE subscription.
-fn subscribe(
-    engine: Engine,
-    filter: EventFilter,
-) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
+fn subscribe(engine: Engine, filter: EventFilter) -> Response {
     subscribe_matching(engine, filter, Arc::new(|_: &Envelope| true))
 }
 
@@ -459,15 +457,26 @@ pub type EventPredicate = Arc<dyn Fn(&Envelope) -> bool + Send + Sync>;
 
 /// Starts an SSE subscription that sends only the events passing both `filter` and
 /// `predicate`, with the catch-up, `caught_up`, live and lag handling of `GET /v1/events`.
+///
+/// The subscription's task writes the SSE text itself: the events of a committed group
+/// (or of a chunk read from disk) go to the connection as one piece, with one wake-up of
+/// the connection, rather than one message per event.
 pub fn subscribe_matching(
     engine: Engine,
     filter: EventFilter,
     predicate: EventPredicate,
-) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
-    let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER_EVENTS_MAX);
+) -> Response {
+    let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER_CHUNKS_MAX);
     tokio::spawn(follow(engine, filter, predicate, sender));
     let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEPALIVE_INTERVAL))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// Counts a subscriber while it lives.
@@ -498,29 +507,89 @@ impl SubscriberGauge {
     }
 }
 
-/// Sends one event to the subscriber's connection. A full buffer means the client reads
-/// slower than events commit: the subscriber counts as lagging from then until it has
-/// caught up with the live feed again (issue 9: a subscriber that only counted as lagging
-/// once the live feed had left it behind never counted while it waited for its client).
-async fn deliver(
-    sender: &mpsc::Sender<SseEvent>,
-    event: SseEvent,
-    gauge: &mut SubscriberGauge,
-) -> Result<(), Stop> {
-    match sender.try_send(event) {
-        Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Done),
-        Err(mpsc::error::TrySendError::Full(event)) => {
-            gauge.set_lagging(true);
-            sender.send(event).await.map_err(|_| Stop::Done)
-        }
-    }
-}
-
 impl Drop for SubscriberGauge {
     fn drop(&mut self) {
         self.set_lagging(false);
         self.engine.metrics().subscribers.dec();
+    }
+}
+
+/// What a subscription sends next: SSE text gathered until it is handed to the connection.
+struct Outbox {
+    sender: mpsc::Sender<Bytes>,
+    text: String,
+    gauge: SubscriberGauge,
+    /// When the connection was last handed anything, for the keep-alive comments.
+    last_sent: Instant,
+}
+
+impl Outbox {
+    fn new(sender: mpsc::Sender<Bytes>, gauge: SubscriberGauge) -> Self {
+        Outbox {
+            sender,
+            text: String::new(),
+            gauge,
+            last_sent: Instant::now(),
+        }
+    }
+
+    /// Adds one SSE event: `id`, `event` and one `data` line per line of `data` (a
+    /// committed event's JSON has none but the one).
+    async fn event(&mut self, id: Option<u64>, event_type: &str, data: &str) -> Result<(), Stop> {
+        if let Some(id) = id {
+            // Writing to a String cannot fail.
+            let _ = writeln!(self.text, "id: {id}");
+        }
+        self.text.push_str("event: ");
+        self.text.push_str(event_type);
+        self.text.push('\n');
+        let mut rest = data;
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest.as_bytes()) {
+            self.text.push_str("data: ");
+            self.text.push_str(&rest[..end]);
+            self.text.push('\n');
+            rest = &rest[end + 1..];
+        }
+        self.text.push_str("data: ");
+        self.text.push_str(rest);
+        self.text.push('\n');
+        self.text.push('\n');
+        if self.text.len() >= SSE_CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands what was gathered to the connection. A full buffer means the client reads
+    /// slower than events commit: the subscriber counts as lagging from then until it has
+    /// caught up with the live feed again (issue 9: a subscriber that only counted as
+    /// lagging once the live feed had left it behind never counted while it waited for its
+    /// client).
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.text.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.text));
+        self.last_sent = Instant::now();
+        match self.sender.try_send(chunk) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Done),
+            Err(mpsc::error::TrySendError::Full(chunk)) => {
+                self.gauge.set_lagging(true);
+                self.sender.send(chunk).await.map_err(|_| Stop::Done)
+            }
+        }
+    }
+
+    /// When a keep-alive comment is due if nothing else is sent before.
+    fn keep_alive_at(&self) -> Instant {
+        self.last_sent + SSE_KEEPALIVE_INTERVAL
+    }
+
+    /// Sends the keep-alive comment (SPEC §3).
+    async fn keep_alive(&mut self) -> Result<(), Stop> {
+        self.text.push_str(":\n\n");
+        self.flush().await
     }
 }
 
@@ -553,13 +622,6 @@ async fn read_chunk(engine: &Engine, cursor: u64) -> Result<Vec<Envelope>, ApiEr
     .map_err(|error| ApiError::internal("log read task failed", &error))?
 }
 
-fn sse_event(seq: u64, event_type: &str, json: &str) -> SseEvent {
-    SseEvent::default()
-        .id(seq.to_string())
-        .event(event_type)
-        .data(json)
-}
-
 /// The subscription loop: catch up from disk, announce `caught_up` once, follow the live
 /// feed; whenever the live feed has moved on without us (lag), go back to disk. `cursor` is
 /// always the next seq to consider, so nothing is sent twice and nothing is skipped.
@@ -567,9 +629,9 @@ async fn follow(
     engine: Engine,
     filter: EventFilter,
     predicate: EventPredicate,
-    sender: mpsc::Sender<SseEvent>,
+    sender: mpsc::Sender<Bytes>,
 ) {
-    let mut gauge = SubscriberGauge::new(engine.clone());
+    let mut outbox = Outbox::new(sender, SubscriberGauge::new(engine.clone()));
     let mut shutdown = engine.shutdown_watch();
     let mut live = engine.hub().subscribe();
     let mut cursor = filter.from;
@@ -592,32 +654,41 @@ async fn follow(
                 }
                 for envelope in envelopes {
                     if filter.is_past_end(envelope.seq) {
-                        return Err(Stop::Done);
+                        return outbox.flush().await.and(Err(Stop::Done));
                     }
                     cursor = envelope.seq + 1;
                     if filter.matches(&envelope) && predicate(&envelope) {
-                        let event =
-                            sse_event(envelope.seq, &envelope.event_type, &envelope.to_json());
-                        deliver(&sender, event, &mut gauge).await?;
+                        outbox
+                            .event(
+                                Some(envelope.seq),
+                                &envelope.event_type,
+                                &envelope.to_json(),
+                            )
+                            .await?;
                     }
                     if filter.is_past_end(cursor) {
-                        return Err(Stop::Done);
+                        return outbox.flush().await.and(Err(Stop::Done));
                     }
                 }
+                outbox.flush().await?;
             }
-            gauge.set_lagging(false);
+            outbox.gauge.set_lagging(false);
             if !announced {
                 announced = true;
                 // The head itself, also when `from` lies beyond it.
                 let data = format!("{{\"head\":{}}}", cursor.saturating_sub(1).min(head));
-                let marker = SseEvent::default().event("caught_up").data(data);
-                deliver(&sender, marker, &mut gauge).await?;
+                outbox.event(None, "caught_up", &data).await?;
+                outbox.flush().await?;
             }
             // Live: batches arrive in seq order right after they are durable.
             loop {
                 let received = tokio::select! {
                     received = live.recv() => received,
                     _ = shutdown.changed() => return Err(Stop::Done),
+                    _ = tokio::time::sleep_until(outbox.keep_alive_at().into()) => {
+                        outbox.keep_alive().await?;
+                        continue;
+                    }
                 };
                 match received {
                     Ok(batch) => {
@@ -633,26 +704,32 @@ async fn follow(
                                 continue;
                             }
                             if filter.is_past_end(seq) {
-                                return Err(Stop::Done);
+                                return outbox.flush().await.and(Err(Stop::Done));
                             }
                             cursor = seq + 1;
                             if filter.matches(&committed.envelope) && predicate(&committed.envelope)
                             {
-                                let event =
-                                    sse_event(seq, &committed.envelope.event_type, &committed.json);
-                                deliver(&sender, event, &mut gauge).await?;
+                                outbox
+                                    .event(
+                                        Some(seq),
+                                        &committed.envelope.event_type,
+                                        &committed.json,
+                                    )
+                                    .await?;
                             }
                             if filter.is_past_end(cursor) {
-                                return Err(Stop::Done);
+                                return outbox.flush().await.and(Err(Stop::Done));
                             }
                         }
+                        outbox.flush().await?;
                         if live.is_empty() {
-                            gauge.set_lagging(false); // Nothing committed is waiting for it.
+                            // Nothing committed is waiting for it.
+                            outbox.gauge.set_lagging(false);
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         engine.metrics().subscriber_lag_events.inc();
-                        gauge.set_lagging(true);
+                        outbox.gauge.set_lagging(true);
                         live = live.resubscribe();
                         break;
                     }
