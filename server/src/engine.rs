@@ -515,6 +515,7 @@ impl Engine {
             shutdown_snapshot_min_events: config.shutdown_snapshot_min_events.max(1),
             restart_leases_on_open: config.restart_leases_on_open,
             snapshot_interval_events: config.snapshot_interval_events.max(1),
+            coordination_deadline: None,
             contention: HashMap::new(),
             contention_changed: false,
             not_durable_keys: VecDeque::new(),
@@ -771,6 +772,10 @@ struct Core {
     restart_leases_on_open: bool,
     /// See [`EngineConfig::snapshot_interval_events`].
     snapshot_interval_events: u64,
+    /// The earliest lock TTL or agent lease of every branch, while it is known: forgotten
+    /// whenever something that can move it happens (a reserved event is applied, a
+    /// heartbeat, a reload), so that a group of custom events asks no lock or agent.
+    coordination_deadline: Option<Option<i64>>,
     /// Denials plus waits per lock resource, for the contention metric.
     contention: HashMap<String, u64>,
     /// Whether `contention` changed since the metric was last updated.
@@ -871,6 +876,7 @@ impl Core {
         };
         let (state, index) = replayed;
         self.state = state;
+        self.coordination_deadline = None;
         // Holders could not renew while the server was down: every lease starts afresh.
         let now_ms = self.last_ts_ms.max(now_ms);
         if self.restart_leases_on_open {
@@ -1012,7 +1018,7 @@ impl Core {
     }
 
     /// When the loop must wake up without a job: the next timer or the first wait to end.
-    fn next_wake(&self) -> Option<Instant> {
+    fn next_wake(&mut self) -> Option<Instant> {
         let timer = self.next_timer_ms().map(|at_ms| {
             // At least 1 ms: a deadline that is due is handled by the group this wake-up
             // starts, so waking again at once could only spin. While writes are refused
@@ -1031,8 +1037,8 @@ impl Core {
         }
     }
 
-    fn next_timer_ms(&self) -> Option<i64> {
-        let coordination = coordination::next_deadline_all(&self.state);
+    fn next_timer_ms(&mut self) -> Option<i64> {
+        let coordination = self.coordination_deadline();
         let work = self
             .state
             .branches
@@ -1043,6 +1049,14 @@ impl Core {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The earliest lock TTL or agent lease over every branch, looked for again only when
+    /// something forgot the one known.
+    fn coordination_deadline(&mut self) -> Option<i64> {
+        *self
+            .coordination_deadline
+            .get_or_insert_with(|| coordination::next_deadline_all(&self.state))
     }
 
     /// Runs group commits until nothing is left to decide; returns true when a shutdown
@@ -1084,7 +1098,10 @@ impl Core {
                     let _ = reply.send(Err(Refusal::ShuttingDown));
                 }
                 Job::Read(read) => reads.push(read),
-                Job::Touch(touch) => group.deferred.push(touch(&mut self.state, now_ms)),
+                Job::Touch(touch) => {
+                    self.coordination_deadline = None;
+                    group.deferred.push(touch(&mut self.state, now_ms));
+                }
                 Job::Snapshot(reply) => snapshots.push(reply),
                 Job::Shutdown(done) => shutdown = Some(done),
             }
@@ -1398,15 +1415,26 @@ impl Core {
             actor: swarmlog_projections::SYSTEM_ACTOR.to_owned(),
             ..WriteContext::default()
         };
-        for (branch, drafts) in coordination::due_all(&self.state, now_ms) {
-            let context = WriteContext {
-                branch,
-                ..system.clone()
-            };
-            self.stamp_and_apply(drafts, &context, &[], now_ms, group);
+        if self
+            .coordination_deadline()
+            .is_some_and(|deadline| deadline <= now_ms)
+        {
+            for (branch, drafts) in coordination::due_all(&self.state, now_ms) {
+                let context = WriteContext {
+                    branch,
+                    ..system.clone()
+                };
+                self.stamp_and_apply(drafts, &context, &[], now_ms, group);
+            }
         }
-        let branches: Vec<String> = self.state.branches.keys().cloned().collect();
-        for branch in branches {
+        let due: Vec<String> = self
+            .state
+            .branches
+            .iter()
+            .filter(|(_, state)| work::next_deadline(*state).is_some_and(|at| at <= now_ms))
+            .map(|(branch, _)| branch.clone())
+            .collect();
+        for branch in due {
             let drafts = self
                 .state
                 .branch(&branch)
@@ -1645,6 +1673,9 @@ impl Core {
                 idempotency: None,
             };
             envelope.seal(&previous_hash);
+            if swarmlog_projections::catalog::is_reserved(&envelope.event_type) {
+                self.coordination_deadline = None;
+            }
             self.state.apply(&envelope);
             self.fork_if_needed(&envelope, group);
             group.push(Committed::new(envelope));
