@@ -10,7 +10,7 @@
 //! All integers are little-endian; nothing on disk is a `usize`.
 //!
 //! ```text
-//! header (88 bytes)
+//! header (120 bytes)
 //!   0  magic             8 bytes  "SWLSTIDX"
 //!   8  format version    u32      1
 //!  12  key count         u32      K
@@ -18,10 +18,11 @@
 //!  24  last seq          u64      (entry count E = last - first + 1)
 //!  32  names bytes       u32      N
 //!  36  reserved          u32      0
-//!  40  last event hash   32 bytes the hash chain at `last`: ties the file to one history
-//!  72  reserved          u64      0
-//!  80  body crc32        u32      CRC32 (crc32fast) of every byte after the header
-//!  84  header crc32      u32      CRC32 of header bytes 0..84
+//!  40  previous hash     32 bytes the hash chain at `first - 1` (the genesis hash for seq 1)
+//!  72  last hash         32 bytes the hash chain at `last`
+//! 104  reserved          u64      0
+//! 112  body crc32        u32      CRC32 (crc32fast) of every byte after the header
+//! 116  header crc32      u32      CRC32 of header bytes 0..116
 //! keys (K × 32 bytes, sorted by hash, then branch, then stream)
 //!   0  hash              u64      first 8 bytes of SHA-256(u32 branch length, branch, stream)
 //!   8  name offset       u32      into the names
@@ -54,7 +55,7 @@ pub(crate) const MAGIC: [u8; 8] = *b"SWLSTIDX";
 pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Size of the header.
-pub(crate) const HEADER_BYTES: usize = 88;
+pub(crate) const HEADER_BYTES: usize = 120;
 
 /// Size of one key record.
 pub(crate) const KEY_BYTES: usize = 32;
@@ -80,9 +81,10 @@ mod at {
     pub const FIRST: usize = 16;
     pub const LAST: usize = 24;
     pub const NAMES_BYTES: usize = 32;
-    pub const LAST_HASH: usize = 40;
-    pub const BODY_CRC: usize = 80;
-    pub const HEADER_CRC: usize = 84;
+    pub const PREVIOUS_HASH: usize = 40;
+    pub const LAST_HASH: usize = 72;
+    pub const BODY_CRC: usize = 112;
+    pub const HEADER_CRC: usize = 116;
 }
 
 const _: () = assert!(at::HEADER_CRC + 4 == HEADER_BYTES);
@@ -117,13 +119,25 @@ pub(crate) fn hash64(branch: &str, stream: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// The hash chain around a range: the hashes of the event before its first and of its
+/// last. A file whose last hash is the log's at that seq was built from this very history
+/// (SHA-256 chains every event before it), and then its previous hash is the log's too,
+/// which is what the file before it must end with: so one read of the log checks them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chain {
+    /// The hash of event `first - 1` (the genesis hash when `first` is 1).
+    pub previous: [u8; 32],
+    /// The hash of event `last`.
+    pub last: [u8; 32],
+}
+
 /// The bytes of the index file for the events `first..=last` that `streams` holds (every
-/// one of them), whose last event has hash `last_hash`.
+/// one of them), with the hashes around them.
 ///
 /// # Panics
 /// If `streams` does not hold exactly the seqs `first..=last`: the stream index hands over
 /// a range only once it is full.
-pub(crate) fn encode(first: u64, last: u64, last_hash: &[u8; 32], streams: &StreamMap) -> Vec<u8> {
+pub(crate) fn encode(first: u64, last: u64, chain: &Chain, streams: &StreamMap) -> Vec<u8> {
     assert!(first >= 1 && first <= last, "a range {first}..={last}");
     let entry_count = last - first + 1;
     assert_eq!(streams.events(), entry_count, "a full range is encoded");
@@ -177,7 +191,8 @@ pub(crate) fn encode(first: u64, last: u64, last_hash: &[u8; 32], streams: &Stre
     put_u64(&mut bytes, at::FIRST, first);
     put_u64(&mut bytes, at::LAST, last);
     put_u32(&mut bytes, at::NAMES_BYTES, names_bytes as u32);
-    bytes[at::LAST_HASH..at::LAST_HASH + 32].copy_from_slice(last_hash);
+    bytes[at::PREVIOUS_HASH..at::PREVIOUS_HASH + 32].copy_from_slice(&chain.previous);
+    bytes[at::LAST_HASH..at::LAST_HASH + 32].copy_from_slice(&chain.last);
     let body_crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
     put_u32(&mut bytes, at::BODY_CRC, body_crc);
     let header_crc = crc32fast::hash(&bytes[..at::HEADER_CRC]);
@@ -220,6 +235,10 @@ pub(crate) struct IndexFile {
     path: PathBuf,
     first: u64,
     last: u64,
+    /// The hash of event `first - 1`, which the file before this one must end with.
+    previous_hash: [u8; 32],
+    /// The hash of event `last`.
+    last_hash: [u8; 32],
     key_count: u32,
     names_bytes: u32,
     /// The hash of every [`FENCE_KEYS`]th key, from key 0.
@@ -237,8 +256,8 @@ pub(crate) struct Window {
 
 impl IndexFile {
     /// Checks the whole file at `path` (read into `buffer`): it must cover `first..=last`,
-    /// end at an event whose hash is `last_hash`, and pass every check of [`check`].
-    /// The error is the reason it does not.
+    /// end at an event whose hash is `last_hash`, and pass every check of
+    /// [`IndexFile::check`]. The error is the reason it does not.
     pub fn load(
         path: &Path,
         first: u64,
@@ -331,10 +350,14 @@ impl IndexFile {
             ));
         }
         let fences = check_keys(bytes, key_count, names_bytes, entry_count)?;
+        let mut previous_hash = [0u8; 32];
+        previous_hash.copy_from_slice(&bytes[at::PREVIOUS_HASH..at::PREVIOUS_HASH + 32]);
         Ok(IndexFile {
             path: path.to_path_buf(),
             first,
             last,
+            previous_hash,
+            last_hash: *last_hash,
             key_count,
             names_bytes,
             fences,
@@ -349,6 +372,16 @@ impl IndexFile {
     /// The last seq the file covers.
     pub fn last(&self) -> u64 {
         self.last
+    }
+
+    /// The hash of event `first - 1`.
+    pub fn previous_hash(&self) -> &[u8; 32] {
+        &self.previous_hash
+    }
+
+    /// The hash of event `last`.
+    pub fn last_hash(&self) -> [u8; 32] {
+        self.last_hash
     }
 
     /// The seqs of `(branch, stream)` in `window`, in order.

@@ -32,11 +32,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use swarmlog_log::{LogReader, Seq};
-use swarmlog_projections::{Envelope, EnvelopeError};
+use swarmlog_projections::{Envelope, EnvelopeError, GENESIS_HASH};
 
 use crate::hub::Committed;
 use crate::limits::STREAM_INDEX_FILES_OPEN_MAX;
-use file::{IndexFile, Window};
+use file::{Chain, IndexFile, Window};
 use writer::Writer;
 
 /// The directory of the stream index in a data directory.
@@ -142,8 +142,8 @@ impl StreamMap {
 pub(crate) struct MemoryRange {
     first: u64,
     last: u64,
-    /// The hash of event `last`, which the file records.
-    last_hash: [u8; 32],
+    /// The hashes around it, which the file records.
+    chain: Chain,
     streams: StreamMap,
 }
 
@@ -206,12 +206,14 @@ fn within(seqs: &[u64], window: Window) -> &[u64] {
 }
 
 /// What readers share with the commit and writer threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     /// The full ranges, by first seq.
     ranges: BTreeMap<u64, Range>,
     /// The events after the last full range.
     tail: StreamMap,
+    /// The hash of the event before the tail's first.
+    tail_previous_hash: [u8; 32],
     /// The last seq pushed (durable).
     head: u64,
 }
@@ -240,7 +242,12 @@ impl StreamIndex {
     /// writer thread; [`StreamIndex::open`] loads it.
     pub fn new(data_dir: &Path, range_events: u32) -> std::io::Result<StreamIndex> {
         let dir = stream_index_dir(data_dir);
-        let inner = Arc::new(RwLock::new(Inner::default()));
+        let inner = Arc::new(RwLock::new(Inner {
+            ranges: BTreeMap::new(),
+            tail: StreamMap::default(),
+            tail_previous_hash: GENESIS_HASH,
+            head: 0,
+        }));
         let writer = Writer::start(dir.clone(), Arc::downgrade(&inner))?;
         Ok(StreamIndex {
             dir,
@@ -254,11 +261,23 @@ impl StreamIndex {
     /// Loads the index of the log `reader` reads: checks every file of a full range up to
     /// the log's head (rebuilding from the log one that is missing or fails a check),
     /// removes files beyond the head and leftovers, and rebuilds the tail from the log.
+    ///
+    /// Each file is read whole (both CRCs, every offset) with plain reads. Which history
+    /// it belongs to is checked along the hash chain, newest first: the newest file's last
+    /// hash against the log's event, and every older file's against the previous hash of
+    /// the file after it (see [`Chain`]). So the log is read once, not once per file,
+    /// which keeps start-up from touching (and mapping into memory) a page of every
+    /// segment.
     pub fn open(&self, reader: &LogReader) -> Result<(), StreamIndexError> {
         self.writer.flush();
         let head = reader.head().map_or(0, Seq::get);
         let found = self.list_files()?;
         let (ranges, leftovers) = self.load_ranges(reader, head, found)?;
+        let tail_previous_hash = match ranges.values().next_back() {
+            Some(Range::File(file)) => file.last_hash(),
+            Some(Range::Memory(range)) => range.chain.last,
+            None => GENESIS_HASH,
+        };
         for (first, path) in leftovers {
             tracing::warn!(file = %path.display(), first, head, "removing a stream index file that is beyond the log's head or not of this range size");
             if let Err(error) = std::fs::remove_file(&path) {
@@ -267,7 +286,12 @@ impl StreamIndex {
         }
         let tail_first = head / self.range_events * self.range_events + 1;
         let tail = scan(reader, tail_first, head)?;
-        *self.write() = Inner { ranges, tail, head };
+        *self.write() = Inner {
+            ranges,
+            tail,
+            tail_previous_hash,
+            head,
+        };
         Ok(())
     }
 
@@ -291,10 +315,15 @@ impl StreamIndex {
                 .push(&envelope.branch, &envelope.stream, envelope.seq);
             inner.head = envelope.seq;
             if envelope.seq % self.range_events == 0 {
+                let chain = Chain {
+                    previous: inner.tail_previous_hash,
+                    last: envelope.hash,
+                };
+                inner.tail_previous_hash = envelope.hash;
                 let range = Arc::new(MemoryRange {
                     first: envelope.seq + 1 - self.range_events,
                     last: envelope.seq,
-                    last_hash: envelope.hash,
+                    chain,
                     streams: std::mem::take(&mut inner.tail),
                 });
                 inner
@@ -425,8 +454,9 @@ impl StreamIndex {
         Ok(found)
     }
 
-    /// The full ranges up to `head`: the files of `found` that pass their checks, and the
-    /// others rebuilt from the log. Returns them and the files that fit no range.
+    /// The full ranges up to `head`, newest first: the files of `found` that pass their
+    /// checks, and the others rebuilt from the log. Returns them and the files that fit no
+    /// range.
     #[allow(clippy::type_complexity)]
     fn load_ranges(
         &self,
@@ -447,10 +477,15 @@ impl StreamIndex {
         }
         let mut ranges = BTreeMap::new();
         let mut buffer = Vec::new();
-        for index in 0..full {
+        // The hash the next (older) range must end with; the log says it for the newest.
+        let mut expected_last: Option<[u8; 32]> = None;
+        for index in (0..full).rev() {
             let first = index * self.range_events + 1;
             let last = first + self.range_events - 1;
-            let last_hash = event_hash(reader, last, head)?;
+            let last_hash = match expected_last {
+                Some(hash) => hash,
+                None => event_hash(reader, last, head)?,
+            };
             let loaded = found.remove(&first).and_then(|path| {
                 IndexFile::load(&path, first, last, &last_hash, &mut buffer)
                     .inspect_err(|reason| {
@@ -459,8 +494,22 @@ impl StreamIndex {
                     .ok()
             });
             let range = match loaded {
-                Some(file) => Range::File(Arc::new(file)),
-                None => self.rebuild(reader, first, last, last_hash)?,
+                Some(file) => {
+                    expected_last = Some(*file.previous_hash());
+                    Range::File(Arc::new(file))
+                }
+                None => {
+                    let previous = match first {
+                        1 => GENESIS_HASH,
+                        _ => event_hash(reader, first - 1, head)?,
+                    };
+                    expected_last = Some(previous);
+                    let chain = Chain {
+                        previous,
+                        last: last_hash,
+                    };
+                    self.rebuild(reader, first, last, chain)?
+                }
             };
             ranges.insert(first, range);
         }
@@ -474,12 +523,12 @@ impl StreamIndex {
         reader: &LogReader,
         first: u64,
         last: u64,
-        last_hash: [u8; 32],
+        chain: Chain,
     ) -> Result<Range, StreamIndexError> {
         let range = MemoryRange {
             first,
             last,
-            last_hash,
+            chain,
             streams: scan(reader, first, last)?,
         };
         match writer::write_file(&self.dir, &range) {

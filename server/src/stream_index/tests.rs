@@ -10,7 +10,7 @@ use swarmlog_log::{Log, LogOptions, RecordInput, SyncPolicy};
 use swarmlog_projections::{Envelope, GENESIS_HASH};
 use tempfile::TempDir;
 
-use super::file::{self, IndexFile, Window};
+use super::file::{self, Chain, IndexFile, Window};
 use super::{StreamIndex, StreamMap, StreamSeqs};
 use crate::hub::Committed;
 
@@ -202,11 +202,19 @@ fn a_file_round_trips_and_finds_every_key() {
     }
     let last = seq - 1;
     let hash = [7u8; 32];
-    let bytes = file::encode(first, last, &hash, &streams);
+    let chain = Chain {
+        previous: [6u8; 32],
+        last: hash,
+    };
+    let bytes = file::encode(first, last, &chain, &streams);
     let directory = tempfile::tempdir().expect("dir");
     let path = directory.path().join(file::file_name(first));
     std::fs::write(&path, &bytes).expect("write");
     let loaded = IndexFile::load(&path, first, last, &hash, &mut Vec::new()).expect("loads");
+    assert_eq!(
+        (*loaded.previous_hash(), loaded.last_hash()),
+        (chain.previous, chain.last)
+    );
     let all = Window {
         from: first,
         until: last,
@@ -257,7 +265,11 @@ fn a_damaged_truncated_or_foreign_file_is_refused() {
         streams.push("main", &format!("s/{}", seq % 5), seq);
     }
     let hash = [3u8; 32];
-    let bytes = file::encode(1, 64, &hash, &streams);
+    let chain = Chain {
+        previous: GENESIS_HASH,
+        last: hash,
+    };
+    let bytes = file::encode(1, 64, &chain, &streams);
     let path = PathBuf::from("streams/00000000000000000001.idx");
     let check = |bytes: &[u8], first: u64, last: u64, hash: &[u8; 32]| {
         IndexFile::check(&path, bytes, first, last, hash).map(|_| ())
@@ -401,4 +413,28 @@ fn files_beyond_the_head_or_from_another_log_are_removed_or_rebuilt() {
         .map(|first| PathBuf::from(file::file_name(first)))
         .to_vec();
     assert_eq!(names, expected);
+}
+
+/// An older file of another history is caught without reading the log for it: its last
+/// hash is not the previous hash of the newer file, which the log vouches for.
+#[test]
+fn an_older_file_of_another_history_breaks_the_chain_and_is_rebuilt() {
+    let mut fixture = Fixture::new();
+    let index = fixture.open(8);
+    index.push(fixture.append_mixed(20).iter());
+    index.flush();
+    drop(index);
+    let mut other = Fixture::new();
+    let index = other.open(8);
+    index.push(other.append(&[("main", "q"); 8]).iter());
+    index.flush();
+    drop(index);
+    let ours = fixture.dir.path().join("streams").join(file::file_name(1));
+    let original = std::fs::read(&ours).expect("read");
+    let theirs = other.dir.path().join("streams").join(file::file_name(1));
+    std::fs::copy(&theirs, &ours).expect("swap in another history's file");
+
+    let index = fixture.open(8);
+    check(&fixture, &index);
+    assert_eq!(std::fs::read(&ours).expect("read"), original, "rebuilt");
 }

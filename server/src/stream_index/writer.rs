@@ -102,10 +102,10 @@ fn publish(inner: &Weak<RwLock<Inner>>, file: IndexFile) {
 /// # Panics
 /// If the encoded bytes fail the reader's checks: the encoder and the checks disagree.
 pub(super) fn write_file(dir: &Path, range: &MemoryRange) -> Result<IndexFile, StreamIndexError> {
-    let bytes = file::encode(range.first, range.last, &range.last_hash, &range.streams);
+    let bytes = file::encode(range.first, range.last, &range.chain, &range.streams);
     let name = file::file_name(range.first);
     let path = dir.join(&name);
-    let checked = IndexFile::check(&path, &bytes, range.first, range.last, &range.last_hash)
+    let checked = IndexFile::check(&path, &bytes, range.first, range.last, &range.chain.last)
         .unwrap_or_else(|reason| {
             panic!("a freshly encoded stream index file fails its check: {reason}")
         });
