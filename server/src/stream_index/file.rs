@@ -45,6 +45,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use swarmlog_projections::limits::ID_BYTES_MAX;
 
 use super::{StreamIndexError, StreamMap};
 
@@ -541,11 +542,12 @@ impl IndexFile {
     }
 }
 
-/// More bytes than any file of a range of `entries` events takes (a key per event, with
-/// names of 64 KiB, far beyond any id limit): a larger file is refused before it is read
+/// More bytes than any file of a range of `entries` events takes: a key per event, with a
+/// branch and a stream of up to [`ID_BYTES_MAX`] bytes each plus a prefix (`task/`,
+/// `lock/`, ...), well within four times that. A larger file is refused before it is read
 /// into memory.
 fn file_bytes_max(entries: u64) -> u64 {
-    HEADER_BYTES as u64 + entries * (KEY_BYTES + ENTRY_BYTES + 64 * 1024) as u64
+    HEADER_BYTES as u64 + entries * (KEY_BYTES + ENTRY_BYTES + 4 * ID_BYTES_MAX) as u64
 }
 
 /// Checks the key table, the names' offsets and the entries of a whole file; returns the

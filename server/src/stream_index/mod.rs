@@ -271,7 +271,12 @@ impl StreamIndex {
     pub fn open(&self, reader: &LogReader) -> Result<(), StreamIndexError> {
         self.writer.flush();
         let head = reader.head().map_or(0, Seq::get);
-        let found = self.list_files()?;
+        let found = self.list_files().unwrap_or_else(|error| {
+            // A full disk cannot make the directory: the ranges are kept in memory until
+            // the writer can write their files.
+            tracing::warn!(%error, "cannot list the stream index; rebuilding it from the log");
+            BTreeMap::new()
+        });
         let (ranges, leftovers) = self.load_ranges(reader, head, found)?;
         let tail_previous_hash = match ranges.values().next_back() {
             Some(Range::File(file)) => file.last_hash(),
@@ -292,6 +297,19 @@ impl StreamIndex {
             tail_previous_hash,
             head,
         };
+        let unwritten: Vec<Arc<MemoryRange>> = self
+            .read_lock()
+            .ranges
+            .values()
+            .filter_map(|range| match range {
+                Range::Memory(range) => Some(range.clone()),
+                Range::File(_) => None,
+            })
+            .collect();
+        for range in unwritten {
+            // The writer tries again with every range it is given, and at every flush.
+            self.writer.write(range);
+        }
         Ok(())
     }
 
@@ -517,7 +535,8 @@ impl StreamIndex {
     }
 
     /// Rebuilds the range `first..=last` from the log and writes its file; kept in memory
-    /// if the file cannot be written (a full disk), and written again at the next start.
+    /// if the file cannot be written (a full disk), and then handed to the writer by
+    /// [`StreamIndex::open`].
     fn rebuild(
         &self,
         reader: &LogReader,

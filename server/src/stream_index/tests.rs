@@ -438,3 +438,23 @@ fn an_older_file_of_another_history_breaks_the_chain_and_is_rebuilt() {
     check(&fixture, &index);
     assert_eq!(std::fs::read(&ours).expect("read"), original, "rebuilt");
 }
+
+/// When the index's files cannot be written (here the directory's name is taken by a
+/// file; a full disk does the same), start-up keeps the ranges in memory and reads stay
+/// right; the writer writes them once it can.
+#[test]
+fn ranges_stay_in_memory_while_their_files_cannot_be_written() {
+    let mut fixture = Fixture::new();
+    fixture.append_mixed(20);
+    let blocker = fixture.dir.path().join("streams");
+    std::fs::write(&blocker, b"not a directory").expect("block the directory");
+    let index = fixture.open(8);
+    assert_eq!(index.ranges(), (0, 2));
+    check(&fixture, &index);
+
+    std::fs::remove_file(&blocker).expect("unblock");
+    index.push(fixture.append_mixed(4).iter());
+    index.flush();
+    assert_eq!(index.ranges(), (3, 0), "written with the next full range");
+    check(&fixture, &index);
+}
