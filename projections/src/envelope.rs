@@ -290,6 +290,20 @@ impl Envelope {
         postcard::to_allocvec(&stored).expect("postcard encodes StoredEvent into a Vec")
     }
 
+    /// The branch and stream of a stored event, read from its record payload without
+    /// decoding the rest: the server's stream index is rebuilt from these two fields, and
+    /// they come first in [`StoredEvent`] (after the version), so the event's data is not
+    /// even looked at.
+    pub fn decode_branch_and_stream(
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<(&str, &str), EnvelopeError> {
+        let ((_version, branch, _event_type, stream), _rest): ((u8, &str, &str, &str), _) =
+            postcard::take_from_bytes(payload)
+                .map_err(|source| EnvelopeError::Decode { seq, source })?;
+        Ok((branch, stream))
+    }
+
     /// Rebuilds an envelope from a log record.
     pub fn decode(seq: u64, ts_ms: i64, payload: &[u8]) -> Result<Envelope, EnvelopeError> {
         let stored: StoredEvent = postcard::from_bytes(payload)
@@ -428,6 +442,22 @@ mod tests {
         assert!(matches!(
             Envelope::check_stored_hash(7, event.ts_ms, &payload[..10], &previous, &mut scratch),
             Err(EnvelopeError::Decode { seq: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn branch_and_stream_decode_from_the_front_of_a_record() {
+        let mut event = sample(3);
+        event.branch = "side".into();
+        event.seal(&GENESIS_HASH);
+        let payload = event.encode();
+        assert_eq!(
+            Envelope::decode_branch_and_stream(3, &payload).expect("decodes"),
+            ("side", "task/T-17")
+        );
+        assert!(matches!(
+            Envelope::decode_branch_and_stream(3, &payload[..6]),
+            Err(EnvelopeError::Decode { seq: 3, .. })
         ));
     }
 

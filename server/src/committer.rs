@@ -322,6 +322,10 @@ fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub, space:
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
             if queue.commits.is_empty() {
+                drop(queue);
+                // While this thread still holds the log (and the data directory's lock),
+                // so that the next process to open the directory finds every index file.
+                shared.stream_index().flush();
                 return;
             }
             queue.busy = true;

@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use swarmlog_projections::Code;
@@ -44,12 +44,13 @@ use crate::hub::Hub;
 use crate::limits::{
     COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, CONTENTION_TOP_MAX,
     CONTENTION_TRACKED_MAX, ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS,
-    SNAPSHOT_INTERVAL_EVENTS, SPACE_RECHECK_INTERVAL,
+    SNAPSHOT_INTERVAL_EVENTS, SPACE_RECHECK_INTERVAL, STREAM_INDEX_RANGE_EVENTS,
 };
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::snapshot::{self, Snapshot};
 use crate::space::SpaceGuard;
+use crate::stream_index::{StreamIndex, StreamIndexError};
 
 /// How the engine opens its data directory.
 #[derive(Debug, Clone)]
@@ -80,6 +81,9 @@ pub struct EngineConfig {
     /// less free space than this (`serve --min-free-bytes`); `None` is the default of
     /// [`crate::space::SpaceGuard::new`], 0 refuses only when the disk is really full.
     pub free_bytes_min: Option<u64>,
+    /// Events per stream index file (default [`STREAM_INDEX_RANGE_EVENTS`]); tests make
+    /// it small to cross range boundaries with a few events.
+    pub stream_index_range_events: u32,
 }
 
 impl EngineConfig {
@@ -95,6 +99,7 @@ impl EngineConfig {
             restart_leases_on_open: true,
             snapshot_interval_events: SNAPSHOT_INTERVAL_EVENTS,
             free_bytes_min: None,
+            stream_index_range_events: STREAM_INDEX_RANGE_EVENTS,
         }
     }
 
@@ -137,6 +142,9 @@ pub enum EngineError {
     /// The engine thread could not be started.
     #[error("cannot start the engine thread: {0}")]
     Thread(std::io::Error),
+    /// The stream index could not be loaded or rebuilt.
+    #[error("cannot open the stream index: {0}")]
+    StreamIndex(#[from] StreamIndexError),
 }
 
 /// Who makes a write and with what provenance; shared by every event of the write.
@@ -325,67 +333,6 @@ enum Job {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// The seqs of each stream's events, per branch: what `GET /v1/streams/{stream}` reads.
-/// Nested maps, so that the hot path looks streams up by `&str` without allocating.
-#[derive(Debug, Default)]
-pub struct StreamIndex {
-    branches: HashMap<String, HashMap<String, Vec<u64>>>,
-}
-
-impl StreamIndex {
-    /// Records that event `seq` belongs to `stream` on `branch`.
-    pub fn push(&mut self, branch: &str, stream: &str, seq: u64) {
-        let streams = match self.branches.get_mut(branch) {
-            Some(streams) => streams,
-            None => self.branches.entry(branch.to_owned()).or_default(),
-        };
-        match streams.get_mut(stream) {
-            Some(seqs) => seqs.push(seq),
-            None => {
-                streams.insert(stream.to_owned(), vec![seq]);
-            }
-        }
-    }
-
-    /// The seqs of a stream, in order (empty for a stream that does not exist).
-    pub fn seqs(&self, branch: &str, stream: &str) -> &[u64] {
-        self.branches
-            .get(branch)
-            .and_then(|streams| streams.get(stream))
-            .map_or(&[], Vec::as_slice)
-    }
-
-    /// The snapshot form of the index as of seq `head`: `(branch, stream, seqs)` sorted,
-    /// without the seqs after `head` (the index may already hold later durable events).
-    pub fn to_list_until(&self, head: u64) -> Vec<(String, String, Vec<u64>)> {
-        let mut list: Vec<(String, String, Vec<u64>)> = self
-            .branches
-            .iter()
-            .flat_map(|(branch, streams)| {
-                streams.iter().filter_map(move |(stream, seqs)| {
-                    let until = seqs.partition_point(|seq| *seq <= head);
-                    (until > 0).then(|| (branch.clone(), stream.clone(), seqs[..until].to_vec()))
-                })
-            })
-            .collect();
-        list.sort();
-        list
-    }
-
-    /// Rebuilds the index from its snapshot form.
-    pub fn from_list(list: Vec<(String, String, Vec<u64>)>) -> Self {
-        let mut index = StreamIndex::default();
-        for (branch, stream, seqs) in list {
-            index
-                .branches
-                .entry(branch)
-                .or_default()
-                .insert(stream, seqs);
-        }
-        index
-    }
-}
-
 /// The head of the hash chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditHead {
@@ -398,8 +345,9 @@ pub struct AuditHead {
 /// What readers share with the engine thread; updated only after a batch is durable.
 pub struct Shared {
     head: Mutex<AuditHead>,
-    /// Seqs of each `(branch, stream)`'s events, in order.
-    stream_index: RwLock<StreamIndex>,
+    /// Where each `(branch, stream)`'s events are: files for full ranges, memory for the
+    /// tail.
+    stream_index: StreamIndex,
     /// The metrics.
     pub metrics: Metrics,
     shutting_down: AtomicBool,
@@ -413,17 +361,13 @@ impl Shared {
         events: impl Iterator<Item = &'a Arc<Committed>>,
         head: AuditHead,
     ) {
-        {
-            let mut index = self
-                .stream_index
-                .write()
-                .expect("the index lock is never held across a panic");
-            for committed in events {
-                let envelope = &committed.envelope;
-                index.push(&envelope.branch, &envelope.stream, envelope.seq);
-            }
-        }
+        self.stream_index.push(events);
         self.set_head(head);
+    }
+
+    /// The stream index.
+    pub(crate) fn stream_index(&self) -> &StreamIndex {
+        &self.stream_index
     }
 
     /// Publishes the head of the durable hash chain.
@@ -488,7 +432,8 @@ impl Engine {
                 seq: 0,
                 hash: GENESIS_HASH,
             }),
-            stream_index: RwLock::new(StreamIndex::default()),
+            stream_index: StreamIndex::new(&config.data_dir, config.stream_index_range_events)
+                .map_err(EngineError::Thread)?,
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             shutdown_signal,
@@ -521,6 +466,7 @@ impl Engine {
             not_durable_keys: VecDeque::new(),
         };
         core.recover()?;
+        shared.stream_index.open(&reader)?;
         let (jobs, receiver) = mpsc::channel(ENGINE_QUEUE_DEPTH_MAX);
         // On a multi-threaded runtime (the server's) the engine is one of its tasks: a
         // request hands its job over without waking another thread, and the engine
@@ -698,14 +644,16 @@ impl Engine {
             .expect("the head lock is never held across a panic")
     }
 
-    /// The seqs of a stream's events on a branch, in order.
-    pub fn stream_seqs(&self, branch: &str, stream: &str) -> Vec<u64> {
-        let index = self
-            .shared
-            .stream_index
-            .read()
-            .expect("the index lock is never held across a panic");
-        index.seqs(branch, stream).to_vec()
+    /// The seqs of a stream's durable events on a branch, in order (all of them: reads
+    /// that page go through [`Engine::stream_index`]).
+    pub fn stream_seqs(&self, branch: &str, stream: &str) -> Result<Vec<u64>, StreamIndexError> {
+        let index = &self.shared.stream_index;
+        Ok(index.read(branch, stream, 0, u64::MAX, None)?.seqs)
+    }
+
+    /// Where each stream's durable events are (reading it may block on file I/O).
+    pub fn stream_index(&self) -> &StreamIndex {
+        &self.shared.stream_index
     }
 
     /// Whether shutdown has begun (new writes are refused with 503).
@@ -842,9 +790,9 @@ enum Outcome {
 }
 
 impl Core {
-    /// Rebuilds the state, the stream index and the idempotency window: from the newest
-    /// valid snapshot plus the tail of the log, or from the whole log. Checks the hash
-    /// chain of every event it replays. Two passes over what it replays: the first finds
+    /// Rebuilds the state and the idempotency window: from the newest valid snapshot plus
+    /// the tail of the log, or from the whole log. Checks the hash chain of every event it
+    /// replays. Two passes over what it replays: the first finds
     /// the branches forked in the past, so that the second can keep their parents' state
     /// when it passes the fork point.
     fn recover(&mut self) -> Result<(), EngineError> {
@@ -874,8 +822,7 @@ impl Core {
                 .replay_from(&reader, None, now_ms)?
                 .expect("a replay from seq 1 serves every fork point"),
         };
-        let (state, index) = replayed;
-        self.state = state;
+        self.state = replayed;
         self.coordination_deadline = None;
         // Holders could not renew while the server was down: every lease starts afresh.
         let now_ms = self.last_ts_ms.max(now_ms);
@@ -885,11 +832,6 @@ impl Core {
                 work::restart_leases(branch, now_ms);
             }
         }
-        *self
-            .shared
-            .stream_index
-            .write()
-            .expect("not poisoned during recovery") = index;
         self.shared.set_head(AuditHead {
             seq: self.state.head,
             hash: self.state.head_hash,
@@ -900,20 +842,19 @@ impl Core {
 
     /// Replays the log after `snapshot` (or from seq 1). `None` when a fork in the tail
     /// needs a parent state from before the snapshot.
-    #[allow(clippy::type_complexity)]
     fn replay_from(
         &mut self,
         reader: &LogReader,
         snapshot: Option<Snapshot>,
         now_ms: i64,
-    ) -> Result<Option<(State, StreamIndex)>, EngineError> {
+    ) -> Result<Option<State>, EngineError> {
         let log_error = |source| EngineError::Log {
             dir: "log".into(),
             source,
         };
         self.idempotency.clear();
         self.idempotency_expiry.clear();
-        let (start, mut index) = match snapshot {
+        let start = match snapshot {
             Some(snapshot) => {
                 for (key, request_hex, seq, ts_ms) in snapshot.idempotency {
                     let request = hex::decode(&request_hex)
@@ -926,12 +867,9 @@ impl Core {
                     }
                 }
                 self.last_ts_ms = self.last_ts_ms.max(snapshot.last_ts_ms);
-                (
-                    snapshot.state,
-                    StreamIndex::from_list(snapshot.stream_index),
-                )
+                snapshot.state
             }
-            None => (State::default(), StreamIndex::default()),
+            None => State::default(),
         };
         let from = Seq(start.head + 1);
         let mut fork_points = Vec::new();
@@ -969,11 +907,10 @@ impl Core {
                     );
                 }
             }
-            index.push(&envelope.branch, &envelope.stream, seq);
             self.last_ts_ms = self.last_ts_ms.max(envelope.ts_ms);
             replayer.apply(&envelope);
         }
-        Ok(Some((replayer.finish(), index)))
+        Ok(Some(replayer.finish()))
     }
 
     async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
@@ -1138,9 +1075,8 @@ impl Core {
         false
     }
 
-    /// What a snapshot of the current state holds.
-    /// Everything a snapshot of the current state holds but the stream index, which
-    /// [`complete_snapshot`] adds once the state is durable.
+    /// What a snapshot of the current state holds; [`complete_snapshot`] waits until that
+    /// state is durable.
     fn snapshot_now(&self) -> Snapshot {
         let idempotency = self
             .idempotency_expiry
@@ -1158,7 +1094,6 @@ impl Core {
         Snapshot {
             format: snapshot::SNAPSHOT_FORMAT,
             state: self.state.clone(),
-            stream_index: Vec::new(),
             idempotency,
             last_ts_ms: self.last_ts_ms,
         }
@@ -1166,8 +1101,8 @@ impl Core {
 
     /// Writes a snapshot synchronously (forced, or at shutdown), once the state is durable.
     fn write_snapshot(&mut self) -> Result<(PathBuf, u64), String> {
-        let mut snapshot = self.snapshot_now();
-        complete_snapshot(self.committer.durability(), &self.shared, &mut snapshot)
+        let snapshot = self.snapshot_now();
+        complete_snapshot(self.committer.durability(), &snapshot)
             .map_err(|refusal| format!("the state was not made durable: {refusal}"))?;
         let written =
             snapshot::write(&self.data_dir, &snapshot).map_err(|error| error.to_string())?;
@@ -1183,16 +1118,15 @@ impl Core {
         {
             return;
         }
-        let mut snapshot = self.snapshot_now();
+        let snapshot = self.snapshot_now();
         self.snapshot_head = self.state.head;
         let data_dir = self.data_dir.clone();
         let running = self.snapshot_running.clone();
         let durability = self.committer.durability().clone();
-        let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("swarmlog-snapshot".into())
             .spawn(move || {
-                let written = complete_snapshot(&durability, &shared, &mut snapshot)
+                let written = complete_snapshot(&durability, &snapshot)
                     .map_err(|refusal| refusal.to_string())
                     .and_then(|()| {
                         snapshot::write(&data_dir, &snapshot).map_err(|error| error.to_string())
@@ -1850,21 +1784,9 @@ impl Core {
 }
 
 /// Waits until the snapshot's state is durable (a snapshot never describes a state the log
-/// may lose), then adds the stream index as of the snapshot's head. Fails if that state
-/// included events refused for lack of space.
-fn complete_snapshot(
-    durability: &Durability,
-    shared: &Shared,
-    snapshot: &mut Snapshot,
-) -> Result<(), Refusal> {
-    let head = snapshot.state.head;
-    durability.wait_durable(head)?;
-    snapshot.stream_index = shared
-        .stream_index
-        .read()
-        .expect("the index lock is never held across a panic")
-        .to_list_until(head);
-    Ok(())
+/// may lose). Fails if that state included events refused for lack of space.
+fn complete_snapshot(durability: &Durability, snapshot: &Snapshot) -> Result<(), Refusal> {
+    durability.wait_durable(snapshot.state.head)
 }
 
 /// The stored hash of event `seq`, if the log has it.

@@ -71,6 +71,13 @@ fn seqs(response: &WriteResponse) -> Vec<u64> {
     serde_json::from_str(&response.body).expect("the responder's body is a list of seqs")
 }
 
+/// Every durable seq of a stream, from the stream index.
+fn stream_seqs(engine: &Engine, branch: &str, stream: &str) -> Vec<u64> {
+    engine
+        .stream_seqs(branch, stream)
+        .expect("the stream index reads")
+}
+
 /// Reads the engine's state through `Engine::read`.
 async fn read<R: Send + 'static>(
     engine: &Engine,
@@ -240,7 +247,7 @@ async fn an_append_is_created_durable_readable_and_folded_into_the_state() {
         log[2].hash,
         "the head is the last event's hash"
     );
-    assert_eq!(engine.stream_seqs("main", "orders/1"), [1, 2]);
+    assert_eq!(stream_seqs(&engine, "main", "orders/1"), [1, 2]);
 
     let (state_head, versions) = read(&engine, |state| {
         (
@@ -603,7 +610,7 @@ async fn after_shutdown_writes_are_refused_and_a_reopen_recovers_the_same_head()
         (state_head, state_hash, value),
         (before.seq, before.hash, Some(json!("v")))
     );
-    assert_eq!(engine.stream_seqs("main", "s"), [1]);
+    assert_eq!(stream_seqs(&engine, "main", "s"), [1]);
     let next = write(&engine, "alice", append(vec![item("s", json!(3), Some(1))])).await;
     assert_eq!(next.expect("the chain goes on"), [3]);
     engine.shutdown().await;
@@ -720,4 +727,117 @@ async fn a_failing_responder_answers_internal_and_the_write_stands() {
         "{answer:?}"
     );
     assert_eq!(head(&engine), 1, "the accepted write stands");
+}
+
+/// Every read of the stream index an HTTP stream read can make (each stream on each
+/// branch, up to every seq, from a few seqs, whole and in pages of 2), as the log says it
+/// should be: a branch's stream holds the events written on that branch only.
+fn check_stream_reads(engine: &Engine) -> Vec<(u64, Vec<u64>)> {
+    let log = events(engine);
+    let head = log.len() as u64;
+    let index = engine.stream_index();
+    let mut reads = Vec::new();
+    for branch in ["main", "side"] {
+        for stream in ["s/1", "s/2", "branch/side", "nothing"] {
+            for until in 0..=head + 1 {
+                let expected: Vec<u64> = log
+                    .iter()
+                    .filter(|e| e.branch == branch && e.stream == stream && e.seq <= until)
+                    .map(|e| e.seq)
+                    .collect();
+                let what = format!("({branch}, {stream}) until {until}");
+                let count = index.count(branch, stream, until).expect("count");
+                assert_eq!(count, expected.len() as u64, "{what}");
+                for from in [0, 3, 6] {
+                    let expected: Vec<u64> = expected
+                        .iter()
+                        .copied()
+                        .filter(|seq| *seq >= from)
+                        .collect();
+                    let whole = index.read(branch, stream, from, until, None).expect("read");
+                    assert_eq!((&whole.seqs, whole.next), (&expected, None), "{what}");
+                    let page = index
+                        .read(branch, stream, from, until, Some(2))
+                        .expect("page");
+                    assert_eq!(page.seqs, expected[..expected.len().min(2)], "{what}");
+                    assert_eq!(page.next, expected.get(2).copied(), "{what}");
+                    reads.push((count, page.seqs));
+                }
+            }
+        }
+    }
+    reads
+}
+
+// Issue 11, "Memory and scale": full ranges of the stream index are files, only the tail is
+// in memory. With ranges of 4 events, reads cross range boundaries everywhere; they are
+// the log's answer before a restart, after one (files and tail reloaded), and after one
+// without the index directory (every file rebuilt from the log).
+#[tokio::test]
+async fn stream_reads_are_the_same_across_ranges_restarts_and_rebuilds() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = || EngineConfig {
+        stream_index_range_events: 4,
+        ..EngineConfig::new(dir.path())
+    };
+    let engine = Engine::start(config()).expect("the engine starts");
+    let streams = ["s/1", "s/2", "s/1"];
+    for round in 0..4 {
+        let items = (0..=round)
+            .map(|n| item(streams[n % 3], json!(n), None))
+            .collect();
+        write(&engine, "alice", append(items))
+            .await
+            .expect("append");
+    }
+    let fork = WriteCommand::Coordination(CoordinationCommand::BranchCreate {
+        name: "side".into(),
+        from: "main".into(),
+        at: Some(3),
+    });
+    write(&engine, "alice", fork).await.expect("fork");
+    for branch in ["side", "main", "side"] {
+        let mut on_branch = request("alice", append(vec![item("s/1", json!(branch), None)]));
+        on_branch.context.branch = branch.into();
+        engine.write(on_branch).await.expect("append on a branch");
+    }
+    let before = check_stream_reads(&engine);
+    let versions = read(&engine, |state| {
+        (
+            state.stream_version("main", "s/1"),
+            state.stream_version("side", "s/1"),
+        )
+    })
+    .await;
+    let index = engine.stream_index();
+    let head = head(&engine);
+    assert_eq!(
+        versions.0,
+        index.count("main", "s/1", head).expect("count"),
+        "on main the state counts what the index holds"
+    );
+    assert_eq!(
+        (versions.1, index.count("side", "s/1", head).expect("count")),
+        (4, 2),
+        "the branch's state counts what it inherited at seq 3, its stream only its own"
+    );
+    index.flush();
+    assert_eq!(
+        index.ranges(),
+        (head as usize / 4, 0),
+        "full ranges are files"
+    );
+    engine.shutdown().await;
+    drop(engine);
+
+    let engine = Engine::start(config()).expect("restarts");
+    assert_eq!(check_stream_reads(&engine), before, "after a restart");
+    engine.shutdown().await;
+    drop(engine);
+
+    std::fs::remove_dir_all(dir.path().join("streams")).expect("remove the index");
+    let engine = Engine::start(config()).expect("restarts without an index");
+    assert_eq!(engine.stream_index().ranges(), (head as usize / 4, 0));
+    assert_eq!(check_stream_reads(&engine), before, "after a rebuild");
+    engine.shutdown().await;
 }

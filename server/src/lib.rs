@@ -24,6 +24,7 @@ pub mod refusal;
 pub mod routes;
 pub mod snapshot;
 pub mod space;
+pub mod stream_index;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;

@@ -68,6 +68,17 @@ pub const WAIT_MS_MAX: u64 = 10 * 60 * 1000;
 /// costs little.
 pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 100_000;
 
+/// Events per stream index file (`DIR/streams/`): the tail after the last full range is
+/// kept in memory (about 16 bytes an event, 1 MiB) and rebuilt from the log at start-up
+/// (a few tens of milliseconds for 65,536 events), while a 10M-event log makes about 150
+/// files, each read with a few small reads per stream read.
+pub const STREAM_INDEX_RANGE_EVENTS: u32 = 65_536;
+
+/// Stream index files readers hold open at once (see [`DESCRIPTORS_RESERVED`]): each
+/// read of a file is a few small `pread`s, so a handful of readers at a time keeps up
+/// with many more concurrent stream reads.
+pub const STREAM_INDEX_FILES_OPEN_MAX: usize = 4;
+
 /// Resources listed by the `lock_contention_top` metric: enough to spot the hot ones,
 /// few enough to keep the metric's cardinality fixed.
 pub const CONTENTION_TOP_MAX: usize = 10;
@@ -149,8 +160,10 @@ pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
 /// File descriptors kept back from connections for everything else: the log (directory,
 /// lock, active segment, its index and the index being written at a roll, files opened
 /// for a moment to map a sealed segment or read a directory), snapshots (file and
-/// directory), the tokens file, stdio and the runtime's own (epoll, wake-up, signals).
-/// That is under 24 at any moment; 64 leaves room for what a library opens unasked.
+/// directory), the stream index ([`STREAM_INDEX_FILES_OPEN_MAX`] readers and the file
+/// being written), the tokens file, stdio and the runtime's own (epoll, wake-up,
+/// signals). That is under 30 at any moment; 64 leaves room for what a library opens
+/// unasked.
 pub const DESCRIPTORS_RESERVED: u64 = 64;
 
 /// Connections past the cap that are answered 503 at the same time. Each holds its

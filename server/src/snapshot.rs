@@ -1,9 +1,11 @@
-//! Projection snapshots: the state (with the stream index and the idempotency window)
-//! written atomically next to the log, so that start-up loads the newest valid snapshot
-//! and replays only the tail.
+//! Projection snapshots: the state (with the idempotency window) written atomically next
+//! to the log, so that start-up loads the newest valid snapshot and replays only the tail.
+//! The stream index is not in them: it lives in its own files (`stream_index`).
 //!
-//! A snapshot file is one header line, `swarmlog-snapshot 1 <sha256 of the body>\n`,
-//! followed by the JSON body. It is written to a temporary name, fsynced, renamed, and
+//! A snapshot file is one header line, `swarmlog-snapshot 2 <sha256 of the body>\n`,
+//! followed by the JSON body. Format 1 also carried the stream index (every seq of every
+//! stream); it still loads, its `stream_index` field skipped unread, since format 2 only
+//! dropped that field. It is written to a temporary name, fsynced, renamed, and
 //! the directory fsynced, so a crash leaves either the old set of snapshots or the new
 //! one. A snapshot whose checksum fails, that does not parse, or whose head does not
 //! match the log (another log, or a log cut shorter) is skipped, never trusted.
@@ -23,7 +25,11 @@ use swarmlog_log::{Access, FsStorage, Storage, StorageFile};
 use swarmlog_projections::State;
 
 /// The snapshot format written by this version.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
+/// The snapshot formats this version loads: 1 is 2 plus the stream index, which is
+/// ignored.
+pub const SNAPSHOT_FORMATS_READ: [u32; 2] = [1, SNAPSHOT_FORMAT];
 
 /// How many snapshots are kept; older ones are removed after a new one is durable.
 pub const SNAPSHOTS_KEPT_MAX: usize = 2;
@@ -37,8 +43,6 @@ pub struct Snapshot {
     pub format: u32,
     /// The projected state (its `head` and `head_hash` say where it stands).
     pub state: State,
-    /// Seqs of each `(branch, stream)`.
-    pub stream_index: Vec<(String, String, Vec<u64>)>,
     /// Idempotency keys inside their window: `(key, request sha256 hex, seq, ts_ms)`.
     pub idempotency: Vec<(String, String, u64, i64)>,
     /// The newest event timestamp seen, so timestamps never go backwards.
@@ -171,8 +175,12 @@ fn read<S: Storage>(storage: &S, name: &str) -> Result<Snapshot, String> {
     if parts.next() != Some(HEADER_PREFIX) {
         return Err("not a swarmlog snapshot".into());
     }
-    if parts.next() != Some(&SNAPSHOT_FORMAT.to_string()) {
-        return Err("an unknown snapshot format".into());
+    let format = parts.next().ok_or("no format")?;
+    if !SNAPSHOT_FORMATS_READ
+        .iter()
+        .any(|known| format == known.to_string())
+    {
+        return Err(format!("an unknown snapshot format {format}"));
     }
     let stored = parts.next().ok_or("no checksum")?;
     let body = &bytes[newline + 1..];
@@ -253,7 +261,6 @@ mod tests {
         Snapshot {
             format: SNAPSHOT_FORMAT,
             state,
-            stream_index: vec![("main".into(), "s".into(), vec![1, 2])],
             idempotency: vec![],
             last_ts_ms: 7,
         }
@@ -266,10 +273,7 @@ mod tests {
         let (newest, _) = write(dir.path(), &sample(9)).expect("write 9");
         let loaded = load_newest(dir.path(), &mut |_, _| true).expect("a snapshot");
         assert_eq!(loaded.state.head, 9);
-        assert_eq!(
-            loaded.stream_index,
-            vec![("main".to_owned(), "s".to_owned(), vec![1, 2])]
-        );
+        assert_eq!(loaded.last_ts_ms, 7);
 
         let mut bytes = std::fs::read(&newest).expect("read");
         let last = bytes.len() - 2;
@@ -286,9 +290,9 @@ mod tests {
         );
     }
 
-    /// The snapshot's head and stream index, to tell which one was loaded.
-    fn identity(snapshot: &Snapshot) -> (u64, Vec<(String, String, Vec<u64>)>) {
-        (snapshot.state.head, snapshot.stream_index.clone())
+    /// The snapshot's head and hash, to tell which one was loaded.
+    fn identity(snapshot: &Snapshot) -> (u64, [u8; 32]) {
+        (snapshot.state.head, snapshot.state.head_hash)
     }
 
     // Issue #9, "injected I/O errors": EIO and ENOSPC at every operation of a snapshot
@@ -356,6 +360,35 @@ mod tests {
             }
         }
         assert!(points >= 12, "only {points} failure points");
+    }
+
+    /// A format-1 snapshot, written before the stream index moved to its own files, still
+    /// loads: its stream index is skipped.
+    #[test]
+    fn a_format_1_snapshot_with_a_stream_index_still_loads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut body = serde_json::to_value(sample(4)).expect("encodes");
+        body["format"] = 1.into();
+        body["stream_index"] = serde_json::json!([["main", "s", [1, 2, 4]]]);
+        let body = serde_json::to_vec(&body).expect("encodes");
+        let mut bytes =
+            format!("{HEADER_PREFIX} 1 {}\n", hex::encode(Sha256::digest(&body))).into_bytes();
+        bytes.extend_from_slice(&body);
+        let snapshots = snapshot_dir(dir.path());
+        std::fs::create_dir_all(&snapshots).expect("mkdir");
+        std::fs::write(snapshots.join(file_name(4)), &bytes).expect("write");
+        let loaded = load_newest(dir.path(), &mut |_, _| true).expect("loads");
+        assert_eq!(identity(&loaded), identity(&sample(4)));
+        assert_eq!(loaded.format, 1);
+
+        let unknown = String::from_utf8(bytes)
+            .expect("text")
+            .replacen(" 1 ", " 3 ", 1);
+        std::fs::write(snapshots.join(file_name(4)), unknown).expect("write");
+        assert!(
+            load_newest(dir.path(), &mut |_, _| true).is_none(),
+            "an unknown format is skipped"
+        );
     }
 
     #[test]

@@ -28,4 +28,5 @@ mod recipes;
 mod sessions;
 mod snapshots;
 mod sse;
+mod streams;
 mod tasks;

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use swarmlog_log::Seq;
-use swarmlog_projections::{AppendRequest, Envelope};
+use swarmlog_projections::{AppendRequest, Envelope, MAIN_BRANCH};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::common::WriteInput;
+use super::common::{branch_of, WriteInput};
 use crate::app::{AppState, BranchQuery};
 use crate::engine::{AppendItem, Committed, Engine, Status, WriteCommand, WriteResponse};
 use crate::error::{from_json_error, ApiError};
@@ -28,6 +28,7 @@ use crate::limits::{
     REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_CHUNK_BYTES, SSE_KEEPALIVE_INTERVAL,
     SUBSCRIBER_BUFFER_CHUNKS_MAX,
 };
+use crate::stream_index::StreamIndexError;
 
 /// One event of a `POST /v1/events` body. On a single event, `session`, `correlation` and
 /// `meta` are taken out first as the write's own; in a batch they override the batch's.
@@ -237,6 +238,12 @@ pub struct StreamQuery {
 /// §3 answers it, or one page of it with `from` and `limit`, with `next`, the seq the
 /// following page starts from (null on the last). A stream that does not exist has version
 /// 0 and no events, so a client can start a conditional append from it.
+///
+/// A branch's stream holds the events written on that branch (not those it inherited at
+/// its fork). One read of the engine's state checks the branch and gives the head the
+/// answer stands at, durable once the read returns; the stream index, on disk and in
+/// memory, gives the seqs up to it. The version is the state's count on `main` when `at`
+/// is absent, and is counted in the index otherwise.
 pub async fn read_stream(
     State(app): State<AppState>,
     ApiPath(stream): ApiPath<String>,
@@ -247,7 +254,6 @@ pub async fn read_stream(
         branch: query.branch,
     }
     .branch()?;
-    app.require_branch(&branch).await?;
     if let Some(limit) = query
         .limit
         .filter(|limit| !(1..=STREAM_PAGE_MAX).contains(limit))
@@ -257,33 +263,28 @@ pub async fn read_stream(
             format!("limit must be 1 to {STREAM_PAGE_MAX}, not {limit}"),
         ));
     }
-    let mut seqs = app.engine.stream_seqs(&branch, &stream);
-    if let Some(at) = query.at {
-        seqs.retain(|seq| *seq <= at);
-    }
-    let version = seqs.len();
-    let first = seqs.partition_point(|seq| *seq < query.from.unwrap_or(0));
-    let mut seqs = seqs.split_off(first);
-    let limit = query.limit.map_or(seqs.len(), |limit| limit as usize);
-    let next = seqs.get(limit).copied();
-    seqs.truncate(limit);
-    let reader = app.engine.reader().clone();
-    let events = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let records = reader
-                .read(Seq(seq), 1, 1)
-                .map_err(|error| ApiError::internal("cannot read the log", &error))?;
-            let record = records
-                .into_iter()
-                .next()
-                .filter(|record| record.seq.get() == seq)
-                .ok_or_else(|| ApiError::internal("indexed event missing from the log", &seq))?;
-            let envelope = Envelope::decode(seq, record.timestamp_ms, &record.payload)
-                .map_err(|error| ApiError::internal("cannot decode an event", &error))?;
-            out.push(envelope.to_json());
+    let lookup = {
+        let (branch, stream) = (branch.clone(), stream.clone());
+        move |state: &swarmlog_projections::State| {
+            branch_of(state, &branch).map(|found| (state.head, found.stream_version(&stream)))
         }
-        Ok(out)
+    };
+    let (head, live_version) = app.engine.read(lookup).await??;
+    let until = query.at.map_or(head, |at| at.min(head));
+    let live_version = (query.at.is_none() && branch == MAIN_BRANCH).then_some(live_version);
+    let (engine, name) = (app.engine.clone(), stream.clone());
+    let (version, events, next) = tokio::task::spawn_blocking(move || {
+        read_stream_page(
+            &engine,
+            &branch,
+            &name,
+            StreamPage {
+                from: query.from.unwrap_or(0),
+                until,
+                limit: query.limit.map(|limit| limit as usize),
+                live_version,
+            },
+        )
     })
     .await
     .map_err(|error| ApiError::internal("stream read task failed", &error))??;
@@ -294,6 +295,70 @@ pub async fn read_stream(
         Value::from(next)
     );
     Ok(json_text(StatusCode::OK, body))
+}
+
+/// What page of a stream to read, up to which seq, and its version when the live state
+/// knows it.
+struct StreamPage {
+    from: u64,
+    until: u64,
+    limit: Option<usize>,
+    live_version: Option<u64>,
+}
+
+/// Reads a page of a stream: its version, its events as JSON, and `next`. Blocking: the
+/// index and the log are read from disk. Each event read is checked to be of the stream
+/// and branch asked for, the other half of the index's own checks.
+fn read_stream_page(
+    engine: &Engine,
+    branch: &str,
+    stream: &str,
+    page: StreamPage,
+) -> Result<(u64, Vec<String>, Option<u64>), ApiError> {
+    let index = engine.stream_index();
+    let index_error =
+        |error: StreamIndexError| ApiError::internal("cannot read the stream index", &error);
+    let version = match page.live_version {
+        Some(version) => {
+            debug_assert_eq!(
+                index.count(branch, stream, page.until).ok(),
+                Some(version),
+                "the stream index counts what the state counts"
+            );
+            version
+        }
+        None => index
+            .count(branch, stream, page.until)
+            .map_err(index_error)?,
+    };
+    let found = index
+        .read(branch, stream, page.from, page.until, page.limit)
+        .map_err(index_error)?;
+    let reader = engine.reader();
+    let mut events = Vec::with_capacity(found.seqs.len());
+    for seq in found.seqs {
+        let records = reader
+            .read(Seq(seq), 1, 1)
+            .map_err(|error| ApiError::internal("cannot read the log", &error))?;
+        let record = records
+            .into_iter()
+            .next()
+            .filter(|record| record.seq.get() == seq)
+            .ok_or_else(|| ApiError::internal("indexed event missing from the log", &seq))?;
+        let envelope = Envelope::decode(seq, record.timestamp_ms, &record.payload)
+            .map_err(|error| ApiError::internal("cannot decode an event", &error))?;
+        if envelope.branch != branch || envelope.stream != stream {
+            return Err(ApiError::internal(
+                "the stream index lists an event of another stream",
+                &format!(
+                    "seq {seq} is ({}, {}), not ({branch}, {stream})",
+                    envelope.branch, envelope.stream
+                ),
+            ));
+        }
+        events.push(envelope.to_json());
+    }
+    Ok((version, events, found.next))
 }
 
 /// A JSON response from already-serialized text.
