@@ -39,6 +39,11 @@ if [ "$need" -gt 1024 ]; then
     extra=(--max-connections "$need")
     echo "passing --max-connections $need to the server (default 1024)" >&2
 fi
+# Likewise subscriptions past --max-subscribers (default 1000) are refused with 503.
+if [ "$subscribers" -gt 1000 ]; then
+    extra+=(--max-subscribers "$subscribers")
+    echo "passing --max-subscribers $subscribers to the server (default 1000)" >&2
+fi
 
 db=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))

@@ -92,6 +92,16 @@ impl ApiError {
         .with("limit", limit)
     }
 
+    /// 503: as many SSE subscriptions are open as the server allows.
+    pub fn too_many_subscribers(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!("the server has {limit} subscriptions open, its limit; retry later"),
+        )
+        .with("limit", limit)
+    }
+
     /// 500 for a failure inside the server (details are logged, not sent).
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "{context}");

@@ -103,6 +103,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         source,
     })?;
     let engine = Engine::start(config.engine.clone())?;
+    engine
+        .hub()
+        .set_subscribers_max(config.network.subscribers_max.get());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Io {

@@ -31,6 +31,11 @@ const _: () = assert!(
 /// than this is switched to reading from the log on disk (never dropped).
 pub const HUB_BATCHES_MAX: usize = 4096;
 
+/// SSE subscriptions open at once by default (`serve --max-subscribers`): the 1,000
+/// followers issue 11 measures, below the default connection cap, so that a crowd of
+/// followers still leaves connections for writers.
+pub const SUBSCRIBERS_MAX_DEFAULT: usize = 1000;
+
 /// Pieces of SSE text a subscriber's connection may have buffered before its task waits
 /// for it. A piece is one committed group's events or [`SSE_CHUNK_BYTES`], whichever is
 /// less (plus one event), so a slow client holds at most about 1 MiB of text here.

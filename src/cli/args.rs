@@ -189,6 +189,10 @@ pub struct ServeArgs {
     /// leaves after the descriptors kept for the log. Past it: 503 too_many_connections.
     #[arg(long, value_name = "N", default_value_t = limits::CONNECTIONS_MAX_DEFAULT)]
     pub max_connections: usize,
+    /// Most SSE subscriptions open at once (GET /v1/events and the SSE inbox; 1 to
+    /// 1000000). Past it: 503 too_many_subscribers.
+    #[arg(long, value_name = "N", default_value_t = limits::SUBSCRIBERS_MAX_DEFAULT)]
+    pub max_subscribers: usize,
     /// On SIGTERM or SIGINT, how long in-flight requests may finish before every open
     /// connection is dropped (0 to 600000).
     #[arg(long, value_name = "MS", default_value_t = millis(limits::SHUTDOWN_TIMEOUT_DEFAULT))]

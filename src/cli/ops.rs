@@ -78,6 +78,14 @@ fn network(args: &ServeArgs) -> Result<NetworkConfig, CliError> {
                 args.max_connections
             ))
         })?;
+    let subscribers_max = NonZeroUsize::new(args.max_subscribers)
+        .filter(|cap| cap.get() <= CONNECTIONS_MAX_LIMIT)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--max-subscribers must be between 1 and {CONNECTIONS_MAX_LIMIT}, not {}",
+                args.max_subscribers
+            ))
+        })?;
     Ok(NetworkConfig {
         header_timeout: milliseconds("--header-timeout-ms", args.header_timeout_ms, 10, 600_000)?,
         idle_timeout: milliseconds("--idle-timeout-ms", args.idle_timeout_ms, 10, 3_600_000)?,
@@ -88,6 +96,7 @@ fn network(args: &ServeArgs) -> Result<NetworkConfig, CliError> {
             600_000,
         )?,
         connections_max,
+        subscribers_max,
     })
 }
 

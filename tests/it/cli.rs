@@ -127,3 +127,29 @@ async fn serve_logs_to_a_file_carry_no_colour_codes() {
         "no ANSI escapes in a log file: {text:?}"
     );
 }
+
+/// `serve`'s caps refuse values outside their range with exit 2 and the range, before
+/// anything is opened.
+#[test]
+fn serve_refuses_caps_outside_their_range() {
+    let dir = data_dir();
+    let db = dir.path().to_str().expect("a UTF-8 temporary path");
+    for (flag, value) in [
+        ("--max-subscribers", "0"),
+        ("--max-subscribers", "1000001"),
+        ("--max-connections", "0"),
+    ] {
+        let (code, _, stderr) = cli(&["--db", db, "serve", flag, value]);
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{flag} must be between 1 and 1000000, not {value}"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("log").exists(),
+        "a refused serve opens nothing"
+    );
+}

@@ -381,3 +381,61 @@ async fn a_last_event_id_beyond_the_head_is_refused_with_the_head() {
         "caught_up names the head, not the seq before from"
     );
 }
+
+/// `serve --max-subscribers`: past the cap a subscription is refused with 503
+/// `too_many_subscribers` naming the limit, and the server goes on serving writes and the
+/// open subscriptions; a subscription that ends gives its seat back.
+#[tokio::test]
+async fn subscriptions_past_the_cap_are_refused_503_and_the_open_ones_go_on() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &["--max-subscribers", "2"]).await;
+    let mut first = subscribe(&server, "", None).await;
+    let second = subscribe(&server, "?from=1&until=1", None).await;
+    let refused = server
+        .http
+        .get(format!("{}/v1/events", server.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(refused.status().as_u16(), 503);
+    let body: Value = refused.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "too_many_subscribers");
+    assert_eq!(body["error"]["limit"], 2);
+
+    let written = server
+        .http
+        .post(format!("{}/v1/events", server.url))
+        .json(&json!({"type": "note.added", "stream": "notes"}))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(written.status().as_u16(), 201, "writes are not capped");
+    let (seqs, _) = collect(&mut first, 1).await;
+    assert_eq!(seqs, [1], "an open subscription goes on");
+
+    // The second ends at its `until`: its seat is free again.
+    let mut second = second;
+    collect(&mut second, 1).await;
+    assert!(second.next().await.is_none(), "the stream ended at until");
+    let reopened = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let response = server
+                .http
+                .get(format!("{}/v1/events", server.url))
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .expect("the server answers");
+            if response.status().as_u16() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        reopened.is_ok(),
+        "the ended subscription gave its seat back"
+    );
+}

@@ -30,7 +30,7 @@ use crate::error::ApiError;
 use crate::limits::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CLOSE_DRAIN_BYTES_MAX, CLOSE_LINGER,
     CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_LIMIT, HEADER_TIMEOUT_DEFAULT, IDLE_TIMEOUT_DEFAULT,
-    REFUSALS_IN_FLIGHT_MAX, SHUTDOWN_DROP_WAIT, SHUTDOWN_TIMEOUT_DEFAULT,
+    REFUSALS_IN_FLIGHT_MAX, SHUTDOWN_DROP_WAIT, SHUTDOWN_TIMEOUT_DEFAULT, SUBSCRIBERS_MAX_DEFAULT,
 };
 
 /// The settings of the network edge (`serve`'s flags).
@@ -44,6 +44,8 @@ pub struct NetworkConfig {
     pub shutdown_timeout: Duration,
     /// Most open connections (`--max-connections`), before the descriptor limit lowers it.
     pub connections_max: NonZeroUsize,
+    /// Most SSE subscriptions open at once (`--max-subscribers`).
+    pub subscribers_max: NonZeroUsize,
 }
 
 impl Default for NetworkConfig {
@@ -54,6 +56,8 @@ impl Default for NetworkConfig {
             shutdown_timeout: SHUTDOWN_TIMEOUT_DEFAULT,
             connections_max: NonZeroUsize::new(CONNECTIONS_MAX_DEFAULT)
                 .expect("the default connection cap is not zero"),
+            subscribers_max: NonZeroUsize::new(SUBSCRIBERS_MAX_DEFAULT)
+                .expect("the default subscription cap is not zero"),
         }
     }
 }

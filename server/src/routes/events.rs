@@ -24,6 +24,7 @@ use crate::engine::{AppendItem, Committed, Engine, Status, WriteCommand, WriteRe
 use crate::error::{from_json_error, ApiError};
 use crate::extract::{check_id, ApiPath, ApiQuery};
 use crate::filter::EventFilter;
+use crate::hub::Seat;
 use crate::limits::{
     REPLAY_CHUNK_BYTES_MAX, REPLAY_CHUNK_RECORDS_MAX, SSE_CHUNK_BYTES, SSE_KEEPALIVE_INTERVAL,
     SUBSCRIBER_BUFFER_CHUNKS_MAX,
@@ -475,7 +476,7 @@ pub async fn read_events(
         app.require_branch(branch).await?;
     }
     if wants_sse {
-        Ok(subscribe(app.engine.clone(), filter).into_response())
+        subscribe(app.engine.clone(), filter)
     } else {
         Ok(replay(app.engine.clone(), filter, limit))
     }
@@ -512,7 +513,7 @@ pub fn last_event_id(headers: &HeaderMap, engine: &Engine) -> Result<Option<u64>
 }
 
 /// Starts an SSE subscription.
-fn subscribe(engine: Engine, filter: EventFilter) -> Response {
+fn subscribe(engine: Engine, filter: EventFilter) -> Result<Response, ApiError> {
     subscribe_matching(engine, filter, Arc::new(|_: &Envelope| true))
 }
 
@@ -525,23 +526,28 @@ pub type EventPredicate = Arc<dyn Fn(&Envelope) -> bool + Send + Sync>;
 ///
 /// The subscription's task writes the SSE text itself: the events of a committed group
 /// (or of a chunk read from disk) go to the connection as one piece, with one wake-up of
-/// the connection, rather than one message per event.
+/// the connection, rather than one message per event. Past the subscription cap
+/// (`serve --max-subscribers`) it is refused with 503 `too_many_subscribers`.
 pub fn subscribe_matching(
     engine: Engine,
     filter: EventFilter,
     predicate: EventPredicate,
-) -> Response {
+) -> Result<Response, ApiError> {
+    let seat = engine
+        .hub()
+        .seat()
+        .map_err(|full| ApiError::too_many_subscribers(full.most))?;
     let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER_CHUNKS_MAX);
-    tokio::spawn(follow(engine, filter, predicate, sender));
+    tokio::spawn(follow(engine, filter, predicate, sender, seat));
     let stream = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(stream),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Counts a subscriber while it lives.
@@ -695,6 +701,7 @@ async fn follow(
     filter: EventFilter,
     predicate: EventPredicate,
     sender: mpsc::Sender<Bytes>,
+    _seat: Seat,
 ) {
     let mut outbox = Outbox::new(sender, SubscriberGauge::new(engine.clone()));
     let mut shutdown = engine.shutdown_watch();

@@ -14,7 +14,7 @@
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -875,7 +875,7 @@ pub(crate) async fn inbox(
     };
     let predicate: events::EventPredicate =
         Arc::new(move |envelope: &Envelope| addressed_to(envelope, &agent, &acked));
-    Ok(events::subscribe_matching(app.engine.clone(), filter, predicate).into_response())
+    events::subscribe_matching(app.engine.clone(), filter, predicate)
 }
 
 /// Whether a `message.sent` event is addressed to `agent` and not among `acked`.
