@@ -126,7 +126,7 @@ impl Commit {
     }
 }
 
-/// What the engine thread and the committer thread share.
+/// What the engine and the committer thread share.
 pub(crate) struct Durability {
     queue: Mutex<Queue>,
     /// The committer waits here for commits.

@@ -1,5 +1,6 @@
-//! The single-writer engine (SPEC §1): one thread owns the in-memory state and decides
-//! every write; the commit thread (`committer`) owns the log.
+//! The single-writer engine (SPEC §1): one task owns the in-memory state and decides
+//! every write (on the server's multi-threaded runtime; elsewhere a thread of its own runs
+//! it); the commit thread (`committer`) owns the log.
 //!
 //! The engine drains a bounded queue of jobs; for each write it decides against the state,
 //! stamps the resulting events (seq, time, hash) and applies them, then hands the group to
@@ -342,7 +343,7 @@ pub struct AuditHead {
     pub hash: [u8; 32],
 }
 
-/// What readers share with the engine thread; updated only after a batch is durable.
+/// What readers share with the engine; updated only after a batch is durable.
 pub struct Shared {
     head: Mutex<AuditHead>,
     /// Where each `(branch, stream)`'s events are: files for full ranges, memory for the
@@ -516,7 +517,7 @@ impl Engine {
         answer.await.map_err(|_| Refusal::ShuttingDown)?
     }
 
-    /// Runs `read` on the engine thread against its current state, and answers once every
+    /// Runs `read` in the engine against its current state, and answers once every
     /// event that state reflects is durable: a read never returns in-flight state.
     pub async fn read<R, F>(&self, read: F) -> Result<R, Refusal>
     where
@@ -577,7 +578,7 @@ impl Engine {
     }
 
     /// Changes in-memory state that is not logged (a heartbeat extending a lease), on the
-    /// engine thread, in order with the writes.
+    /// engine, in order with the writes.
     pub async fn touch<R, F>(&self, touch: F) -> Result<R, Refusal>
     where
         F: FnOnce(&mut State, i64) -> R + Send + 'static,
@@ -683,7 +684,7 @@ impl Engine {
     }
 }
 
-/// The engine thread's own state.
+/// The engine's own state.
 struct Core {
     /// Reads the durable log (idempotent replays, forks at past seqs).
     reader: LogReader,

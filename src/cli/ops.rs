@@ -70,22 +70,15 @@ fn network(args: &ServeArgs) -> Result<NetworkConfig, CliError> {
             )))
         }
     };
-    let connections_max = NonZeroUsize::new(args.max_connections)
-        .filter(|cap| cap.get() <= CONNECTIONS_MAX_LIMIT)
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "--max-connections must be between 1 and {CONNECTIONS_MAX_LIMIT}, not {}",
-                args.max_connections
-            ))
-        })?;
-    let subscribers_max = NonZeroUsize::new(args.max_subscribers)
-        .filter(|cap| cap.get() <= CONNECTIONS_MAX_LIMIT)
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "--max-subscribers must be between 1 and {CONNECTIONS_MAX_LIMIT}, not {}",
-                args.max_subscribers
-            ))
-        })?;
+    let cap = |flag: &str, value: usize| {
+        NonZeroUsize::new(value)
+            .filter(|cap| cap.get() <= CONNECTIONS_MAX_LIMIT)
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "{flag} must be between 1 and {CONNECTIONS_MAX_LIMIT}, not {value}"
+                ))
+            })
+    };
     Ok(NetworkConfig {
         header_timeout: milliseconds("--header-timeout-ms", args.header_timeout_ms, 10, 600_000)?,
         idle_timeout: milliseconds("--idle-timeout-ms", args.idle_timeout_ms, 10, 3_600_000)?,
@@ -95,8 +88,8 @@ fn network(args: &ServeArgs) -> Result<NetworkConfig, CliError> {
             0,
             600_000,
         )?,
-        connections_max,
-        subscribers_max,
+        connections_max: cap("--max-connections", args.max_connections)?,
+        subscribers_max: cap("--max-subscribers", args.max_subscribers)?,
     })
 }
 

@@ -391,13 +391,7 @@ async fn subscriptions_past_the_cap_are_refused_503_and_the_open_ones_go_on() {
     let server = Server::start(dir.path(), &["--max-subscribers", "2"]).await;
     let mut first = subscribe(&server, "", None).await;
     let second = subscribe(&server, "?from=1&until=1", None).await;
-    let refused = server
-        .http
-        .get(format!("{}/v1/events", server.url))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("the server answers");
+    let refused = ask_to_follow_everything(&server).await;
     assert_eq!(refused.status().as_u16(), 503);
     let body: Value = refused.json().await.expect("a JSON error");
     assert_eq!(body["error"]["code"], "too_many_subscribers");
@@ -420,14 +414,7 @@ async fn subscriptions_past_the_cap_are_refused_503_and_the_open_ones_go_on() {
     assert!(second.next().await.is_none(), "the stream ended at until");
     let reopened = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let response = server
-                .http
-                .get(format!("{}/v1/events", server.url))
-                .header("accept", "text/event-stream")
-                .send()
-                .await
-                .expect("the server answers");
-            if response.status().as_u16() == 200 {
+            if ask_to_follow_everything(&server).await.status().as_u16() == 200 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -438,4 +425,15 @@ async fn subscriptions_past_the_cap_are_refused_503_and_the_open_ones_go_on() {
         reopened.is_ok(),
         "the ended subscription gave its seat back"
     );
+}
+
+/// Asks for an SSE subscription to every event, whatever the answer.
+async fn ask_to_follow_everything(server: &Server) -> reqwest::Response {
+    server
+        .http
+        .get(format!("{}/v1/events", server.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the server answers")
 }

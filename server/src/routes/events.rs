@@ -743,6 +743,10 @@ async fn follow(
                     }
                 }
                 outbox.flush().await?;
+                // A long catch-up whose events the filter skips still shows it is alive.
+                if Instant::now() >= outbox.keep_alive_at() {
+                    outbox.keep_alive().await?;
+                }
             }
             outbox.gauge.set_lagging(false);
             if !announced {
