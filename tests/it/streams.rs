@@ -102,3 +102,98 @@ async fn a_damaged_index_file_is_rebuilt_after_kill_9_and_reads_stay_the_same() 
         "the damaged file was rebuilt from the log"
     );
 }
+
+/// The seqs and branches of a stream read's events.
+fn seqs_and_branches(read: &Value) -> Vec<(u64, String)> {
+    read["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| {
+            let seq = event["seq"].as_u64().expect("seq");
+            (seq, event["branch"].as_str().expect("branch").to_owned())
+        })
+        .collect()
+}
+
+/// A branch forks the whole state, its streams included: a stream read on a branch lists
+/// the events it inherited at the fork before its own, and its version is the one an
+/// append on the branch checks `expected_version` against, also for a branch of a branch,
+/// across pages and in the past.
+#[tokio::test]
+async fn a_stream_on_a_branch_holds_what_it_inherited_and_its_version_takes_appends() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), &[]).await;
+    let event = json!({"type": "item.added", "stream": "s"});
+    for _ in 0..2 {
+        assert_eq!(server.post("/v1/events", &event).await.0, 201);
+    }
+    assert_eq!(
+        server.post("/v1/branches", &json!({"name": "b"})).await.0,
+        201
+    ); // seq 3
+    let (status, read) = server.get("/v1/streams/s?branch=b").await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["version"], 2);
+    assert_eq!(
+        seqs_and_branches(&read),
+        [(1, "main".into()), (2, "main".into())]
+    );
+
+    let (status, written) = server
+        .post(
+            "/v1/events?branch=b",
+            &json!({"type": "item.added", "stream": "s", "expected_version": 2}),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "the version read is the one appends check: {written}"
+    );
+    assert_eq!(server.post("/v1/events", &event).await.0, 201); // seq 5, main only
+
+    let (_, read) = server.get("/v1/streams/s?branch=b").await;
+    assert_eq!(read["version"], 3);
+    assert_eq!(
+        seqs_and_branches(&read),
+        [(1, "main".into()), (2, "main".into()), (4, "b".into())],
+        "main's event after the fork is not the branch's"
+    );
+    let (_, page) = server.get("/v1/streams/s?branch=b&limit=2").await;
+    assert_eq!(page["next"], 4, "a page ends inside the inheritance");
+    let (_, page) = server.get("/v1/streams/s?branch=b&limit=2&from=4").await;
+    assert_eq!(seqs_and_branches(&page), [(4, "b".into())]);
+    assert_eq!(page["next"], Value::Null);
+    let (_, past) = server.get("/v1/streams/s?branch=b&at=3").await;
+    assert_eq!(past["version"], 2);
+    assert_eq!(seqs_and_branches(&past).len(), 2);
+    let (_, main) = server.get("/v1/streams/s").await;
+    assert_eq!(main["version"], 3);
+    assert_eq!(
+        seqs_and_branches(&main),
+        [(1, "main".into()), (2, "main".into()), (5, "main".into())]
+    );
+
+    // A branch of the branch, forked before the branch's own event.
+    assert_eq!(
+        server
+            .post("/v1/branches", &json!({"name": "c", "from": "b", "at": 3}))
+            .await
+            .0,
+        201
+    );
+    let (_, read) = server.get("/v1/streams/s?branch=c").await;
+    assert_eq!(read["version"], 2);
+    assert_eq!(
+        seqs_and_branches(&read),
+        [(1, "main".into()), (2, "main".into())]
+    );
+    let (status, refused) = server
+        .post(
+            "/v1/events?branch=c",
+            &json!({"type": "item.added", "stream": "s", "expected_version": 3}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["current_version"], 2);
+}

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use swarmlog_log::Seq;
-use swarmlog_projections::{AppendRequest, Envelope, MAIN_BRANCH};
+use swarmlog_projections::{AppendRequest, Envelope};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -264,24 +264,29 @@ pub async fn read_stream(
             format!("limit must be 1 to {STREAM_PAGE_MAX}, not {limit}"),
         ));
     }
+    let at = query.at;
     let lookup = {
         let (branch, stream) = (branch.clone(), stream.clone());
         move |state: &swarmlog_projections::State| {
-            branch_of(state, &branch).map(|found| (state.head, found.stream_version(&stream)))
+            branch_of(state, &branch).map(|found| {
+                let until = at.map_or(state.head, |at| at.min(state.head));
+                (
+                    lineage(state, &branch, until),
+                    found.stream_version(&stream),
+                )
+            })
         }
     };
-    let (head, live_version) = app.engine.read(lookup).await??;
-    let until = query.at.map_or(head, |at| at.min(head));
-    let live_version = (query.at.is_none() && branch == MAIN_BRANCH).then_some(live_version);
+    let (lineage, live_version) = app.engine.read(lookup).await??;
+    let live_version = query.at.is_none().then_some(live_version);
     let (engine, name) = (app.engine.clone(), stream.clone());
     let (version, events, next) = tokio::task::spawn_blocking(move || {
         read_stream_page(
             &engine,
-            &branch,
+            &lineage,
             &name,
             StreamPage {
                 from: query.from.unwrap_or(0),
-                until,
                 limit: query.limit.map(|limit| limit as usize),
                 live_version,
             },
@@ -298,46 +303,89 @@ pub async fn read_stream(
     Ok(json_text(StatusCode::OK, body))
 }
 
-/// What page of a stream to read, up to which seq, and its version when the live state
-/// knows it.
+/// Where a branch's streams come from, oldest first: `(branch, until)` for `main` up to
+/// the seq the next branch forked at, and so on down to `branch` itself up to `until`. A
+/// branch forks the whole state (SPEC §3), its streams included, so a stream read on it
+/// lists the events it inherited before its own, as its version (what `expected_version`
+/// is checked against) counts them.
+fn lineage(state: &swarmlog_projections::State, branch: &str, until: u64) -> Vec<(String, u64)> {
+    let mut lineage = vec![(branch.to_owned(), until)];
+    let (mut current, mut bound) = (branch, until);
+    while let Some(origin) = state.branch_origins.get(current) {
+        bound = bound.min(origin.at);
+        current = &origin.from;
+        lineage.push((current.to_owned(), bound));
+    }
+    lineage.reverse();
+    lineage
+}
+
+/// What page of a stream to read, and its version when the live state knows it.
 struct StreamPage {
     from: u64,
-    until: u64,
     limit: Option<usize>,
     live_version: Option<u64>,
 }
 
-/// Reads a page of a stream: its version, its events as JSON, and `next`. Blocking: the
-/// index and the log are read from disk. Each event read is checked to be of the stream
-/// and branch asked for, the other half of the index's own checks.
+/// Reads a page of a stream along a branch's `lineage`: its version, its events as JSON,
+/// and `next`. Blocking: the index and the log are read from disk. Each event read is
+/// checked to be of the stream and branch the index said, the other half of the index's
+/// own checks.
 fn read_stream_page(
     engine: &Engine,
-    branch: &str,
+    lineage: &[(String, u64)],
     stream: &str,
     page: StreamPage,
 ) -> Result<(u64, Vec<String>, Option<u64>), ApiError> {
     let index = engine.stream_index();
     let index_error =
         |error: StreamIndexError| ApiError::internal("cannot read the stream index", &error);
+    let mut counted = 0;
+    for (branch, until) in lineage {
+        counted += index.count(branch, stream, *until).map_err(index_error)?;
+    }
     let version = match page.live_version {
         Some(version) => {
             debug_assert_eq!(
-                index.count(branch, stream, page.until).ok(),
-                Some(version),
+                counted, version,
                 "the stream index counts what the state counts"
             );
             version
         }
-        None => index
-            .count(branch, stream, page.until)
-            .map_err(index_error)?,
+        None => counted,
     };
-    let found = index
-        .read(branch, stream, page.from, page.until, page.limit)
-        .map_err(index_error)?;
+    // One seq more than the page holds tells whether there is a next page.
+    let wanted = page
+        .limit
+        .map_or(usize::MAX, |limit| limit.saturating_add(1));
+    let mut found: Vec<(&str, u64)> = Vec::new();
+    for (branch, until) in lineage {
+        if found.len() >= wanted {
+            break;
+        }
+        let seqs = index
+            .read(
+                branch,
+                stream,
+                page.from,
+                *until,
+                Some(wanted - found.len()),
+            )
+            .map_err(index_error)?
+            .seqs;
+        found.extend(seqs.into_iter().map(|seq| (branch.as_str(), seq)));
+    }
+    let next = match page.limit {
+        Some(limit) if found.len() > limit => {
+            let next = found[limit].1;
+            found.truncate(limit);
+            Some(next)
+        }
+        _ => None,
+    };
     let reader = engine.reader();
-    let mut events = Vec::with_capacity(found.seqs.len());
-    for seq in found.seqs {
+    let mut events = Vec::with_capacity(found.len());
+    for (branch, seq) in found {
         let records = reader
             .read(Seq(seq), 1, 1)
             .map_err(|error| ApiError::internal("cannot read the log", &error))?;
@@ -359,7 +407,7 @@ fn read_stream_page(
         }
         events.push(envelope.to_json());
     }
-    Ok((version, events, found.next))
+    Ok((version, events, next))
 }
 
 /// A JSON response from already-serialized text.
