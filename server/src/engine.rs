@@ -140,8 +140,9 @@ pub enum EngineError {
         /// The recomputed hash.
         computed: String,
     },
-    /// The engine thread could not be started.
-    #[error("cannot start the engine thread: {0}")]
+    /// A thread of the engine (its own, the commit thread's, the stream index writer's)
+    /// could not be started.
+    #[error("cannot start a thread of the engine: {0}")]
     Thread(std::io::Error),
     /// The stream index could not be loaded or rebuilt.
     #[error("cannot open the stream index: {0}")]
