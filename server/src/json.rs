@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 /// serde_json refuses input nested 128 levels deep or more with a syntax error; the depth
@@ -167,13 +168,18 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                let message = format!("duplicate key '{key}'");
-                *self.duplicate.borrow_mut() = Some(key);
-                return Err(de::Error::custom(message));
+            // One lookup per key: the vacant entry takes the value once it is parsed.
+            match map.entry(key) {
+                Entry::Vacant(entry) => {
+                    entry.insert(access.next_value_seed(self)?);
+                }
+                Entry::Occupied(entry) => {
+                    let key = entry.key().clone();
+                    let message = format!("duplicate key '{key}'");
+                    *self.duplicate.borrow_mut() = Some(key);
+                    return Err(de::Error::custom(message));
+                }
             }
-            let value = access.next_value_seed(self)?;
-            map.insert(key, value);
         }
         Ok(Value::Object(map))
     }
