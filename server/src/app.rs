@@ -352,7 +352,6 @@ pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/guide", get(guide))
         .route("/v1/whoami", get(whoami))
-        .route_layer(axum::middleware::from_fn(crate::extract::check_query_ids))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,

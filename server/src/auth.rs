@@ -331,8 +331,10 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Middleware: resolves the principal (401 for a missing or unknown token when tokens
-/// are configured), refuses writes by readers (403), and stores it in the request.
+/// Middleware of every API route: resolves the principal (401 for a missing or unknown
+/// token when tokens are configured), refuses writes by readers (403), refuses ids in the
+/// query that break the id rule (`invalid_id`, [`crate::extract::check_query_ids`]), and
+/// stores the principal in the request.
 pub async fn authenticate(
     State(app): State<AppState>,
     mut request: Request,
@@ -347,6 +349,11 @@ pub async fn authenticate(
         if let Err(error) = principal.require_writer() {
             return error.into_response();
         }
+    }
+    // In the same middleware rather than a layer of its own: each layer costs every
+    // request a boxed future and a clone of the route it wraps.
+    if let Err(error) = crate::extract::check_query_ids(request.uri()) {
+        return error.into_response();
     }
     request.extensions_mut().insert(principal);
     next.run(request).await

@@ -4,7 +4,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -167,14 +167,11 @@ pub(crate) const ID_QUERY_PARAMETERS: &[&str] = &[
     "branch", "session", "agent", "actor", "owner", "type", "stream",
 ];
 
-/// Middleware: refuses a request whose query names an id that breaks the id rule
-/// (`invalid_id`), also on routes that ignore the parameter, so that no malformed id is
-/// ever silently read as "nothing matches".
-pub async fn check_query_ids(
-    request: Request,
-    next: axum::middleware::Next,
-) -> Result<axum::response::Response, ApiError> {
-    if let Some(query) = request.uri().query() {
+/// Refuses a request whose query names an id that breaks the id rule (`invalid_id`), also
+/// on routes that ignore the parameter, so that no malformed id is ever silently read as
+/// "nothing matches". Every API route checks it ([`crate::auth::authenticate`]).
+pub fn check_query_ids(uri: &Uri) -> Result<(), ApiError> {
+    if let Some(query) = uri.query() {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
             .map_err(|error| ApiError::malformed("invalid_query", error.to_string()))?;
         for (name, value) in &pairs {
@@ -183,7 +180,7 @@ pub async fn check_query_ids(
             }
         }
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 /// Checks an id, key, stream or branch name with the one rule every layer shares

@@ -116,7 +116,7 @@ fn parameters(operation: &Operation) -> Vec<Value> {
             .collect();
         for (name, property) in schema["properties"].as_object().into_iter().flatten() {
             let mut property = property.clone();
-            // Documented exactly where the server checks it (`extract::check_query_ids`).
+            // Documented exactly where the server checks it (`extract::check_query_ids`, called by `auth::authenticate`).
             constrain_ids(ID_QUERY_PARAMETERS, name, &mut property);
             parameters.push(json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property}));
         }
