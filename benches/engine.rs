@@ -22,7 +22,7 @@ fn request(client: usize) -> WriteRequest {
             request: AppendRequest {
                 event_type: "bench.event".into(),
                 stream: format!("bench/{client}"),
-                data: json!({"d": "z".repeat(256)}),
+                data: json!({"d": "z".repeat(256)}).to_string(),
                 expected_version: None,
             },
             session: None,
@@ -78,7 +78,7 @@ fn fill(dir: &std::path::Path, events: usize, runtime: &tokio::runtime::Runtime)
                     request: AppendRequest {
                         event_type: "bench.event".into(),
                         stream: format!("bench/{}", (chunk * 1000 + index) % 64),
-                        data: json!({"d": "z".repeat(256)}),
+                        data: json!({"d": "z".repeat(256)}).to_string(),
                         expected_version: None,
                     },
                     session: None,

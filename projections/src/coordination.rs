@@ -319,7 +319,7 @@ pub fn departure(draft: &EventDraft) -> Option<(&str, &'static str)> {
         event_types::AGENT_DEREGISTERED => "agent_deregistered",
         _ => return None,
     };
-    let id = draft.data.get("id").and_then(Value::as_str)?;
+    let id = draft.data.as_tree()?.get("id").and_then(Value::as_str)?;
     Some((id, reason))
 }
 

@@ -25,7 +25,7 @@ pub struct EventDraft {
     /// The entity the event belongs to, e.g. `task/T-17`.
     pub stream: String,
     /// The event's payload.
-    pub data: Value,
+    pub data: Payload,
     /// Who caused it; `None` means the actor of the request that produced the draft.
     pub actor: Option<String>,
 }
@@ -36,7 +36,7 @@ impl EventDraft {
         EventDraft {
             event_type: event_type.into(),
             stream: stream.into(),
-            data,
+            data: Payload::Tree(data),
             actor: None,
         }
     }
@@ -46,6 +46,51 @@ impl EventDraft {
         EventDraft {
             actor: Some(SYSTEM_ACTOR.to_owned()),
             ..EventDraft::new(event_type, stream, data)
+        }
+    }
+}
+
+/// A draft's payload: a tree a rule built, or the JSON text a client sent, already
+/// checked and compact, kept as text so that a custom event's data is never built into a
+/// tree on its way from the request to the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Built by a rule.
+    Tree(Value),
+    /// JSON text in serde_json's compact form (what `Value::to_string` writes).
+    Text(String),
+}
+
+impl Payload {
+    /// The string member `key` of an object payload. Text is parsed only if it holds the
+    /// key: compact text spells every key in one way, so `"key":` not occurring in it
+    /// means the key is absent.
+    pub fn str_field(&self, key: &str) -> Option<String> {
+        match self {
+            Payload::Tree(value) => value.get(key)?.as_str().map(str::to_owned),
+            Payload::Text(text) => {
+                if !text.contains(&format!("\"{key}\":")) {
+                    return None;
+                }
+                let value: Value = serde_json::from_str(text).ok()?;
+                value.get(key)?.as_str().map(str::to_owned)
+            }
+        }
+    }
+
+    /// The tree a rule built; `None` for a client's text.
+    pub fn as_tree(&self) -> Option<&Value> {
+        match self {
+            Payload::Tree(value) => Some(value),
+            Payload::Text(_) => None,
+        }
+    }
+
+    /// The payload as JSON text, as the envelope stores it.
+    pub fn into_text(self) -> String {
+        match self {
+            Payload::Tree(value) => value.to_string(),
+            Payload::Text(text) => text,
         }
     }
 }

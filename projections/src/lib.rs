@@ -19,7 +19,8 @@ pub mod time;
 pub mod work;
 
 pub use envelope::{
-    Envelope, EnvelopeError, EventDraft, Idempotency, StoredEvent, GENESIS_HASH, SYSTEM_ACTOR,
+    Envelope, EnvelopeError, EventDraft, Idempotency, Payload, StoredEvent, GENESIS_HASH,
+    SYSTEM_ACTOR,
 };
 pub use rejection::{Code, Rejection, RejectionKind};
 pub use state::{AppendRequest, BranchState, State, MAIN_BRANCH};

@@ -13,10 +13,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::coordination::{self, Coordination};
-use crate::envelope::{Envelope, EventDraft};
+use crate::envelope::{Envelope, EventDraft, Payload};
 use crate::work::{self, Work};
 
 /// The default branch.
@@ -238,8 +237,8 @@ pub struct AppendRequest {
     pub event_type: String,
     /// The event's stream.
     pub stream: String,
-    /// The payload.
-    pub data: Value,
+    /// The payload as compact JSON text (what `Value::to_string` writes).
+    pub data: String,
     /// If set, the stream must have exactly this many events before this one.
     pub expected_version: Option<u64>,
 }
@@ -284,11 +283,12 @@ pub fn decide_append<'a>(
             }
         }
         pending.insert(&request.stream, current + 1);
-        drafts.push(EventDraft::new(
-            request.event_type.clone(),
-            request.stream.clone(),
-            request.data.clone(),
-        ));
+        drafts.push(EventDraft {
+            event_type: request.event_type.clone(),
+            stream: request.stream.clone(),
+            data: Payload::Text(request.data.clone()),
+            actor: None,
+        });
     }
     Ok(drafts)
 }
@@ -336,7 +336,7 @@ mod tests {
         AppendRequest {
             event_type: "order.placed".into(),
             stream: stream.into(),
-            data: json!({}),
+            data: "{}".into(),
             expected_version,
         }
     }

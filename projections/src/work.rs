@@ -464,15 +464,9 @@ pub fn requeue_claims_of(branch: &dyn WorkBranch, agent: &str, reason: &str) -> 
 /// With it, `GET /v1/events?session=` and a session's NDJSON export include the events of
 /// its tasks even when the workers' writes do not repeat the session.
 pub fn draft_session(branch: &dyn WorkBranch, draft: &EventDraft) -> Option<String> {
-    if draft.event_type.starts_with("session.") {
-        return draft
-            .data
-            .get("session")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-    }
-    if let Some(session) = draft.data.get("session").and_then(Value::as_str) {
-        return Some(session.to_owned());
+    let named = draft.data.str_field("session");
+    if named.is_some() || draft.event_type.starts_with("session.") {
+        return named;
     }
     let work = branch.work();
     let (kind, id) = draft.stream.split_once('/')?;

@@ -79,11 +79,34 @@ impl PreparedWrite {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// What every write may carry in its body besides the route's own fields, taken out of it
+/// (and checked) by [`AppState::prepare`] or by a route that reads its body itself.
+#[derive(Debug, Default, PartialEq)]
+pub struct WriteFields {
+    /// `session`, a checked id.
+    pub session: Option<String>,
+    /// `correlation`, a checked id.
+    pub correlation: Option<String>,
+    /// `meta`, an object as compact JSON text.
+    pub meta: Option<String>,
+    /// `fence`; its resource is checked when the write is prepared.
+    pub fence: Option<FenceBody>,
+    /// The agent the body names (`agent`, `owner` or `from`), who acts when nothing else
+    /// says who does.
+    pub agent: Option<String>,
+}
+
+/// `fence` in a write body.
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FenceBody {
+pub struct FenceBody {
     resource: String,
     token: u64,
+}
+
+/// 422 for a `meta` that is not a JSON object.
+pub fn meta_not_an_object() -> ApiError {
+    ApiError::invalid("invalid_value", "meta must be a JSON object").with("field", "meta")
 }
 
 impl AppState {
@@ -134,49 +157,25 @@ impl AppState {
         headers: &HeaderMap,
         raw: &Bytes,
     ) -> Result<(PreparedWrite, Value), ApiError> {
-        let mut body: Value = if raw.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Map::new())
-        } else {
-            parse_json(raw)?
-        };
-        let Some(object) = body.as_object_mut() else {
-            return Err(ApiError::invalid(
-                "invalid_value",
-                "the body must be a JSON object",
-            ));
-        };
-        let text =
-            |object: &mut Map<String, Value>, name: &str| -> Result<Option<String>, ApiError> {
-                match object.remove(name) {
-                    None | Some(Value::Null) => Ok(None),
-                    Some(Value::String(text)) => {
-                        check_id(name, &text)?;
-                        Ok(Some(text))
-                    }
-                    Some(_) => Err(ApiError::invalid(
-                        "invalid_value",
-                        format!("{name} must be a string"),
-                    )
-                    .with("field", name)),
-                }
-            };
-        let session = text(object, "session")?;
-        let correlation = text(object, "correlation")?;
-        let meta = match object.remove("meta") {
-            None | Some(Value::Null) => None,
-            Some(meta @ Value::Object(_)) => Some(meta.to_string()),
-            Some(_) => {
-                return Err(
-                    ApiError::invalid("invalid_value", "meta must be a JSON object")
-                        .with("field", "meta"),
-                )
-            }
-        };
-        let fence = match object.remove("fence") {
-            None | Some(Value::Null) => None,
+        let (fields, body) = take_fields(raw)?;
+        let write = self.prepare_fields(principal, query, uri, headers, raw, fields)?;
+        Ok((write, body))
+    }
+
+    /// Prepares a write from the fields every write may carry, already taken out of its
+    /// body (`raw`, kept whole for the idempotency hash).
+    pub fn prepare_fields(
+        &self,
+        principal: Principal,
+        query: &BranchQuery,
+        uri: &Uri,
+        headers: &HeaderMap,
+        raw: &Bytes,
+        fields: WriteFields,
+    ) -> Result<PreparedWrite, ApiError> {
+        let fence = match fields.fence {
+            None => None,
             Some(fence) => {
-                let fence: FenceBody = serde_json::from_value(fence)
-                    .map_err(|error| from_json_error(&error).with("field", "fence"))?;
                 check_id("fence.resource", &fence.resource)?;
                 Some(Fence {
                     resource: fence.resource,
@@ -189,7 +188,7 @@ impl AppState {
             (_, Some(agent)) if headers.get("swarmlog-actor").is_none() => agent.clone(),
             // Without tokens, the agent the body names acts (who did what stays known).
             (_, None) if headers.get("swarmlog-actor").is_none() => {
-                body_agent(object).unwrap_or_else(|| "anonymous".to_owned())
+                fields.agent.unwrap_or_else(|| "anonymous".to_owned())
             }
             _ => self.actor(headers)?,
         };
@@ -202,19 +201,16 @@ impl AppState {
         let context = WriteContext {
             branch: query.branch()?,
             actor,
-            session,
-            correlation,
-            meta,
+            session: fields.session,
+            correlation: fields.correlation,
+            meta: fields.meta,
         };
-        Ok((
-            PreparedWrite {
-                context,
-                principal,
-                fence,
-                idempotency,
-            },
-            body,
-        ))
+        Ok(PreparedWrite {
+            context,
+            principal,
+            fence,
+            idempotency,
+        })
     }
 
     /// 404 `branch_not_found` unless the branch exists.
@@ -236,6 +232,58 @@ impl AppState {
             ))
         }
     }
+}
+
+/// Parses a write body as a JSON object and takes out the fields every write may carry
+/// (`session`, `correlation`, `meta`, `fence`, and the agent it names); returns them and
+/// the rest, for the route's own struct.
+pub fn take_fields(raw: &[u8]) -> Result<(WriteFields, Value), ApiError> {
+    let mut body: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        parse_json(raw)?
+    };
+    let Some(object) = body.as_object_mut() else {
+        return Err(ApiError::invalid(
+            "invalid_value",
+            "the body must be a JSON object",
+        ));
+    };
+    let text = |object: &mut Map<String, Value>, name: &str| -> Result<Option<String>, ApiError> {
+        match object.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => {
+                check_id(name, &text)?;
+                Ok(Some(text))
+            }
+            Some(_) => Err(
+                ApiError::invalid("invalid_value", format!("{name} must be a string"))
+                    .with("field", name),
+            ),
+        }
+    };
+    let session = text(object, "session")?;
+    let correlation = text(object, "correlation")?;
+    let meta = match object.remove("meta") {
+        None | Some(Value::Null) => None,
+        Some(meta @ Value::Object(_)) => Some(meta.to_string()),
+        Some(_) => return Err(meta_not_an_object()),
+    };
+    let fence = match object.remove("fence") {
+        None | Some(Value::Null) => None,
+        Some(fence) => Some(
+            serde_json::from_value(fence)
+                .map_err(|error| from_json_error(&error).with("field", "fence"))?,
+        ),
+    };
+    let fields = WriteFields {
+        session,
+        correlation,
+        meta,
+        fence,
+        agent: body_agent(object),
+    };
+    Ok((fields, body))
 }
 
 /// The agent a write body names as its actor (`agent`, `owner` or `from`), if it is a

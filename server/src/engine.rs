@@ -165,7 +165,7 @@ pub struct WriteContext {
 }
 
 /// One custom event of a `POST /v1/events`, with its own optional provenance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppendItem {
     /// The rule input.
     pub request: AppendRequest,
@@ -1604,7 +1604,7 @@ impl Core {
                 session,
                 correlation: pick(own.map(|p| &p.correlation), &context.correlation),
                 meta: pick(own.map(|p| &p.meta), &context.meta),
-                data: draft.data.to_string(),
+                data: draft.data.into_text(),
                 hash: GENESIS_HASH,
                 idempotency: None,
             };

@@ -118,7 +118,7 @@ fn item(stream: &str, data: Value, expected_version: Option<u64>) -> AppendItem 
         request: AppendRequest {
             event_type: "note.added".into(),
             stream: stream.into(),
-            data,
+            data: data.to_string(),
             expected_version,
         },
         session: None,

@@ -3,8 +3,16 @@
 //! bytes and is refused as too deep (not as malformed, which is what serde_json's own
 //! recursion limit made of it); and a key repeated in one object is refused instead of
 //! letting the last one win silently.
+//!
+//! [`Compact`] reads one JSON value straight into its compact text, with the same checks
+//! and without building a tree: a custom event's `data` goes from the request to the log
+//! that way.
 
 use std::cell::RefCell;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
@@ -185,6 +193,203 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     }
 }
 
+/// One JSON value as serde_json's compact text (byte for byte what `Value::to_string`
+/// writes for the value's tree), read without building the tree. Like [`parse`], it refuses
+/// a key repeated in one object. Reading from a [`Value`] works too (its keys are unique).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compact {
+    /// The compact text.
+    pub text: String,
+    /// Whether the value is an object.
+    pub is_object: bool,
+}
+
+impl<'de> de::Deserialize<'de> for Compact {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Compact, D::Error> {
+        let mut out = Vec::new();
+        Transcode { out: &mut out }.deserialize(deserializer)?;
+        let is_object = out.first() == Some(&b'{');
+        let text = String::from_utf8(out).map_err(de::Error::custom)?;
+        Ok(Compact { text, is_object })
+    }
+}
+
+impl schemars::JsonSchema for Compact {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        Value::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        Value::json_schema(generator)
+    }
+}
+
+/// Objects with more keys than this look repeated keys up in a hash set instead of
+/// comparing with every earlier key.
+const KEYS_SCANNED_MAX: usize = 16;
+
+/// Writes the value it visits to `out` in compact form.
+struct Transcode<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl Transcode<'_> {
+    fn write<T: serde::Serialize + ?Sized, E: de::Error>(&mut self, value: &T) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.out, value).map_err(E::custom)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(mut self, value: bool) -> Result<(), E> {
+        self.write(&value)
+    }
+
+    fn visit_i64<E: de::Error>(mut self, value: i64) -> Result<(), E> {
+        self.write(&value)
+    }
+
+    fn visit_u64<E: de::Error>(mut self, value: u64) -> Result<(), E> {
+        self.write(&value)
+    }
+
+    fn visit_f64<E: de::Error>(mut self, value: f64) -> Result<(), E> {
+        // As a tree holds it: JSON text has no NaN or infinity.
+        self.write(&Number::from_f64(value))
+    }
+
+    fn visit_str<E: de::Error>(mut self, value: &str) -> Result<(), E> {
+        self.write(value)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            if sequence
+                .next_element_seed(Transcode { out: self.out })?
+                .is_none()
+            {
+                self.out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut keys = Keys::default();
+        loop {
+            if !keys.is_empty() {
+                self.out.push(b',');
+            }
+            let start = self.out.len();
+            if access.next_key_seed(Key { out: self.out })?.is_none() {
+                self.out
+                    .truncate(start.saturating_sub(usize::from(!keys.is_empty())));
+                break;
+            }
+            if !keys.insert(self.out, start..self.out.len()) {
+                let key: String =
+                    serde_json::from_slice(&self.out[start..]).map_err(de::Error::custom)?;
+                return Err(de::Error::custom(format!("duplicate key '{key}'")));
+            }
+            self.out.push(b':');
+            access.next_value_seed(Transcode { out: self.out })?;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Writes the key of an object member it visits to `out`.
+struct Key<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        Transcode { out: self.out }.write(key)
+    }
+}
+
+/// The keys of one object, as ranges of the output: compact text writes each key in one
+/// way, so two keys are equal exactly when their written bytes are.
+#[derive(Default)]
+struct Keys {
+    written: Vec<Range<usize>>,
+    hashes: HashSet<u64>,
+}
+
+impl Keys {
+    fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    /// Adds the key written at `range` of `out`; false if the object already has it.
+    fn insert(&mut self, out: &[u8], range: Range<usize>) -> bool {
+        let key = &out[range.clone()];
+        let hash = |bytes: &[u8]| {
+            let mut hasher = DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.written.len() == KEYS_SCANNED_MAX {
+            self.hashes = self.written.iter().map(|r| hash(&out[r.clone()])).collect();
+        }
+        // Past the threshold only a hash already seen needs the scan.
+        let may_repeat = self.written.len() < KEYS_SCANNED_MAX || !self.hashes.insert(hash(key));
+        if may_repeat && self.written.iter().any(|seen| &out[seen.clone()] == key) {
+            return false;
+        }
+        self.written.push(range);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +449,71 @@ mod tests {
         );
         assert!(check(b"not json", 64).is_ok());
         assert!(check(br#"{"a":1,"a":2}"#, 64).is_err());
+    }
+
+    fn compact(text: &str) -> Result<Compact, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    #[test]
+    fn compact_text_is_what_the_tree_writes() {
+        let many_keys = format!(
+            "{{{}}}",
+            (0..40)
+                .map(|n| format!("\"k{n}\": {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for text in [
+            "{}",
+            "[]",
+            " { \"a\" : [ 1 , -2 , 3.50 , 1e3 , -0 , 1E-7, 18446744073709551615, -9223372036854775808 ] } ",
+            r#"{"s":"tab\t \u00e9 \ud83d\ude00 \"q\" \\ \/ \u0001","n":null,"t":true,"f":false}"#,
+            r#"{"caf\u00e9":{"":[{},[[]],{"x":{"y":"z"}}]}}"#,
+            "123456789012345678901234567890",
+            "\"just a string\"",
+            "null",
+            &many_keys,
+        ] {
+            let tree: Value = serde_json::from_str(text).expect("valid");
+            let read = compact(text).expect("valid");
+            assert_eq!(read.text, tree.to_string(), "{text}");
+            assert_eq!(read.is_object, tree.is_object(), "{text}");
+            let from_tree: Compact = serde_json::from_value(tree.clone()).expect("a tree");
+            assert_eq!(from_tree, read, "{text}");
+        }
+    }
+
+    #[test]
+    fn compact_refuses_repeated_keys_however_they_are_spelt() {
+        for text in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":1,"\u0061":2}"#,
+            r#"{"x":[{"b":1,"c":2,"b":3}]}"#,
+        ] {
+            let error = compact(text).expect_err(text);
+            assert!(
+                error.to_string().contains("duplicate key"),
+                "{text}: {error}"
+            );
+        }
+        let wide = |repeat: &str| {
+            let mut keys: Vec<String> = (0..40).map(|n| format!("\"k{n}\":0")).collect();
+            keys.push(format!("\"{repeat}\":1"));
+            format!("{{{}}}", keys.join(","))
+        };
+        assert!(
+            compact(&wide("k3")).is_err(),
+            "a repeat of an early key in a wide object"
+        );
+        assert!(
+            compact(&wide("k39")).is_err(),
+            "a repeat of a late key in a wide object"
+        );
+        assert!(compact(&wide("other")).is_ok());
+        assert!(
+            compact(r#"{"a":{"a":1},"b":{"a":2}}"#).is_ok(),
+            "keys repeat across objects"
+        );
     }
 }

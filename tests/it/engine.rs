@@ -21,7 +21,7 @@ fn append(client: usize, index: usize) -> WriteRequest {
             request: AppendRequest {
                 event_type: "load.tick".into(),
                 stream: format!("client/{client}"),
-                data: json!({"index": index}),
+                data: json!({"index": index}).to_string(),
                 expected_version: None,
             },
             session: None,

@@ -105,7 +105,7 @@ impl Harness {
                 session: None,
                 correlation: None,
                 meta: None,
-                data: serde_json::to_string(&draft.data).expect("a Value serializes"),
+                data: draft.data.into_text(),
                 hash: [0; 32],
                 idempotency: None,
             };

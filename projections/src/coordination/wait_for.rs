@@ -316,7 +316,10 @@ mod tests {
             (draft.event_type.as_str(), draft.stream.as_str()),
             ("lock.deadlock_detected", "lock/r1")
         );
-        assert_eq!(draft.data["cycle"], cycle.to_json());
+        assert_eq!(
+            draft.data.as_tree().map(|data| &data["cycle"]),
+            Some(&cycle.to_json())
+        );
         let before = harness.state.clone();
         harness.commit(crate::state::MAIN_BRANCH, vec![draft], "b");
         assert_eq!(harness.state.unknown_events, 0);

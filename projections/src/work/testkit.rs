@@ -103,7 +103,7 @@ impl Harness {
                 session: self.session.clone(),
                 correlation: None,
                 meta: None,
-                data: draft.data.to_string(),
+                data: draft.data.into_text(),
                 hash: GENESIS_HASH,
                 idempotency: None,
             };

@@ -6,8 +6,10 @@ use crate::rejection::Code;
 
 use serde_json::json;
 
-use super::decide::{auction_open, claim_draft, find, invalid_status};
-use super::events::{draft, system_draft, AuctionClosedData, AuctionOpenedData, BidData};
+use super::decide::{auction_open, claim_data, find, invalid_status};
+use super::events::{
+    draft, system_draft, AuctionClosedData, AuctionOpenedData, BidData, ClaimedData,
+};
 use super::model::{AuctionStatus, Task, TaskStatus};
 use super::spec::{AuctionSpec, BidSpec};
 use crate::envelope::EventDraft;
@@ -170,13 +172,14 @@ pub(crate) fn auction_deadline(
         });
     match winner {
         Some(bid) => {
-            let mut awarded = claim_draft("task.auction_awarded", task, &bid.agent, now_ms);
-            awarded.actor = Some(crate::envelope::SYSTEM_ACTOR.to_owned());
-            awarded.data["price"] = json!(bid.price);
-            awarded.data["estimated_ms"] = json!(bid.estimated_ms);
-            awarded.data["confidence"] = json!(bid.confidence);
-            awarded.data["score"] = json!(bid.score);
-            drafts.push(awarded);
+            let data = ClaimedData {
+                price: Some(bid.price),
+                estimated_ms: Some(bid.estimated_ms),
+                confidence: Some(bid.confidence),
+                score: Some(bid.score),
+                ..claim_data(task, &bid.agent, now_ms)
+            };
+            drafts.push(system_draft("task.auction_awarded", &task.id, data));
         }
         None => drafts.push(system_draft(
             "task.auction_closed",

@@ -337,21 +337,23 @@ pub(crate) fn decide_claim(
 }
 
 pub(super) fn claim_draft(event_type: &str, task: &Task, agent: &str, now_ms: i64) -> EventDraft {
-    draft(
-        event_type,
-        &task.id,
-        ClaimedData {
-            task: task.id.clone(),
-            agent: agent.to_owned(),
-            attempt: task.attempt,
-            lease_expires_at: now_ms + task.definition.timeout_ms,
-            strategy: None,
-            price: None,
-            estimated_ms: None,
-            confidence: None,
-            score: None,
-        },
-    )
+    draft(event_type, &task.id, claim_data(task, agent, now_ms))
+}
+
+/// The data of a claim of `task` by `agent` now, without the assignment's or the
+/// auction's extras.
+pub(super) fn claim_data(task: &Task, agent: &str, now_ms: i64) -> ClaimedData {
+    ClaimedData {
+        task: task.id.clone(),
+        agent: agent.to_owned(),
+        attempt: task.attempt,
+        lease_expires_at: now_ms + task.definition.timeout_ms,
+        strategy: None,
+        price: None,
+        estimated_ms: None,
+        confidence: None,
+        score: None,
+    }
 }
 
 /// Assigns a pending task to a named agent or by strategy; it is then claimed by it.
@@ -373,11 +375,11 @@ pub(crate) fn decide_assign(
         None => agent,
         Some(strategy) => pick_assignee(branch, task, strategy)?,
     };
-    let mut assigned = claim_draft("task.assigned", task, &agent, now_ms);
-    if let Some(strategy) = strategy {
-        assigned.data["strategy"] = json!(strategy);
-    }
-    Ok(vec![assigned])
+    let data = ClaimedData {
+        strategy,
+        ..claim_data(task, &agent, now_ms)
+    };
+    Ok(vec![draft("task.assigned", &task.id, data)])
 }
 
 /// The named agent of an assign (valid and not inactive), or its strategy: exactly one.
