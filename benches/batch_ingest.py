@@ -1,6 +1,7 @@
 """Batch ingest (issue 11): EVENTS events of about 300 bytes, posted as atomic batches of
 1,000 (`{"events": [...]}`) over CONNECTIONS keep-alive connections, against a fresh
-`swarmlog serve`; events/s over the whole load, each batch answered only once durable.
+`swarmlog serve`; events/s over the whole load, each batch answered only once durable, and
+the server's CPU time (utime + stime) per event.
 
 Runs the load twice on fresh servers: with the full answer (every envelope echoed) and
 with `Prefer: return=minimal` ({seq, count}), and prints both as JSON lines.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -36,7 +38,13 @@ def batch_body(connection: int, number: int) -> bytes:
     return json.dumps({"events": events}).encode()
 
 
-def load(url: str, events: int, connections: int, minimal: bool) -> dict:
+def cpu_secs(pid: int) -> float:
+    """utime + stime of process `pid` so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, pid: int, events: int, connections: int, minimal: bool) -> dict:
     address = urlparse(url)
     batches = events // BATCH
     per_connection = [batches // connections + (1 if c < batches % connections else 0) for c in range(connections)]
@@ -60,17 +68,18 @@ def load(url: str, events: int, connections: int, minimal: bool) -> dict:
         conn.close()
 
     threads = [threading.Thread(target=run, args=(c,)) for c in range(connections)]
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), cpu_secs(pid)
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, cpu_secs(pid) - cpu_before
     if failures:
         raise SystemExit(f"refused: {failures[0]}")
     sent = sum(per_connection) * BATCH
     return {"prefer_minimal": minimal, "events": sent, "connections": connections, "secs": round(elapsed, 2),
-            "events_per_s": round(sent / elapsed), "answer_bytes_per_batch": round(sum(answered_bytes) / sum(per_connection))}
+            "events_per_s": round(sent / elapsed), "server_cpu_us_per_event": round(cpu / sent * 1e6, 2),
+            "answer_bytes_per_batch": round(sum(answered_bytes) / sum(per_connection))}
 
 
 def main() -> None:
@@ -85,7 +94,7 @@ def main() -> None:
         (work / "data").mkdir()
         server = swarmlog_server.Server(work / "data", [], work / "serve.log")
         try:
-            print(json.dumps(load(server.url, args.events, args.connections, minimal)), flush=True)
+            print(json.dumps(load(server.url, server.proc.pid, args.events, args.connections, minimal)), flush=True)
         finally:
             server.stop()
 

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::time::format_rfc3339_ms;
+use std::fmt::Write as _;
+
+use crate::time::push_rfc3339_ms;
 
 /// The hash the first event chains from: 32 zero bytes.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -377,16 +379,18 @@ impl Envelope {
 
     /// The hash as lowercase hex.
     pub fn hash_hex(&self) -> String {
-        hex::encode(self.hash)
+        let mut out = String::with_capacity(64);
+        push_hex(&mut out, &self.hash);
+        out
     }
 
     /// The JSON form of SPEC §2, as text. Optional fields are omitted when absent.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(160 + self.data.len() + self.stream.len());
         out.push_str("{\"seq\":");
-        out.push_str(&self.seq.to_string());
+        let _ = write!(out, "{}", self.seq);
         out.push_str(",\"ts\":\"");
-        out.push_str(&format_rfc3339_ms(self.ts_ms));
+        push_rfc3339_ms(&mut out, self.ts_ms);
         out.push_str("\",\"branch\":");
         push_json_string(&mut out, &self.branch);
         out.push_str(",\"type\":");
@@ -410,7 +414,7 @@ impl Envelope {
         out.push_str(",\"data\":");
         out.push_str(&self.data);
         out.push_str(",\"hash\":\"");
-        out.push_str(&self.hash_hex());
+        push_hex(&mut out, &self.hash);
         out.push_str("\"}");
         out
     }
@@ -421,8 +425,28 @@ impl Envelope {
     }
 }
 
+/// Appends `text` as a JSON string; only text with a character to escape goes through
+/// serde_json.
 fn push_json_string(out: &mut String, text: &str) {
-    out.push_str(&serde_json::to_string(text).expect("a str always serializes to JSON"));
+    if text
+        .bytes()
+        .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+    {
+        out.push_str(&serde_json::to_string(text).expect("a str always serializes to JSON"));
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
+}
+
+/// Appends `bytes` in lowercase hexadecimal.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
 }
 
 #[cfg(test)]
@@ -445,6 +469,37 @@ mod tests {
             hash: GENESIS_HASH,
             idempotency: None,
         }
+    }
+
+    #[test]
+    fn the_json_form_escapes_what_json_needs_and_nothing_else() {
+        let mut event = sample(18_446_744_073_709_551_615);
+        event.seal(&[7; 32]);
+        event.actor = "a \"quoted\" \\ back\u{1}slash".into();
+        event.stream = "caf\u{e9}/\u{1f600}/\u{7f}".into();
+        event.session = None;
+        event.correlation = Some("c".into());
+        let text = event.to_json();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).expect("valid JSON"),
+            json!({
+                "seq": 18_446_744_073_709_551_615_u64,
+                "ts": "2026-11-22T10:00:00.123Z",
+                "branch": "main",
+                "type": "task.claimed",
+                "stream": "caf\u{e9}/\u{1f600}/\u{7f}",
+                "actor": "a \"quoted\" \\ back\u{1}slash",
+                "correlation": "c",
+                "meta": {"model": "m"},
+                "data": {"attempt": 1},
+                "hash": hex::encode(event.hash),
+            })
+        );
+        assert!(
+            text.contains(r#""actor":"a \"quoted\" \\ back\u0001slash""#),
+            "{text}"
+        );
+        assert_eq!(event.hash_hex(), hex::encode(event.hash));
     }
 
     #[test]

@@ -3,14 +3,37 @@
 
 /// Formats `ms` since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_rfc3339_ms(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_ms(&mut out, ms);
+    out
+}
+
+/// Appends what [`format_rfc3339_ms`] returns to `out`, digit by digit (every event's JSON
+/// has one).
+pub fn push_rfc3339_ms(out: &mut String, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let ms_of_day = ms.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
-    let hours = ms_of_day / 3_600_000;
-    let minutes = ms_of_day / 60_000 % 60;
-    let seconds = ms_of_day / 1000 % 60;
-    let millis = ms_of_day % 1000;
-    format!("{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{millis:03}Z")
+    let mut digits = |value: i64, width: u32, after: char| {
+        if !(0..10_i64.pow(width)).contains(&value) {
+            // Outside the years 0 to 9999: as wide as it takes, like `{year:04}`.
+            use std::fmt::Write as _;
+            let _ = write!(out, "{value:0width$}", width = width as usize);
+        } else {
+            for place in (0..width).rev() {
+                let digit = (value / 10_i64.pow(place) % 10) as u8;
+                out.push(char::from(b'0' + digit));
+            }
+        }
+        out.push(after);
+    };
+    digits(year, 4, '-');
+    digits(month, 2, '-');
+    digits(day, 2, 'T');
+    digits(ms_of_day / 3_600_000, 2, ':');
+    digits(ms_of_day / 60_000 % 60, 2, ':');
+    digits(ms_of_day / 1000 % 60, 2, '.');
+    digits(ms_of_day % 1000, 3, 'Z');
 }
 
 /// Parses what [`format_rfc3339_ms`] writes (and `Z`-suffixed RFC 3339 with 0–9 fraction
@@ -106,6 +129,37 @@ mod tests {
             format_rfc3339_ms(951_782_400_000),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn writes_what_format_writes_for_any_year() {
+        let formatted = |ms: i64| {
+            let days = ms.div_euclid(86_400_000);
+            let ms_of_day = ms.rem_euclid(86_400_000);
+            let (year, month, day) = civil_from_days(days);
+            format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+                ms_of_day / 3_600_000,
+                ms_of_day / 60_000 % 60,
+                ms_of_day / 1000 % 60,
+                ms_of_day % 1000
+            )
+        };
+        let mut ms: i64 = -70_000_000_000_000;
+        while ms < 400_000_000_000_000 {
+            assert_eq!(format_rfc3339_ms(ms), formatted(ms), "{ms}");
+            ms += 9_876_543_210_123;
+        }
+        for ms in [
+            i64::MIN / 2,
+            -1,
+            0,
+            1,
+            253_402_300_799_999,
+            253_402_300_800_000,
+        ] {
+            assert_eq!(format_rfc3339_ms(ms), formatted(ms), "{ms}");
+        }
     }
 
     #[test]

@@ -206,7 +206,8 @@ pub struct Compact {
 
 impl<'de> de::Deserialize<'de> for Compact {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Compact, D::Error> {
-        let mut out = Vec::new();
+        // Most event data fits without growing the buffer more than once.
+        let mut out = Vec::with_capacity(COMPACT_CAPACITY_FIRST);
         Transcode { out: &mut out }.deserialize(deserializer)?;
         let is_object = out.first() == Some(&b'{');
         let text = String::from_utf8(out).map_err(de::Error::custom)?;
@@ -223,6 +224,9 @@ impl schemars::JsonSchema for Compact {
         Value::json_schema(generator)
     }
 }
+
+/// The first capacity of a [`Compact`]'s text, in bytes.
+const COMPACT_CAPACITY_FIRST: usize = 128;
 
 /// Objects with more keys than this look repeated keys up in a hash set instead of
 /// comparing with every earlier key.
