@@ -71,7 +71,10 @@ impl Payload {
         match self {
             Payload::Tree(value) => value.get(key)?.as_str().map(str::to_owned),
             Payload::Text(text) => {
-                if !text.contains(&format!("\"{key}\":")) {
+                let member = |(at, _): (usize, &str)| {
+                    text[..at].ends_with('"') && text[at + key.len()..].starts_with("\":")
+                };
+                if !text.match_indices(key).any(member) {
                     return None;
                 }
                 let value: Value = serde_json::from_str(text).ok()?;
@@ -469,6 +472,30 @@ mod tests {
             hash: GENESIS_HASH,
             idempotency: None,
         }
+    }
+
+    #[test]
+    fn a_text_payload_finds_a_top_level_string_member_like_a_tree() {
+        for text in [
+            r#"{"session":"s-1","n":1}"#,
+            r#"{"n":{"session":"inner"},"session":"s-2"}"#,
+            r#"{"n":{"session":"inner"}}"#,
+            r#"{"note":"the \"session\": key","x":"session"}"#,
+            r#"{"session":7}"#,
+            r#"["session"]"#,
+            r#"{}"#,
+        ] {
+            let tree: Value = serde_json::from_str(text).expect("valid");
+            assert_eq!(
+                Payload::Text(text.into()).str_field("session"),
+                Payload::Tree(tree).str_field("session"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Payload::Text(r#"{"session":"s-1"}"#.into()).str_field("session"),
+            Some("s-1".into())
+        );
     }
 
     #[test]
