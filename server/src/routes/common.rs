@@ -21,7 +21,7 @@ use crate::app::{AppState, BranchQuery, PreparedWrite};
 use crate::auth::Principal;
 use crate::engine::{Committed, Responder, Status, WriteResponse};
 use crate::error::{from_json_error, ApiError};
-use crate::extract::{read_body, ApiQuery};
+use crate::extract::{read_limited, ApiQuery};
 use crate::limits::WAIT_MS_MAX;
 use crate::refusal::Refusal;
 
@@ -186,8 +186,7 @@ impl FromRequest<AppState> for WriteInput {
         let (mut parts, body) = request.into_parts();
         let principal = parts
             .extensions
-            .get::<Principal>()
-            .cloned()
+            .remove::<Principal>()
             .ok_or_else(|| ApiError::internal("no principal on a routed request", &"auth"))?;
         let ApiQuery(query) =
             ApiQuery::<BranchQuery>::from_request_parts(&mut parts, state).await?;
@@ -204,13 +203,12 @@ impl FromRequest<AppState> for WriteInput {
             }
             Err(_) => None,
         };
-        let (uri, headers) = (parts.uri.clone(), parts.headers.clone());
-        let raw = read_body(Request::from_parts(parts, body)).await?;
+        let raw = read_limited(body).await?;
         Ok(WriteInput {
             principal,
             query,
-            uri,
-            headers,
+            uri: parts.uri,
+            headers: parts.headers,
             raw,
             target,
         })
