@@ -16,8 +16,9 @@
 //!   carried whole as JSON text by [`json_text`].
 //! - The head hash is hex in JSON and 32 plain bytes in a binary format ([`hash`]).
 //!
-//! Every adapter asks the serializer whether it is human-readable: JSON is, so a JSON
-//! encoding of any type of the state is unchanged by these adapters.
+//! Every adapter asks the serializer whether it is human-readable: JSON is, so the JSON of
+//! the API and of event data is unchanged. Only the state's own types, which nothing but
+//! snapshots serialized, now write an absent option as `null` in JSON.
 
 use std::fmt;
 use std::marker::PhantomData;
