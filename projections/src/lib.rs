@@ -6,6 +6,7 @@
 //! replaying the same events always yields the same state.
 #![deny(missing_docs)]
 
+mod binary_serde;
 pub mod branches;
 pub mod catalog;
 pub mod coordination;

@@ -54,12 +54,16 @@ impl BranchState {
 }
 
 /// The whole projected state.
+///
+/// It serializes to JSON, and to postcard for snapshots: the parts postcard cannot carry as
+/// they are (JSON values, fields JSON leaves out) go through the crate's `binary_serde`
+/// adapters, which leave JSON unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// The seq of the last event applied (0 before any).
     pub head: u64,
     /// The hash of the last event applied (the chain's head).
-    #[serde(with = "hex_hash")]
+    #[serde(with = "crate::binary_serde::hash")]
     pub head_hash: [u8; 32],
     /// Per-branch state; `main` always exists, every other branch is made by a
     /// `branch.created` event.
@@ -291,22 +295,6 @@ pub fn decide_append<'a>(
         });
     }
     Ok(drafts)
-}
-
-mod hex_hash {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(hash: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&hex::encode(hash))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let bytes = hex::decode(&text).map_err(serde::de::Error::custom)?;
-        bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("a hash is 32 bytes"))
-    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,33 @@
 //! to the log, so that start-up loads the newest valid snapshot and replays only the tail.
 //! The stream index is not in them: it lives in its own files (`stream_index`).
 //!
-//! A snapshot file is one header line, `swarmlog-snapshot 2 <sha256 of the body>\n`,
-//! followed by the JSON body. Format 1 also carried the stream index (every seq of every
-//! stream); it still loads, its `stream_index` field skipped unread, since format 2 only
-//! dropped that field. It is written to a temporary name, fsynced, renamed, and
-//! the directory fsynced, so a crash leaves either the old set of snapshots or the new
-//! one. A snapshot whose checksum fails, that does not parse, or whose head does not
-//! match the log (another log, or a log cut shorter) is skipped, never trusted.
+//! # Files
+//!
+//! A snapshot file is one header line, `swarmlog-snapshot <format> <sha256 of the body>\n`
+//! (the format in decimal, the SHA-256 in lowercase hex), followed by the body:
+//! - Format 3, written by this version as `snapshot-<head>.snap`: the [`Snapshot`] in
+//!   postcard. The state's JSON values travel inside it as their JSON text, since postcard
+//!   is not self-describing (see the projections crate's `binary_serde`).
+//! - Format 2, `snapshot-<head>.json`: the same [`Snapshot`] in JSON. It still loads.
+//! - Format 1, `snapshot-<head>.json`: format 2 plus the stream index (every seq of every
+//!   stream). It still loads, its `stream_index` field skipped unread, since format 2 only
+//!   dropped that field.
+//!
+//! `<head>` is the state's head seq, 20 digits. Every format has the same header, so the
+//! reader tells them apart by it (the extension only lists the files), and `head -1` shows
+//! what a file is. The header keeps SHA-256 rather than a binary header with a CRC-32:
+//! the log's hash chain already uses it, so it adds no dependency, it covers everything
+//! after the header line (a truncated or extended file fails it, so no length field is
+//! needed), and with the CPU's SHA extensions it hashes about 1.6 GB/s, 5 % of loading a
+//! snapshot (`benches/README.md`, "Snapshots in postcard"); a CRC-32 would save little.
+//!
+//! A file is written to a temporary name, fsynced, renamed, and the directory fsynced, so
+//! a crash leaves either the old set of snapshots or the new one. The newest
+//! [`SNAPSHOTS_KEPT_MAX`] heads are kept, whatever their format; where two files have the
+//! same head (a JSON one left by an earlier version and a postcard one), the postcard one
+//! is loaded first and the other removed at the next write. A snapshot whose checksum
+//! fails, that does not decode, or whose head does not match the log (another log, or a
+//! log cut shorter) is skipped, never trusted.
 //!
 //! The snapshot directory is written through the log's `Storage` trait, like the log
 //! itself, so the same simulated disk (`SimStorage`) can crash it or fail any of its
@@ -16,6 +36,7 @@
 //! replays more at the next start); a failed sync is never retried, and a temporary file
 //! left by a failure is removed so that a full disk gets its space back.
 
+use std::cmp::Reverse;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -24,20 +45,26 @@ use sha2::{Digest, Sha256};
 use swarmlog_log::{Access, FsStorage, Storage, StorageFile};
 use swarmlog_projections::State;
 
-/// The snapshot format written by this version.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// The snapshot format written by this version: postcard.
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
-/// The snapshot formats this version loads: 1 is 2 plus the stream index, which is
-/// ignored.
-pub const SNAPSHOT_FORMATS_READ: [u32; 2] = [1, SNAPSHOT_FORMAT];
+/// The snapshot formats this version loads: 1 and 2 are JSON (1 is 2 plus the stream
+/// index, which is ignored), 3 is postcard.
+pub const SNAPSHOT_FORMATS_READ: [u32; 3] = [1, 2, SNAPSHOT_FORMAT];
 
 /// How many snapshots are kept; older ones are removed after a new one is durable.
 pub const SNAPSHOTS_KEPT_MAX: usize = 2;
 
 const HEADER_PREFIX: &str = "swarmlog-snapshot";
 
+/// The extension of the files this version writes (format 3).
+const EXTENSION: &str = "snap";
+
+/// The extension of the JSON files earlier versions wrote (formats 1 and 2).
+const JSON_EXTENSION: &str = "json";
+
 /// What a snapshot holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The format version.
     pub format: u32,
@@ -58,13 +85,103 @@ pub struct SnapshotError {
     source: io::Error,
 }
 
+/// Why a snapshot file cannot be loaded (it is then skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read it: {0}")]
+    Io(#[from] io::Error),
+    /// The file is larger than this machine can address.
+    #[error("too large to read: {0} bytes")]
+    TooLarge(u64),
+    /// There is no newline, so no header.
+    #[error("no header line")]
+    NoHeader,
+    /// The first line does not start with `swarmlog-snapshot`.
+    #[error("not a swarmlog snapshot")]
+    NotASnapshot,
+    /// The header names no format, or one this version does not read.
+    #[error("an unknown snapshot format {0:?}")]
+    UnknownFormat(String),
+    /// The header has no checksum.
+    #[error("no checksum in the header")]
+    NoChecksum,
+    /// The body's SHA-256 is not the header's.
+    #[error("checksum mismatch: stored {stored}, computed {computed}")]
+    ChecksumMismatch {
+        /// The header's.
+        stored: String,
+        /// The body's.
+        computed: String,
+    },
+    /// A format 1 or 2 body that is not the JSON of a [`Snapshot`].
+    #[error("the JSON body does not parse: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A format 3 body that is not the postcard of a [`Snapshot`].
+    #[error("the postcard body does not decode: {0}")]
+    Postcard(#[from] postcard::Error),
+    /// A format 3 body with bytes after the [`Snapshot`].
+    #[error("{0} bytes after the postcard body")]
+    TrailingBytes(usize),
+}
+
 /// The snapshot directory of a data directory.
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
 }
 
 fn file_name(head: u64) -> String {
-    format!("snapshot-{head:020}.json")
+    format!("snapshot-{head:020}.{EXTENSION}")
+}
+
+/// The header line of a snapshot file, newline included.
+fn header(format: u32, body: &[u8]) -> String {
+    let digest = hex::encode(Sha256::digest(body));
+    format!("{HEADER_PREFIX} {format} {digest}\n")
+}
+
+/// The bytes of a snapshot file in the current format: the header, then the postcard body.
+pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, postcard::Error> {
+    let body = postcard::to_allocvec(snapshot)?;
+    let mut bytes = header(SNAPSHOT_FORMAT, &body).into_bytes();
+    bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+/// Checks and decodes the bytes of a snapshot file of any format this version reads.
+pub fn decode(bytes: &[u8]) -> Result<Snapshot, LoadError> {
+    let newline = bytes
+        .iter()
+        .position(|byte| *byte == b'\n')
+        .ok_or(LoadError::NoHeader)?;
+    let line = std::str::from_utf8(&bytes[..newline]).map_err(|_| LoadError::NotASnapshot)?;
+    let mut parts = line.split(' ');
+    if parts.next() != Some(HEADER_PREFIX) {
+        return Err(LoadError::NotASnapshot);
+    }
+    let format_text = parts.next().unwrap_or_default();
+    let format = format_text
+        .parse::<u32>()
+        .ok()
+        .filter(|format| SNAPSHOT_FORMATS_READ.contains(format))
+        .ok_or_else(|| LoadError::UnknownFormat(format_text.to_owned()))?;
+    let stored = parts.next().ok_or(LoadError::NoChecksum)?;
+    let body = &bytes[newline + 1..];
+    let computed = hex::encode(Sha256::digest(body));
+    if stored != computed {
+        return Err(LoadError::ChecksumMismatch {
+            stored: stored.to_owned(),
+            computed,
+        });
+    }
+    if format != SNAPSHOT_FORMAT {
+        // Formats 1 and 2.
+        return Ok(serde_json::from_slice(body)?);
+    }
+    match postcard::take_from_bytes(body)? {
+        (snapshot, []) => Ok(snapshot),
+        (_, rest) => Err(LoadError::TrailingBytes(rest.len())),
+    }
 }
 
 /// Writes `snapshot` atomically into the data directory's snapshot directory and removes
@@ -81,8 +198,9 @@ pub fn write(data_dir: &Path, snapshot: &Snapshot) -> Result<(PathBuf, u64), Sna
 }
 
 /// Writes `snapshot` into `storage` (a snapshot directory): to a temporary name, synced,
-/// renamed, the directory synced; then removes the older snapshots beyond
-/// [`SNAPSHOTS_KEPT_MAX`]. Returns the file name and size written.
+/// renamed, the directory synced; then removes the snapshots beyond the newest
+/// [`SNAPSHOTS_KEPT_MAX`] heads, and any other file of the head just written. Returns the
+/// file name and size written.
 pub fn write_to<S: Storage>(
     storage: &S,
     snapshot: &Snapshot,
@@ -97,11 +215,8 @@ pub fn write_to<S: Storage>(
             source,
         }
     };
-    let body = serde_json::to_vec(snapshot)
-        .map_err(|error| fail("cannot encode it")(io::Error::other(error)))?;
-    let digest = hex::encode(Sha256::digest(&body));
-    let mut bytes = format!("{HEADER_PREFIX} {SNAPSHOT_FORMAT} {digest}\n").into_bytes();
-    bytes.extend_from_slice(&body);
+    let bytes =
+        encode(snapshot).map_err(|error| fail("cannot encode it")(io::Error::other(error)))?;
     match storage.remove(&temporary) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => {
             return Err(fail("cannot remove a leftover temporary file")(error))
@@ -128,7 +243,7 @@ pub fn write_to<S: Storage>(
     storage
         .sync_dir()
         .map_err(fail("cannot sync the snapshot directory"))?;
-    for (_, old) in list(storage).into_iter().skip(SNAPSHOTS_KEPT_MAX) {
+    for old in superseded(list(storage)) {
         if let Err(error) = storage.remove(&old) {
             tracing::warn!(%error, snapshot = %storage.describe(&old), "cannot remove an old snapshot");
         }
@@ -136,61 +251,54 @@ pub fn write_to<S: Storage>(
     Ok((name, bytes.len() as u64))
 }
 
-/// Snapshot files, newest first, as `(head, name)`.
+/// Snapshot files of both kinds, newest head first, and at the same head the current
+/// format first, as `(head, name)`.
 fn list<S: Storage>(storage: &S) -> Vec<(u64, String)> {
     let Ok(names) = storage.list() else {
         return Vec::new();
     };
-    let mut found: Vec<(u64, String)> = names
+    let mut found: Vec<(u64, bool, String)> = names
         .into_iter()
         .filter_map(|name| {
-            let head = name
-                .strip_prefix("snapshot-")?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()?;
-            Some((head, name))
+            let (head, extension) = name.strip_prefix("snapshot-")?.split_once('.')?;
+            let json = match extension {
+                EXTENSION => false,
+                JSON_EXTENSION => true,
+                _ => return None,
+            };
+            Some((head.parse().ok()?, json, name))
         })
         .collect();
-    found.sort_by_key(|(head, _)| std::cmp::Reverse(*head));
+    found.sort_by_key(|(head, json, _)| (Reverse(*head), *json));
     found
+        .into_iter()
+        .map(|(head, _, name)| (head, name))
+        .collect()
+}
+
+/// The files of [`list`] that are not kept: all but the first file of each of the newest
+/// [`SNAPSHOTS_KEPT_MAX`] heads.
+fn superseded(listed: Vec<(u64, String)>) -> Vec<String> {
+    let mut heads_kept: Vec<u64> = Vec::with_capacity(SNAPSHOTS_KEPT_MAX);
+    let mut old = Vec::new();
+    for (head, name) in listed {
+        if heads_kept.len() < SNAPSHOTS_KEPT_MAX && heads_kept.last() != Some(&head) {
+            heads_kept.push(head);
+        } else {
+            old.push(name);
+        }
+    }
+    old
 }
 
 /// Reads and checks one snapshot file.
-fn read<S: Storage>(storage: &S, name: &str) -> Result<Snapshot, String> {
-    let file = storage
-        .open(name, Access::ReadOnly)
-        .map_err(|error| error.to_string())?;
-    let length = file.len().map_err(|error| error.to_string())?;
-    let length = usize::try_from(length).map_err(|_| "too large to read")?;
+fn read<S: Storage>(storage: &S, name: &str) -> Result<Snapshot, LoadError> {
+    let file = storage.open(name, Access::ReadOnly)?;
+    let length = file.len()?;
+    let length = usize::try_from(length).map_err(|_| LoadError::TooLarge(length))?;
     let mut bytes = vec![0u8; length];
-    file.read_at(&mut bytes, 0)
-        .map_err(|error| error.to_string())?;
-    let newline = bytes
-        .iter()
-        .position(|byte| *byte == b'\n')
-        .ok_or("no header line")?;
-    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "the header is not text")?;
-    let mut parts = header.split(' ');
-    if parts.next() != Some(HEADER_PREFIX) {
-        return Err("not a swarmlog snapshot".into());
-    }
-    let format = parts.next().ok_or("no format")?;
-    if !SNAPSHOT_FORMATS_READ
-        .iter()
-        .any(|known| format == known.to_string())
-    {
-        return Err(format!("an unknown snapshot format {format}"));
-    }
-    let stored = parts.next().ok_or("no checksum")?;
-    let body = &bytes[newline + 1..];
-    let computed = hex::encode(Sha256::digest(body));
-    if stored != computed {
-        return Err(format!(
-            "checksum mismatch: stored {stored}, computed {computed}"
-        ));
-    }
-    serde_json::from_slice(body).map_err(|error| format!("does not parse: {error}"))
+    file.read_at(&mut bytes, 0)?;
+    decode(&bytes)
 }
 
 /// The newest snapshot of the data directory that passes its checks and that
@@ -266,6 +374,35 @@ mod tests {
         }
     }
 
+    /// A file of format 1 or 2 as earlier versions wrote it: the header, then the JSON
+    /// `body`.
+    fn json_file(format: u32, body: &serde_json::Value) -> Vec<u8> {
+        let body = serde_json::to_vec(body).expect("encodes");
+        let mut bytes = header(format, &body).into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    fn json_name(head: u64) -> String {
+        format!("snapshot-{head:020}.{JSON_EXTENSION}")
+    }
+
+    /// The names in a snapshot directory, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(snapshot_dir(dir))
+            .expect("a snapshot directory")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn the_newest_valid_snapshot_wins_and_damage_is_skipped() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -287,6 +424,79 @@ mod tests {
         assert!(
             load_newest(dir.path(), &mut |head, _| head != 5).is_none(),
             "a snapshot the log does not confirm is skipped"
+        );
+    }
+
+    /// Format 3 is the header line with the body's SHA-256, then the snapshot in postcard,
+    /// in a `.snap` file.
+    #[test]
+    fn format_3_is_postcard_behind_a_checksummed_header() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (path, size) = write(dir.path(), &sample(12)).expect("write");
+        assert_eq!(
+            path.file_name().and_then(|name| name.to_str()),
+            Some("snapshot-00000000000000000012.snap")
+        );
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(bytes.len() as u64, size);
+        let newline = bytes
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .expect("a header");
+        let (header_line, body) = (&bytes[..newline], &bytes[newline + 1..]);
+        assert_eq!(
+            std::str::from_utf8(header_line).expect("text"),
+            format!("swarmlog-snapshot 3 {}", hex::encode(Sha256::digest(body)))
+        );
+        let decoded: Snapshot = postcard::from_bytes(body).expect("postcard");
+        assert_eq!(decoded, sample(12));
+        assert_eq!(decode(&bytes).expect("decodes"), sample(12));
+    }
+
+    /// A format-3 file whose checksum holds but whose body is not a snapshot, or whose name
+    /// says another head than its state, is skipped like a damaged one.
+    #[test]
+    fn a_format_3_snapshot_that_does_not_decode_or_match_is_skipped() {
+        let body = postcard::to_allocvec(&sample(6)).expect("encodes");
+        let file = |body: &[u8]| {
+            let mut bytes = header(SNAPSHOT_FORMAT, body).into_bytes();
+            bytes.extend_from_slice(body);
+            bytes
+        };
+        assert!(matches!(
+            decode(&file(&body[..body.len() - 1])),
+            Err(LoadError::Postcard(_))
+        ));
+        assert!(matches!(
+            decode(&file(&[body.as_slice(), &[0, 0]].concat())),
+            Err(LoadError::TrailingBytes(2))
+        ));
+        assert!(matches!(
+            decode(&file(b"{\"format\":3}")),
+            Err(LoadError::Postcard(_))
+        ));
+        let mut damaged = file(&body);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x40;
+        assert!(matches!(
+            decode(&damaged),
+            Err(LoadError::ChecksumMismatch { .. })
+        ));
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshots = snapshot_dir(dir.path());
+        std::fs::create_dir_all(&snapshots).expect("mkdir");
+        std::fs::write(snapshots.join(file_name(8)), file(&body)).expect("write");
+        assert!(
+            load_newest(dir.path(), &mut |_, _| true).is_none(),
+            "a snapshot of head 6 named as head 8 is skipped"
+        );
+        std::fs::write(snapshots.join(file_name(6)), file(&body[..10])).expect("write");
+        assert!(load_newest(dir.path(), &mut |_, _| true).is_none());
+        std::fs::write(snapshots.join(file_name(6)), file(&body)).expect("write");
+        assert_eq!(
+            load_newest(dir.path(), &mut |_, _| true).map(|s| s.state.head),
+            Some(6)
         );
     }
 
@@ -370,25 +580,128 @@ mod tests {
         let mut body = serde_json::to_value(sample(4)).expect("encodes");
         body["format"] = 1.into();
         body["stream_index"] = serde_json::json!([["main", "s", [1, 2, 4]]]);
-        let body = serde_json::to_vec(&body).expect("encodes");
-        let mut bytes =
-            format!("{HEADER_PREFIX} 1 {}\n", hex::encode(Sha256::digest(&body))).into_bytes();
-        bytes.extend_from_slice(&body);
+        let bytes = json_file(1, &body);
         let snapshots = snapshot_dir(dir.path());
         std::fs::create_dir_all(&snapshots).expect("mkdir");
-        std::fs::write(snapshots.join(file_name(4)), &bytes).expect("write");
+        std::fs::write(snapshots.join(json_name(4)), &bytes).expect("write");
         let loaded = load_newest(dir.path(), &mut |_, _| true).expect("loads");
         assert_eq!(identity(&loaded), identity(&sample(4)));
         assert_eq!(loaded.format, 1);
 
         let unknown = String::from_utf8(bytes)
             .expect("text")
-            .replacen(" 1 ", " 3 ", 1);
-        std::fs::write(snapshots.join(file_name(4)), unknown).expect("write");
+            .replacen(" 1 ", " 4 ", 1);
+        std::fs::write(snapshots.join(json_name(4)), &unknown).expect("write");
         assert!(
             load_newest(dir.path(), &mut |_, _| true).is_none(),
             "an unknown format is skipped"
         );
+        assert!(matches!(
+            decode(unknown.as_bytes()),
+            Err(LoadError::UnknownFormat(format)) if format == "4"
+        ));
+    }
+
+    /// A format-2 snapshot that the last version to write JSON made
+    /// (`testdata/snapshot-format-2.sh`: every kind of entity, absent options left out,
+    /// a task completed without a result) still loads, and its state survives format 3
+    /// unchanged.
+    #[test]
+    fn a_format_2_snapshot_written_by_an_earlier_version_still_loads() {
+        let bytes = include_bytes!("../testdata/snapshot-format-2.json");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshots = snapshot_dir(dir.path());
+        std::fs::create_dir_all(&snapshots).expect("mkdir");
+        std::fs::write(snapshots.join(json_name(51)), bytes).expect("write");
+        let loaded = load_newest(dir.path(), &mut |_, _| true).expect("loads");
+        assert_eq!((loaded.format, loaded.state.head), (2, 51));
+        assert_eq!(
+            hex::encode(loaded.state.head_hash),
+            "e6eadf05b3380a8fd410f3445352346301f5c93b15d18945953cb9c498183d15"
+        );
+        let main = loaded.state.branch("main").expect("main");
+        let tasks = &main.work.tasks.by_id;
+        assert_eq!(tasks.len(), 6);
+        assert_eq!(tasks["a"].definition.title.as_deref(), Some("Build"));
+        assert_eq!(
+            tasks["a"].result,
+            Some(serde_json::json!({"ok": true, "score": 0.75}))
+        );
+        assert_eq!(
+            tasks["b"].progress.as_ref().map(|p| p.note.is_none()),
+            Some(true)
+        );
+        assert_eq!(tasks["c"].definition.title, None);
+        // JSON cannot tell `Some(null)` (completed without a result) from `None`; format 3
+        // can, so only snapshots written from now on keep it.
+        assert_eq!(tasks["d"].result, None);
+        assert!(tasks["e"]
+            .auction
+            .as_ref()
+            .is_some_and(|a| a.bids.len() == 2));
+        assert_eq!(
+            main.coordination.cells["config"].value["pi"],
+            serde_json::json!(std::f64::consts::PI)
+        );
+        assert_eq!(main.work.blackboard.findings["F-1"].evidence.len(), 2);
+        assert_eq!(main.work.consensus.proposals.len(), 2);
+        assert_eq!(main.work.messages.by_id.len(), 2);
+        assert_eq!(main.work.sessions.by_id.len(), 2);
+        assert_eq!(main.coordination.locks.len(), 2);
+        assert_eq!(
+            loaded
+                .state
+                .branch("experiment")
+                .expect("a branch")
+                .coordination
+                .cells["counter"]
+                .value,
+            serde_json::json!(100)
+        );
+
+        let mut current = loaded.clone();
+        current.format = SNAPSHOT_FORMAT;
+        write(dir.path(), &current).expect("write format 3");
+        assert_eq!(
+            names(dir.path()),
+            [file_name(51)],
+            "format 3 replaces the JSON file of the same head"
+        );
+        let reloaded = load_newest(dir.path(), &mut |_, _| true).expect("loads");
+        assert_eq!(reloaded, current);
+    }
+
+    /// The newest heads are kept whatever their format, and a JSON file is removed once a
+    /// postcard one of the same head is written; the postcard one is loaded first.
+    #[test]
+    fn old_and_new_snapshots_are_kept_and_pruned_together() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshots = snapshot_dir(dir.path());
+        std::fs::create_dir_all(&snapshots).expect("mkdir");
+        for head in [1, 2, 3] {
+            let mut body = serde_json::to_value(sample(head)).expect("encodes");
+            body["format"] = 2.into();
+            std::fs::write(snapshots.join(json_name(head)), json_file(2, &body)).expect("write");
+        }
+        let loaded = load_newest(dir.path(), &mut |_, _| true).expect("loads");
+        assert_eq!((loaded.format, loaded.state.head), (2, 3));
+
+        write(dir.path(), &sample(3)).expect("write 3");
+        assert_eq!(names(dir.path()), [json_name(2), file_name(3)]);
+        let loaded = load_newest(dir.path(), &mut |_, _| true).expect("loads");
+        assert_eq!((loaded.format, loaded.state.head), (SNAPSHOT_FORMAT, 3));
+
+        write(dir.path(), &sample(4)).expect("write 4");
+        assert_eq!(names(dir.path()), [file_name(3), file_name(4)]);
+
+        let storage = FsStorage::open(&snapshots).expect("open");
+        std::fs::write(snapshots.join(json_name(4)), b"left by an earlier version").expect("write");
+        assert_eq!(
+            list(&storage),
+            [(4, file_name(4)), (4, json_name(4)), (3, file_name(3))],
+            "at the same head the current format comes first"
+        );
+        assert_eq!(superseded(list(&storage)), [json_name(4)]);
     }
 
     #[test]

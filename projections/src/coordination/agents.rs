@@ -84,6 +84,7 @@ pub struct Agent {
     /// The lease TTL; `None`: the agent never expires.
     pub ttl_ms: Option<u64>,
     /// Free-form metadata from the registration.
+    #[serde(default, with = "crate::binary_serde::json_text::option")]
     pub meta: Option<Value>,
     /// The status.
     pub status: AgentStatus,

@@ -17,6 +17,7 @@ use crate::rejection::Rejection;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// The current value.
+    #[serde(with = "crate::binary_serde::json_text")]
     pub value: Value,
     /// How many times the cell was written; 1 after the first write.
     pub version: u64,
@@ -37,6 +38,7 @@ impl Cell {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KvEntry {
     /// The current value.
+    #[serde(with = "crate::binary_serde::json_text")]
     pub value: Value,
     /// The seq of the last write.
     pub updated_seq: u64,

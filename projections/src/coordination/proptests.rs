@@ -1,7 +1,8 @@
 //! Property test of the whole domain: for random command sequences (cells, kv, locks with
 //! TTL expiry, agents with lease expiry and kills, branches forked at the head and in the
 //! past), the state built live equals the state rebuilt by replaying the log from seq 1,
-//! and equals a snapshot (serde JSON) taken live at a random point plus the log's tail.
+//! and equals a snapshot (the state in postcard, as snapshot files hold it) taken live at a
+//! random point plus the log's tail.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -190,10 +191,10 @@ proptest! {
     ) {
         let mut harness = Harness::new();
         let snapshot_step = (steps.len() as f64 * snapshot_fraction) as usize;
-        let mut snapshot: Option<String> = None;
+        let mut snapshot: Option<Vec<u8>> = None;
         for (index, step) in steps.into_iter().enumerate() {
             if index == snapshot_step {
-                snapshot = Some(serde_json::to_string(&harness.state).expect("state serializes"));
+                snapshot = Some(postcard::to_allocvec(&harness.state).expect("state encodes"));
             }
             match step {
                 Step::Advance(ms, true) => {
@@ -211,13 +212,13 @@ proptest! {
                 }
             }
         }
-        let snapshot = snapshot.unwrap_or_else(|| serde_json::to_string(&harness.state).expect("state serializes"));
+        let snapshot = snapshot.unwrap_or_else(|| postcard::to_allocvec(&harness.state).expect("state encodes"));
 
         prop_assert_eq!(harness.state.unknown_events, 0);
         let replayed = State::replay(&harness.log);
         prop_assert_eq!(&replayed, &harness.state);
 
-        let loaded: State = serde_json::from_str(&snapshot).expect("snapshot loads");
+        let loaded: State = postcard::from_bytes(&snapshot).expect("snapshot loads");
         let start = usize::try_from(loaded.head).expect("small logs");
         prop_assert_eq!(&loaded, &State::replay(&harness.log[..start]), "a snapshot is the replay of its prefix");
         let tail = &harness.log[start..];

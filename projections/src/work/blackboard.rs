@@ -123,16 +123,19 @@ pub struct Finding {
     /// The reporter.
     pub agent: String,
     /// The session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub session: Option<String>,
     /// The category.
     pub category: FindingCategory,
     /// What was found.
+    #[serde(with = "crate::binary_serde::json_text")]
     pub content: Value,
     /// 0..=1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub confidence: Option<f64>,
-    /// Evidence.
+    /// Evidence (as JSON text in a binary format: its JSON leaves out absent options, see
+    /// `binary_serde`).
+    #[serde(with = "crate::binary_serde::json_text")]
     pub evidence: Vec<FindingEvidence>,
     /// Tags, sorted, without duplicates.
     pub tags: Vec<String>,
@@ -268,7 +271,7 @@ pub struct Hypothesis {
     /// The aggregate confidence (see the module docs).
     pub confidence: f64,
     /// The session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub session: Option<String>,
     /// Open, confirmed or refuted.
     pub status: HypothesisStatus,
@@ -277,10 +280,10 @@ pub struct Hypothesis {
     /// Who proposed it (the event's actor).
     pub proposed_by: String,
     /// Who validated it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub validated_by: Option<String>,
     /// What settled it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::binary_serde::json_text::option")]
     pub validation_evidence: Option<Value>,
     /// The seq of `hypothesis.proposed`.
     pub seq: u64,

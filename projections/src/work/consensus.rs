@@ -144,10 +144,10 @@ pub struct Ballot {
     /// The vote.
     pub vote: VoteChoice,
     /// The voter's confidence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub confidence: Option<f64>,
     /// Why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reason: Option<String>,
     /// The seq of `vote.cast`.
     pub seq: u64,
@@ -159,11 +159,12 @@ pub struct Proposal {
     /// The id.
     pub id: String,
     /// What is proposed.
+    #[serde(with = "crate::binary_serde::json_text")]
     pub action: Value,
     /// The rule.
     pub quorum: Quorum,
     /// The threshold, for `threshold`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub threshold: Option<f64>,
     /// The electorate, fixed at opening.
     pub voters: BTreeSet<String>,
@@ -176,7 +177,7 @@ pub struct Proposal {
     /// Open or decided.
     pub status: ProposalStatus,
     /// The outcome, once decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub decision: Option<Decision>,
     /// Yes votes.
     pub votes_for: u32,
@@ -191,7 +192,7 @@ pub struct Proposal {
     /// The seq of `proposal.opened`.
     pub seq: u64,
     /// When it was decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub decided_at_ms: Option<i64>,
 }
 

@@ -62,6 +62,7 @@ pub struct Message {
     /// The message type.
     pub message_type: String,
     /// The content.
+    #[serde(with = "crate::binary_serde::json_text")]
     pub payload: Value,
     /// Whether acks are expected.
     pub requires_ack: bool,

@@ -1,8 +1,8 @@
 //! Property tests of the work rules: random sequences of commands of this domain, with
 //! agents registering and dying and the clock moving timers along, must build a state that
-//! (1) replaying the produced log from the start rebuilds exactly, (2) a JSON snapshot of
-//! any prefix plus the rest of the log rebuilds exactly, and (3) keeps every index in step
-//! with the entities it indexes.
+//! (1) replaying the produced log from the start rebuilds exactly, (2) a snapshot of any
+//! prefix (the state in postcard, as snapshot files hold it) plus the rest of the log
+//! rebuilds exactly, and (3) keeps every index in step with the entities it indexes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +43,7 @@ enum Op {
     Complete {
         task: usize,
         by_claimant: bool,
+        with_result: bool,
     },
     Fail {
         task: usize,
@@ -138,7 +139,7 @@ fn op() -> impl Strategy<Value = Op> {
                 count, dependencies, priority, capabilities, approval, attempts, session
             }),
         5 => (agent.clone(), prop::option::of(0u8..4)).prop_map(|(agent, capabilities)| Op::Claim { agent, capabilities }),
-        4 => (0usize..64, prop::bool::weighted(0.9)).prop_map(|(task, by_claimant)| Op::Complete { task, by_claimant }),
+        4 => (0usize..64, prop::bool::weighted(0.9), any::<bool>()).prop_map(|(task, by_claimant, with_result)| Op::Complete { task, by_claimant, with_result }),
         2 => (0usize..64, any::<bool>()).prop_map(|(task, retry)| Op::Fail { task, retry }),
         1 => (0usize..64).prop_map(|task| Op::Release { task }),
         2 => (0usize..64).prop_map(|task| Op::Progress { task }),
@@ -277,7 +278,11 @@ fn run(harness: &mut Harness, op: &Op) {
             types: None,
             wait_ms: None,
         })),
-        Op::Complete { task, by_claimant } => {
+        Op::Complete {
+            task,
+            by_claimant,
+            with_result,
+        } => {
             claimant(task).map(|(task, agent)| WorkCommand::TaskComplete {
                 task,
                 spec: CompleteSpec {
@@ -286,7 +291,8 @@ fn run(harness: &mut Harness, op: &Op) {
                     } else {
                         "intruder".into()
                     },
-                    result: Some(json!(1)),
+                    // Without a result the task holds `Some(null)`, which a snapshot keeps.
+                    result: with_result.then(|| json!(1)),
                 },
             })
         }
@@ -645,8 +651,8 @@ proptest! {
         prop_assert_eq!(&harness.replayed(), &harness.state, "replay from the start equals the live state");
         let split = ((harness.log.len() as f64) * cut) as usize;
         let prefix = replay(State::default(), &harness.log[..split]);
-        let snapshot = serde_json::to_string(&prefix).expect("the state serializes");
-        let restored: State = serde_json::from_str(&snapshot).expect("the snapshot deserializes");
+        let snapshot = postcard::to_allocvec(&prefix).expect("the state encodes");
+        let restored: State = postcard::from_bytes(&snapshot).expect("the snapshot decodes");
         prop_assert_eq!(&restored, &prefix, "a snapshot round-trips");
         let rebuilt = replay(restored, &harness.log[split..]);
         prop_assert_eq!(&rebuilt, &harness.state, "snapshot plus tail equals the live state");

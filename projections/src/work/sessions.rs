@@ -72,19 +72,19 @@ pub struct WorkSession {
     /// What it is for.
     pub operation: String,
     /// Free-form context.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::binary_serde::json_text::option")]
     pub context: Option<Value>,
     /// Active or completed.
     pub status: SessionStatus,
     /// How it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::binary_serde::json_text::option")]
     pub outcome: Option<Value>,
     /// Who started it.
     pub started_by: String,
     /// When it started.
     pub started_at_ms: i64,
     /// When it completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub completed_at_ms: Option<i64>,
     /// The seq of `session.started`.
     pub seq: u64,

@@ -146,7 +146,7 @@ pub struct Auction {
     /// The bids, one per agent (a later bid replaces the agent's earlier one).
     pub bids: BTreeMap<String, Bid>,
     /// The winner, once awarded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub winner: Option<String>,
 }
 
@@ -158,7 +158,7 @@ pub struct Task {
     /// What was created.
     pub definition: TaskDefinition,
     /// The session: the definition's, else the creating write's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub session: Option<String>,
     /// The status.
     pub status: TaskStatus,
@@ -167,35 +167,36 @@ pub struct Task {
     /// The current attempt, from 1.
     pub attempt: u32,
     /// The claimant while claimed; after it ends, the agent of the last attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub agent: Option<String>,
     /// When the claim lease runs out, while claimed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub lease_expires_at_ms: Option<i64>,
-    /// The last progress of the current attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The last progress of the current attempt (as JSON text in a binary format, like
+    /// the definition).
+    #[serde(default, with = "crate::binary_serde::json_text::option")]
     pub progress: Option<Progress>,
-    /// The result, once completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The result, once completed (JSON `null` when `complete` gave none).
+    #[serde(default, with = "crate::binary_serde::json_text::option")]
     pub result: Option<Value>,
     /// The last error reported by `fail`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, with = "crate::binary_serde::json_text::option")]
     pub error: Option<Value>,
     /// Why it was cancelled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cancel_reason: Option<String>,
     /// The last auction.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub auction: Option<Auction>,
     /// The seq of `task.created` (the age order of claims).
     pub created_seq: u64,
     /// When it was created.
     pub created_at_ms: i64,
     /// When the current or last attempt was claimed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub claimed_at_ms: Option<i64>,
     /// When it completed, failed for good or was cancelled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub finished_at_ms: Option<i64>,
     /// Tasks that depend on this one.
     pub dependents: BTreeSet<String>,
@@ -262,7 +263,7 @@ pub struct Tasks {
     /// How many tasks have each status (for metrics).
     pub status_counts: BTreeMap<TaskStatus, u64>,
     /// The agent the last `round_robin` assignment picked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub round_robin_last: Option<String>,
 }
 

@@ -5,9 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::binary_serde::{AsJsonText, OmitNone};
 use crate::rejection::Rejection;
 use crate::work::{check_duration, check_id, invalid};
 
@@ -73,13 +74,17 @@ pub struct TaskSpec {
 
 /// A validated task definition with defaults applied: what `task.created` carries, and
 /// what "the same body" compares.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its JSON (the event's data) leaves absent options out, which a binary format without
+/// field names (the state in a snapshot) cannot do: `Serialize` is written by hand below
+/// to leave them out of JSON only. Keep it in the order of the fields.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TaskDefinition {
     /// The task type.
     #[serde(rename = "type")]
     pub task_type: String,
     /// A human title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub title: Option<String>,
     /// 1..=10.
     pub priority: u8,
@@ -88,7 +93,10 @@ pub struct TaskDefinition {
     /// Required capabilities, sorted and without duplicates.
     pub capabilities: Vec<String>,
     /// Free-form input.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::binary_serde::json_text::option::deserialize"
+    )]
     pub parameters: Option<Value>,
     /// The claim lease in ms.
     pub timeout_ms: i64,
@@ -97,8 +105,25 @@ pub struct TaskDefinition {
     /// Whether `approve` is needed.
     pub requires_approval: bool,
     /// The session given in the body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub session: Option<String>,
+}
+
+impl Serialize for TaskDefinition {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut fields = OmitNone::new(serializer, "TaskDefinition", 10)?;
+        fields.field("type", &self.task_type)?;
+        fields.option("title", &self.title)?;
+        fields.field("priority", &self.priority)?;
+        fields.field("depends_on", &self.depends_on)?;
+        fields.field("capabilities", &self.capabilities)?;
+        fields.option("parameters", &self.parameters.as_ref().map(AsJsonText))?;
+        fields.field("timeout_ms", &self.timeout_ms)?;
+        fields.field("max_attempts", &self.max_attempts)?;
+        fields.field("requires_approval", &self.requires_approval)?;
+        fields.option("session", &self.session)?;
+        fields.end()
+    }
 }
 
 /// The body of `POST /v1/tasks/claim`.
@@ -324,6 +349,7 @@ mod tests {
     use crate::work::WorkCommand;
 
     use super::super::testing::*;
+    use super::TaskDefinition;
 
     #[test]
     fn invalid_values_name_their_field() {
@@ -351,5 +377,34 @@ mod tests {
         assert_eq!(invalid_field(&rejection), "tasks[1].id");
         let rejection = harness.err(WorkCommand::TaskCreate { tasks: Vec::new() });
         assert_eq!(invalid_field(&rejection), "tasks");
+    }
+
+    /// `task.created` carries the definition with absent options left out, byte for byte
+    /// as the derived `Serialize` wrote it (the expected texts are events of the last
+    /// version that derived it); postcard writes every field and gets the definition back.
+    #[test]
+    fn a_definition_leaves_absent_options_out_of_json_only() {
+        let mut harness = Harness::new();
+        let a = harness.ok(create(json!({
+            "id": "a", "type": "build", "title": "Build", "priority": 8,
+            "capabilities": ["rust"], "parameters": {"x": 1}, "session": "S-1",
+        })));
+        let b = harness.ok(create(
+            json!({"id": "b", "type": "test", "depends_on": ["a"]}),
+        ));
+        assert_eq!(
+            a[0].data,
+            r#"{"task":"a","type":"build","title":"Build","priority":8,"depends_on":[],"capabilities":["rust"],"parameters":{"x":1},"timeout_ms":300000,"max_attempts":3,"requires_approval":false,"session":"S-1"}"#
+        );
+        assert_eq!(
+            b[0].data,
+            r#"{"task":"b","type":"test","priority":5,"depends_on":["a"],"capabilities":[],"timeout_ms":300000,"max_attempts":3,"requires_approval":false}"#
+        );
+        for id in ["a", "b"] {
+            let definition = &harness.task(id).definition;
+            let bytes = postcard::to_allocvec(definition).expect("encodes");
+            let decoded: TaskDefinition = postcard::from_bytes(&bytes).expect("decodes");
+            assert_eq!(&decoded, definition);
+        }
     }
 }
