@@ -425,6 +425,10 @@ fn take_batch(queue: &mut Queue) -> Vec<Commit> {
 /// Appends the batch's events durably, or aborts the process. A full disk met before
 /// anything was written is `Err` with the bytes the log needed.
 fn append(log: &mut Log, batch: &[Commit], shared: &Shared) -> Result<(), u64> {
+    #[cfg(test)]
+    if shared.commit_gate.pass() {
+        return Err(1);
+    }
     let inputs: Vec<RecordInput<'_>> = batch
         .iter()
         .flat_map(|commit| commit.events.iter().zip(&commit.payloads))
@@ -467,4 +471,66 @@ fn append(log: &mut Log, batch: &[Commit], shared: &Shared) -> Result<(), u64> {
     metrics.batch_events.observe(inputs.len() as f64);
     metrics.events.inc_by(inputs.len() as u64);
     Ok(())
+}
+
+/// A test's hold on the commit thread: while the gate is closed the thread waits before it
+/// appends, so the engine's state stays ahead of the disk; opened with `refuse`, the next
+/// append fails as on a full disk, before anything is written.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct CommitGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    /// Whether the commit thread waits at the closed gate.
+    holding: bool,
+    refuse: bool,
+}
+
+#[cfg(test)]
+impl CommitGate {
+    /// Holds the commit thread at its next append.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Whether the commit thread waits at the gate.
+    pub fn is_holding(&self) -> bool {
+        self.lock().holding
+    }
+
+    /// Lets the commit thread go on; with `refuse`, its next append fails as on a full
+    /// disk.
+    pub fn open(&self, refuse: bool) {
+        let mut state = self.lock();
+        state.closed = false;
+        state.refuse = refuse;
+        self.changed.notify_all();
+    }
+
+    /// The commit thread's way through: waits while the gate is closed, then says whether
+    /// to refuse the append.
+    fn pass(&self) -> bool {
+        let mut state = self.lock();
+        while state.closed {
+            state.holding = true;
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        state.holding = false;
+        std::mem::take(&mut state.refuse)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
