@@ -10,9 +10,10 @@
 //! state may run ahead of the disk by the groups in flight, yet nobody, not even a refused
 //! request or a reader, sees state that is not durable.
 //!
-//! Most reads do not queue at all: when a read came since its last copy and its state is
-//! durable, the engine publishes a copy of it (`published`), and [`Engine::read`] runs on
-//! that copy, on the reader's task, whenever it holds the durable head of the moment.
+//! Most reads do not queue at all: when a read came since its last copy, the engine hands
+//! a copy of its state to the commit thread with the group, which publishes it
+//! (`published`) once the group is durable, and [`Engine::read`] runs on that copy, on the
+//! reader's task, whenever it holds the durable head of the moment.
 //!
 //! A full disk is met in two places. Before deciding a group the engine asks the
 //! free-space guard (`space`): below `--min-free-bytes` it answers writes 507 without
@@ -53,7 +54,7 @@ use crate::limits::{
     STREAM_INDEX_RANGE_EVENTS,
 };
 use crate::metrics::Metrics;
-use crate::published::Published;
+use crate::published::{Publication, Published};
 use crate::refusal::Refusal;
 use crate::snapshot::{self, Snapshot};
 use crate::space::SpaceGuard;
@@ -356,8 +357,8 @@ pub struct Shared {
     /// Where each `(branch, stream)`'s events are: files for full ranges, memory for the
     /// tail.
     stream_index: StreamIndex,
-    /// A copy of the engine's state at a durable point, for [`Engine::read`].
-    published: Published,
+    /// A copy of the engine's state as of the durable head, for [`Engine::read`].
+    pub(crate) published: Published,
     /// Lets a test hold the commit thread or fail its next append.
     #[cfg(test)]
     pub(crate) commit_gate: crate::committer::CommitGate,
@@ -537,12 +538,12 @@ impl Engine {
     /// Runs `read` against a durable state that reflects every write answered before the
     /// call: a read never returns in-flight state, and a client reads its own writes.
     ///
-    /// When the state the engine last published (at a durable point) reflects the durable
-    /// head as it is now, `read` runs on it here, on the caller's task. Every write is
-    /// answered after the head that includes it is set, so that state holds each of them.
-    /// Otherwise the read queues behind the writes and runs in the engine against its
-    /// current state, answered once every event that state reflects is durable; it also
-    /// asks the engine to publish its state at its next durable point.
+    /// When the copy of the state published with the last durable group reflects the
+    /// durable head as it is now, `read` runs on it here, on the caller's task. Every write
+    /// is answered after the head that includes it is set, so that copy holds each of
+    /// them. Otherwise the read queues behind the writes and runs in the engine against its
+    /// current state, answered once every event that state reflects is durable. Either
+    /// way it asks the engine for a copy with its next group.
     pub async fn read<R, F>(&self, read: F) -> Result<R, Refusal>
     where
         F: FnOnce(&State) -> R + Send + 'static,
@@ -765,10 +766,10 @@ struct Core {
     /// Idempotency keys whose entry still holds its response because the event that
     /// stores it may not be durable yet, as `(seq, key)` in seq order.
     not_durable_keys: VecDeque<(u64, String)>,
-    /// The head of the state in `Shared::published` while it is a copy of `state` (a
-    /// heartbeat, a reload or the shutdown withdraws it).
+    /// The head of the last copy of `state` handed to the committer for readers, until a
+    /// heartbeat, a reload or the shutdown withdraws it.
     published_head: Option<u64>,
-    /// When the last publication ended and what it took, which spaces the next one.
+    /// When the last copy ended and what it took, which spaces the next one.
     publication: Option<(Instant, Duration)>,
 }
 
@@ -1043,7 +1044,7 @@ impl Core {
             self.reload_after_refusal(&refusal);
         }
         self.forget_durable_responses();
-        self.publish_if_wanted();
+        let jobs = self.answer_reads_if_durable(jobs);
         self.space_refusal = self.space.check().err();
         let mut reads: Vec<ReadJob> = Vec::new();
         let mut snapshots = Vec::new();
@@ -1086,7 +1087,8 @@ impl Core {
                 Job::Shutdown(done) => shutdown = Some(done),
             }
         }
-        // Reads see the group's writes; all are released once the group is durable.
+        // Reads that came while the state was ahead of the disk see the group's writes; all
+        // are released once the group is durable.
         for read in reads {
             group.deferred.push(read(&self.state, &self.wait_for));
         }
@@ -1202,11 +1204,13 @@ impl Core {
             self.expire_keys();
             self.space.note_written(group.bytes as u64);
         }
+        let publication = self.copy_if_wanted();
         self.committer.submit(Commit::new(
             group.events,
             self.state.head,
             group.answers,
             group.deferred,
+            publication,
         ));
         if wrote {
             self.maybe_snapshot();
@@ -1214,38 +1218,72 @@ impl Core {
         wrote
     }
 
-    /// Publishes a copy of the state for [`Engine::read`] when a read came since the last
-    /// copy, the state is durable (the committer has made every group handed to it
-    /// durable) and the copy published is not of this state already: at most one copy per
-    /// durable point, and none while nobody reads. Copies are spaced by
-    /// [`STATE_PUBLICATION_SPACING_PER_COST`] times what the last one took, so that a large
-    /// state does not take the engine's time from the writes.
-    fn publish_if_wanted(&mut self) {
+    /// A copy of the state for [`Engine::read`], which the committer publishes once the
+    /// group it goes with is durable, before it answers that group: made when a read
+    /// came since the last copy and the last copy is not of this state already (at most
+    /// one per group, none while nobody reads), and no sooner than
+    /// [`STATE_PUBLICATION_SPACING_PER_COST`] times what the last one took after it, so
+    /// that a large state does not take the engine's time from the writes.
+    fn copy_if_wanted(&mut self) -> Option<Publication> {
         let spaced = self.publication.is_none_or(|(ended, took)| {
             ended.elapsed() >= took * STATE_PUBLICATION_SPACING_PER_COST
         });
         if !spaced
             || self.published_head == Some(self.state.head)
-            || self.committer.durability().durable() < self.state.head
             || !self.shared.published.take_wanted()
         {
-            return;
+            return None;
         }
         let started = Instant::now();
-        let state = Arc::new(self.state.clone());
-        self.published_head = Some(state.head);
-        drop(self.shared.published.replace(Some(state)));
+        let (publication, retired) = self.shared.published.prepare(self.state.clone());
+        drop(retired);
         let ended = Instant::now();
+        self.published_head = Some(self.state.head);
         self.publication = Some((ended, ended - started));
         self.shared.metrics.state_publications.inc();
+        Some(publication)
     }
 
-    /// Takes the published state back, so that reads go to the engine until it publishes
-    /// again: for changes that no event records (a heartbeat, a reload), which a newer
-    /// head would not reveal.
+    /// While the state is durable, answers the reads handed in with this pass from it at
+    /// once, before the pass decides anything: none of the writes decided with them is
+    /// answered yet, so they need not see them, and need not wait for their fsync. Returns
+    /// the other jobs.
+    fn answer_reads_if_durable(&mut self, jobs: Vec<Job>) -> Vec<Job> {
+        if self.committer.durability().durable() < self.state.head
+            || !jobs.iter().any(|job| matches!(job, Job::Read(_)))
+        {
+            return jobs;
+        }
+        let mut replies = Vec::new();
+        let others = jobs
+            .into_iter()
+            .filter_map(|job| match job {
+                Job::Read(read) => {
+                    replies.push(read(&self.state, &self.wait_for));
+                    None
+                }
+                other => Some(other),
+            })
+            .collect();
+        // Nothing to append and durable already: the committer publishes the copy and
+        // sends the replies at once, so the next read of these readers takes the copy.
+        let publication = self.copy_if_wanted();
+        self.committer.submit(Commit::new(
+            Vec::new(),
+            self.state.head,
+            Vec::new(),
+            replies,
+            publication,
+        ));
+        others
+    }
+
+    /// Takes the published state back, with the copies on their way to readers, so that
+    /// reads go to the engine until a later copy is published: for changes that no event
+    /// records (a heartbeat, a reload), which a newer head would not reveal.
     fn withdraw_published(&mut self) {
         if self.published_head.take().is_some() {
-            drop(self.shared.published.replace(None));
+            drop(self.shared.published.withdraw());
         }
     }
 

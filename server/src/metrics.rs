@@ -53,13 +53,13 @@ pub struct Metrics {
     pub tasks_by_status: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// Reloads of the tokens file on SIGHUP, by outcome (`loaded` or `refused`).
     pub token_reloads: Family<Vec<(String, String)>, Counter<u64, AtomicU64>>,
-    /// Reads of the live state answered from the state the engine published at a durable
-    /// point, on the reader's task (`reads_total{path="published"}`).
+    /// Reads of the live state answered from the copy of the state published with the
+    /// last durable group, on the reader's task (`reads_total{path="published"}`).
     pub reads_published: Counter<u64, AtomicU64>,
-    /// Reads of the live state that went through the engine's queue and waited for its
-    /// state to be durable (`reads_total{path="engine"}`).
+    /// Reads of the live state that went through the engine's queue (answered once the
+    /// engine's state is durable) (`reads_total{path="engine"}`).
     pub reads_engine: Counter<u64, AtomicU64>,
-    /// Copies of the engine's state published for reads.
+    /// Copies of the engine's state made for reads.
     pub state_publications: Counter<u64, AtomicU64>,
 }
 
@@ -181,13 +181,13 @@ impl Metrics {
         let reads_engine = read_path("engine");
         registry.register(
             "reads",
-            "Reads of the live state, by path: published (the state published at a durable point, on the reader's task) or engine (queued behind the writes)",
+            "Reads of the live state, by path: published (the copy of the state published with the last durable group, on the reader's task) or engine (queued behind the writes)",
             reads,
         );
         let state_publications = Counter::default();
         registry.register(
             "state_publications",
-            "Copies of the engine's state published for reads",
+            "Copies of the engine's state made for reads",
             state_publications.clone(),
         );
         Metrics {
