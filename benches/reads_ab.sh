@@ -9,6 +9,8 @@
 #   TASKS=N        create N tasks before the run (a large state: what the engine copies)
 #   READ_PATH=P    read P instead of the cell (e.g. /v1/tasks)
 #   READERS=N      reading clients (default 1)
+# Raw lines land in benches/results/reads-<utc>.jsonl; the metrics of each "after" run
+# (reads by path, state copies) go to stderr.
 # coordbench is built here in release when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +36,10 @@ run() { # label binary
     echo >&2
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true; rm -rf "$db" "$db.log"
 }
-out=$(for _ in $(seq "$reps"); do run A "$a"; run B "$b"; done | tee /dev/stderr)
+mkdir -p benches/results
+raw=benches/results/reads-$(date -u +%Y%m%d-%H%M%S).jsonl
+for _ in $(seq "$reps"); do run A "$a"; run B "$b"; done | tee "$raw"
+out=$(cat "$raw")
 python3 - "$a" "$b" <<PY
 import json, statistics, sys
 rows = [json.loads(line) for line in """$out""".splitlines()]

@@ -904,34 +904,25 @@ async fn reads_take_the_copy_of_the_state_published_with_the_last_durable_group(
         "the next reads take the copy, which is not made again"
     );
 
-    write(&engine, "a", kv_put("k", json!(2)))
-        .await
-        .expect("put");
-    assert_eq!(
-        kv(&engine, "k").await,
-        Some(json!(2)),
-        "the writer reads its write"
+    // Whether a write's group carries a copy depends on how long the last copy took (the
+    // copies are spaced), so the path of the next read is not fixed; its answer is.
+    for value in [2, 3] {
+        write(&engine, "a", kv_put("k", json!(value)))
+            .await
+            .expect("put");
+        assert_eq!(
+            kv(&engine, "k").await,
+            Some(json!(value)),
+            "the writer reads its write"
+        );
+        read_published(&engine, "k", &json!(value)).await;
+    }
+    let (published, engine_reads, copies) = read_paths(&engine);
+    assert!(
+        copies <= published + engine_reads,
+        "each copy was asked for by a read: {copies} copies for {} reads",
+        published + engine_reads
     );
-    assert_eq!(
-        read_paths(&engine),
-        (4, 1, 2),
-        "reads came since the last copy, so the write's group carried one, published before \
-         the write was answered"
-    );
-    write(&engine, "a", kv_put("k", json!(3)))
-        .await
-        .expect("put");
-    assert_eq!(
-        kv(&engine, "k").await,
-        Some(json!(3)),
-        "the writer reads its write"
-    );
-    assert_eq!(
-        read_paths(&engine),
-        (5, 1, 3),
-        "the read after the last write wanted a copy again, so this write's group carried one"
-    );
-    read_published(&engine, "k", &json!(3)).await;
 
     // A heartbeat changes the state without an event, so no head tells it apart.
     let register = WriteCommand::Coordination(CoordinationCommand::AgentRegister {
