@@ -1,11 +1,13 @@
 //! Benchmarks of the engine without HTTP: durable appends of 256-byte custom events from
-//! many concurrent writers, so that group commit folds them into few fsyncs.
+//! many concurrent writers, so that group commit folds them into few fsyncs; replay; and
+//! the copy of the state the engine publishes for reads.
 //! Run: `cargo bench --bench engine`.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
+use swarmlog_projections::work::{TaskSpec, WorkCommand};
 use swarmlog_projections::AppendRequest;
 use swarmlog_server::engine::{AppendItem, WriteCommand, WriteContext, WriteRequest};
 use swarmlog_server::routes::events::appended;
@@ -133,5 +135,49 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, concurrent_appends, replay);
+/// What publishing the state for reads costs the engine (`Engine::read`): one copy of the
+/// state per durable point while reads come, and the drop of the copy it replaces, with
+/// 10,000 tasks on `main` (each with a title and 100 bytes of parameters).
+fn state_publication(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = EngineConfig {
+        sync: swarmlog_log::SyncPolicy::Never,
+        ..EngineConfig::new(dir.path())
+    };
+    let engine = Engine::start(config).expect("engine");
+    let tasks = 10_000usize;
+    let state = runtime.block_on(async {
+        for chunk in 0..tasks / 1000 {
+            let specs = (0..1000)
+                .map(|index| TaskSpec {
+                    id: Some(format!("T-{}", chunk * 1000 + index)),
+                    task_type: "build".into(),
+                    title: Some(format!("build part {index} of chunk {chunk}")),
+                    parameters: Some(json!({"input": "p".repeat(100)})),
+                    ..TaskSpec::default()
+                })
+                .collect();
+            let request = WriteRequest::new(
+                WriteContext {
+                    branch: "main".into(),
+                    actor: "bench".into(),
+                    ..WriteContext::default()
+                },
+                WriteCommand::Work(WorkCommand::TaskCreate { tasks: specs }),
+                Box::new(|_, written| Ok(appended(written))),
+            );
+            engine.write(request).await.expect("create tasks");
+        }
+        let state = engine.read(|state| state.clone()).await.expect("read");
+        engine.shutdown().await;
+        state
+    });
+    let mut group = c.benchmark_group("state_publication_10k_tasks");
+    group.bench_function("clone", |b| b.iter_with_large_drop(|| state.clone()));
+    group.bench_function("clone_and_drop", |b| b.iter(|| state.clone()));
+    group.finish();
+}
+
+criterion_group!(benches, concurrent_appends, replay, state_publication);
 criterion_main!(benches);

@@ -4,9 +4,10 @@
 //! The engine decides and applies writes on its own thread and hands each group to the
 //! committer as a [`Commit`]. The committer takes every commit queued while its previous
 //! fsync ran, appends all their events as one batch with one fdatasync, and then does what
-//! must wait for durability, in this order: publishes the head and the stream index,
-//! answers the requests, hands the deferred reads their answers, and publishes the events
-//! to subscribers. So the disk never waits for the engine and the engine never waits for
+//! must wait for durability, in this order: publishes the stream index and the head, then
+//! the copy of the engine's state for readers that came with the batch's last group that
+//! has one, answers the requests, hands the deferred reads their answers, and publishes
+//! the events to subscribers. So the disk never waits for the engine and the engine never waits for
 //! the disk: while one group is being synced the engine decides the next, and that next
 //! group holds every request that arrived during the sync.
 //!
@@ -35,6 +36,7 @@ use swarmlog_log::{Error, Log, RecordInput};
 use crate::engine::{AuditHead, Reply, Shared, WriteResponse};
 use crate::hub::{Committed, Hub};
 use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX};
+use crate::published::Publication;
 use crate::refusal::Refusal;
 use crate::space::SpaceGuard;
 
@@ -58,17 +60,20 @@ pub(crate) struct Commit {
     upto: u64,
     answers: Vec<Answer>,
     deferred: Vec<Deferred>,
+    /// A copy of the engine's state as of `upto`, for readers once it is durable.
+    publication: Option<Publication>,
 }
 
 impl Commit {
     /// A group's commit: `events` (final: their envelopes are encoded here), the answers
-    /// to its writes, and the replies to reads and heartbeats computed against the state
-    /// that reflects everything up to seq `upto`.
+    /// to its writes, the replies to reads and heartbeats computed against the state that
+    /// reflects everything up to seq `upto`, and maybe a copy of that state for readers.
     pub fn new(
         events: Vec<Arc<Committed>>,
         upto: u64,
         answers: Vec<Answer>,
         deferred: Vec<Deferred>,
+        publication: Option<Publication>,
     ) -> Commit {
         let payloads: Vec<Vec<u8>> = events
             .iter()
@@ -85,6 +90,7 @@ impl Commit {
             upto,
             answers,
             deferred,
+            publication,
         }
     }
 
@@ -248,8 +254,11 @@ impl Committer {
     /// at once on the caller's thread; otherwise this blocks while the queue holds more
     /// than a few groups' worth of events, so a slow disk slows the engine down instead of
     /// filling memory.
-    pub fn submit(&self, commit: Commit) {
+    pub fn submit(&self, mut commit: Commit) {
         if commit.events.is_empty() && self.durability.durable() >= commit.upto {
+            if let Some(publication) = commit.publication.take() {
+                self.shared.published.publish(publication);
+            }
             commit.release(&self.shared, &self.hub);
             return;
         }
@@ -344,7 +353,7 @@ fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub, space:
 /// Appends a batch and releases it; a full disk refuses it and starts the refusals.
 fn commit(
     log: &mut Log,
-    batch: Vec<Commit>,
+    mut batch: Vec<Commit>,
     durability: &Durability,
     shared: &Shared,
     hub: &Hub,
@@ -358,7 +367,7 @@ fn commit(
             seq: committed.envelope.seq,
             hash: committed.envelope.hash,
         });
-    if let Some(last) = last {
+    if last.is_some() {
         if let Err(bytes_needed) = append(log, &batch, shared) {
             let refusal = space.block(bytes_needed);
             tracing::warn!(
@@ -371,11 +380,24 @@ fn commit(
             refuse(batch, &refusal, durability, shared, hub);
             return;
         }
+    }
+    if let Some(last) = last {
         shared.publish(batch.iter().flat_map(|commit| &commit.events), last);
         durability.durable.store(last.seq, Ordering::Release);
         // Taking the lock orders the store before any waiter's next check.
         drop(durability.lock());
         durability.progress.notify_all();
+    }
+    // Every commit of the batch is durable now (one without events waited in the queue
+    // for the events before it). The copy comes after the head and the stream index, so
+    // that no read shows a seq they do not have yet, and before the answers, so that a
+    // writer's next read takes it.
+    if let Some(publication) = batch
+        .iter_mut()
+        .rev()
+        .find_map(|commit| commit.publication.take())
+    {
+        shared.published.publish(publication);
     }
     for commit in batch {
         commit.release(shared, hub);
@@ -425,6 +447,10 @@ fn take_batch(queue: &mut Queue) -> Vec<Commit> {
 /// Appends the batch's events durably, or aborts the process. A full disk met before
 /// anything was written is `Err` with the bytes the log needed.
 fn append(log: &mut Log, batch: &[Commit], shared: &Shared) -> Result<(), u64> {
+    #[cfg(test)]
+    if shared.commit_gate.pass() {
+        return Err(1);
+    }
     let inputs: Vec<RecordInput<'_>> = batch
         .iter()
         .flat_map(|commit| commit.events.iter().zip(&commit.payloads))
@@ -467,4 +493,66 @@ fn append(log: &mut Log, batch: &[Commit], shared: &Shared) -> Result<(), u64> {
     metrics.batch_events.observe(inputs.len() as f64);
     metrics.events.inc_by(inputs.len() as u64);
     Ok(())
+}
+
+/// A test's hold on the commit thread: while the gate is closed the thread waits before it
+/// appends, so the engine's state stays ahead of the disk; opened with `refuse`, the next
+/// append fails as on a full disk, before anything is written.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct CommitGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    /// Whether the commit thread waits at the closed gate.
+    holding: bool,
+    refuse: bool,
+}
+
+#[cfg(test)]
+impl CommitGate {
+    /// Holds the commit thread at its next append.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Whether the commit thread waits at the gate.
+    pub fn is_holding(&self) -> bool {
+        self.lock().holding
+    }
+
+    /// Lets the commit thread go on; with `refuse`, its next append fails as on a full
+    /// disk.
+    pub fn open(&self, refuse: bool) {
+        let mut state = self.lock();
+        state.closed = false;
+        state.refuse = refuse;
+        self.changed.notify_all();
+    }
+
+    /// The commit thread's way through: waits while the gate is closed, then says whether
+    /// to refuse the append.
+    fn pass(&self) -> bool {
+        let mut state = self.lock();
+        while state.closed {
+            state.holding = true;
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        state.holding = false;
+        std::mem::take(&mut state.refuse)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }

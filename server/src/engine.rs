@@ -10,6 +10,11 @@
 //! state may run ahead of the disk by the groups in flight, yet nobody, not even a refused
 //! request or a reader, sees state that is not durable.
 //!
+//! Most reads do not queue at all: when a read came since its last copy, the engine hands
+//! a copy of its state to the commit thread with the group, which publishes it
+//! (`published`) once the group is durable, and [`Engine::read`] runs on that copy, on the
+//! reader's task, whenever it holds the durable head of the moment.
+//!
 //! A full disk is met in two places. Before deciding a group the engine asks the
 //! free-space guard (`space`): below `--min-free-bytes` it answers writes 507 without
 //! deciding them and runs no timers, so nothing is written and nothing must be undone.
@@ -45,9 +50,11 @@ use crate::hub::Hub;
 use crate::limits::{
     COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX, COMMIT_JOBS_MAX, CONTENTION_TOP_MAX,
     CONTENTION_TRACKED_MAX, ENGINE_QUEUE_DEPTH_MAX, IDEMPOTENCY_WINDOW_MS,
-    SNAPSHOT_INTERVAL_EVENTS, SPACE_RECHECK_INTERVAL, STREAM_INDEX_RANGE_EVENTS,
+    SNAPSHOT_INTERVAL_EVENTS, SPACE_RECHECK_INTERVAL, STATE_PUBLICATION_SPACING_PER_COST,
+    STREAM_INDEX_RANGE_EVENTS,
 };
 use crate::metrics::Metrics;
+use crate::published::{Publication, Published};
 use crate::refusal::Refusal;
 use crate::snapshot::{self, Snapshot};
 use crate::space::SpaceGuard;
@@ -350,6 +357,11 @@ pub struct Shared {
     /// Where each `(branch, stream)`'s events are: files for full ranges, memory for the
     /// tail.
     stream_index: StreamIndex,
+    /// A copy of the engine's state as of the durable head, for [`Engine::read`].
+    pub(crate) published: Published,
+    /// Lets a test hold the commit thread or fail its next append.
+    #[cfg(test)]
+    pub(crate) commit_gate: crate::committer::CommitGate,
     /// The metrics.
     pub metrics: Metrics,
     shutting_down: AtomicBool,
@@ -436,6 +448,9 @@ impl Engine {
             }),
             stream_index: StreamIndex::new(&config.data_dir, config.stream_index_range_events)
                 .map_err(EngineError::Thread)?,
+            published: Published::default(),
+            #[cfg(test)]
+            commit_gate: crate::committer::CommitGate::default(),
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             shutdown_signal,
@@ -466,6 +481,8 @@ impl Engine {
             contention: HashMap::new(),
             contention_changed: false,
             not_durable_keys: VecDeque::new(),
+            published_head: None,
+            publication: None,
         };
         core.recover()?;
         shared.stream_index.open(&reader)?;
@@ -518,13 +535,29 @@ impl Engine {
         answer.await.map_err(|_| Refusal::ShuttingDown)?
     }
 
-    /// Runs `read` in the engine against its current state, and answers once every
-    /// event that state reflects is durable: a read never returns in-flight state.
+    /// Runs `read` against a durable state that reflects every write answered before the
+    /// call: a read never returns in-flight state, and a client reads its own writes.
+    ///
+    /// When the copy of the state published with the last durable group reflects the
+    /// durable head as it is now, `read` runs on it here, on the caller's task. Every write
+    /// is answered after the head that includes it is set, so that copy holds each of
+    /// them. Otherwise the read queues behind the writes and runs in the engine against its
+    /// current state, answered once every event that state reflects is durable. Either
+    /// way it asks the engine for a copy with its next group.
     pub async fn read<R, F>(&self, read: F) -> Result<R, Refusal>
     where
         F: FnOnce(&State) -> R + Send + 'static,
         R: Send + 'static,
     {
+        let head = self.audit_head().seq;
+        if let Some(state) = self.shared.published.at_least(head) {
+            self.shared.metrics.reads_published.inc();
+            // This path never waits, so it spends the task's cooperative budget: a loop
+            // of reads still lets the other tasks of the runtime (the engine's) run.
+            tokio::task::consume_budget().await;
+            return Ok(read(&state));
+        }
+        self.shared.metrics.reads_engine.inc();
         let (reply, answer) = oneshot::channel();
         let job = Job::Read(Box::new(
             move |state: &State, _: &HashMap<String, WaitForGraph>| {
@@ -733,6 +766,11 @@ struct Core {
     /// Idempotency keys whose entry still holds its response because the event that
     /// stores it may not be durable yet, as `(seq, key)` in seq order.
     not_durable_keys: VecDeque<(u64, String)>,
+    /// The head of the last copy of `state` handed to the committer for readers, until a
+    /// heartbeat, a reload or the shutdown withdraws it.
+    published_head: Option<u64>,
+    /// When the last copy ended and what it took, which spaces the next one.
+    publication: Option<(Instant, Duration)>,
 }
 
 #[derive(Debug, Clone)]
@@ -826,6 +864,7 @@ impl Core {
         };
         self.state = replayed;
         self.coordination_deadline = None;
+        self.withdraw_published();
         // Holders could not renew while the server was down: every lease starts afresh.
         let now_ms = self.last_ts_ms.max(now_ms);
         if self.restart_leases_on_open {
@@ -1005,6 +1044,7 @@ impl Core {
             self.reload_after_refusal(&refusal);
         }
         self.forget_durable_responses();
+        let jobs = self.answer_reads_if_durable(jobs);
         self.space_refusal = self.space.check().err();
         let mut reads: Vec<ReadJob> = Vec::new();
         let mut snapshots = Vec::new();
@@ -1039,13 +1079,16 @@ impl Core {
                 Job::Read(read) => reads.push(read),
                 Job::Touch(touch) => {
                     self.coordination_deadline = None;
+                    // Before its reply, which the published state does not reflect.
+                    self.withdraw_published();
                     group.deferred.push(touch(&mut self.state, now_ms));
                 }
                 Job::Snapshot(reply) => snapshots.push(reply),
                 Job::Shutdown(done) => shutdown = Some(done),
             }
         }
-        // Reads see the group's writes; all are released once the group is durable.
+        // Reads that came while the state was ahead of the disk see the group's writes; all
+        // are released once the group is durable.
         for read in reads {
             group.deferred.push(read(&self.state, &self.wait_for));
         }
@@ -1061,6 +1104,8 @@ impl Core {
             return stop || shutdown.map(|done| done.send(())).is_some();
         }
         if let Some(done) = shutdown {
+            // Reads after the shutdown are refused, as the engine no longer answers them.
+            self.withdraw_published();
             for parked in std::mem::take(&mut self.parked) {
                 let _ = parked.reply.send(Err(Refusal::ShuttingDown));
             }
@@ -1159,16 +1204,87 @@ impl Core {
             self.expire_keys();
             self.space.note_written(group.bytes as u64);
         }
+        let publication = self.copy_if_wanted();
         self.committer.submit(Commit::new(
             group.events,
             self.state.head,
             group.answers,
             group.deferred,
+            publication,
         ));
         if wrote {
             self.maybe_snapshot();
         }
         wrote
+    }
+
+    /// A copy of the state for [`Engine::read`], which the committer publishes once the
+    /// group it goes with is durable, before it answers that group: made when a read
+    /// came since the last copy and the last copy is not of this state already (at most
+    /// one per group, none while nobody reads), and no sooner than
+    /// [`STATE_PUBLICATION_SPACING_PER_COST`] times what the last one took after it, so
+    /// that a large state does not take the engine's time from the writes.
+    fn copy_if_wanted(&mut self) -> Option<Publication> {
+        let spaced = self.publication.is_none_or(|(ended, took)| {
+            ended.elapsed() >= took * STATE_PUBLICATION_SPACING_PER_COST
+        });
+        if !spaced
+            || self.published_head == Some(self.state.head)
+            || !self.shared.published.take_wanted()
+        {
+            return None;
+        }
+        let started = Instant::now();
+        let (publication, retired) = self.shared.published.prepare(self.state.clone());
+        drop(retired);
+        let ended = Instant::now();
+        self.published_head = Some(self.state.head);
+        self.publication = Some((ended, ended - started));
+        self.shared.metrics.state_publications.inc();
+        Some(publication)
+    }
+
+    /// While the state is durable, answers the reads handed in with this pass from it at
+    /// once, before the pass decides anything: none of the writes decided with them is
+    /// answered yet, so they need not see them, and need not wait for their fsync. Returns
+    /// the other jobs.
+    fn answer_reads_if_durable(&mut self, jobs: Vec<Job>) -> Vec<Job> {
+        if self.committer.durability().durable() < self.state.head
+            || !jobs.iter().any(|job| matches!(job, Job::Read(_)))
+        {
+            return jobs;
+        }
+        let mut replies = Vec::new();
+        let others = jobs
+            .into_iter()
+            .filter_map(|job| match job {
+                Job::Read(read) => {
+                    replies.push(read(&self.state, &self.wait_for));
+                    None
+                }
+                other => Some(other),
+            })
+            .collect();
+        // Nothing to append and durable already: the committer publishes the copy and
+        // sends the replies at once, so the next read of these readers takes the copy.
+        let publication = self.copy_if_wanted();
+        self.committer.submit(Commit::new(
+            Vec::new(),
+            self.state.head,
+            Vec::new(),
+            replies,
+            publication,
+        ));
+        others
+    }
+
+    /// Takes the published state back, with the copies on their way to readers, so that
+    /// reads go to the engine until a later copy is published: for changes that no event
+    /// records (a heartbeat, a reload), which a newer head would not reveal.
+    fn withdraw_published(&mut self) {
+        if self.published_head.take().is_some() {
+            drop(self.shared.published.withdraw());
+        }
     }
 
     /// Drops the responses kept for idempotent retries whose events are now durable (a

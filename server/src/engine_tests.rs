@@ -2,11 +2,13 @@
 //! waits, timers, shutdown and the past. Every test goes through the helpers at the top,
 //! so an API change means editing them only.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use swarmlog_log::Seq;
-use swarmlog_projections::coordination::{CoordinationCommand, LockMode};
+use swarmlog_projections::coordination::{agents, CoordinationCommand, LockMode};
 use swarmlog_projections::work::{ClaimSpec, TaskSpec, TaskStatus, WorkCommand};
 use swarmlog_projections::{AppendRequest, Code, Envelope, State, GENESIS_HASH, SYSTEM_ACTOR};
 use tempfile::TempDir;
@@ -169,6 +171,45 @@ async fn holders(engine: &Engine, resource: &str) -> Vec<String> {
             .unwrap_or_default()
     })
     .await
+}
+
+/// The value of kv `key` on `main`, read through `Engine::read`.
+async fn kv(engine: &Engine, key: &str) -> Option<Value> {
+    let key = key.to_owned();
+    read(engine, move |state| {
+        let kv = &state.branch("main").expect("main exists").coordination.kv;
+        kv.get(&key).map(|entry| entry.value.clone())
+    })
+    .await
+}
+
+/// The reads served from the published state, the reads that went to the engine, and the
+/// states published, as the metrics count them.
+fn read_paths(engine: &Engine) -> (u64, u64, u64) {
+    let metrics = engine.metrics();
+    (
+        metrics.reads_published.get(),
+        metrics.reads_engine.get(),
+        metrics.state_publications.get(),
+    )
+}
+
+/// Reads kv `key` until a read is served from the published state; every read must
+/// answer `expected`.
+async fn read_published(engine: &Engine, key: &str, expected: &Value) {
+    let start = Instant::now();
+    loop {
+        let (published, _, _) = read_paths(engine);
+        assert_eq!(kv(engine, key).await.as_ref(), Some(expected));
+        if read_paths(engine).0 > published {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no read was served from the published state"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Waits (up to [`PATIENCE`]) until `done` holds, polling every few milliseconds.
@@ -839,5 +880,248 @@ async fn stream_reads_are_the_same_across_ranges_restarts_and_rebuilds() {
     let engine = Engine::start(config()).expect("restarts without an index");
     assert_eq!(engine.stream_index().ranges(), (head as usize / 4, 0));
     assert_eq!(check_stream_reads(&engine), before, "after a rebuild");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn reads_take_the_copy_of_the_state_published_with_the_last_durable_group() {
+    let (_dir, engine) = start();
+    write(&engine, "a", kv_put("k", json!(1)))
+        .await
+        .expect("put");
+    assert_eq!(kv(&engine, "k").await, Some(json!(1)));
+    assert_eq!(
+        read_paths(&engine),
+        (0, 1, 1),
+        "the first read goes to the engine, which publishes a copy of its durable state"
+    );
+    for _ in 0..3 {
+        assert_eq!(kv(&engine, "k").await, Some(json!(1)));
+    }
+    assert_eq!(
+        read_paths(&engine),
+        (3, 1, 1),
+        "the next reads take the copy, which is not made again"
+    );
+
+    // Whether a write's group carries a copy depends on how long the last copy took (the
+    // copies are spaced), so the path of the next read is not fixed; its answer is.
+    for value in [2, 3] {
+        write(&engine, "a", kv_put("k", json!(value)))
+            .await
+            .expect("put");
+        assert_eq!(
+            kv(&engine, "k").await,
+            Some(json!(value)),
+            "the writer reads its write"
+        );
+        read_published(&engine, "k", &json!(value)).await;
+    }
+    let (published, engine_reads, copies) = read_paths(&engine);
+    assert!(
+        copies <= published + engine_reads,
+        "each copy was asked for by a read: {copies} copies for {} reads",
+        published + engine_reads
+    );
+
+    // A heartbeat changes the state without an event, so no head tells it apart.
+    let register = WriteCommand::Coordination(CoordinationCommand::AgentRegister {
+        id: "w".into(),
+        agent_type: "worker".into(),
+        capabilities: Vec::new(),
+        ttl_ms: Some(60_000),
+        meta: None,
+        by_admin: true,
+    });
+    write(&engine, "w", register).await.expect("register");
+    read_published(&engine, "k", &json!(3)).await;
+    // Later than the lease the registration gave.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let lease = engine
+        .touch(|state, now_ms| {
+            let main = state.branches.get_mut("main").expect("main exists");
+            agents::heartbeat(main, "w", now_ms).expect("an active agent")
+        })
+        .await
+        .expect("heartbeat");
+    let read_lease = read(&engine, |state| {
+        let main = state.branch("main").expect("main exists");
+        main.coordination.agents["w"].lease_expires_at_ms
+    })
+    .await;
+    assert_eq!(
+        read_lease, lease,
+        "a read after the heartbeat's answer sees it, from the engine or a later copy"
+    );
+    engine.shutdown().await;
+    assert_eq!(
+        engine.read(|state| state.head).await,
+        Err(Refusal::ShuttingDown),
+        "the shutdown withdrew it too"
+    );
+}
+
+#[tokio::test]
+async fn a_group_the_disk_refuses_is_never_visible_to_a_read() {
+    let (_dir, engine) = start();
+    write(&engine, "a", kv_put("k", json!(1)))
+        .await
+        .expect("put");
+    assert_eq!(kv(&engine, "k").await, Some(json!(1)));
+    let gate = &engine.shared.commit_gate;
+    gate.close();
+    let refused_put = {
+        let engine = engine.clone();
+        tokio::spawn(async move { write(&engine, "a", kv_put("k", json!(2))).await })
+    };
+    eventually("the commit thread holding the second put", || {
+        gate.is_holding()
+    })
+    .await;
+
+    // The engine has applied the second put; the disk does not have it.
+    let (published, _, _) = read_paths(&engine);
+    assert_eq!(kv(&engine, "k").await, Some(json!(1)));
+    assert_eq!(
+        read_paths(&engine).0,
+        published + 1,
+        "served from the published state, without waiting for the disk"
+    );
+    // A heartbeat withdraws the published state, so the next read goes to the engine,
+    // whose state holds the second put: that read waits for its group.
+    let heartbeat = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.touch(|_, _| ()).await })
+    };
+    eventually("the heartbeat withdrawing the published state", || {
+        let published = engine.shared.published.at_least(0);
+        assert!(
+            published.as_ref().is_none_or(|state| state.head == 1),
+            "a copy holding the put in flight was published"
+        );
+        published.is_none()
+    })
+    .await;
+    // Reads now go to the engine, which must not publish its state while the second put
+    // is in flight: the second read would take it.
+    let spawn_read = || {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .read(|state| {
+                    state.branch("main").expect("main").coordination.kv["k"]
+                        .value
+                        .clone()
+                })
+                .await
+        })
+    };
+    let first_read = spawn_read();
+    eventually("the first read reaching the engine", || {
+        read_paths(&engine).1 == 2
+    })
+    .await;
+    let second_read = spawn_read();
+    eventually("the second read", || {
+        let (published_reads, engine_reads, _) = read_paths(&engine);
+        published_reads > published + 1 || engine_reads == 3
+    })
+    .await;
+
+    gate.open(true);
+    let refused = refused_put.await.expect("the put's task");
+    assert!(
+        matches!(refused, Err(Refusal::InsufficientStorage { .. })),
+        "{refused:?}"
+    );
+    let heartbeat = heartbeat.await.expect("the heartbeat's task");
+    assert!(
+        matches!(heartbeat, Ok(()) | Err(Refusal::InsufficientStorage { .. })),
+        "{heartbeat:?}"
+    );
+    for read in [first_read, second_read] {
+        match read.await.expect("the read's task") {
+            Ok(value) => assert_eq!(value, json!(1), "a read never sees a refused group"),
+            Err(refusal) => assert!(
+                matches!(refusal, Refusal::InsufficientStorage { .. }),
+                "{refusal:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        kv(&engine, "k").await,
+        Some(json!(1)),
+        "the state is the log's again"
+    );
+    read_published(&engine, "k", &json!(1)).await;
+
+    write(&engine, "a", kv_put("k", json!(3)))
+        .await
+        .expect("the disk has room again");
+    assert_eq!(kv(&engine, "k").await, Some(json!(3)));
+    let puts: Vec<(u64, String)> = events(&engine)
+        .iter()
+        .map(|event| (event.seq, event.data.clone()))
+        .collect();
+    assert_eq!(puts.len(), 2, "the refused put is not in the log: {puts:?}");
+    engine.shutdown().await;
+}
+
+/// Many writers and readers at once: each writer reads its own write once it is
+/// answered, and no read shows a seq beyond the durable head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_writer_reads_its_answered_write_while_others_write() {
+    const WRITERS: usize = 16;
+    const WRITES: u64 = 25;
+    let (_dir, engine) = start();
+    let writing = Arc::new(AtomicBool::new(true));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let key = format!("k{writer}");
+                for value in 0..WRITES {
+                    write(&engine, "w", kv_put(&key, json!(value)))
+                        .await
+                        .expect("put");
+                    assert_eq!(
+                        kv(&engine, &key).await,
+                        Some(json!(value)),
+                        "writer {writer} reads its answered write"
+                    );
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (engine, writing) = (engine.clone(), writing.clone());
+            tokio::spawn(async move {
+                let mut last = 0;
+                while writing.load(Ordering::Relaxed) {
+                    let seen = read(&engine, |state| state.head).await;
+                    assert!(
+                        seen <= head(&engine),
+                        "a read showed a seq that is not durable"
+                    );
+                    assert!(seen >= last, "reads never go back in time");
+                    last = seen;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("every writer read its writes");
+    }
+    writing.store(false, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.expect("every read was durable and in order");
+    }
+    let (published, engine_reads, publications) = read_paths(&engine);
+    assert!(
+        publications <= published + engine_reads,
+        "at most one copy of the state per read: {publications} copies for {} reads",
+        published + engine_reads
+    );
     engine.shutdown().await;
 }

@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod net;
 pub mod openapi;
+mod published;
 pub mod refusal;
 pub mod routes;
 pub mod snapshot;

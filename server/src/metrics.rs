@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics`): append and fsync latency, batch sizes, events,
-//! subscribers. One registry per engine so tests running several engines do not mix.
+//! subscribers, reads. One registry per engine so tests running several engines do not mix.
 
 use std::sync::atomic::AtomicU64;
 
@@ -53,6 +53,14 @@ pub struct Metrics {
     pub tasks_by_status: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// Reloads of the tokens file on SIGHUP, by outcome (`loaded` or `refused`).
     pub token_reloads: Family<Vec<(String, String)>, Counter<u64, AtomicU64>>,
+    /// Reads of the live state answered from the copy of the state published with the
+    /// last durable group, on the reader's task (`reads_total{path="published"}`).
+    pub reads_published: Counter<u64, AtomicU64>,
+    /// Reads of the live state that went through the engine's queue (answered once the
+    /// engine's state is durable) (`reads_total{path="engine"}`).
+    pub reads_engine: Counter<u64, AtomicU64>,
+    /// Copies of the engine's state made for reads.
+    pub state_publications: Counter<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -161,6 +169,27 @@ impl Metrics {
             "Reloads of the tokens file on SIGHUP, by outcome (loaded, refused)",
             token_reloads.clone(),
         );
+        let reads: Family<Vec<(String, String)>, Counter<u64, AtomicU64>> = Family::default();
+        // A counter of a family shares its value with the family, so the hot path
+        // increments these two without looking the labels up.
+        let read_path = |path: &str| {
+            reads
+                .get_or_create(&vec![("path".to_owned(), path.to_owned())])
+                .clone()
+        };
+        let reads_published = read_path("published");
+        let reads_engine = read_path("engine");
+        registry.register(
+            "reads",
+            "Reads of the live state, by path: published (the copy of the state published with the last durable group, on the reader's task) or engine (queued behind the writes)",
+            reads,
+        );
+        let state_publications = Counter::default();
+        registry.register(
+            "state_publications",
+            "Copies of the engine's state made for reads",
+            state_publications.clone(),
+        );
         Metrics {
             registry,
             append_latency,
@@ -182,6 +211,9 @@ impl Metrics {
             agents_by_status,
             tasks_by_status,
             token_reloads,
+            reads_published,
+            reads_engine,
+            state_publications,
         }
     }
 

@@ -24,6 +24,7 @@ mod messages;
 mod network;
 mod openapi;
 mod patterns;
+mod reads;
 mod recipes;
 mod sessions;
 mod snapshots;

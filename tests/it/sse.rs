@@ -175,7 +175,7 @@ async fn a_stalled_subscriber_neither_loses_events_nor_slows_a_fast_one() {
         (1..=total as u64).collect::<Vec<u64>>(),
         "the stalled subscriber lost nothing"
     );
-    let lags = metric(&server, "swarmlog_subscriber_lags_total").await;
+    let lags = server.metric("swarmlog_subscriber_lags_total").await;
     assert!(
         lags >= 1.0,
         "the stalled subscriber was served from disk at least once"
@@ -223,27 +223,6 @@ async fn the_wire_format_is_id_event_data_and_caught_up_has_no_id() {
     );
 }
 
-/// The value of a metric without labels, as `GET /metrics` exports it.
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|line| {
-            let (metric, value) = line.split_once(' ')?;
-            (metric == name)
-                .then(|| value.trim().parse().ok())
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("{name} is exported: {text}"))
-}
-
 /// An SSE subscriber that sends its request and never reads: a socket with a small receive
 /// buffer, so that it is full after a few kilobytes.
 fn stalled_subscriber(server: &Server) -> std::net::TcpStream {
@@ -286,17 +265,17 @@ async fn subscribers_that_stop_reading_count_as_lagging() {
     let server = Server::start(dir.path(), &[]).await;
     let stalled = [stalled_subscriber(&server), stalled_subscriber(&server)];
     crate::coordination::wait_until("two subscribers", || async {
-        (metric(&server, "swarmlog_subscribers").await >= 2.0).then_some(())
+        (server.metric("swarmlog_subscribers").await >= 2.0).then_some(())
     })
     .await;
-    assert_eq!(metric(&server, "swarmlog_lagging_subscribers").await, 0.0);
+    assert_eq!(server.metric("swarmlog_lagging_subscribers").await, 0.0);
     let pad = "x".repeat(4096);
     let batch: Vec<Value> = (0..200)
         .map(|_| json!({"type": "bulk.event", "stream": "bulk", "data": {"pad": pad}}))
         .collect();
     let mut appended = 0;
     loop {
-        let lagging = metric(&server, "swarmlog_lagging_subscribers").await;
+        let lagging = server.metric("swarmlog_lagging_subscribers").await;
         if lagging >= 2.0 {
             break;
         }
@@ -310,7 +289,7 @@ async fn subscribers_that_stop_reading_count_as_lagging() {
     }
     drop(stalled);
     crate::coordination::wait_until("the gauge to return to 0", || async {
-        (metric(&server, "swarmlog_lagging_subscribers").await == 0.0).then_some(())
+        (server.metric("swarmlog_lagging_subscribers").await == 0.0).then_some(())
     })
     .await;
 }

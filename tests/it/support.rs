@@ -230,6 +230,28 @@ impl Server {
             .collect()
     }
 
+    /// The value of a metric as `GET /metrics` exports it: `name` with its labels, if any
+    /// (`swarmlog_reads_total{path="published"}`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|line| {
+                let (metric, value) = line.split_once(' ')?;
+                (metric == name)
+                    .then(|| value.trim().parse().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("{name} is exported: {text}"))
+    }
+
     /// The committed head seq.
     pub async fn head(&self) -> u64 {
         self.get("/v1/audit/head").await.1["seq"]

@@ -5,6 +5,8 @@
 //! seconds every completed operation is timed into an HDR histogram for `--secs` seconds.
 //! `sse-fanout` holds `--subscribers` SSE streams on `GET /v1/events` while writers append at
 //! a fixed open-loop rate, and checks that every subscriber got every event, once.
+//! `read-under-append` times state reads (`GET`) from `--readers` closed-loop clients while
+//! `--clients` others append durably, each side in its own histogram.
 //! Each subcommand prints one JSON line with peerbench's fields (`ops_per_s`, `p50_us`,
 //! `p99_us`, `p999_us`, `max_us`, `errors`, ...) plus its own.
 
@@ -59,6 +61,27 @@ enum Cmd {
         #[command(flatten)]
         fan: Fanout,
     },
+    /// State reads under durable appends: --readers clients GET --read-path while --clients
+    /// others POST /v1/events (256-byte events, one stream per client), closed loops both
+    ReadUnderAppend {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        reads: Reads,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct Reads {
+    /// closed-loop reading clients, one connection each
+    #[arg(long, default_value_t = 1)]
+    readers: usize,
+    /// what they read; the default is a state cell created before the run
+    #[arg(long, default_value = "/v1/state/bench-read")]
+    read_path: String,
+    /// tasks created before the run (batches of 1,000), to make the state large
+    #[arg(long, default_value_t = 0)]
+    tasks: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -647,6 +670,180 @@ async fn closed_loop(w: Workload, c: Common, ttl_ms: u64) -> Result<()> {
             out.insert("versions_not_plus_one".into(), anomalies.into());
             out.insert("versions_advanced".into(), advanced.into());
         }
+    }
+    println!("{}", Value::Object(out));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reads under appends
+
+/// What one closed-loop client measured.
+struct Measured {
+    hist: Histogram<u64>,
+    errors: u64,
+}
+
+/// Sends one request after another on `conn` from `t0` until `t0 + warmup + secs`, timing
+/// in ns those that start after the warm-up and end before the end.
+async fn request_loop(
+    conn: &mut Conn,
+    method: Method,
+    path: &str,
+    body: Option<Bytes>,
+    t0: Instant,
+    c: &Common,
+) -> Measured {
+    let measure_from = t0 + Duration::from_secs_f64(c.warmup);
+    let end = measure_from + Duration::from_secs_f64(c.secs);
+    let mut measured = Measured {
+        hist: new_hist(),
+        errors: 0,
+    };
+    loop {
+        let s = Instant::now();
+        if s >= end || measured.errors > 10_000 {
+            return measured;
+        }
+        let r = conn.call(method.clone(), path, body.clone(), &[]).await;
+        let e = Instant::now();
+        match r {
+            Ok(_) if s >= measure_from && e <= end => {
+                measured.hist.record((e - s).as_nanos().max(1) as u64).ok();
+            }
+            Ok(_) => {}
+            Err(err) => {
+                note_error(&err);
+                if s >= measure_from {
+                    measured.errors += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Before the clock starts: the cell the readers read by default, and `tasks` tasks.
+async fn prepare_reads(addr: &str, reads: &Reads) -> Result<()> {
+    let mut conn = Conn::connect(addr).await?;
+    conn.call(
+        Method::POST,
+        "/v1/state/bench-read/init",
+        Some(Bytes::from_static(br#"{"value":{"n":0}}"#)),
+        &[],
+    )
+    .await?;
+    for batch in 0..reads.tasks.div_ceil(1000) {
+        let tasks: Vec<Value> = (batch * 1000..((batch + 1) * 1000).min(reads.tasks))
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("bench-t{i}"),
+                    "type": "bench",
+                    "title": format!("bench task {i}"),
+                    "parameters": {"input": payload_bytes(100)},
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "tasks": tasks }).to_string();
+        conn.call(Method::POST, "/v1/tasks", Some(body.into()), &[])
+            .await?;
+    }
+    Ok(())
+}
+
+async fn read_under_append(c: Common, reads: Reads) -> Result<()> {
+    let addr = host_port(&c.url)?;
+    prepare_reads(&addr, &reads).await?;
+    let c = Arc::new(c);
+    let reads = Arc::new(reads);
+    let clients = c.clients + reads.readers;
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let start_cell = Arc::new(OnceLock::<Instant>::new());
+    let payload = payload_bytes(c.size);
+    let mut handles = Vec::new();
+    for i in 0..clients {
+        let (c, reads, barrier, start_cell, addr) = (
+            c.clone(),
+            reads.clone(),
+            barrier.clone(),
+            start_cell.clone(),
+            addr.clone(),
+        );
+        let writer = i < c.clients;
+        let body = writer.then(|| {
+            Bytes::from(format!(
+                "{{\"type\":\"bench.event\",\"stream\":\"bench/c{i}\",\"data\":{{\"d\":\"{payload}\"}}}}"
+            ))
+        });
+        handles.push(tokio::spawn(async move {
+            let conn = Conn::connect(&addr).await;
+            barrier.wait().await;
+            barrier.wait().await;
+            let mut conn = conn?;
+            let t0 = *start_cell.get().unwrap();
+            let measured = match body {
+                Some(body) => {
+                    request_loop(&mut conn, Method::POST, "/v1/events", Some(body), t0, &c).await
+                }
+                None => request_loop(&mut conn, Method::GET, &reads.read_path, None, t0, &c).await,
+            };
+            Ok::<_, anyhow::Error>((writer, measured))
+        }));
+    }
+    barrier.wait().await; // all connected (or failed)
+    start_cell.set(Instant::now()).unwrap();
+    barrier.wait().await; // go
+    let t0 = *start_cell.get().unwrap();
+    let (warm, meas) = (
+        Duration::from_secs_f64(c.warmup),
+        Duration::from_secs_f64(c.secs),
+    );
+    let pid = c.server_pid;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until((t0 + warm).into()).await;
+        let a = cpu_mark(pid);
+        tokio::time::sleep_until((t0 + warm + meas).into()).await;
+        (a, cpu_mark(pid))
+    });
+    let (mut appends, mut reads_hist) = (new_hist(), new_hist());
+    let mut errors = 0u64;
+    for h in handles {
+        let (writer, measured) = h.await?.context("client failed before the run")?;
+        let hist = if writer {
+            &mut appends
+        } else {
+            &mut reads_hist
+        };
+        hist.add(&measured.hist).ok();
+        errors += measured.errors;
+    }
+    let (a, b) = cpu.await?;
+    let (busy, mine, server_s) = cpu_between(a, b);
+    let mut out = serde_json::Map::new();
+    out.insert("workload".into(), "swarmlog-read-under-append".into());
+    out.insert("label".into(), c.label.clone().into());
+    out.insert("clients".into(), c.clients.into());
+    out.insert("readers".into(), reads.readers.into());
+    out.insert("read_path".into(), reads.read_path.clone().into());
+    out.insert("tasks".into(), reads.tasks.into());
+    out.insert("secs".into(), c.secs.into());
+    out.insert("errors".into(), errors.into());
+    // peerbench's fields describe the appends, `read_*` the reads
+    out.insert("ops".into(), appends.len().into());
+    out.insert(
+        "ops_per_s".into(),
+        round1(appends.len() as f64 / c.secs).into(),
+    );
+    out.extend(hist_fields(&appends, true));
+    out.insert(
+        "read_ops_per_s".into(),
+        round1(reads_hist.len() as f64 / c.secs).into(),
+    );
+    for (key, value) in hist_fields(&reads_hist, true) {
+        out.insert(format!("read_{key}"), value);
+    }
+    out.insert("machine_busy_cores".into(), busy.into());
+    out.insert("client_cores".into(), mine.into());
+    if let Some(s) = server_s {
+        out.insert("server_cores".into(), round2(s / c.secs).into());
     }
     println!("{}", Value::Object(out));
     Ok(())
@@ -1257,5 +1454,6 @@ async fn main() -> Result<()> {
             .await
         }
         Cmd::SseFanout { common, fan } => sse_fanout(common, fan).await,
+        Cmd::ReadUnderAppend { common, reads } => read_under_append(common, reads).await,
     }
 }
