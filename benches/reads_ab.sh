@@ -9,6 +9,9 @@
 #   TASKS=N        create N tasks before the run (a large state: what the engine copies)
 #   READ_PATH=P    read P instead of the cell (e.g. /v1/tasks)
 #   READERS=N      reading clients (default 1)
+#   READ_INTERVAL_US=N  each reader reads at most every N µs (default 0: back to back; a
+#                  build whose reads answer faster then also reads more often, taking
+#                  more of the server's core from the appends)
 # Raw lines land in benches/results/reads-<utc>.jsonl; the metrics of each "after" run
 # (reads by path, state copies) go to stderr.
 # coordbench is built here in release when missing.
@@ -31,6 +34,7 @@ run() { # label binary
     curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || { echo "$2 did not start; its log:" >&2; cat "$db.log" >&2; exit 1; }
     taskset -c 1 "$cb" read-under-append --url "http://127.0.0.1:$port" --clients "$clients" \
         --readers "${READERS:-1}" --read-path "${READ_PATH:-/v1/state/bench-read}" --tasks "${TASKS:-0}" \
+        --read-interval-us "${READ_INTERVAL_US:-0}" \
         --secs "$secs" --warmup 1 --label "$1" --server-pid "$spid"
     curl -sf "http://127.0.0.1:$port/metrics" | grep -E '^swarmlog_(reads_total|state_publications_total)' | tr '\n' ' ' >&2 || true
     echo >&2

@@ -10,8 +10,8 @@
 //! state may run ahead of the disk by the groups in flight, yet nobody, not even a refused
 //! request or a reader, sees state that is not durable.
 //!
-//! Most reads do not queue at all: when a read came since its last copy, the engine hands
-//! a copy of its state to the commit thread with the group, which publishes it
+//! Most reads do not queue at all: while reads come, the engine hands a copy of its state
+//! to the commit thread with each group, which publishes it
 //! (`published`) once the group is durable, and [`Engine::read`] runs on that copy, on the
 //! reader's task, whenever it holds the durable head of the moment.
 //!
@@ -543,7 +543,7 @@ impl Engine {
     /// is answered after the head that includes it is set, so that copy holds each of
     /// them. Otherwise the read queues behind the writes and runs in the engine against its
     /// current state, answered once every event that state reflects is durable. Either
-    /// way it asks the engine for a copy with its next group.
+    /// way the engine goes on copying its state with its groups while reads come.
     pub async fn read<R, F>(&self, read: F) -> Result<R, Refusal>
     where
         F: FnOnce(&State) -> R + Send + 'static,
@@ -1204,7 +1204,7 @@ impl Core {
             self.expire_keys();
             self.space.note_written(group.bytes as u64);
         }
-        let publication = self.copy_if_wanted();
+        let publication = self.copy_for_readers();
         self.committer.submit(Commit::new(
             group.events,
             self.state.head,
@@ -1219,18 +1219,18 @@ impl Core {
     }
 
     /// A copy of the state for [`Engine::read`], which the committer publishes once the
-    /// group it goes with is durable, before it answers that group: made when a read
-    /// came since the last copy and the last copy is not of this state already (at most
-    /// one per group, none while nobody reads), and no sooner than
+    /// group it goes with is durable, before it answers that group: made while reads come
+    /// ([`crate::limits::READS_WANT_COPIES_FOR`]) and the last copy is not of this state
+    /// already (at most one per group, none while nobody reads), and no sooner than
     /// [`STATE_PUBLICATION_SPACING_PER_COST`] times what the last one took after it, so
     /// that a large state does not take the engine's time from the writes.
-    fn copy_if_wanted(&mut self) -> Option<Publication> {
+    fn copy_for_readers(&mut self) -> Option<Publication> {
         let spaced = self.publication.is_none_or(|(ended, took)| {
             ended.elapsed() >= took * STATE_PUBLICATION_SPACING_PER_COST
         });
         if !spaced
             || self.published_head == Some(self.state.head)
-            || !self.shared.published.take_wanted()
+            || !self.shared.published.reads_come()
         {
             return None;
         }
@@ -1267,7 +1267,7 @@ impl Core {
             .collect();
         // Nothing to append and durable already: the committer publishes the copy and
         // sends the replies at once, so the next read of these readers takes the copy.
-        let publication = self.copy_if_wanted();
+        let publication = self.copy_for_readers();
         self.committer.submit(Commit::new(
             Vec::new(),
             self.state.head,

@@ -73,6 +73,14 @@ pub const WAIT_MS_MAX: u64 = 10 * 60 * 1000;
 /// costs little.
 pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 100_000;
 
+/// How long after a read the engine goes on copying its state for reads (`Engine::read`),
+/// one copy per group commit. A copy serves reads only until the next group's head
+/// outdates it (a group every 1.3 ms under 32 writers here), so copies made only for
+/// the groups right after a read left a reader polling every 3 ms with a stale copy at
+/// each of its reads; 50 ms covers readers that poll 20 times a second or more, and
+/// bounds the copies an occasional read costs to one window's groups.
+pub const READS_WANT_COPIES_FOR: Duration = Duration::from_millis(50);
+
 /// The engine copies its state for reads (`Engine::read`) at most once per this many
 /// times what its last copy took (the copy plus the drop of copies retired since), so that
 /// copying takes at most a fiftieth of the engine's time however large the state. A state

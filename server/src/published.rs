@@ -1,8 +1,9 @@
 //! The engine's state as of the durable head, published for reads that need not queue
 //! behind the writes (see [`crate::engine::Engine::read`]).
 //!
-//! The engine copies its state at the end of a pass, when a read came since its last copy,
-//! and hands the copy to the commit thread with the pass's group. The commit thread
+//! The engine copies its state at the end of a pass while reads come (one came within
+//! [`READS_WANT_COPIES_FOR`]), and hands the copy to the commit thread with the pass's
+//! group. The commit thread
 //! publishes it once that group is durable, right after it moves the durable head and
 //! before it answers the group: no copy is seen before its events are on disk (nor before
 //! the head and the stream index have them), and a writer's next read finds its write in
@@ -10,17 +11,30 @@
 //! engine withdraws the published copy before it answers such a change, and every copy
 //! made before the withdrawal is dropped instead of published.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use swarmlog_projections::State;
 
-/// The published state and whether reads want a fresh one.
-#[derive(Default)]
+use crate::limits::READS_WANT_COPIES_FOR;
+
+/// The published state and when reads last came.
 pub(crate) struct Published {
     current: Mutex<Current>,
-    /// Set by every read, taken by the engine when it copies its state.
-    wanted: AtomicBool,
+    /// When the last read came, in ns after `epoch` (0: never), to the millisecond.
+    last_read_ns: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            current: Mutex::default(),
+            last_read_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -40,13 +54,15 @@ pub(crate) struct Publication {
 }
 
 impl Published {
-    /// The published state if it reflects seq `head` or a later one. Either way the
-    /// engine is told that reads want a fresh copy.
+    /// The published state if it reflects seq `head` or a later one. Either way the read
+    /// is noted, so that the engine goes on copying its state.
     pub fn at_least(&self, head: u64) -> Option<Arc<State>> {
-        // Readers on several threads only set the flag, so it is written only when it
-        // changes: a steady stream of reads does not bounce its cache line.
-        if !self.wanted.load(Ordering::Relaxed) {
-            self.wanted.store(true, Ordering::Relaxed);
+        // Written at most once a millisecond, so that a steady stream of reads on several
+        // threads does not bounce its cache line.
+        let now_ns = self.now_ns().max(1);
+        let last_ns = self.last_read_ns.load(Ordering::Relaxed);
+        if last_ns == 0 || now_ns.saturating_sub(last_ns) >= 1_000_000 {
+            self.last_read_ns.store(now_ns, Ordering::Relaxed);
         }
         self.lock()
             .state
@@ -55,9 +71,15 @@ impl Published {
             .cloned()
     }
 
-    /// Whether a read came since the last call.
-    pub fn take_wanted(&self) -> bool {
-        self.wanted.swap(false, Ordering::Relaxed)
+    /// Whether a read came within [`READS_WANT_COPIES_FOR`].
+    pub fn reads_come(&self) -> bool {
+        let last_ns = self.last_read_ns.load(Ordering::Relaxed);
+        last_ns != 0
+            && self.now_ns().saturating_sub(last_ns) <= READS_WANT_COPIES_FOR.as_nanos() as u64
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Makes `state` a publication (for [`Published::publish`] once it is durable), and

@@ -82,6 +82,10 @@ struct Reads {
     /// tasks created before the run (batches of 1,000), to make the state large
     #[arg(long, default_value_t = 0)]
     tasks: usize,
+    /// each reader starts a read at most every this many µs (0: back to back), so that
+    /// builds whose reads answer faster are compared at the same read rate
+    #[arg(long, default_value_t = 0)]
+    read_interval_us: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -683,13 +687,13 @@ struct Measured {
     errors: u64,
 }
 
-/// Sends one request after another on `conn` from `t0` until `t0 + warmup + secs`, timing
-/// in ns those that start after the warm-up and end before the end.
+/// Sends one request after another on `conn`, each at least `interval` after the one
+/// before, from `t0` until `t0 + warmup + secs`, timing in ns those that start after the
+/// warm-up and end before the end.
 async fn request_loop(
     conn: &mut Conn,
-    method: Method,
-    path: &str,
-    body: Option<Bytes>,
+    (method, path, body): (Method, &str, Option<Bytes>),
+    interval: Duration,
     t0: Instant,
     c: &Common,
 ) -> Measured {
@@ -706,6 +710,9 @@ async fn request_loop(
         }
         let r = conn.call(method.clone(), path, body.clone(), &[]).await;
         let e = Instant::now();
+        if e < s + interval {
+            tokio::time::sleep_until((s + interval).into()).await;
+        }
         match r {
             Ok(_) if s >= measure_from && e <= end => {
                 measured.hist.record((e - s).as_nanos().max(1) as u64).ok();
@@ -779,12 +786,14 @@ async fn read_under_append(c: Common, reads: Reads) -> Result<()> {
             barrier.wait().await;
             let mut conn = conn?;
             let t0 = *start_cell.get().unwrap();
-            let measured = match body {
-                Some(body) => {
-                    request_loop(&mut conn, Method::POST, "/v1/events", Some(body), t0, &c).await
-                }
-                None => request_loop(&mut conn, Method::GET, &reads.read_path, None, t0, &c).await,
+            let (request, interval) = match body {
+                Some(body) => ((Method::POST, "/v1/events", Some(body)), Duration::ZERO),
+                None => (
+                    (Method::GET, reads.read_path.as_str(), None),
+                    Duration::from_micros(reads.read_interval_us),
+                ),
             };
+            let measured = request_loop(&mut conn, request, interval, t0, &c).await;
             Ok::<_, anyhow::Error>((writer, measured))
         }));
     }
@@ -824,6 +833,7 @@ async fn read_under_append(c: Common, reads: Reads) -> Result<()> {
     out.insert("readers".into(), reads.readers.into());
     out.insert("read_path".into(), reads.read_path.clone().into());
     out.insert("tasks".into(), reads.tasks.into());
+    out.insert("read_interval_us".into(), reads.read_interval_us.into());
     out.insert("secs".into(), c.secs.into());
     out.insert("errors".into(), errors.into());
     // peerbench's fields describe the appends, `read_*` the reads
