@@ -390,6 +390,31 @@ fn raise_nofile() -> u64 {
     }
 }
 
+/// Starts the clients waiting at `barrier` at one instant (stored in `start_cell`) and
+/// samples the server's CPU over the measured window (warm-up excluded); returns the
+/// sampler.
+async fn start_measured(
+    barrier: &Barrier,
+    start_cell: &OnceLock<Instant>,
+    c: &Common,
+) -> tokio::task::JoinHandle<(CpuMark, CpuMark)> {
+    barrier.wait().await;
+    start_cell.set(Instant::now()).unwrap();
+    barrier.wait().await;
+    let t0 = *start_cell.get().unwrap();
+    let (warm, meas) = (
+        Duration::from_secs_f64(c.warmup),
+        Duration::from_secs_f64(c.secs),
+    );
+    let pid = c.server_pid;
+    tokio::spawn(async move {
+        tokio::time::sleep_until((t0 + warm).into()).await;
+        let a = cpu_mark(pid);
+        tokio::time::sleep_until((t0 + warm + meas).into()).await;
+        (a, cpu_mark(pid))
+    })
+}
+
 fn new_hist() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap()
 }
@@ -606,21 +631,8 @@ async fn closed_loop(w: Workload, c: Common, ttl_ms: u64) -> Result<()> {
             })
         }));
     }
-    barrier.wait().await; // all connected and prepared (or failed)
-    start_cell.set(Instant::now()).unwrap();
-    barrier.wait().await; // go
-    let t0 = *start_cell.get().unwrap();
-    let (warm, meas) = (
-        Duration::from_secs_f64(c.warmup),
-        Duration::from_secs_f64(c.secs),
-    );
-    let pid = c.server_pid;
-    let cpu = tokio::spawn(async move {
-        tokio::time::sleep_until((t0 + warm).into()).await;
-        let a = cpu_mark(pid);
-        tokio::time::sleep_until((t0 + warm + meas).into()).await;
-        (a, cpu_mark(pid))
-    });
+    // All connected and prepared (or failed), then go.
+    let cpu = start_measured(&barrier, &start_cell, &c).await;
     let mut total = new_hist();
     let (mut errors, mut ok_total, mut advanced, mut anomalies) = (0u64, 0u64, 0u64, 0u64);
     for h in handles {
@@ -797,21 +809,8 @@ async fn read_under_append(c: Common, reads: Reads) -> Result<()> {
             Ok::<_, anyhow::Error>((writer, measured))
         }));
     }
-    barrier.wait().await; // all connected (or failed)
-    start_cell.set(Instant::now()).unwrap();
-    barrier.wait().await; // go
-    let t0 = *start_cell.get().unwrap();
-    let (warm, meas) = (
-        Duration::from_secs_f64(c.warmup),
-        Duration::from_secs_f64(c.secs),
-    );
-    let pid = c.server_pid;
-    let cpu = tokio::spawn(async move {
-        tokio::time::sleep_until((t0 + warm).into()).await;
-        let a = cpu_mark(pid);
-        tokio::time::sleep_until((t0 + warm + meas).into()).await;
-        (a, cpu_mark(pid))
-    });
+    // All connected and prepared (or failed), then go.
+    let cpu = start_measured(&barrier, &start_cell, &c).await;
     let (mut appends, mut reads_hist) = (new_hist(), new_hist());
     let mut errors = 0u64;
     for h in handles {
