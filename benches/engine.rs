@@ -13,6 +13,19 @@ use swarmlog_server::engine::{AppendItem, WriteCommand, WriteContext, WriteReque
 use swarmlog_server::routes::events::appended;
 use swarmlog_server::{Engine, EngineConfig};
 
+/// A write on `main` by the actor `bench`, answered with its events.
+fn bench_write(command: WriteCommand) -> WriteRequest {
+    WriteRequest::new(
+        WriteContext {
+            branch: "main".into(),
+            actor: "bench".into(),
+            ..WriteContext::default()
+        },
+        command,
+        Box::new(|_, written| Ok(appended(written))),
+    )
+}
+
 fn request(client: usize) -> WriteRequest {
     WriteRequest::new(
         WriteContext {
@@ -88,15 +101,7 @@ fn fill(dir: &std::path::Path, events: usize, runtime: &tokio::runtime::Runtime)
                     meta: None,
                 })
                 .collect();
-            let request = WriteRequest::new(
-                WriteContext {
-                    branch: "main".into(),
-                    actor: "bench".into(),
-                    ..WriteContext::default()
-                },
-                WriteCommand::Append(items),
-                Box::new(|_, written| Ok(appended(written))),
-            );
+            let request = bench_write(WriteCommand::Append(items));
             engine.write(request).await.expect("append");
         }
         engine.shutdown().await;
@@ -158,15 +163,7 @@ fn state_publication(c: &mut Criterion) {
                     ..TaskSpec::default()
                 })
                 .collect();
-            let request = WriteRequest::new(
-                WriteContext {
-                    branch: "main".into(),
-                    actor: "bench".into(),
-                    ..WriteContext::default()
-                },
-                WriteCommand::Work(WorkCommand::TaskCreate { tasks: specs }),
-                Box::new(|_, written| Ok(appended(written))),
-            );
+            let request = bench_write(WriteCommand::Work(WorkCommand::TaskCreate { tasks: specs }));
             engine.write(request).await.expect("create tasks");
         }
         let state = engine.read(|state| state.clone()).await.expect("read");
