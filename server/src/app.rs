@@ -373,6 +373,8 @@ pub struct RouterOptions {
     /// The host names and web origins allowed besides the server's own
     /// (`--allow-host`, `--allow-origin`).
     pub http: HttpPolicy,
+    /// On a cluster node: sends the writes its engine refuses as a follower to the writer.
+    pub forwarder: Option<Arc<crate::cluster::Forwarder>>,
 }
 
 /// Builds the whole router, open to everyone (no `--tokens`).
@@ -412,6 +414,15 @@ pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state.clone());
+    // Outside the routes and inside the guard: the MCP tools, which call `inner`, are
+    // forwarded too.
+    let inner = match options.forwarder {
+        Some(forwarder) => inner.layer(axum::middleware::from_fn_with_state(
+            forwarder,
+            crate::cluster::forward,
+        )),
+        None => inner,
+    };
     let mcp = Router::new()
         .nest_service(
             "/mcp",

@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use swarmlog_log::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, RECORD_FRAME_BYTES};
-use swarmlog_log::{Error, Log, RecordInput};
+use swarmlog_log::RecordInput;
 
 use crate::engine::{AuditHead, Reply, Shared, WriteResponse};
 use crate::hub::{Committed, Hub};
@@ -39,6 +39,7 @@ use crate::limits::{COMMIT_BYTES_MAX, COMMIT_EVENTS_MAX};
 use crate::published::Publication;
 use crate::refusal::Refusal;
 use crate::space::SpaceGuard;
+use crate::store::{GroupRecords, Store, StoreError};
 
 /// A read's (or heartbeat's) reply, sent once the state it was computed from is durable
 /// (`Ok`), or refused because that state included refused events.
@@ -62,6 +63,9 @@ pub(crate) struct Commit {
     deferred: Vec<Deferred>,
     /// A copy of the engine's state as of `upto`, for readers once it is durable.
     publication: Option<Publication>,
+    /// Events another node made durable in the shared history, which this node only
+    /// mirrors (a cluster follower's).
+    replicated: bool,
 }
 
 impl Commit {
@@ -91,6 +95,31 @@ impl Commit {
             answers,
             deferred,
             publication,
+            replicated: false,
+        }
+    }
+
+    /// Marks the commit's events as replicated from the shared history.
+    pub fn replicated(self) -> Commit {
+        Commit {
+            replicated: true,
+            ..self
+        }
+    }
+
+    /// The commit's records, for the store.
+    fn records(&self) -> GroupRecords<'_> {
+        GroupRecords {
+            records: self
+                .events
+                .iter()
+                .zip(&self.payloads)
+                .map(|(committed, payload)| RecordInput {
+                    timestamp_ms: committed.envelope.ts_ms,
+                    payload,
+                })
+                .collect(),
+            replicated: self.replicated,
         }
     }
 
@@ -206,9 +235,9 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread that owns `log` from now on; a full disk blocks `space`.
+    /// Starts the thread that owns `store` from now on; a full disk blocks `space`.
     pub fn start(
-        log: Log,
+        store: Box<dyn Store>,
         shared: Arc<Shared>,
         hub: Hub,
         space: Arc<SpaceGuard>,
@@ -217,7 +246,7 @@ impl Committer {
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
             progress: Condvar::new(),
-            durable: AtomicU64::new(log.head().map_or(0, |seq| seq.get())),
+            durable: AtomicU64::new(store.log().head().map_or(0, |seq| seq.get())),
         });
         let thread = {
             let durability = durability.clone();
@@ -229,7 +258,7 @@ impl Committer {
                     // Without this thread nothing becomes durable and every writer would
                     // wait forever; a bug here must stop the process like a failed fsync.
                     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run(log, &durability, &shared, &hub, &space)
+                        run(store, &durability, &shared, &hub, &space)
                     }));
                     if ran.is_err() {
                         eprintln!("swarmlog: the commit thread panicked; aborting");
@@ -320,7 +349,13 @@ impl Drop for Committer {
 }
 
 /// The committer thread: take what is queued, append it with one fsync, release it.
-fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub, space: &SpaceGuard) {
+fn run(
+    mut store: Box<dyn Store>,
+    durability: &Durability,
+    shared: &Shared,
+    hub: &Hub,
+    space: &SpaceGuard,
+) {
     loop {
         let (batch, refusing) = {
             let mut queue = durability.lock();
@@ -343,22 +378,28 @@ fn run(mut log: Log, durability: &Durability, shared: &Shared, hub: &Hub, space:
         durability.progress.notify_all();
         match refusing {
             Some(refusal) => refuse(batch, &refusal, durability, shared, hub),
-            None => commit(&mut log, batch, durability, shared, hub, space),
+            None => commit(store.as_mut(), batch, durability, shared, hub, space),
         }
         durability.lock().busy = false;
         durability.progress.notify_all();
     }
 }
 
-/// Appends a batch and releases it; a full disk refuses it and starts the refusals.
+/// Appends a batch and releases it. What the store could not make durable is refused, and
+/// so is every commit after it until the engine has reloaded its state: a full disk, or,
+/// in a cluster, a node that is no longer the writer or a write the stream did not
+/// confirm.
 fn commit(
-    log: &mut Log,
+    store: &mut dyn Store,
     mut batch: Vec<Commit>,
     durability: &Durability,
     shared: &Shared,
     hub: &Hub,
     space: &SpaceGuard,
 ) {
+    let failure = append(store, &batch, shared).err();
+    let durable = failure.as_ref().map_or(batch.len(), StoreError::durable);
+    let rest = batch.split_off(durable);
     let last = batch
         .iter()
         .rev()
@@ -367,20 +408,6 @@ fn commit(
             seq: committed.envelope.seq,
             hash: committed.envelope.hash,
         });
-    if last.is_some() {
-        if let Err(bytes_needed) = append(log, &batch, shared) {
-            let refusal = space.block(bytes_needed);
-            tracing::warn!(
-                first_seq = durability.durable() + 1,
-                bytes_needed,
-                "the disk is full: refusing the group and every write until space is freed"
-            );
-            durability.lock().refusing = Some(refusal.clone());
-            durability.progress.notify_all();
-            refuse(batch, &refusal, durability, shared, hub);
-            return;
-        }
-    }
     if let Some(last) = last {
         shared.publish(batch.iter().flat_map(|commit| &commit.events), last);
         durability.durable.store(last.seq, Ordering::Release);
@@ -388,10 +415,10 @@ fn commit(
         drop(durability.lock());
         durability.progress.notify_all();
     }
-    // Every commit of the batch is durable now (one without events waited in the queue
-    // for the events before it). The copy comes after the head and the stream index, so
-    // that no read shows a seq they do not have yet, and before the answers, so that a
-    // writer's next read takes it.
+    // Every commit of `batch` is durable now (one without events waited in the queue for
+    // the events before it). The copy comes after the head and the stream index, so that
+    // no read shows a seq they do not have yet, and before the answers, so that a writer's
+    // next read takes it.
     if let Some(publication) = batch
         .iter_mut()
         .rev()
@@ -402,6 +429,27 @@ fn commit(
     for commit in batch {
         commit.release(shared, hub);
     }
+    let Some(failure) = failure else {
+        return;
+    };
+    let refusal = match failure {
+        StoreError::NoSpace { bytes_needed } => {
+            tracing::warn!(
+                first_seq = durability.durable() + 1,
+                bytes_needed,
+                "the disk is full: refusing the group and every write until space is freed"
+            );
+            space.block(bytes_needed)
+        }
+        StoreError::NotWriter { .. } | StoreError::Unconfirmed { .. } => Refusal::NotWriter,
+    };
+    durability.lock().refusing = Some(refusal.clone());
+    durability.progress.notify_all();
+    let mut rest = rest.into_iter();
+    if let (StoreError::Unconfirmed { .. }, Some(unconfirmed)) = (&failure, rest.next()) {
+        unconfirmed.refuse(&Refusal::Unconfirmed, shared);
+    }
+    refuse(rest.collect(), &refusal, durability, shared, hub);
 }
 
 /// Refuses the commits of a batch that rest on refused events; releases the others.
@@ -444,55 +492,53 @@ fn take_batch(queue: &mut Queue) -> Vec<Commit> {
     batch
 }
 
-/// Appends the batch's events durably, or aborts the process. A full disk met before
-/// anything was written is `Err` with the bytes the log needed.
-fn append(log: &mut Log, batch: &[Commit], shared: &Shared) -> Result<(), u64> {
+/// Makes the batch's events durable through the store (which aborts the process when the
+/// local log cannot be written or synced).
+fn append(store: &mut dyn Store, batch: &[Commit], shared: &Shared) -> Result<(), StoreError> {
+    let groups: Vec<GroupRecords<'_>> = batch
+        .iter()
+        .filter(|commit| !commit.events.is_empty())
+        .map(Commit::records)
+        .collect();
+    if groups.is_empty() {
+        return Ok(());
+    }
     #[cfg(test)]
     if shared.commit_gate.pass() {
-        return Err(1);
+        return Err(StoreError::NoSpace { bytes_needed: 1 });
     }
-    let inputs: Vec<RecordInput<'_>> = batch
-        .iter()
-        .flat_map(|commit| commit.events.iter().zip(&commit.payloads))
-        .map(|(committed, payload)| RecordInput {
-            timestamp_ms: committed.envelope.ts_ms,
-            payload,
-        })
-        .collect();
+    let events: usize = groups.iter().map(|group| group.records.len()).sum();
     let started = Instant::now();
-    match log.append_batch(&inputs) {
-        Ok(range) => {
-            let first = batch
-                .iter()
-                .find_map(|commit| commit.events.first())
-                .map(|committed| committed.envelope.seq);
-            assert_eq!(
-                Some(range.start().get()),
-                first,
-                "the log assigns the seqs the engine stamped"
-            );
+    store.append(&groups).map_err(|failure| {
+        let durable = durable_commits(batch, failure.durable());
+        match failure {
+            StoreError::NoSpace { bytes_needed } => StoreError::NoSpace { bytes_needed },
+            StoreError::NotWriter { .. } => StoreError::NotWriter { durable },
+            StoreError::Unconfirmed { .. } => StoreError::Unconfirmed { durable },
         }
-        Err(Error::NoSpace {
-            bytes_needed,
-            context,
-            source,
-        }) => {
-            tracing::warn!(%context, %source, "the log has no space for a group");
-            return Err(bytes_needed);
-        }
-        Err(error) => {
-            tracing::error!(%error, "durable append failed; aborting so that recovery decides what is durable");
-            eprintln!("swarmlog: durable append failed: {error}; aborting");
-            std::process::abort();
-        }
-    }
+    })?;
     let metrics = &shared.metrics;
     metrics
         .fsync_latency
         .observe(started.elapsed().as_secs_f64());
-    metrics.batch_events.observe(inputs.len() as f64);
-    metrics.events.inc_by(inputs.len() as u64);
+    metrics.batch_events.observe(events as f64);
+    metrics.events.inc_by(events as u64);
     Ok(())
+}
+
+/// How many of the batch's commits are durable when the store made the first `groups` of
+/// the groups with events durable: every commit before the first group it did not.
+fn durable_commits(batch: &[Commit], groups: usize) -> usize {
+    let mut seen = 0;
+    for (index, commit) in batch.iter().enumerate() {
+        if !commit.events.is_empty() {
+            if seen == groups {
+                return index;
+            }
+            seen += 1;
+        }
+    }
+    batch.len()
 }
 
 /// A test's hold on the commit thread: while the gate is closed the thread waits before it

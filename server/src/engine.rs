@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use swarmlog_projections::Code;
 
-use swarmlog_log::{LockMode, Log, LogOptions, LogReader, Seq, SyncPolicy};
+use swarmlog_log::{LockMode, Log, LogOptions, LogReader, Record, Seq, SyncPolicy};
 use swarmlog_projections::coordination::branches::{ForkPoint, Replayer};
 use swarmlog_projections::coordination::wait_for::{WaitForGraph, WaiterId};
 use swarmlog_projections::coordination::{self, CoordinationCommand};
@@ -58,6 +58,7 @@ use crate::published::{Publication, Published};
 use crate::refusal::Refusal;
 use crate::snapshot::{self, Snapshot};
 use crate::space::SpaceGuard;
+use crate::store::{LocalStore, Store};
 use crate::stream_index::{StreamIndex, StreamIndexError};
 
 /// How the engine opens its data directory.
@@ -114,6 +115,28 @@ impl EngineConfig {
     /// Where the log's segments live.
     pub fn log_dir(&self) -> PathBuf {
         log_dir(&self.data_dir)
+    }
+}
+
+/// How the engine keeps its history: the local log (the default), or a shared history
+/// that every node mirrors into its local log (a cluster's, SPEC §9).
+pub(crate) struct StoreSetup {
+    /// Wraps the opened local log into the store the committer appends through.
+    pub open: Box<dyn FnOnce(Log) -> Box<dyn Store> + Send>,
+    /// See `Core::group_events_max`.
+    pub group_events_max: usize,
+    /// Whether the engine starts as the writer (a cluster node starts as a follower).
+    pub writer: bool,
+}
+
+impl StoreSetup {
+    /// The local log: the engine is the writer, groups as large as a log batch allows.
+    pub fn local() -> Self {
+        StoreSetup {
+            open: Box::new(|log| Box::new(LocalStore::new(log))),
+            group_events_max: COMMIT_EVENTS_MAX,
+            writer: true,
+        }
     }
 }
 
@@ -340,6 +363,17 @@ enum Job {
     Touch(TouchJob),
     Snapshot(oneshot::Sender<Result<(PathBuf, u64), String>>),
     Shutdown(oneshot::Sender<()>),
+    /// A cluster follower's: events another node made durable in the shared history, in
+    /// order, to apply and mirror.
+    Replicate(Vec<Record>),
+    /// Become the writer if the state reflects exactly the shared history's head; else
+    /// answers the head it reflects.
+    Promote {
+        head: u64,
+        reply: oneshot::Sender<Result<(), u64>>,
+    },
+    /// Stop deciding writes and running timers.
+    Demote(oneshot::Sender<()>),
 }
 
 /// The head of the hash chain.
@@ -366,9 +400,17 @@ pub struct Shared {
     pub metrics: Metrics,
     shutting_down: AtomicBool,
     shutdown_signal: watch::Sender<bool>,
+    /// Whether this engine decides writes and runs the timers: always with the local log;
+    /// in a cluster, only on the node that holds the writer's lease.
+    writer: AtomicBool,
 }
 
 impl Shared {
+    /// Whether this engine decides writes (see [`Shared::writer`]).
+    pub(crate) fn is_writer(&self) -> bool {
+        self.writer.load(Ordering::Acquire)
+    }
+
     /// Makes durable events visible to readers: their streams' seqs, then the new head.
     pub(crate) fn publish<'a>(
         &self,
@@ -407,6 +449,15 @@ pub struct Engine {
 impl Engine {
     /// Opens (recovering) the log, rebuilds the state and starts the writer thread.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        Engine::start_with(config, StoreSetup::local())
+    }
+
+    /// Like [`Engine::start`], with the store the committer appends through (a cluster
+    /// node's: `cluster::ClusterStore`).
+    pub(crate) fn start_with(
+        config: EngineConfig,
+        setup: StoreSetup,
+    ) -> Result<Engine, EngineError> {
         let log_dir = config.log_dir();
         let space = Arc::new(SpaceGuard::new(&log_dir, config.free_bytes_min));
         let options = LogOptions {
@@ -454,9 +505,15 @@ impl Engine {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             shutdown_signal,
+            writer: AtomicBool::new(setup.writer),
         });
-        let committer = Committer::start(log, shared.clone(), hub.clone(), space.clone())
-            .map_err(EngineError::Thread)?;
+        let committer = Committer::start(
+            (setup.open)(log),
+            shared.clone(),
+            hub.clone(),
+            space.clone(),
+        )
+        .map_err(EngineError::Thread)?;
         let mut core = Core {
             reader: reader.clone(),
             committer,
@@ -483,6 +540,7 @@ impl Engine {
             not_durable_keys: VecDeque::new(),
             published_head: None,
             publication: None,
+            group_events_max: setup.group_events_max,
         };
         core.recover()?;
         shared.stream_index.open(&reader)?;
@@ -521,6 +579,9 @@ impl Engine {
     pub async fn write(&self, request: WriteRequest) -> Result<WriteResponse, Refusal> {
         if self.is_shutting_down() {
             return Err(Refusal::ShuttingDown);
+        }
+        if !self.shared.is_writer() {
+            return Err(Refusal::NotWriter);
         }
         let (reply, answer) = oneshot::channel();
         let job = Job::Write {
@@ -618,6 +679,10 @@ impl Engine {
         F: FnOnce(&mut State, i64) -> R + Send + 'static,
         R: Send + 'static,
     {
+        // A heartbeat renews a lease that only the writer's timers can end.
+        if !self.shared.is_writer() {
+            return Err(Refusal::NotWriter);
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job::Touch(Box::new(move |state: &mut State, now_ms: i64| {
             let value = touch(state, now_ms);
@@ -630,6 +695,41 @@ impl Engine {
             .await
             .map_err(|_| Refusal::ShuttingDown)?;
         answer.await.map_err(|_| Refusal::ShuttingDown)?
+    }
+
+    /// Whether this engine decides writes: always with the local log; in a cluster, on
+    /// the writer only.
+    pub fn is_writer(&self) -> bool {
+        self.shared.is_writer()
+    }
+
+    /// Queues events of the shared history, in order, for a follower to apply and mirror
+    /// (they are durable in the history already; see `Core::replicate`).
+    pub(crate) async fn replicate(&self, records: Vec<Record>) -> Result<(), Refusal> {
+        self.jobs
+            .send(Job::Replicate(records))
+            .await
+            .map_err(|_| Refusal::ShuttingDown)
+    }
+
+    /// Makes this engine the writer once every event queued before is applied, if its
+    /// state then reflects the shared history up to `head` exactly; else answers the head
+    /// its state reflects.
+    pub(crate) async fn promote(&self, head: u64) -> Result<Result<(), u64>, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Promote { head, reply })
+            .await
+            .map_err(|_| Refusal::ShuttingDown)?;
+        answer.await.map_err(|_| Refusal::ShuttingDown)
+    }
+
+    /// Stops deciding writes and running timers (a cluster writer that lost its lease).
+    pub(crate) async fn demote(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.jobs.send(Job::Demote(done)).await.is_ok() {
+            let _ = finished.await;
+        }
     }
 
     /// Writes a snapshot of the current (durable) state now; returns its path and size.
@@ -771,6 +871,9 @@ struct Core {
     published_head: Option<u64>,
     /// When the last copy ended and what it took, which spaces the next one.
     publication: Option<(Instant, Duration)>,
+    /// The most events a group holds, but for one request's events (which are never
+    /// split): [`COMMIT_EVENTS_MAX`] locally, a JetStream atomic batch's limit in a cluster.
+    group_events_max: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -803,6 +906,9 @@ struct Group {
     answers: Vec<Answer>,
     /// Replies to the reads and heartbeats handled with the group.
     deferred: Vec<Deferred>,
+    /// Whether the events came from the shared history (a cluster follower's) rather
+    /// than from this engine's decisions; a group never holds both.
+    replicated: bool,
 }
 
 impl Group {
@@ -1051,7 +1157,7 @@ impl Core {
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         let mut group = Group::default();
         let now_ms = self.next_timestamp();
-        if self.space_refusal.is_none() {
+        if self.space_refusal.is_none() && self.shared.is_writer() {
             self.run_timers(now_ms, &mut group);
         }
         let mut jobs = VecDeque::from(jobs);
@@ -1062,7 +1168,7 @@ impl Core {
                     request,
                     reply,
                     enqueued,
-                } if shutdown.is_none() => {
+                } if shutdown.is_none() && self.shared.is_writer() => {
                     if group.events.len() >= COMMIT_EVENTS_MAX || group.bytes >= COMMIT_BYTES_MAX {
                         deferred.push_back(Job::Write {
                             request,
@@ -1074,7 +1180,27 @@ impl Core {
                     self.handle_write(request, reply, enqueued, now_ms, &mut group, None);
                 }
                 Job::Write { reply, .. } => {
-                    let _ = reply.send(Err(Refusal::ShuttingDown));
+                    let refusal = match shutdown {
+                        Some(_) => Refusal::ShuttingDown,
+                        None => Refusal::NotWriter,
+                    };
+                    let _ = reply.send(Err(refusal));
+                }
+                Job::Replicate(records) => {
+                    if !group.replicated {
+                        self.cut_group(&mut group);
+                        group.replicated = true;
+                    }
+                    self.replicate(records, &mut group);
+                }
+                Job::Promote { head, reply } => {
+                    self.cut_group(&mut group);
+                    let _ = reply.send(self.promote(head));
+                }
+                Job::Demote(done) => {
+                    self.cut_group(&mut group);
+                    self.demote();
+                    let _ = done.send(());
                 }
                 Job::Read(read) => reads.push(read),
                 Job::Touch(touch) => {
@@ -1205,17 +1331,113 @@ impl Core {
             self.space.note_written(group.bytes as u64);
         }
         let publication = self.copy_for_readers();
-        self.committer.submit(Commit::new(
+        let commit = Commit::new(
             group.events,
             self.state.head,
             group.answers,
             group.deferred,
             publication,
-        ));
+        );
+        self.committer.submit(match group.replicated {
+            true => commit.replicated(),
+            false => commit,
+        });
         if wrote {
             self.maybe_snapshot();
         }
         wrote
+    }
+
+    /// Hands the group built so far to the committer and starts an empty one in its place.
+    fn cut_group(&mut self, group: &mut Group) {
+        let full = std::mem::take(group);
+        if !full.events.is_empty() || !full.answers.is_empty() || !full.deferred.is_empty() {
+            self.finish_group(full);
+        }
+    }
+
+    /// Applies events another node made durable in the shared history (a cluster
+    /// follower's), after checking that each one follows this node's history: the next
+    /// seq, chained to the previous hash. Records this node already has (a stream consumer
+    /// that restarted delivers them again) are skipped. A record that does not follow
+    /// means the shared history is not the one this node mirrors: the process aborts
+    /// rather than serve a history it cannot vouch for.
+    fn replicate(&mut self, records: Vec<Record>, group: &mut Group) {
+        for record in records {
+            let (next, previous) = group.chain_from(&self.state);
+            let seq = record.seq.get();
+            if seq < next {
+                continue;
+            }
+            let envelope = Envelope::decode(seq, record.timestamp_ms, &record.payload)
+                .ok()
+                .filter(|envelope| {
+                    seq == next && envelope.compute_hash(&previous) == envelope.hash
+                });
+            let Some(envelope) = envelope else {
+                tracing::error!(
+                    seq,
+                    expected = next,
+                    "an event of the shared history does not follow this node's history; aborting"
+                );
+                eprintln!("swarmlog: event {seq} of the shared history does not follow this node's history (it expects seq {next} chained to its head); aborting");
+                std::process::abort();
+            };
+            if let Some(idempotency) = &envelope.idempotency {
+                let response = WriteResponse {
+                    status: Status::from_stored(idempotency.status),
+                    body: idempotency.response.clone(),
+                    replayed: false,
+                };
+                self.remember_key(
+                    idempotency.key.clone(),
+                    idempotency.request_sha256,
+                    seq,
+                    envelope.ts_ms,
+                    Some(response),
+                );
+            }
+            self.last_ts_ms = self.last_ts_ms.max(envelope.ts_ms);
+            if swarmlog_projections::catalog::is_reserved(&envelope.event_type) {
+                self.coordination_deadline = None;
+            }
+            self.state.apply(&envelope);
+            self.fork_if_needed(&envelope, group);
+            group.push(Committed::new(envelope));
+        }
+    }
+
+    /// Makes this engine the writer, if its state reflects the shared history up to
+    /// `head` and no further (else answers the head it reflects). Holders could not renew
+    /// through the old writer while it failed, and a follower never saw their heartbeats
+    /// (they are not logged): as after a restart, every lock and lease starts afresh.
+    fn promote(&mut self, head: u64) -> Result<(), u64> {
+        if self.state.head != head {
+            return Err(self.state.head);
+        }
+        let now_ms = self.next_timestamp();
+        coordination::restart_all_leases(&mut self.state, now_ms);
+        for branch in self.state.branches.values_mut() {
+            work::restart_leases(branch, now_ms);
+        }
+        self.coordination_deadline = None;
+        self.withdraw_published();
+        self.shared.writer.store(true, Ordering::Release);
+        tracing::info!(head, "this node is the writer");
+        Ok(())
+    }
+
+    /// Stops deciding writes and running timers; the requests waiting for a lock or a
+    /// task are refused (their clients retry through the new writer).
+    fn demote(&mut self) {
+        if !self.shared.writer.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for parked in std::mem::take(&mut self.parked) {
+            self.answer_parked(parked, &Refusal::NotWriter);
+        }
+        self.wait_for.clear();
+        tracing::info!(head = self.state.head, "this node is a follower");
     }
 
     /// A copy of the state for [`Engine::read`], which the committer publishes once the
@@ -1550,6 +1772,10 @@ impl Core {
                 .collect(),
             _ => Vec::new(),
         };
+        // A request's events are never split; a group that cannot take them is cut first.
+        if !group.events.is_empty() && group.events.len() + drafts.len() > self.group_events_max {
+            self.cut_group(group);
+        }
         let first_index = group.events.len();
         self.stamp_and_apply(drafts, &request.context, &provenance, now_ms, group);
         let response = match (request.respond)(&self.state, &group.events[first_index..]) {

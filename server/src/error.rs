@@ -161,6 +161,11 @@ impl From<Refusal> for ApiError {
             )
             .with("free_bytes", free_bytes)
             .with("required_bytes", required_bytes),
+            Refusal::NotWriter | Refusal::Unconfirmed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                refusal.code(),
+                refusal.to_string(),
+            ),
             Refusal::Internal { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 refusal.code(),
@@ -170,9 +175,19 @@ impl From<Refusal> for ApiError {
     }
 }
 
+/// Marks an answer that a cluster follower gives because it is not the writer, so that
+/// the forwarding layer (`cluster::forward`) sends the request on to the writer instead.
+#[derive(Debug, Clone, Copy)]
+pub struct NotWriterAnswer;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let not_writer = self.code == crate::refusal::NOT_WRITER;
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if not_writer {
+            response.extensions_mut().insert(NotWriterAnswer);
+        }
+        response
     }
 }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod catalog;
+pub mod cluster;
 mod committer;
 pub mod engine;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod refusal;
 pub mod routes;
 pub mod snapshot;
 pub mod space;
+mod store;
 pub mod stream_index;
 
 use std::net::SocketAddr;
@@ -55,6 +57,21 @@ pub struct ServeConfig {
     pub http: guard::HttpPolicy,
     /// Timeouts, the connection cap and the shutdown deadline.
     pub network: NetworkConfig,
+    /// Keep the history in a NATS JetStream stream shared with other servers (SPEC §9)
+    /// instead of the local log alone.
+    pub cluster: Option<ClusterServe>,
+}
+
+/// How a server joins a cluster (`serve --store nats://...`).
+#[derive(Debug, Clone)]
+pub struct ClusterServe {
+    /// The stream and where it is.
+    pub history: cluster::JetStreamConfig,
+    /// The node's name in the writer's lease and the metrics (default: its address).
+    pub node: Option<String>,
+    /// The URL other nodes forward writes to (default: `http://` and the address it
+    /// listens on).
+    pub advertise: Option<String>,
 }
 
 /// Why the server stopped with an error.
@@ -70,6 +87,10 @@ pub enum ServeError {
     /// The file-descriptor limit leaves too few for connections.
     #[error(transparent)]
     Descriptors(#[from] net::descriptors::TooFewDescriptors),
+    /// The cluster node could not start (NATS unreachable, an unsafe stream, a local
+    /// mirror of another history).
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// Socket or file trouble.
     #[error("{context}: {source}")]
     Io {
@@ -103,10 +124,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         context: format!("cannot create the data directory {}", data_dir.display()),
         source,
     })?;
-    let engine = Engine::start(config.engine.clone())?;
-    engine
-        .hub()
-        .set_subscribers_max(config.network.subscribers_max.get());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Io {
@@ -117,6 +134,26 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         context: "cannot read the listening address".into(),
         source,
     })?;
+    let (engine, node) = match &config.cluster {
+        None => (Engine::start(config.engine.clone())?, None),
+        Some(cluster) => {
+            let me = cluster::history::Member {
+                node: cluster.node.clone().unwrap_or_else(|| local.to_string()),
+                url: cluster
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{local}")),
+            };
+            tracing::info!(node = %me.node, url = %me.url, stream = %cluster.history.stream, "joining the cluster");
+            let node =
+                cluster::ClusterNode::start(config.engine.clone(), cluster.history.clone(), me)
+                    .await?;
+            (node.engine.clone(), Some(node))
+        }
+    };
+    engine
+        .hub()
+        .set_subscribers_max(config.network.subscribers_max.get());
     let address_file = AddressFile::write(&data_dir, local);
     tracing::info!(address = %local, data = %data_dir.display(), head = engine.audit_head().seq, "serving");
     println!(
@@ -134,6 +171,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let options = app::RouterOptions {
         tokens,
         http: config.http.clone(),
+        forwarder: node.as_ref().map(|node| node.forwarder.clone()),
     };
     net::serve_connections(
         listener,
@@ -146,6 +184,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     .await;
     #[cfg(unix)]
     reloader.abort();
+    if let Some(node) = node {
+        // Hands the lease over before the engine stops, so another node takes over now.
+        node.stop_election().await;
+    }
     engine.shutdown().await;
     drop(address_file);
     Ok(())

@@ -61,6 +61,13 @@ pub struct Metrics {
     pub reads_engine: Counter<u64, AtomicU64>,
     /// Copies of the engine's state made for reads.
     pub state_publications: Counter<u64, AtomicU64>,
+    /// In a cluster: 1 for the node this node sees as the writer (`cluster_writer{node}`).
+    pub cluster_writer: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// In a cluster: how many events of the shared history this node has not applied yet.
+    pub cluster_lag_events: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// In a cluster: times this node took over as the writer (failovers to it, and the
+    /// first election).
+    pub cluster_takeovers: Counter<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -190,6 +197,24 @@ impl Metrics {
             "Copies of the engine's state made for reads",
             state_publications.clone(),
         );
+        let cluster_writer = Family::default();
+        registry.register(
+            "cluster_writer",
+            "In a cluster: 1 for the node this node sees as the writer",
+            cluster_writer.clone(),
+        );
+        let cluster_lag_events = Gauge::default();
+        registry.register(
+            "cluster_lag_events",
+            "In a cluster: events of the shared history this node has not applied yet",
+            cluster_lag_events.clone(),
+        );
+        let cluster_takeovers = Counter::default();
+        registry.register(
+            "cluster_takeovers",
+            "In a cluster: times this node took over as the writer",
+            cluster_takeovers.clone(),
+        );
         Metrics {
             registry,
             append_latency,
@@ -214,6 +239,9 @@ impl Metrics {
             reads_published,
             reads_engine,
             state_publications,
+            cluster_writer,
+            cluster_lag_events,
+            cluster_takeovers,
         }
     }
 

@@ -33,6 +33,16 @@ pub enum Refusal {
         /// Free bytes writes need.
         required_bytes: u64,
     },
+    /// In a cluster (SPEC §9): this node is not the writer of the shared history (another
+    /// node is, or none is while one takes over). Nothing was written; a write sent to a
+    /// follower is forwarded to the writer before anybody sees this.
+    #[error("this node is not the cluster's writer and no writer could take the request; nothing was written, retry shortly")]
+    NotWriter,
+    /// In a cluster: the stream did not confirm the write (its connection was lost or the
+    /// acknowledgement timed out), so it may or may not be stored. Retrying with the same
+    /// `Idempotency-Key` is safe: a stored write is answered as a replay.
+    #[error("the cluster did not confirm the write: it may or may not be stored; retry with the same Idempotency-Key to find out")]
+    Unconfirmed,
     /// A failure inside the engine (a broken invariant or an unreadable record); the
     /// cause is logged where it happens, not sent to clients.
     #[error("{context}; see the server log")]
@@ -41,6 +51,9 @@ pub enum Refusal {
         context: &'static str,
     },
 }
+
+/// The code of [`Refusal::NotWriter`], which the cluster's forwarding looks for.
+pub const NOT_WRITER: &str = "not_writer";
 
 impl Refusal {
     /// An internal failure: logs the cause once and keeps only the context.
@@ -56,6 +69,8 @@ impl Refusal {
             Refusal::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::InsufficientStorage { .. } => "insufficient_storage",
+            Refusal::NotWriter => NOT_WRITER,
+            Refusal::Unconfirmed => "write_unconfirmed",
             Refusal::Internal { .. } => "internal",
         }
     }

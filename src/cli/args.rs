@@ -79,8 +79,9 @@ pub enum Command {
     /// Sessions and their reports.
     #[command(subcommand)]
     Session(SessionCommand),
-    /// Check every record of the log offline (CRC, sequence, hash chain).
-    Verify,
+    /// Check every record of the log offline (CRC, sequence, hash chain), or with
+    /// --store every event of a cluster's stream.
+    Verify(StoreArgs),
     /// Show the log's head and size.
     Stats,
     /// Write a projection snapshot now (start-up then replays only what follows it).
@@ -197,6 +198,41 @@ pub struct ServeArgs {
     /// connection is dropped (0 to 600000).
     #[arg(long, value_name = "MS", default_value_t = millis(limits::SHUTDOWN_TIMEOUT_DEFAULT))]
     pub shutdown_timeout_ms: u64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Where a cluster's history is (`serve --store`, `verify --store`).
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Keep the history in a NATS JetStream stream instead of the local log alone:
+    /// nats://HOST:PORT[,nats://HOST:PORT...] (SPEC §9; the data directory holds this
+    /// node's mirror of the stream).
+    #[arg(long, value_name = "URLS")]
+    pub store: Option<String>,
+    /// The stream's name (letters, digits, `-` and `_`); its lease bucket is NAME_writer.
+    #[arg(long, value_name = "NAME", default_value = "swarmlog")]
+    pub nats_stream: String,
+}
+
+/// The cluster flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Replicas of the stream (and at least this many in an existing one), 1 to 5.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub nats_replicas: usize,
+    /// This node's name in the writer's lease and the metrics (default: its address).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// The URL other nodes forward writes to (default: http:// and the listen address).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// How long the writer's lease lasts without renewal, in ms (1000 to 60000): a dead
+    /// writer is replaced after about this long.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub lease_ms: u64,
 }
 
 /// A default duration as the milliseconds of its flag.

@@ -132,7 +132,7 @@ fn restore_default_sigpipe() {
 async fn dispatch(command: Command, config: Config) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => ops::serve(&config, args).await,
-        Command::Verify => ops::verify(&config),
+        Command::Verify(args) => ops::verify_store(&config, &args).await,
         Command::Stats => ops::stats(&config).await,
         Command::Snapshot => ops::snapshot(&config).await,
         Command::Mcp(args) => mcp::serve(&config, args.agent).await,

@@ -7,11 +7,12 @@ use std::time::Duration;
 use axum::http::Method;
 use serde_json::json;
 use swarmlog_log::SyncPolicy;
+use swarmlog_server::cluster::JetStreamConfig;
 use swarmlog_server::guard::HttpPolicy;
 use swarmlog_server::limits::CONNECTIONS_MAX_LIMIT;
-use swarmlog_server::{EngineConfig, NetworkConfig, ServeConfig};
+use swarmlog_server::{ClusterServe, EngineConfig, NetworkConfig, ServeConfig};
 
-use super::args::{ServeArgs, SyncArg};
+use super::args::{ClusterArgs, ServeArgs, StoreArgs, SyncArg};
 use super::client::Client;
 use super::{print_value, CliError, Config};
 
@@ -48,15 +49,88 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<(), CliError> {
     engine.free_bytes_min = args.min_free_bytes;
     let http = HttpPolicy::new(&args.allow_hosts, &args.allow_origins).map_err(CliError::usage)?;
     let network = network(&args)?;
+    let cluster = cluster(&args.cluster)?;
     swarmlog_server::serve(ServeConfig {
         engine,
         listen,
         tokens: args.tokens,
         http,
         network,
+        cluster,
     })
     .await
     .map_err(|error| CliError::failure(error.to_string()))
+}
+
+/// The cluster flags of `serve`, checked: `None` without `--store`.
+fn cluster(args: &ClusterArgs) -> Result<Option<ClusterServe>, CliError> {
+    let Some(servers) = store_servers(&args.store)? else {
+        return Ok(None);
+    };
+    if !(1..=5).contains(&args.nats_replicas) {
+        return Err(CliError::usage(format!(
+            "--nats-replicas must be between 1 and 5, not {}",
+            args.nats_replicas
+        )));
+    }
+    if !(1000..=60_000).contains(&args.lease_ms) {
+        return Err(CliError::usage(format!(
+            "--lease-ms must be between 1000 and 60000, not {}",
+            args.lease_ms
+        )));
+    }
+    if let Some(url) = &args.advertise {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CliError::usage(format!(
+                "--advertise must be an http:// or https:// URL, not '{url}'"
+            )));
+        }
+    }
+    Ok(Some(ClusterServe {
+        history: JetStreamConfig {
+            servers,
+            stream: args.store.nats_stream.clone(),
+            replicas: args.nats_replicas,
+            lease_ttl: Duration::from_millis(args.lease_ms),
+        },
+        node: args.node_name.clone(),
+        advertise: args
+            .advertise
+            .clone()
+            .map(|url| url.trim_end_matches('/').to_owned()),
+    }))
+}
+
+/// The NATS servers of `--store`, checked with `--nats-stream`: `None` without `--store`.
+fn store_servers(args: &StoreArgs) -> Result<Option<Vec<String>>, CliError> {
+    let Some(store) = &args.store else {
+        return Ok(None);
+    };
+    let servers: Vec<String> = store.split(',').map(|url| url.trim().to_owned()).collect();
+    let valid = |url: &String| {
+        url.strip_prefix("nats://").is_some_and(|address| {
+            address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        })
+    };
+    if let Some(bad) = servers.iter().find(|url| !valid(url)) {
+        return Err(CliError::usage(format!(
+            "--store must be nats://HOST:PORT[,nats://HOST:PORT...], and '{bad}' is not nats://HOST:PORT"
+        )));
+    }
+    let name = &args.nats_stream;
+    let name_ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if !name_ok {
+        return Err(CliError::usage(format!(
+            "--nats-stream must be 1 to 32 letters, digits, '-' or '_', not '{name}'"
+        )));
+    }
+    Ok(Some(servers))
 }
 
 /// The network flags of `serve`, checked against their ranges.
@@ -91,6 +165,51 @@ fn network(args: &ServeArgs) -> Result<NetworkConfig, CliError> {
         connections_max: cap("--max-connections", args.max_connections)?,
         subscribers_max: cap("--max-subscribers", args.max_subscribers)?,
     })
+}
+
+/// `verify --store`: checks every event of a cluster's stream and prints the head of the
+/// hash chain.
+pub async fn verify_store(config: &Config, args: &StoreArgs) -> Result<(), CliError> {
+    let Some(servers) = store_servers(args)? else {
+        return verify(config);
+    };
+    let progress =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("verifying {bar:40} {pos}/{len} events {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = swarmlog_server::cluster::jetstream::verify(
+        &servers,
+        &args.nats_stream,
+        &mut |done, total| {
+            progress.set_length(total);
+            progress.set_position(done);
+        },
+    )
+    .await;
+    progress.finish_and_clear();
+    let report =
+        report.map_err(|error| CliError::failure(format!("verification failed: {error}")))?;
+    let value = json!({
+        "ok": true,
+        "stream": args.nats_stream,
+        "records": report.records,
+        "first": report.first,
+        "last": report.last,
+        "head_hash": report.head_hash,
+    });
+    print_value(config, &value, Some("head_hash"), |_| {
+        format!(
+            "ok: {} events in stream {}, seq {}..{}, head hash {}",
+            report.records,
+            args.nats_stream,
+            report.first.unwrap_or(0),
+            report.last.unwrap_or(0),
+            report.head_hash
+        )
+    });
+    Ok(())
 }
 
 /// `verify`: checks every record of the log offline and prints the head of the hash chain.
