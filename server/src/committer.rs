@@ -445,11 +445,13 @@ fn commit(
     };
     durability.lock().refusing = Some(refusal.clone());
     durability.progress.notify_all();
-    let mut rest = rest.into_iter();
-    if let (StoreError::Unconfirmed { .. }, Some(unconfirmed)) = (&failure, rest.next()) {
-        unconfirmed.refuse(&Refusal::Unconfirmed, shared);
-    }
-    refuse(rest.collect(), &refusal, durability, shared, hub);
+    // The history took the batches in order, so after one it did not confirm, every
+    // later one may be stored too.
+    let refusal = match failure {
+        StoreError::Unconfirmed { .. } => Refusal::Unconfirmed,
+        _ => refusal,
+    };
+    refuse(rest, &refusal, durability, shared, hub);
 }
 
 /// Refuses the commits of a batch that rest on refused events; releases the others.

@@ -29,6 +29,9 @@ pub const HEAD: HeaderName = HeaderName::from_static("swarmlog-head");
 /// How long a follower waits for its state to reflect a forwarded write before it
 /// answers anyway (the write is durable; only read-your-writes on this node would wait).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// How long a write waits for a writer while none is known (a failover): longer than a
+/// lease's default lifetime plus the catch-up of its successor.
+const WRITER_WAIT: Duration = Duration::from_secs(8);
 
 /// The forwarding layer's state.
 pub struct Forwarder {
@@ -56,9 +59,22 @@ impl Forwarder {
         }
     }
 
-    /// The writer's URL, when it is known and not this node.
-    fn writer(&self) -> Option<Member> {
-        self.signals.writer().filter(|writer| *writer != self.me)
+    /// The writer, waiting for one while none is known (a failover in progress): this
+    /// node itself when it took over meanwhile.
+    async fn writer(&self) -> Option<Member> {
+        let deadline = tokio::time::Instant::now() + WRITER_WAIT;
+        loop {
+            if self.engine.is_writer() {
+                return Some(self.me.clone());
+            }
+            if let Some(writer) = self.signals.writer().filter(|writer| *writer != self.me) {
+                return Some(writer);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends the request to the writer and turns its answer into this node's.
@@ -156,7 +172,7 @@ pub async fn forward(
     if response.extensions().get::<NotWriterAnswer>().is_none() {
         return response;
     }
-    match forwarder.writer() {
+    match forwarder.writer().await {
         Some(writer) => forwarder.send(&writer, &parts, body).await,
         None => response,
     }

@@ -127,13 +127,33 @@ impl ClusterNode {
     }
 }
 
-/// Starts a node on any history (the tests' in-memory one too).
+/// Starts a node on any history, with the election running on its own task.
 pub(crate) async fn start_node<H: History>(
     config: EngineConfig,
     history: Arc<H>,
     me: Member,
     timing: Timing,
 ) -> Result<ClusterNode, ClusterError> {
+    let (node, forwarder) = open_node(config, history, me, timing).await?;
+    let engine = node.engine().clone();
+    let (stop, stopped) = watch::channel(false);
+    let election = tokio::spawn(node.run(stopped));
+    Ok(ClusterNode {
+        engine,
+        forwarder,
+        stop,
+        election,
+    })
+}
+
+/// Opens a node's engine as a follower over `history`, and its side of the election,
+/// which the caller runs (or, in tests, ticks).
+pub(crate) async fn open_node<H: History>(
+    config: EngineConfig,
+    history: Arc<H>,
+    me: Member,
+    timing: Timing,
+) -> Result<(Node<H>, Arc<Forwarder>), ClusterError> {
     let signals = Arc::new(Signals::default());
     let setup = StoreSetup {
         open: {
@@ -149,15 +169,7 @@ pub(crate) async fn start_node<H: History>(
         .map_err(ClusterError::Engine)?;
     check_mirror(&engine, history.as_ref()).await?;
     let forwarder = Arc::new(Forwarder::new(engine.clone(), signals.clone(), me.clone()));
-    let (stop, stopped) = watch::channel(false);
-    let node = Node::new(history, engine.clone(), me, timing, signals);
-    let election = tokio::spawn(node.run(stopped));
-    Ok(ClusterNode {
-        engine,
-        forwarder,
-        stop,
-        election,
-    })
+    Ok((Node::new(history, engine, me, timing, signals), forwarder))
 }
 
 /// Refuses a local mirror that holds more than the shared history: it was written by

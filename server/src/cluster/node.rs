@@ -105,7 +105,13 @@ impl<H: History> Node<H> {
         }
     }
 
+    /// The node's engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Whether this node is the writer.
+    #[cfg(test)]
     pub fn is_writer(&self) -> bool {
         self.lease.is_some() && self.engine.is_writer()
     }
