@@ -1,0 +1,322 @@
+//! Several `swarmlog serve` processes on one stream of a real 3-node NATS cluster (SPEC §9):
+//! one history through every node, no lost CAS update, SSE across nodes, and the faults
+//! (kill -9 of the writer under load, of a NATS server, a paused writer, a full restart).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::nats::NatsCluster;
+use crate::support::{data_dir, Server};
+
+/// A short lease, so that failovers in the tests take about a second.
+const LEASE_MS: &str = "1000";
+
+/// Starts a swarmlog node on `stream` of the cluster.
+async fn node(nats: &NatsCluster, dir: &std::path::Path, stream: &str) -> Server {
+    let urls = nats.urls();
+    Server::start(dir, &["--store", &urls, "--nats-stream", stream, "--lease-ms", LEASE_MS]).await
+}
+
+/// Every event a node serves.
+async fn history(server: &Server) -> Vec<Value> {
+    server.replay("?from=1&limit=100000").await
+}
+
+async fn wait_for_head(server: &Server, head: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = server.head().await;
+        if now >= head {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node at {} stayed at head {now} instead of reaching {head}",
+            server.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Appends one event with an idempotency key through `servers` in turn until it is
+/// acknowledged (a failover refuses or cuts some attempts); returns its seq.
+async fn append_until_acknowledged(servers: &[&Server], key: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut attempt = 0;
+    loop {
+        let server = servers[attempt % servers.len()];
+        attempt += 1;
+        let sent = server
+            .http
+            .post(format!("{}/v1/events", server.url))
+            .header("idempotency-key", key)
+            .json(&json!({"type": "load.tick", "stream": "load", "data": {"key": key}}))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            if response.status().is_success() {
+                let body: Value = response.json().await.expect("a JSON answer");
+                return body["seq"].as_u64().expect("the answer names its seq");
+            }
+        }
+        assert!(Instant::now() < deadline, "'{key}' was never acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What `verify --store` reports for the stream.
+fn verify_store(nats: &NatsCluster, stream: &str) -> Value {
+    let urls = nats.urls();
+    let (code, stdout, stderr) = crate::support::cli(&[
+        "--json",
+        "verify",
+        "--store",
+        &urls,
+        "--nats-stream",
+        stream,
+    ]);
+    assert_eq!(code, 0, "verify --store failed: {stderr}");
+    serde_json::from_str(&stdout).expect("verify --json prints JSON")
+}
+
+fn seq_of(event: &Value) -> u64 {
+    event["seq"].as_u64().expect("an event has a seq")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_through_every_node_converge_on_one_history() {
+    let nats = NatsCluster::start(3).await;
+    let dirs = [data_dir(), data_dir(), data_dir()];
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        nodes.push(node(&nats, dir.path(), "converge").await);
+    }
+    let writes = nodes.iter().enumerate().map(|(index, server)| async move {
+        for n in 0..15 {
+            let event = json!({"type": "note", "stream": format!("node/{index}"), "data": {"n": n}});
+            let (status, body) = server.post("/v1/events", &event).await;
+            assert_eq!(status, 201, "an append through node {index} failed: {body}");
+        }
+    });
+    futures::future::join_all(writes).await;
+    // An atomic batch through a follower too.
+    let batch = json!({"events": [{"type": "a", "stream": "batch"}, {"type": "b", "stream": "batch"}]});
+    let (status, body) = nodes[2].post("/v1/events", &batch).await;
+    assert_eq!(status, 201, "{body}");
+    for server in &nodes {
+        wait_for_head(server, 47).await;
+    }
+    let first = history(&nodes[0]).await;
+    let seqs: Vec<u64> = first.iter().map(seq_of).collect();
+    assert_eq!(seqs, (1..=47).collect::<Vec<_>>(), "seqs are global and gap-free");
+    for server in &nodes[1..] {
+        assert_eq!(history(server).await, first, "every node serves the same history");
+    }
+    let report = verify_store(&nats, "converge");
+    assert_eq!(report["records"], 47);
+    assert_eq!(report["head_hash"], first[46]["hash"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_cas_increments_through_two_nodes_lose_no_update() {
+    let nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let a = node(&nats, dir_a.path(), "cas").await;
+    let b = node(&nats, dir_b.path(), "cas").await;
+    let (status, body) = a.post("/v1/state/counter/init", &json!({"value": 0})).await;
+    assert!(status == 200 || status == 201, "{body}");
+    const INCREMENTS: u64 = 20;
+    async fn increment(server: &Server) {
+        let mut done = 0;
+        while done < INCREMENTS {
+            let (_, cell) = server.get("/v1/state/counter").await;
+            let version = cell["version"].as_u64().expect("a version");
+            let value = cell["value"].as_u64().expect("a number");
+            let cas = json!({"expected_version": version, "value": value + 1});
+            let (status, body) = server.post("/v1/state/counter/cas", &cas).await;
+            match status {
+                200 | 201 => done += 1,
+                409 => {}
+                other => panic!("a CAS either wins or conflicts, not {other}: {body}"),
+            }
+        }
+    }
+    futures::future::join(increment(&a), increment(&b)).await;
+    let head = a.head().await.max(b.head().await);
+    wait_for_head(&a, head).await;
+    wait_for_head(&b, head).await;
+    for server in [&a, &b] {
+        let (_, cell) = server.get("/v1/state/counter").await;
+        assert_eq!(cell["value"], 2 * INCREMENTS, "no increment was lost");
+    }
+}
+
+/// The seqs of the next `count` events of an SSE stream.
+async fn next_seqs(response: reqwest::Response, count: usize) -> Vec<u64> {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let mut events = response.bytes_stream().eventsource();
+    let mut seqs = Vec::new();
+    while seqs.len() < count {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+            .expect("a well-formed event");
+        if event.event == "caught_up" {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&event.data).expect("JSON data");
+        seqs.push(seq_of(&value));
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sse_on_one_node_sees_writes_made_through_another_and_resumes() {
+    let nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let a = node(&nats, dir_a.path(), "sse").await;
+    let b = node(&nats, dir_b.path(), "sse").await;
+    let subscribe = |last: Option<u64>| {
+        let mut request = b
+            .http
+            .get(format!("{}/v1/events", b.url))
+            .header("accept", "text/event-stream");
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        request.send()
+    };
+    let live = subscribe(None).await.expect("the SSE stream opens");
+    for n in 0..3 {
+        let event = json!({"type": "sse.test", "stream": "s", "data": {"n": n}});
+        assert_eq!(a.post("/v1/events", &event).await.0, 201);
+    }
+    assert_eq!(next_seqs(live, 3).await, [1, 2, 3]);
+    for n in 3..5 {
+        let event = json!({"type": "sse.test", "stream": "s", "data": {"n": n}});
+        assert_eq!(a.post("/v1/events", &event).await.0, 201);
+    }
+    let resumed = subscribe(Some(2)).await.expect("the SSE stream resumes");
+    assert_eq!(next_seqs(resumed, 3).await, [3, 4, 5], "it resumes after Last-Event-ID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
+    let nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let mut a = node(&nats, dir_a.path(), "failover").await;
+    let b = node(&nats, dir_b.path(), "failover").await;
+    // `a` started first, so it holds the lease; `b` forwards to it until it dies.
+    assert_eq!(a.post("/v1/events", &json!({"type": "first", "stream": "x"})).await.0, 201);
+    let b = std::sync::Arc::new(b);
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for n in 0..25 {
+                    let key = format!("c{client}-{n}");
+                    let seq = append_until_acknowledged(&[&b], &key).await;
+                    acknowledged.push((key, seq));
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill9();
+    let mut acknowledged = Vec::new();
+    for client in clients {
+        acknowledged.extend(client.await.expect("a client finishes"));
+    }
+    assert_eq!(acknowledged.len(), 200);
+    let events = history(&b).await;
+    assert_eq!(events.len() as u64, b.head().await);
+    let mut keys = HashSet::new();
+    let mut seqs = HashSet::new();
+    for event in &events {
+        assert!(seqs.insert(seq_of(event)), "no seq twice");
+        if let Some(key) = event["data"]["key"].as_str() {
+            assert!(keys.insert(key.to_owned()), "'{key}' is stored once, not twice");
+        }
+    }
+    for (key, seq) in &acknowledged {
+        assert!(keys.contains(key), "acknowledged '{key}' (seq {seq}) is in the history");
+    }
+    assert_eq!(verify_store(&nats, "failover")["records"].as_u64(), Some(events.len() as u64));
+    let takeovers = b.metric("swarmlog_cluster_takeovers_total").await;
+    assert_eq!(takeovers, 1.0, "the follower took over once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_go_on_with_two_of_three_nats_servers() {
+    let mut nats = NatsCluster::start(3).await;
+    let dir = data_dir();
+    let server = node(&nats, dir.path(), "minority").await;
+    assert_eq!(server.post("/v1/events", &json!({"type": "before", "stream": "x"})).await.0, 201);
+    nats.kill9(2);
+    for n in 0..5 {
+        let seq = append_until_acknowledged(&[&server], &format!("after-{n}")).await;
+        assert_eq!(seq, n + 2);
+    }
+    nats.restart(2).await;
+    let seq = append_until_acknowledged(&[&server], "healed").await;
+    assert_eq!(seq, 7);
+    assert_eq!(verify_store(&nats, "minority")["records"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_paused_past_its_lease_never_appends_and_steps_down() {
+    let nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let a = node(&nats, dir_a.path(), "pause").await;
+    let b = node(&nats, dir_b.path(), "pause").await;
+    assert_eq!(a.post("/v1/events", &json!({"type": "one", "stream": "x"})).await.0, 201);
+    a.signal(libc::SIGSTOP);
+    // Past the lease: `b` takes over and appends.
+    let seq = append_until_acknowledged(&[&b], "during-pause").await;
+    assert_eq!(seq, 2);
+    a.signal(libc::SIGCONT);
+    // `a` believed it was the writer: what it is sent now goes to the new writer, and
+    // nothing it decides on its old state is stored.
+    let seq = append_until_acknowledged(&[&a], "after-resume").await;
+    assert_eq!(seq, 3);
+    wait_for_head(&a, 3).await;
+    assert_eq!(history(&a).await, history(&b).await);
+    assert_eq!(verify_store(&nats, "pause")["records"], 3);
+    assert_eq!(b.metric("swarmlog_cluster_takeovers_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_everything_keeps_the_hash_head() {
+    let mut nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let mut a = node(&nats, dir_a.path(), "restart").await;
+    let mut b = node(&nats, dir_b.path(), "restart").await;
+    for n in 0..10 {
+        let event = json!({"type": "n", "stream": "x", "data": {"n": n}});
+        assert_eq!(b.post("/v1/events", &event).await.0, 201);
+    }
+    wait_for_head(&a, 10).await;
+    let before = history(&a).await;
+    a.kill9();
+    b.kill9();
+    nats.stop_all();
+    for index in 0..3 {
+        nats.restart(index).await;
+    }
+    let a = node(&nats, dir_a.path(), "restart").await;
+    let b = node(&nats, dir_b.path(), "restart").await;
+    let seq = append_until_acknowledged(&[&a], "after").await;
+    assert_eq!(seq, 11);
+    wait_for_head(&b, 11).await;
+    let after = history(&b).await;
+    assert_eq!(after[..10], before[..], "the history before the restart is unchanged");
+    assert_eq!(history(&a).await, after);
+    assert_eq!(verify_store(&nats, "restart")["head_hash"], after[10]["hash"]);
+}
