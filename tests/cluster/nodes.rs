@@ -16,7 +16,18 @@ const LEASE_MS: &str = "1000";
 /// Starts a swarmlog node on `stream` of the cluster.
 async fn node(nats: &NatsCluster, dir: &std::path::Path, stream: &str) -> Server {
     let urls = nats.urls();
-    Server::start(dir, &["--store", &urls, "--nats-stream", stream, "--lease-ms", LEASE_MS]).await
+    Server::start(
+        dir,
+        &[
+            "--store",
+            &urls,
+            "--nats-stream",
+            stream,
+            "--lease-ms",
+            LEASE_MS,
+        ],
+    )
+    .await
 }
 
 /// Every event a node serves.
@@ -96,14 +107,16 @@ async fn appends_through_every_node_converge_on_one_history() {
     }
     let writes = nodes.iter().enumerate().map(|(index, server)| async move {
         for n in 0..15 {
-            let event = json!({"type": "note", "stream": format!("node/{index}"), "data": {"n": n}});
+            let event =
+                json!({"type": "note", "stream": format!("node/{index}"), "data": {"n": n}});
             let (status, body) = server.post("/v1/events", &event).await;
             assert_eq!(status, 201, "an append through node {index} failed: {body}");
         }
     });
     futures::future::join_all(writes).await;
     // An atomic batch through a follower too.
-    let batch = json!({"events": [{"type": "a", "stream": "batch"}, {"type": "b", "stream": "batch"}]});
+    let batch =
+        json!({"events": [{"type": "a", "stream": "batch"}, {"type": "b", "stream": "batch"}]});
     let (status, body) = nodes[2].post("/v1/events", &batch).await;
     assert_eq!(status, 201, "{body}");
     for server in &nodes {
@@ -111,9 +124,17 @@ async fn appends_through_every_node_converge_on_one_history() {
     }
     let first = history(&nodes[0]).await;
     let seqs: Vec<u64> = first.iter().map(seq_of).collect();
-    assert_eq!(seqs, (1..=47).collect::<Vec<_>>(), "seqs are global and gap-free");
+    assert_eq!(
+        seqs,
+        (1..=47).collect::<Vec<_>>(),
+        "seqs are global and gap-free"
+    );
     for server in &nodes[1..] {
-        assert_eq!(history(server).await, first, "every node serves the same history");
+        assert_eq!(
+            history(server).await,
+            first,
+            "every node serves the same history"
+        );
     }
     let report = verify_store(&nats, "converge");
     assert_eq!(report["records"], 47);
@@ -202,7 +223,11 @@ async fn sse_on_one_node_sees_writes_made_through_another_and_resumes() {
         assert_eq!(a.post("/v1/events", &event).await.0, 201);
     }
     let resumed = subscribe(Some(2)).await.expect("the SSE stream resumes");
-    assert_eq!(next_seqs(resumed, 3).await, [3, 4, 5], "it resumes after Last-Event-ID");
+    assert_eq!(
+        next_seqs(resumed, 3).await,
+        [3, 4, 5],
+        "it resumes after Last-Event-ID"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -212,7 +237,12 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
     let mut a = node(&nats, dir_a.path(), "failover").await;
     let b = node(&nats, dir_b.path(), "failover").await;
     // `a` started first, so it holds the lease; `b` forwards to it until it dies.
-    assert_eq!(a.post("/v1/events", &json!({"type": "first", "stream": "x"})).await.0, 201);
+    assert_eq!(
+        a.post("/v1/events", &json!({"type": "first", "stream": "x"}))
+            .await
+            .0,
+        201
+    );
     let b = std::sync::Arc::new(b);
     let clients: Vec<_> = (0..8)
         .map(|client| {
@@ -242,13 +272,22 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
     for event in &events {
         assert!(seqs.insert(seq_of(event)), "no seq twice");
         if let Some(key) = event["data"]["key"].as_str() {
-            assert!(keys.insert(key.to_owned()), "'{key}' is stored once, not twice");
+            assert!(
+                keys.insert(key.to_owned()),
+                "'{key}' is stored once, not twice"
+            );
         }
     }
     for (key, seq) in &acknowledged {
-        assert!(keys.contains(key), "acknowledged '{key}' (seq {seq}) is in the history");
+        assert!(
+            keys.contains(key),
+            "acknowledged '{key}' (seq {seq}) is in the history"
+        );
     }
-    assert_eq!(verify_store(&nats, "failover")["records"].as_u64(), Some(events.len() as u64));
+    assert_eq!(
+        verify_store(&nats, "failover")["records"].as_u64(),
+        Some(events.len() as u64)
+    );
     let takeovers = b.metric("swarmlog_cluster_takeovers_total").await;
     assert_eq!(takeovers, 1.0, "the follower took over once");
 }
@@ -258,7 +297,13 @@ async fn writes_go_on_with_two_of_three_nats_servers() {
     let mut nats = NatsCluster::start(3).await;
     let dir = data_dir();
     let server = node(&nats, dir.path(), "minority").await;
-    assert_eq!(server.post("/v1/events", &json!({"type": "before", "stream": "x"})).await.0, 201);
+    assert_eq!(
+        server
+            .post("/v1/events", &json!({"type": "before", "stream": "x"}))
+            .await
+            .0,
+        201
+    );
     nats.kill9(2);
     for n in 0..5 {
         let seq = append_until_acknowledged(&[&server], &format!("after-{n}")).await;
@@ -276,7 +321,12 @@ async fn a_writer_paused_past_its_lease_never_appends_and_steps_down() {
     let (dir_a, dir_b) = (data_dir(), data_dir());
     let a = node(&nats, dir_a.path(), "pause").await;
     let b = node(&nats, dir_b.path(), "pause").await;
-    assert_eq!(a.post("/v1/events", &json!({"type": "one", "stream": "x"})).await.0, 201);
+    assert_eq!(
+        a.post("/v1/events", &json!({"type": "one", "stream": "x"}))
+            .await
+            .0,
+        201
+    );
     a.signal(libc::SIGSTOP);
     // Past the lease: `b` takes over and appends.
     let seq = append_until_acknowledged(&[&b], "during-pause").await;
@@ -316,7 +366,14 @@ async fn restarting_everything_keeps_the_hash_head() {
     assert_eq!(seq, 11);
     wait_for_head(&b, 11).await;
     let after = history(&b).await;
-    assert_eq!(after[..10], before[..], "the history before the restart is unchanged");
+    assert_eq!(
+        after[..10],
+        before[..],
+        "the history before the restart is unchanged"
+    );
     assert_eq!(history(&a).await, after);
-    assert_eq!(verify_store(&nats, "restart")["head_hash"], after[10]["hash"]);
+    assert_eq!(
+        verify_store(&nats, "restart")["head_hash"],
+        after[10]["hash"]
+    );
 }

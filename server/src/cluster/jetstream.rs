@@ -92,7 +92,7 @@ impl JetStream {
         let Some((last, first)) = batch.split_last() else {
             return Err(AppendError::Refused("an empty batch".into()));
         };
-        let batch_id = (first.len() > 0).then(|| {
+        let batch_id = (!first.is_empty()).then(|| {
             let number = self.batches.fetch_add(1, Ordering::Relaxed);
             format!("{:x}-{number:x}", self.nonce)
         });
@@ -565,7 +565,7 @@ pub async fn verify(
             }
             previous = envelope.hash;
             checked = seq;
-            if checked % 1024 == 0 || checked == last {
+            if checked.is_multiple_of(1024) || checked == last {
                 progress(checked, last);
             }
         }
