@@ -47,6 +47,18 @@ impl MemoryHistory {
         lock(&self.state)
     }
 
+    /// Gives `me` the lease for a full lifetime, at a new revision.
+    fn grant(&self, inner: &mut Inner, me: &Member) -> u64 {
+        inner.revisions += 1;
+        let revision = inner.revisions;
+        let lease = Lease {
+            holder: me.clone(),
+            revision,
+        };
+        inner.lease = Some((lease, Instant::now() + self.lease_ttl));
+        revision
+    }
+
     /// The lease if it has not run out.
     fn live_lease(inner: &mut Inner) -> Option<Lease> {
         match &inner.lease {
@@ -117,32 +129,14 @@ impl History for MemoryHistory {
         if Self::live_lease(&mut inner).is_some() {
             return Ok(None);
         }
-        inner.revisions += 1;
-        let revision = inner.revisions;
-        inner.lease = Some((
-            Lease {
-                holder: me.clone(),
-                revision,
-            },
-            Instant::now() + self.lease_ttl,
-        ));
-        Ok(Some(revision))
+        Ok(Some(self.grant(&mut inner, me)))
     }
 
     async fn renew(&self, me: &Member, revision: u64) -> Result<Option<u64>, HistoryError> {
         let mut inner = self.lock();
         match Self::live_lease(&mut inner) {
             Some(lease) if lease.holder == *me && lease.revision == revision => {
-                inner.revisions += 1;
-                let revision = inner.revisions;
-                inner.lease = Some((
-                    Lease {
-                        holder: me.clone(),
-                        revision,
-                    },
-                    Instant::now() + self.lease_ttl,
-                ));
-                Ok(Some(revision))
+                Ok(Some(self.grant(&mut inner, me)))
             }
             _ => Ok(None),
         }

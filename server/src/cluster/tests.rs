@@ -23,6 +23,24 @@ fn member(name: &str) -> Member {
     }
 }
 
+/// Two nodes, `a` and `b`, on one in-memory history with a short lease (and the data
+/// directories, which must outlive them).
+async fn two_nodes() -> (
+    Arc<MemoryHistory>,
+    [tempfile::TempDir; 2],
+    Node<MemoryHistory>,
+    Node<MemoryHistory>,
+) {
+    let history = Arc::new(MemoryHistory::new(LEASE));
+    let dirs = [
+        tempfile::tempdir().expect("a dir"),
+        tempfile::tempdir().expect("a dir"),
+    ];
+    let a = node(&history, &dirs[0], "a").await;
+    let b = node(&history, &dirs[1], "b").await;
+    (history, dirs, a, b)
+}
+
 async fn node(
     history: &Arc<MemoryHistory>,
     dir: &tempfile::TempDir,
@@ -74,13 +92,7 @@ async fn wait_for_head(engine: &Engine, head: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_writer_is_deposed_by_the_expected_sequence_and_follows_its_successor() {
-    let history = Arc::new(MemoryHistory::new(LEASE));
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a dir"),
-        tempfile::tempdir().expect("a dir"),
-    );
-    let mut a = node(&history, &dir_a, "a").await;
-    let mut b = node(&history, &dir_b, "b").await;
+    let (history, _dirs, mut a, mut b) = two_nodes().await;
 
     a.tick().await;
     assert!(
@@ -159,13 +171,7 @@ async fn a_paused_writer_is_deposed_by_the_expected_sequence_and_follows_its_suc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_that_cannot_renew_steps_down_and_a_released_lease_is_taken_at_once() {
-    let history = Arc::new(MemoryHistory::new(LEASE));
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a dir"),
-        tempfile::tempdir().expect("a dir"),
-    );
-    let mut a = node(&history, &dir_a, "a").await;
-    let mut b = node(&history, &dir_b, "b").await;
+    let (history, _dirs, mut a, mut b) = two_nodes().await;
     a.tick().await;
     assert!(a.is_writer());
     assert_eq!(append(a.engine(), "one").await, (StatusCode::CREATED, None));
@@ -187,10 +193,9 @@ async fn a_writer_that_cannot_renew_steps_down_and_a_released_lease_is_taken_at_
     // A writer that stops cleanly gives the lease up: the other node takes it at its
     // next round, without waiting for it to run out.
     a.tick().await;
-    let mut stopped = b;
-    let (stop, stopped_signal) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let _ = stop.send(true);
-    stopped.run(stopped_signal).await;
+    b.run(stopped).await;
     assert_eq!(
         history.lease().await.expect("lease"),
         None,
