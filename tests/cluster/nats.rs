@@ -8,11 +8,15 @@
 
 #![allow(dead_code)]
 
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
 use std::fs::{self, File};
+use std::hash::BuildHasher as _;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
@@ -52,9 +56,16 @@ struct Node {
 }
 
 impl NatsCluster {
-    /// Starts a cluster of `size` nodes on free loopback ports and returns once JetStream
-    /// accepts a stream replicated on every node.
+    /// Starts a cluster of `size` nodes on free loopback ports, configured as swarmlog's
+    /// README says (`sync_interval: always`, `max_payload: 8MB`), and returns once
+    /// JetStream accepts a stream replicated on every node.
     pub async fn start(size: usize) -> NatsCluster {
+        NatsCluster::start_with(size, "max_payload: 8MB\n").await
+    }
+
+    /// Like [`NatsCluster::start`], with `extra` (lines of NATS configuration) in place of
+    /// the `max_payload` setting.
+    pub async fn start_with(size: usize, extra: &str) -> NatsCluster {
         assert!(size > 0, "a NATS cluster needs at least one node");
         let binary = nats_server_binary();
         let dir = tempfile::Builder::new()
@@ -64,7 +75,7 @@ impl NatsCluster {
         let ports = free_ports(2 * size);
         let (client_ports, route_ports) = ports.split_at(size);
         let nodes = (0..size)
-            .map(|i| Node::configure(dir.path(), i, client_ports[i], route_ports))
+            .map(|i| Node::configure(dir.path(), i, client_ports[i], route_ports, extra))
             .collect();
         let mut cluster = NatsCluster { nodes, dir };
         for node in &mut cluster.nodes {
@@ -74,8 +85,8 @@ impl NatsCluster {
         cluster
     }
 
-    /// The client URL of every node, comma-separated, as `--nats` options take them:
-    /// `nats://127.0.0.1:a,nats://127.0.0.1:b,nats://127.0.0.1:c`.
+    /// The client URL of every node, comma-separated, to name the whole cluster in one
+    /// command-line argument: `nats://127.0.0.1:a,nats://127.0.0.1:b,nats://127.0.0.1:c`.
     pub fn urls(&self) -> String {
         self.url_list().join(",")
     }
@@ -87,7 +98,7 @@ impl NatsCluster {
 
     /// The client URL of node `i`: `nats://127.0.0.1:PORT`.
     pub fn url(&self, i: usize) -> String {
-        format!("nats://127.0.0.1:{}", self.node(i).client_port)
+        self.node(i).url()
     }
 
     /// The server name of node `i` (`n{i+1}`), as JetStream reports leaders and replicas.
@@ -116,7 +127,7 @@ impl NatsCluster {
     }
 
     /// Starts node `i` again, after [`NatsCluster::kill9`] or [`NatsCluster::stop_all`],
-    /// with the same config and JetStream store, and returns once it accepts clients. It
+    /// with the same config and JetStream store, and returns once it answers clients. It
     /// rejoins the cluster and catches up by itself: callers wait for what they need, e.g.
     /// [`NatsCluster::wait_until_ready`] or a stream replica reported current.
     pub async fn restart(&mut self, i: usize) {
@@ -128,7 +139,7 @@ impl NatsCluster {
             node.name
         );
         node.spawn(&binary);
-        node.wait_listening(Instant::now() + READY_TIMEOUT).await;
+        node.wait_answering(Instant::now() + READY_TIMEOUT).await;
     }
 
     /// Stops every running node the orderly way (SIGTERM, then SIGKILL after
@@ -139,13 +150,13 @@ impl NatsCluster {
         }
     }
 
-    /// Waits until every node accepts clients and JetStream can create and delete a stream
+    /// Waits until every node answers clients and JetStream can create and delete a stream
     /// replicated on all of them (so a meta leader is elected and every node is a current
     /// peer), or panics with the node logs after [`READY_TIMEOUT`].
     pub async fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         for node in &mut self.nodes {
-            node.wait_listening(deadline).await;
+            node.wait_answering(deadline).await;
         }
         let mut context = jetstream::new(self.connect().await);
         context.set_timeout(Duration::from_secs(1));
@@ -156,6 +167,9 @@ impl NatsCluster {
             ..Default::default()
         };
         loop {
+            for node in &mut self.nodes {
+                node.check_running();
+            }
             let outcome = match context.create_stream(probe.clone()).await {
                 Ok(_) => context
                     .delete_stream(&probe.name)
@@ -216,7 +230,7 @@ impl Node {
     /// Writes the config of node `i` in `dir`: its client port, its route port among
     /// `route_ports` (every node's, all of them routes) and a JetStream store of its own that
     /// syncs every write to disk, so a kill -9 loses nothing the node acknowledged.
-    fn configure(dir: &Path, i: usize, client_port: u16, route_ports: &[u16]) -> Node {
+    fn configure(dir: &Path, i: usize, client_port: u16, route_ports: &[u16], extra: &str) -> Node {
         let name = format!("n{}", i + 1);
         let store = dir.join(&name);
         let routes: Vec<String> = route_ports
@@ -228,7 +242,8 @@ impl Node {
              listen: 127.0.0.1:{client_port}\n\
              cluster {{\n  name: swarmlog-test\n  listen: 127.0.0.1:{route_port}\n  \
              routes: [\n{routes}\n  ]\n}}\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n\
+             {extra}",
             route_port = route_ports[i],
             routes = routes.join("\n"),
         );
@@ -268,34 +283,52 @@ impl Node {
         self.process = Some(process);
     }
 
-    /// Waits until the node accepts TCP connections on its client port, or panics with its
-    /// log if it exits or `deadline` passes.
-    async fn wait_listening(&mut self, deadline: Instant) {
-        let address = SocketAddr::from(([127, 0, 0, 1], self.client_port));
+    /// The node's client URL.
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Waits until the node answers a NATS client under its own server name, or panics with
+    /// its log if it exits, if another server answers on its port, or if `deadline` passes.
+    async fn wait_answering(&mut self, deadline: Instant) {
         loop {
-            let exited = match self.process.as_mut() {
-                Some(process) => process.try_wait().ok().flatten(),
-                None => panic!("node {} is not running", self.name),
-            };
-            if let Some(status) = exited {
-                self.process = None;
-                panic!(
-                    "node {} exited with {status}\n{}",
-                    self.name,
-                    self.log_tail()
+            self.check_running();
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                let answering = client.server_info().server_name;
+                assert!(
+                    answering == self.name,
+                    "{} answers as {answering:?}, not {}: another process has its port",
+                    self.url(),
+                    self.name
                 );
-            }
-            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "node {} did not listen on {address} within {READY_TIMEOUT:?}\n{}",
+                    "node {} did not answer on {} within {READY_TIMEOUT:?}\n{}",
                     self.name,
+                    self.url(),
                     self.log_tail()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Panics with the node's log if its process is not running (it exited, e.g. because
+    /// its port was taken).
+    fn check_running(&mut self) {
+        let exited = match self.process.as_mut() {
+            Some(process) => process.try_wait().ok().flatten(),
+            None => panic!("node {} is not running", self.name),
+        };
+        if let Some(status) = exited {
+            self.process = None;
+            panic!(
+                "node {} exited with {status}\n{}",
+                self.name,
+                self.log_tail()
+            );
         }
     }
 
@@ -337,19 +370,36 @@ impl Node {
     }
 }
 
-/// `count` distinct TCP ports that are free on 127.0.0.1 right now: all are bound at once
-/// (port 0, the kernel picks) before any is released, so none repeats.
+/// Where the nodes' ports are picked: below Linux's ephemeral range (32768 and up), from
+/// which the kernel hands out the local ports of outgoing connections and of `bind` to port
+/// 0. A node's port taken from there could be grabbed, between the pick and the node's
+/// bind or between a kill and a restart, by any connection on the machine (other nodes'
+/// routes among them), and was in a parallel run.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// `count` TCP ports free on 127.0.0.1, picked at random in [`PORTS`] and checked by binding
+/// them; never the same port twice in this process, so concurrent clusters of the test
+/// binary and restarted nodes keep theirs.
 fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1"))
-        .collect();
-    listeners
-        .iter()
-        .map(|listener| {
-            listener
-                .local_addr()
-                .expect("the address of a bound listener")
-                .port()
-        })
-        .collect()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    let random = RandomState::new();
+    let span = u64::from(PORTS.end - PORTS.start);
+    let mut ports = Vec::with_capacity(count);
+    for draw in 0u64.. {
+        if ports.len() == count {
+            break;
+        }
+        assert!(
+            draw < 100_000,
+            "no {count} free ports in {PORTS:?} on 127.0.0.1"
+        );
+        let offset = u16::try_from(random.hash_one(draw) % span).expect("below the span");
+        let port = PORTS.start + offset;
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            ports.push(port);
+        }
+    }
+    ports
 }

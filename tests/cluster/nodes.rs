@@ -377,3 +377,105 @@ async fn restarting_everything_keeps_the_hash_head() {
         after[10]["hash"]
     );
 }
+
+/// Runs `serve` on the cluster expecting it to refuse to start: its exit code and stderr.
+fn serve_refused(nats: &NatsCluster, dir: &std::path::Path, stream: &str) -> (i32, String) {
+    let output = std::process::Command::new(crate::support::binary())
+        .arg("--db")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &nats.urls()])
+        .args(["--nats-stream", stream])
+        .env("SWARMLOG_LOG", "warn")
+        .output()
+        .expect("the swarmlog binary runs");
+    let code = output.status.code().unwrap_or(-1);
+    (code, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_refuses_a_stream_that_could_lose_events_and_a_mirror_of_another_history() {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    let nats = NatsCluster::start(3).await;
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    jetstream
+        .create_stream(Config {
+            name: "inmemory".into(),
+            subjects: vec!["swarmlog.inmemory".into()],
+            storage: StorageType::Memory,
+            num_replicas: 3,
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await
+        .expect("a memory stream is created");
+    let dir = data_dir();
+    let (code, stderr) = serve_refused(&nats, dir.path(), "inmemory");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("storage is memory"), "{stderr}");
+    jetstream
+        .create_stream(Config {
+            name: "single".into(),
+            subjects: vec!["swarmlog.single".into()],
+            num_replicas: 1,
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await
+        .expect("a stream of one replica is created");
+    let (code, stderr) = serve_refused(&nats, dir.path(), "single");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("1 replica(s), fewer than the 3"),
+        "{stderr}"
+    );
+
+    // A data directory that mirrors stream `one` cannot join stream `two`, whether `two`
+    // is shorter (it would lose events) or as long (another history).
+    let (mirror, other) = (data_dir(), data_dir());
+    let mut a = node(&nats, mirror.path(), "one").await;
+    let mut b = node(&nats, other.path(), "two").await;
+    for n in 0..2 {
+        assert_eq!(
+            a.post(
+                "/v1/events",
+                &json!({"type": "one", "stream": "x", "data": {"n": n}})
+            )
+            .await
+            .0,
+            201
+        );
+        assert_eq!(
+            b.post(
+                "/v1/events",
+                &json!({"type": "two", "stream": "x", "data": {"n": n}})
+            )
+            .await
+            .0,
+            201
+        );
+    }
+    a.stop();
+    b.stop();
+    let (code, stderr) = serve_refused(&nats, mirror.path(), "two");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("mirrors another history"), "{stderr}");
+    let (code, stderr) = serve_refused(&nats, mirror.path(), "empty");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("holds events up to seq 2 but the stream ends at seq 0"),
+        "{stderr}"
+    );
+    // Its own stream takes it back.
+    let a = node(&nats, mirror.path(), "one").await;
+    assert_eq!(a.head().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_refuses_a_nats_whose_messages_cannot_hold_an_event() {
+    // NATS's default max_payload (1 MB) is below a 1 MiB body and its envelope.
+    let nats = NatsCluster::start_with(3, "").await;
+    let dir = data_dir();
+    let (code, stderr) = serve_refused(&nats, dir.path(), "small");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("max_payload: 8MB"), "{stderr}");
+}

@@ -67,6 +67,9 @@ impl JetStream {
         jetstream.set_timeout(ACK_TIMEOUT);
         let subject = format!("swarmlog.{}", config.stream);
         ensure_stream(&jetstream, config, &subject).await?;
+        wait_until_stream_listens(&client, &subject).await?;
+        // Connected by now: the server has told its limits.
+        check_max_payload(&client)?;
         let lease = ensure_lease_bucket(&jetstream, config).await?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -286,6 +289,56 @@ async fn connect(servers: &[String], name: &str) -> Result<async_nats::Client, H
         .connect(addresses)
         .await
         .map_err(|error| HistoryError::new("cannot connect to NATS", error))
+}
+
+/// The room an event needs in a message beyond the request body it came in: its envelope's
+/// other fields (type, stream, actor, meta, hash, ...) and the message's headers.
+const EVENT_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Refuses a NATS whose `max_payload` cannot hold the largest event a request may write.
+fn check_max_payload(client: &async_nats::Client) -> Result<(), HistoryError> {
+    let body = swarmlog_projections::limits::current().request_body_bytes_max;
+    let needed = body + EVENT_OVERHEAD_BYTES;
+    let max_payload = client.server_info().max_payload;
+    if max_payload < needed {
+        return Err(HistoryError(format!(
+            "NATS takes messages of at most {max_payload} bytes (max_payload), and an event can take {needed} \
+             (a {body}-byte body and its envelope): set `max_payload: 8MB` on every NATS server, or lower --max-body-bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// How long a new stream may take to listen on its subject from every server.
+const STREAM_LISTENS_WITHIN: Duration = Duration::from_secs(15);
+
+/// Waits until publishes to `subject` reach the stream: right after a stream is created,
+/// the server this client is connected to may not know yet that the stream listens, and
+/// answers "no responders" (a plain publish would be dropped without a word). The probe
+/// expects the stream's last sequence to be `u64::MAX`, which the stream refuses without
+/// storing anything.
+async fn wait_until_stream_listens(
+    client: &async_nats::Client,
+    subject: &str,
+) -> Result<(), HistoryError> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Sequence", u64::MAX.to_string());
+        match client
+            .request_with_headers(subject.to_owned(), headers, Bytes::new())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(error) if started.elapsed() >= STREAM_LISTENS_WITHIN => {
+                return Err(HistoryError::new(
+                    &format!("the stream does not answer on {subject}"),
+                    error,
+                ))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// Creates the stream when missing; checks an existing one.

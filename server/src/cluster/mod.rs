@@ -172,13 +172,41 @@ pub(crate) async fn open_node<H: History>(
     Ok((Node::new(history, engine, me, timing, signals), forwarder))
 }
 
-/// Refuses a local mirror that holds more than the shared history: it was written by
-/// another history (or the history lost acknowledged events).
+/// Refuses a local mirror that is not a prefix of the shared history: one that holds more
+/// events, or whose last event is not the history's event at that seq (it mirrors
+/// another history, or the history lost acknowledged events).
 async fn check_mirror<H: History>(engine: &Engine, history: &H) -> Result<(), ClusterError> {
-    let local = engine.audit_head().seq;
+    use futures::StreamExt;
+    let local = engine.audit_head();
     let last = history.last_seq().await.map_err(ClusterError::History)?;
-    if local > last {
-        return Err(ClusterError::Diverged { local, last });
+    if local.seq > last {
+        return Err(ClusterError::Diverged {
+            local: local.seq,
+            last,
+        });
+    }
+    if local.seq == 0 {
+        return Ok(());
+    }
+    let record = history
+        .follow(local.seq)
+        .next()
+        .await
+        .ok_or_else(|| {
+            ClusterError::History(history::HistoryError(
+                "the stream ended before the local head".into(),
+            ))
+        })?
+        .map_err(ClusterError::History)?;
+    let same = record.seq.get() == local.seq
+        && swarmlog_projections::Envelope::decode(
+            record.seq.get(),
+            record.timestamp_ms,
+            &record.payload,
+        )
+        .is_ok_and(|envelope| envelope.hash == local.hash);
+    if !same {
+        return Err(ClusterError::Forked { seq: local.seq });
     }
     Ok(())
 }
@@ -193,6 +221,12 @@ pub enum ClusterError {
     /// The local mirror could not be opened.
     #[error(transparent)]
     Engine(EngineError),
+    /// The local mirror's last event is not the shared history's event at that seq.
+    #[error("the local data directory's event {seq} is not the stream's event {seq}: it mirrors another history; start this node on an empty data directory")]
+    Forked {
+        /// The local head.
+        seq: u64,
+    },
     /// The local mirror is ahead of the shared history.
     #[error("the local data directory holds events up to seq {local} but the stream ends at seq {last}: it mirrors another history (or the stream lost acknowledged events); start this node on an empty data directory")]
     Diverged {
