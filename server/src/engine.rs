@@ -1698,7 +1698,7 @@ impl Core {
                     branch,
                     ..system.clone()
                 };
-                self.stamp_and_apply(drafts, &context, &[], now_ms, group);
+                self.stamp_due(drafts, &context, now_ms, group);
             }
         }
         let due: Vec<String> = self
@@ -1719,8 +1719,28 @@ impl Core {
                     branch,
                     ..system.clone()
                 };
-                self.stamp_and_apply(drafts, &context, &[], now_ms, group);
+                self.stamp_due(drafts, &context, now_ms, group);
             }
+        }
+    }
+
+    /// Stamps events that time made due, cutting the group where it would grow past
+    /// `group_events_max`: they belong to no request, so any cut keeps every request whole.
+    fn stamp_due(
+        &mut self,
+        mut drafts: Vec<EventDraft>,
+        context: &WriteContext,
+        now_ms: i64,
+        group: &mut Group,
+    ) {
+        while !drafts.is_empty() {
+            if group.events.len() >= self.group_events_max {
+                self.cut_group(group);
+            }
+            let room = self.group_events_max - group.events.len();
+            let rest = drafts.split_off(room.min(drafts.len()));
+            self.stamp_and_apply(drafts, context, &[], now_ms, group);
+            drafts = rest;
         }
     }
 

@@ -1117,3 +1117,87 @@ async fn every_writer_reads_its_answered_write_while_others_write() {
     assert!(published + engine_reads > (WRITERS as u64) * WRITES);
     engine.shutdown().await;
 }
+
+/// A store that records the size of every group it is handed, then appends locally.
+struct RecordingStore {
+    local: crate::store::LocalStore,
+    groups: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl crate::store::Store for RecordingStore {
+    fn append(
+        &mut self,
+        groups: &[crate::store::GroupRecords<'_>],
+    ) -> Result<(), crate::store::StoreError> {
+        self.groups
+            .lock()
+            .expect("the recording lock")
+            .extend(groups.iter().map(|group| group.records.len()));
+        self.local.append(groups)
+    }
+
+    fn log(&self) -> &swarmlog_log::Log {
+        self.local.log()
+    }
+}
+
+#[tokio::test]
+async fn groups_are_cut_at_the_stores_limit_but_never_inside_a_request() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let groups = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let setup = super::StoreSetup {
+        open: {
+            let groups = groups.clone();
+            Box::new(move |log| {
+                Box::new(RecordingStore {
+                    local: crate::store::LocalStore::new(log),
+                    groups,
+                })
+            })
+        },
+        group_events_max: 3,
+        writer: true,
+    };
+    let engine =
+        Engine::start_with(EngineConfig::new(dir.path()), setup).expect("the engine starts");
+    // Concurrent writes share groups; the five events of one request stay together.
+    let five = (0..5)
+        .map(|n| item("five", json!({"n": n}), None))
+        .collect();
+    let mut writes = vec![write(&engine, "a", append(five))];
+    for n in 0..6 {
+        writes.push(write(
+            &engine,
+            "a",
+            append(vec![item("one", json!({"n": n}), None)]),
+        ));
+    }
+    for written in futures::future::join_all(writes).await {
+        written.expect("every write is answered");
+    }
+    // Seven locks run out at once: their expiry events are cut into groups of at most 3.
+    for n in 0..7 {
+        write(&engine, "holder", acquire("holder", &format!("r{n}"), 100))
+            .await
+            .expect("the lock is taken");
+    }
+    eventually("the seven locks run out", || {
+        events(&engine)
+            .iter()
+            .filter(|event| event.event_type == "lock.expired")
+            .count()
+            == 7
+    })
+    .await;
+    let sizes = groups.lock().expect("the recording lock").clone();
+    assert!(
+        sizes.contains(&5),
+        "the request of five is one group: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|size| *size <= 3 || *size == 5),
+        "no group but the request's grows past the limit: {sizes:?}"
+    );
+    assert_eq!(sizes.iter().sum::<usize>() as u64, engine.audit_head().seq);
+    engine.shutdown().await;
+}
