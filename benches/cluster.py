@@ -94,12 +94,12 @@ asyncio.run(main())
     subprocess.run([python, "-c", script], check=True)
 
 
-def start_node(binary, work, index):
+def start_node(binary, work, index, extra=()):
     data = os.path.join(work, f"swarmlog{index}")
     log = open(data + ".log", "a")
     process = subprocess.Popen(
         [binary, "--db", data, "serve", "--listen", f"127.0.0.1:{NODE_PORTS[index]}",
-         "--store", URLS, "--nats-stream", "bench", "--node-name", f"node{index}"],
+         "--store", URLS, "--nats-stream", "bench", "--node-name", f"node{index}", *extra],
         stdout=log, stderr=log, env={**os.environ, "SWARMLOG_LOG": "warn"},
     )
     deadline = time.time() + 60
@@ -146,6 +146,7 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--secs", type=float, default=8)
     parser.add_argument("--failovers", type=int, default=10)
+    parser.add_argument("--serve-args", default="", help="more `serve` flags for both nodes, e.g. '--sync none'")
     parser.add_argument("--peerbench", default=os.environ.get(
         "PEERBENCH", os.path.join(ROOT, "../shared/peers/peerbench/target/release/peerbench")))
     args = parser.parse_args()
@@ -155,9 +156,9 @@ def main():
     nodes = []
     try:
         create_r3_stream(python)
-        nodes = [start_node(args.bin, work, 0)]
+        nodes = [start_node(args.bin, work, 0, args.serve_args.split())]
         time.sleep(1)
-        nodes.append(start_node(args.bin, work, 1))
+        nodes.append(start_node(args.bin, work, 1, args.serve_args.split()))
         rows = {"nats-pub": [], "one node": [], "two nodes": []}
         for rep in range(args.reps):
             rows["nats-pub"].append(peerbench(args, "nats-pub", "--url", f"nats://127.0.0.1:{NATS_PORTS[0]}", "--clients", "32"))
@@ -171,9 +172,10 @@ def main():
                 forwarded = json.loads(second.read().strip().splitlines()[-1])
             rows["two nodes"].append({"ops_per_s": first["ops_per_s"] + forwarded["ops_per_s"],
                                       "p50_us": max(first["p50_us"], forwarded["p50_us"]),
-                                      "p99_us": max(first["p99_us"], forwarded["p99_us"])})
+                                      "p99_us": max(first["p99_us"], forwarded["p99_us"]),
+                                      "machine_busy_cores": first.get("machine_busy_cores")})
             for name, runs in rows.items():
-                print(json.dumps({"rep": rep, "run": name, **{k: runs[-1][k] for k in ("ops_per_s", "p50_us", "p99_us")}}), flush=True)
+                print(json.dumps({"rep": rep, "run": name, **{k: runs[-1].get(k) for k in ("ops_per_s", "p50_us", "p99_us", "machine_busy_cores")}}), flush=True)
         nats_rate = statistics.median(run["ops_per_s"] for run in rows["nats-pub"])
         for name, runs in rows.items():
             rate = statistics.median(run["ops_per_s"] for run in runs)
@@ -199,10 +201,11 @@ def main():
             took = time.monotonic() - killed
             times.append(took)
             print(json.dumps({"failover": attempt, "killed": f"node{writer}", "seconds": round(took, 3)}), flush=True)
-            nodes[writer] = start_node(args.bin, work, writer)
+            nodes[writer] = start_node(args.bin, work, writer, args.serve_args.split())
             time.sleep(0.5)
-        print(f"failover (writer killed to the first acknowledged write through the other node): "
-              f"median {statistics.median(times):.2f} s, min {min(times):.2f} s, max {max(times):.2f} s ({len(times)} runs)")
+        if times:
+            print(f"failover (writer killed to the first acknowledged write through the other node): "
+                  f"median {statistics.median(times):.2f} s, min {min(times):.2f} s, max {max(times):.2f} s ({len(times)} runs)")
     finally:
         for process in nodes + nats:
             if process.poll() is None:
