@@ -66,11 +66,24 @@ impl JetStream {
         let mut jetstream = async_nats::jetstream::new(client.clone());
         jetstream.set_timeout(ACK_TIMEOUT);
         let subject = format!("swarmlog.{}", config.stream);
-        ensure_stream(&jetstream, config, &subject).await?;
+        // NATS may be starting with this node (JetStream answers a few seconds after its
+        // servers): what fails for want of an answer is tried again for a while.
+        let deadline = std::time::Instant::now() + STARTUP_PATIENCE;
+        loop {
+            match ensure_stream(&jetstream, config, &subject).await {
+                Ok(()) => break,
+                Err(Setup::Unsafe(error)) => return Err(error),
+                Err(Setup::Unavailable(error)) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(%error, "JetStream does not answer yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(Setup::Unavailable(error)) => return Err(error),
+            }
+        }
         wait_until_stream_listens(&client, &subject).await?;
         // Connected by now: the server has told its limits.
         check_max_payload(&client)?;
-        let lease = ensure_lease_bucket(&jetstream, config).await?;
+        let lease = patiently(|| ensure_lease_bucket(&jetstream, config)).await?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos() as u64)
@@ -341,12 +354,43 @@ async fn wait_until_stream_listens(
     }
 }
 
+/// How long a node waits at start-up for JetStream to answer.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds or [`STARTUP_PATIENCE`] has passed: NATS may be
+/// starting, or a server that just restarted may not answer for JetStream yet.
+async fn patiently<T, F, A>(mut attempt: A) -> Result<T, HistoryError>
+where
+    A: FnMut() -> F,
+    F: std::future::Future<Output = Result<T, HistoryError>>,
+{
+    let deadline = std::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "JetStream does not answer yet; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Why the stream could not be set up.
+enum Setup {
+    /// It cannot keep the history safely: final.
+    Unsafe(HistoryError),
+    /// JetStream did not answer (yet).
+    Unavailable(HistoryError),
+}
+
 /// Creates the stream when missing; checks an existing one.
 async fn ensure_stream(
     jetstream: &async_nats::jetstream::Context,
     config: &JetStreamConfig,
     subject: &str,
-) -> Result<(), HistoryError> {
+) -> Result<(), Setup> {
     let wanted = stream::Config {
         name: config.stream.clone(),
         subjects: vec![subject.to_owned()],
@@ -366,27 +410,31 @@ async fn ensure_stream(
         Ok(mut stream) => stream
             .info()
             .await
-            .map_err(|error| HistoryError::new("cannot read the stream", error))?
+            .map_err(|error| {
+                Setup::Unavailable(HistoryError::new("cannot read the stream", error))
+            })?
             .clone(),
         Err(_) => {
             let mut stream = jetstream.create_stream(wanted).await.map_err(|error| {
-                HistoryError::new(
+                Setup::Unavailable(HistoryError::new(
                     &format!("cannot create the stream '{}'", config.stream),
                     error,
-                )
+                ))
             })?;
             stream
                 .info()
                 .await
-                .map_err(|error| HistoryError::new("cannot read the stream", error))?
+                .map_err(|error| {
+                    Setup::Unavailable(HistoryError::new("cannot read the stream", error))
+                })?
                 .clone()
         }
     };
     match unsafe_setting(&info, config, subject) {
-        Some(setting) => Err(HistoryError(format!(
+        Some(setting) => Err(Setup::Unsafe(HistoryError(format!(
             "refusing the stream '{}': {setting}",
             config.stream
-        ))),
+        )))),
         None => Ok(()),
     }
 }
@@ -566,16 +614,19 @@ pub async fn verify(
     use swarmlog_projections::{Envelope, GENESIS_HASH};
     let client = connect(servers, "swarmlog-verify").await?;
     let jetstream = async_nats::jetstream::new(client);
-    let mut handle = jetstream
-        .get_stream(stream)
-        .await
-        .map_err(|error| HistoryError::new(&format!("cannot open the stream '{stream}'"), error))?;
-    let last = handle
-        .info()
-        .await
-        .map_err(|error| HistoryError::new("cannot read the stream", error))?
-        .state
-        .last_sequence;
+    let open = || async {
+        let mut handle = jetstream.get_stream(stream).await.map_err(|error| {
+            HistoryError::new(&format!("cannot open the stream '{stream}'"), error)
+        })?;
+        let last = handle
+            .info()
+            .await
+            .map_err(|error| HistoryError::new("cannot read the stream", error))?
+            .state
+            .last_sequence;
+        Ok((handle, last))
+    };
+    let (handle, last) = patiently(open).await?;
     let mut previous = GENESIS_HASH;
     let mut checked = 0u64;
     progress(0, last);
