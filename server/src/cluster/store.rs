@@ -37,9 +37,8 @@ impl<H: History> ClusterStore<H> {
         }
     }
 
-    /// Publishes a run of this node's groups, one atomic batch per group (a group larger
-    /// than a batch, which only the timers can make, is split), then mirrors what the
-    /// history stored. Returns how many of the run's groups are durable on failure.
+    /// Publishes a run of this node's groups, packed into atomic batches (see [`pack`]),
+    /// then mirrors what the history stored. Returns how many of the run's groups are durable on failure.
     fn publish(&mut self, run: &[GroupRecords<'_>]) -> Result<(), (usize, AppendError)> {
         if !self.signals.holds_lease() {
             return Err((
@@ -47,13 +46,8 @@ impl<H: History> ClusterStore<H> {
                 AppendError::Refused("this node does not hold the writer's lease".into()),
             ));
         }
-        let mut batches: Vec<&[RecordInput<'_>]> = Vec::new();
-        // The number of batches up to and including each group's.
-        let mut ends = Vec::with_capacity(run.len());
-        for group in run {
-            batches.extend(group.records.chunks(ATOMIC_BATCH_RECORDS_MAX));
-            ends.push(batches.len());
-        }
+        let (batches, ends) = pack(run);
+        let batches: Vec<&[RecordInput<'_>]> = batches.iter().map(Vec::as_slice).collect();
         let expected = self.log.head().map_or(0, |seq| seq.get());
         let outcome = self
             .runtime
@@ -112,5 +106,57 @@ impl<H: History> Store for ClusterStore<H> {
 
     fn log(&self) -> &Log {
         &self.log
+    }
+}
+
+/// Packs a run of groups into atomic batches of at most [`ATOMIC_BATCH_RECORDS_MAX`]
+/// records, in order: a group joins the last batch whole when it fits, else starts new
+/// ones (a group larger than a batch, which no request makes, is split). Returns the
+/// batches and, for each group, how many batches hold it and everything before it: the
+/// group is stored once that many batches are.
+fn pack<'a>(run: &[GroupRecords<'a>]) -> (Vec<Vec<RecordInput<'a>>>, Vec<usize>) {
+    let mut batches: Vec<Vec<RecordInput<'a>>> = Vec::new();
+    let mut ends = Vec::with_capacity(run.len());
+    for group in run {
+        match batches.last_mut() {
+            Some(batch) if batch.len() + group.records.len() <= ATOMIC_BATCH_RECORDS_MAX => {
+                batch.extend_from_slice(&group.records);
+            }
+            _ => batches.extend(
+                group
+                    .records
+                    .chunks(ATOMIC_BATCH_RECORDS_MAX)
+                    .map(<[RecordInput<'a>]>::to_vec),
+            ),
+        }
+        ends.push(batches.len());
+    }
+    (batches, ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_packed_whole_into_batches_of_at_most_a_thousand_records() {
+        let payload = [0u8; 1];
+        let record = RecordInput {
+            timestamp_ms: 0,
+            payload: &payload,
+        };
+        let sizes = [3, 998, 1, 1500, 2];
+        let run: Vec<GroupRecords<'_>> = sizes
+            .iter()
+            .map(|size| GroupRecords {
+                records: vec![record; *size],
+                replicated: false,
+            })
+            .collect();
+        let (batches, ends) = pack(&run);
+        let lengths: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [3, 999, 1000, 502]);
+        assert_eq!(ends, [1, 2, 2, 4, 4], "a group is stored once its last batch is");
+        assert_eq!(lengths.iter().sum::<usize>(), sizes.iter().sum::<usize>());
     }
 }
