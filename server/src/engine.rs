@@ -697,6 +697,12 @@ impl Engine {
         answer.await.map_err(|_| Refusal::ShuttingDown)?
     }
 
+    /// The test's hold on the commit thread.
+    #[cfg(test)]
+    pub(crate) fn commit_gate(&self) -> &crate::committer::CommitGate {
+        &self.shared.commit_gate
+    }
+
     /// Whether this engine decides writes: always with the local log; in a cluster, on
     /// the writer only.
     pub fn is_writer(&self) -> bool {
@@ -1088,7 +1094,7 @@ impl Core {
             }
             let blocks = jobs
                 .iter()
-                .any(|job| matches!(job, Job::Snapshot(_) | Job::Shutdown(_)))
+                .any(|job| matches!(job, Job::Snapshot(_) | Job::Shutdown(_) | Job::Demote(_)))
                 || self.committer.durability().refusal().is_some();
             let stop = if blocks {
                 on_the_side(|| self.process(jobs))
@@ -1428,7 +1434,10 @@ impl Core {
     }
 
     /// Stops deciding writes and running timers; the requests waiting for a lock or a
-    /// task are refused (their clients retry through the new writer).
+    /// task are refused (their clients retry through the new writer). The groups this
+    /// engine decided and the store has not taken are refused by the store (the node no
+    /// longer holds the lease); the state is then reloaded from the local log, so that
+    /// what the follower applies next chains to durable events only.
     fn demote(&mut self) {
         if !self.shared.writer.swap(false, Ordering::AcqRel) {
             return;
@@ -1437,6 +1446,15 @@ impl Core {
             self.answer_parked(parked, &Refusal::NotWriter);
         }
         self.wait_for.clear();
+        self.committer.wait_idle();
+        if let Some(refusal) = self.committer.durability().refusal() {
+            self.reload_after_refusal(&refusal);
+        }
+        debug_assert_eq!(
+            self.state.head,
+            self.committer.durability().durable(),
+            "a follower's state holds durable events only"
+        );
         tracing::info!(head = self.state.head, "this node is a follower");
     }
 

@@ -65,9 +65,9 @@ pub struct Metrics {
     pub cluster_writer: Family<Vec<(String, String)>, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// In a cluster: how many events of the shared history this node has not applied yet.
     pub cluster_lag_events: Gauge<i64, std::sync::atomic::AtomicI64>,
-    /// In a cluster: times this node took over as the writer (failovers to it, and the
-    /// first election).
-    pub cluster_takeovers: Counter<u64, AtomicU64>,
+    /// In a cluster: times this node took over as the writer from another node (the
+    /// first election of a new cluster is not counted).
+    pub cluster_failovers: Counter<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -209,11 +209,11 @@ impl Metrics {
             "In a cluster: events of the shared history this node has not applied yet",
             cluster_lag_events.clone(),
         );
-        let cluster_takeovers = Counter::default();
+        let cluster_failovers = Counter::default();
         registry.register(
-            "cluster_takeovers",
-            "In a cluster: times this node took over as the writer",
-            cluster_takeovers.clone(),
+            "cluster_failovers",
+            "In a cluster: times this node took over as the writer from another node",
+            cluster_failovers.clone(),
         );
         Metrics {
             registry,
@@ -241,7 +241,7 @@ impl Metrics {
             state_publications,
             cluster_writer,
             cluster_lag_events,
-            cluster_takeovers,
+            cluster_failovers,
         }
     }
 

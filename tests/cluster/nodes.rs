@@ -288,8 +288,9 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
         verify_store(&nats, "failover")["records"].as_u64(),
         Some(events.len() as u64)
     );
-    let takeovers = b.metric("swarmlog_cluster_takeovers_total").await;
-    assert_eq!(takeovers, 1.0, "the follower took over once");
+    let failovers = b.metric("swarmlog_cluster_failovers_total").await;
+    assert_eq!(failovers, 1.0, "the follower took over once");
+    assert_eq!(b.metric("swarmlog_cluster_lag_events").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -339,7 +340,24 @@ async fn a_writer_paused_past_its_lease_never_appends_and_steps_down() {
     wait_for_head(&a, 3).await;
     assert_eq!(history(&a).await, history(&b).await);
     assert_eq!(verify_store(&nats, "pause")["records"], 3);
-    assert_eq!(b.metric("swarmlog_cluster_takeovers_total").await, 1.0);
+    assert_eq!(b.metric("swarmlog_cluster_failovers_total").await, 1.0);
+    assert_eq!(
+        a.metric("swarmlog_cluster_failovers_total").await,
+        0.0,
+        "the first election is no failover"
+    );
+    // Nodes are named by their address unless --node-name says otherwise.
+    let (a_name, b_name) = (
+        a.url.trim_start_matches("http://"),
+        b.url.trim_start_matches("http://"),
+    );
+    let writer = |name: &str| format!("swarmlog_cluster_writer{{node=\"{name}\"}}");
+    assert_eq!(
+        a.metric(&writer(b_name)).await,
+        1.0,
+        "the old writer sees the new one"
+    );
+    assert_eq!(a.metric(&writer(a_name)).await, 0.0, "and no longer itself");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

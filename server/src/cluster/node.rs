@@ -55,6 +55,9 @@ pub(crate) struct Node<H: History> {
     lease: Option<u64>,
     /// When the last claim or renewal that succeeded was sent.
     renewed: Instant,
+    /// Whether this node saw another node hold the lease since it last wrote: its next
+    /// take-over is then a failover.
+    saw_other_writer: bool,
 }
 
 impl<H: History> Node<H> {
@@ -75,6 +78,7 @@ impl<H: History> Node<H> {
             follower: None,
             lease: None,
             renewed: Instant::now(),
+            saw_other_writer: false,
         }
     }
 
@@ -99,9 +103,12 @@ impl<H: History> Node<H> {
         if self.signals.take_deposed() {
             self.step_down(false).await;
         }
-        match self.lease {
-            Some(revision) => self.renew(revision).await,
-            None => self.follow_or_claim().await,
+        if let Some(revision) = self.lease {
+            self.renew(revision).await;
+        }
+        // A node that just stepped down follows at once.
+        if self.lease.is_none() {
+            self.follow_or_claim().await;
         }
     }
 
@@ -147,6 +154,7 @@ impl<H: History> Node<H> {
             }
         };
         if let Some(lease) = lease {
+            self.saw_other_writer |= lease.holder != self.me;
             self.see_writer(Some(lease.holder));
             if let Ok(last) = self.history.last_seq().await {
                 let head = self.engine.audit_head().seq;
@@ -211,7 +219,9 @@ impl<H: History> Node<H> {
         self.see_writer(Some(self.me.clone()));
         let metrics = self.engine.metrics();
         metrics.cluster_lag_events.set(0);
-        metrics.cluster_takeovers.inc();
+        if std::mem::take(&mut self.saw_other_writer) {
+            metrics.cluster_failovers.inc();
+        }
         tracing::info!(head = last, "took over as the writer");
         Ok(())
     }

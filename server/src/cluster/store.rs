@@ -156,7 +156,11 @@ mod tests {
         let (batches, ends) = pack(&run);
         let lengths: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(lengths, [3, 999, 1000, 502]);
-        assert_eq!(ends, [1, 2, 2, 4, 4], "a group is stored once its last batch is");
+        assert_eq!(
+            ends,
+            [1, 2, 2, 4, 4],
+            "a group is stored once its last batch is"
+        );
         assert_eq!(lengths.iter().sum::<usize>(), sizes.iter().sum::<usize>());
     }
 }

@@ -205,3 +205,45 @@ async fn a_writer_that_cannot_renew_steps_down_and_a_released_lease_is_taken_at_
     assert!(a.is_writer(), "a released lease is taken at the next round");
     assert_eq!(append(a.engine(), "two").await, (StatusCode::CREATED, None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_stepping_down_with_a_write_in_flight_follows_from_its_durable_head() {
+    let (history, _dirs, mut a, mut b) = two_nodes().await;
+    a.tick().await;
+    b.tick().await;
+    assert_eq!(append(a.engine(), "one").await, (StatusCode::CREATED, None));
+    wait_for_head(b.engine(), 1).await;
+    tokio::time::sleep(LEASE + LEASE / 3).await;
+    b.tick().await;
+    assert!(b.is_writer());
+    assert_eq!(append(b.engine(), "two").await, (StatusCode::CREATED, None));
+
+    // `a` still decides a write, and its round finds the lease gone while that write is
+    // on its way to the store (held at the commit thread's gate): the write is refused,
+    // and the state `a` follows on from is its durable one, not one that holds it.
+    a.engine().commit_gate().close();
+    let engine = a.engine().clone();
+    let stale = tokio::spawn(async move { append(&engine, "stale").await });
+    while !a.engine().commit_gate().is_holding() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let engine = a.engine().clone();
+    let open = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        engine.commit_gate().open(false);
+    });
+    a.tick().await;
+    open.await.expect("the gate opens");
+    assert_eq!(
+        stale.await.expect("the write is answered"),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_writer".into()))
+    );
+    assert!(!a.is_writer());
+    assert_eq!(
+        append(b.engine(), "three").await,
+        (StatusCode::CREATED, None)
+    );
+    wait_for_head(a.engine(), 3).await;
+    assert_eq!(a.engine().audit_head(), b.engine().audit_head());
+    assert_eq!(history.records().len(), 3, "the stale write stored nothing");
+}
