@@ -167,18 +167,24 @@ fn network(args: &ServeArgs) -> Result<NetworkConfig, CliError> {
     })
 }
 
+/// The progress bar of `verify` on stderr (drawn only on a terminal), in `template`.
+fn verify_progress(template: &str) -> indicatif::ProgressBar {
+    let progress =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress
+}
+
 /// `verify --store`: checks every event of a cluster's stream and prints the head of the
 /// hash chain.
 pub async fn verify_store(config: &Config, args: &StoreArgs) -> Result<(), CliError> {
     let Some(servers) = store_servers(args)? else {
         return verify(config);
     };
-    let progress =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("verifying {bar:40} {pos}/{len} events {per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let progress = verify_progress("verifying {bar:40} {pos}/{len} events {per_sec}");
     let report = swarmlog_server::cluster::jetstream::verify(
         &servers,
         &args.nats_stream,
@@ -216,14 +222,7 @@ pub async fn verify_store(config: &Config, args: &StoreArgs) -> Result<(), CliEr
 pub fn verify(config: &Config) -> Result<(), CliError> {
     super::client::require_log(&config.db)?;
     let log_dir = swarmlog_server::engine::log_dir(&config.db);
-    let progress =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let progress = verify_progress("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec}");
     let report = swarmlog_server::audit::verify(&log_dir, &mut |done, total| {
         progress.set_length(total);
         progress.set_position(done);

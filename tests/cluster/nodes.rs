@@ -93,6 +93,17 @@ fn verify_store(nats: &NatsCluster, stream: &str) -> Value {
     serde_json::from_str(&stdout).expect("verify --json prints JSON")
 }
 
+/// Appends an event of `kind` numbered `n` through `server`, which must take it.
+async fn appended(server: &Server, kind: &str, n: u64) {
+    let event = json!({"type": kind, "stream": "x", "data": {"n": n}});
+    let (status, body) = server.post("/v1/events", &event).await;
+    assert_eq!(
+        status, 201,
+        "an append through {} failed: {body}",
+        server.url
+    );
+}
+
 fn seq_of(event: &Value) -> u64 {
     event["seq"].as_u64().expect("an event has a seq")
 }
@@ -214,13 +225,11 @@ async fn sse_on_one_node_sees_writes_made_through_another_and_resumes() {
     };
     let live = subscribe(None).await.expect("the SSE stream opens");
     for n in 0..3 {
-        let event = json!({"type": "sse.test", "stream": "s", "data": {"n": n}});
-        assert_eq!(a.post("/v1/events", &event).await.0, 201);
+        appended(&a, "sse.test", n).await;
     }
     assert_eq!(next_seqs(live, 3).await, [1, 2, 3]);
     for n in 3..5 {
-        let event = json!({"type": "sse.test", "stream": "s", "data": {"n": n}});
-        assert_eq!(a.post("/v1/events", &event).await.0, 201);
+        appended(&a, "sse.test", n).await;
     }
     let resumed = subscribe(Some(2)).await.expect("the SSE stream resumes");
     assert_eq!(
@@ -367,8 +376,7 @@ async fn restarting_everything_keeps_the_hash_head() {
     let mut a = node(&nats, dir_a.path(), "restart").await;
     let mut b = node(&nats, dir_b.path(), "restart").await;
     for n in 0..10 {
-        let event = json!({"type": "n", "stream": "x", "data": {"n": n}});
-        assert_eq!(b.post("/v1/events", &event).await.0, 201);
+        appended(&b, "n", n).await;
     }
     wait_for_head(&a, 10).await;
     let before = history(&a).await;
@@ -453,24 +461,8 @@ async fn serve_refuses_a_stream_that_could_lose_events_and_a_mirror_of_another_h
     let mut a = node(&nats, mirror.path(), "one").await;
     let mut b = node(&nats, other.path(), "two").await;
     for n in 0..2 {
-        assert_eq!(
-            a.post(
-                "/v1/events",
-                &json!({"type": "one", "stream": "x", "data": {"n": n}})
-            )
-            .await
-            .0,
-            201
-        );
-        assert_eq!(
-            b.post(
-                "/v1/events",
-                &json!({"type": "two", "stream": "x", "data": {"n": n}})
-            )
-            .await
-            .0,
-            201
-        );
+        appended(&a, "one", n).await;
+        appended(&b, "two", n).await;
     }
     a.stop();
     b.stop();

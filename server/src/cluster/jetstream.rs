@@ -201,41 +201,7 @@ impl History for JetStream {
     }
 
     fn follow(&self, from: u64) -> BoxStream<'static, Result<Record, HistoryError>> {
-        let jetstream = self.jetstream.clone();
-        let name = self.stream.clone();
-        let messages = async move {
-            let stream = jetstream
-                .get_stream(&name)
-                .await
-                .map_err(|error| HistoryError::new("cannot open the stream", error))?;
-            let consumer = stream
-                .create_consumer(pull::OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: from.max(1),
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| HistoryError::new("cannot follow the stream", error))?;
-            consumer
-                .messages()
-                .await
-                .map_err(|error| HistoryError::new("cannot follow the stream", error))
-        };
-        futures::stream::once(messages)
-            .map(|opened| match opened {
-                Ok(messages) => messages
-                    .map(|message| {
-                        let message = message.map_err(|error| {
-                            HistoryError::new("the stream's consumer failed", error)
-                        })?;
-                        record_of(&message)
-                    })
-                    .boxed(),
-                Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
-            })
-            .flatten()
-            .boxed()
+        follow_stream(self.jetstream.clone(), self.stream.clone(), from)
     }
 
     async fn lease(&self) -> Result<Option<Lease>, HistoryError> {
@@ -284,6 +250,48 @@ impl History for JetStream {
             tracing::debug!(%error, "the writer's lease was not released (it ran out or moved on)");
         }
     }
+}
+
+/// Every record of the stream `name` from sequence `from` on, through an ordered consumer;
+/// ends with an error when the stream cannot be read.
+fn follow_stream(
+    jetstream: async_nats::jetstream::Context,
+    name: String,
+    from: u64,
+) -> BoxStream<'static, Result<Record, HistoryError>> {
+    let messages = async move {
+        let stream = jetstream
+            .get_stream(&name)
+            .await
+            .map_err(|error| HistoryError::new("cannot open the stream", error))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| HistoryError::new("cannot follow the stream", error))?;
+        consumer
+            .messages()
+            .await
+            .map_err(|error| HistoryError::new("cannot follow the stream", error))
+    };
+    futures::stream::once(messages)
+        .map(|opened| match opened {
+            Ok(messages) => messages
+                .map(|message| {
+                    let message = message.map_err(|error| {
+                        HistoryError::new("the stream's consumer failed", error)
+                    })?;
+                    record_of(&message)
+                })
+                .boxed(),
+            Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
+        })
+        .flatten()
+        .boxed()
 }
 
 /// Connects to the first server that answers, retrying for a while: the cluster may be
@@ -614,43 +622,43 @@ pub async fn verify(
     use swarmlog_projections::{Envelope, GENESIS_HASH};
     let client = connect(servers, "swarmlog-verify").await?;
     let jetstream = async_nats::jetstream::new(client);
-    let open = || async {
+    let last_sequence = || async {
         let mut handle = jetstream.get_stream(stream).await.map_err(|error| {
             HistoryError::new(&format!("cannot open the stream '{stream}'"), error)
         })?;
-        let last = handle
+        let info = handle
             .info()
             .await
-            .map_err(|error| HistoryError::new("cannot read the stream", error))?
-            .state
-            .last_sequence;
-        Ok((handle, last))
+            .map_err(|error| HistoryError::new("cannot read the stream", error))?;
+        Ok(info.state.last_sequence)
     };
-    let (handle, last) = patiently(open).await?;
+    let last = patiently(last_sequence).await?;
     let mut previous = GENESIS_HASH;
     let mut checked = 0u64;
     progress(0, last);
-    if last > 0 {
-        let consumer = handle
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| HistoryError::new("cannot read the stream", error))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|error| HistoryError::new("cannot read the stream", error))?;
+    // A server that just restarted may not answer for a while: reading starts again
+    // after the last event checked, for as long as start-up would wait.
+    let deadline = std::time::Instant::now() + STARTUP_PATIENCE;
+    while checked < last {
+        let mut records = follow_stream(jetstream.clone(), stream.to_owned(), checked + 1);
         while checked < last {
-            let message = messages
-                .next()
-                .await
-                .ok_or_else(|| {
-                    HistoryError(format!("the stream ended after {checked} of {last} events"))
-                })?
-                .map_err(|error| HistoryError::new("cannot read the stream", error))?;
-            let record = record_of(&message)?;
+            let record = match records.next().await {
+                Some(Ok(record)) => record,
+                failure => {
+                    let error = match failure {
+                        Some(Err(error)) => error,
+                        _ => HistoryError(format!(
+                            "the stream ended after {checked} of {last} events"
+                        )),
+                    };
+                    if std::time::Instant::now() >= deadline {
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, checked, "reading the stream again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            };
             let seq = record.seq.get();
             if seq != checked + 1 {
                 return Err(HistoryError(format!(
