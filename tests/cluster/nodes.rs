@@ -160,11 +160,14 @@ async fn concurrent_cas_increments_through_two_nodes_lose_no_update() {
     let b = node(&nats, dir_b.path(), "cas").await;
     let (status, body) = a.post("/v1/state/counter/init", &json!({"value": 0})).await;
     assert!(status == 200 || status == 201, "{body}");
+    // A follower reads its own writes, not another node's until it has applied them.
+    wait_for_head(&b, a.head().await).await;
     const INCREMENTS: u64 = 20;
     async fn increment(server: &Server) {
         let mut done = 0;
         while done < INCREMENTS {
-            let (_, cell) = server.get("/v1/state/counter").await;
+            let (status, cell) = server.get("/v1/state/counter").await;
+            assert_eq!(status, 200, "the cell reads on {}: {cell}", server.url);
             let version = cell["version"].as_u64().expect("a version");
             let value = cell["value"].as_u64().expect("a number");
             let cas = json!({"expected_version": version, "value": value + 1});

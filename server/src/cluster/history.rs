@@ -32,14 +32,10 @@ pub struct Lease {
 pub enum AppendError {
     /// The history's last sequence is not the one the append expected: another writer
     /// appended. Nothing of the batch was stored.
-    #[error(
-        "the history's last sequence is {last}, not the expected {expected}: another node appended"
-    )]
+    #[error("the history does not end at seq {expected} as this node's state does: another node appended")]
     Conflict {
         /// The sequence the append expected.
         expected: u64,
-        /// The history's last sequence, when known (0 when not).
-        last: u64,
     },
     /// The history refused the batch for another reason; nothing of it was stored.
     #[error("the history refused the batch: {0}")]

@@ -558,7 +558,7 @@ fn publish_error(
     error: async_nats::jetstream::context::PublishError,
 ) -> AppendError {
     match error.kind() {
-        PublishErrorKind::WrongLastSequence => AppendError::Conflict { expected, last: 0 },
+        PublishErrorKind::WrongLastSequence => AppendError::Conflict { expected },
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
             AppendError::Unconfirmed(error.to_string())
         }

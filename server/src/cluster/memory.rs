@@ -82,7 +82,7 @@ impl History for MemoryHistory {
         for (index, batch) in batches.iter().enumerate() {
             let last = inner.records.len() as u64;
             if last != expected {
-                return Err((index, AppendError::Conflict { expected, last }));
+                return Err((index, AppendError::Conflict { expected }));
             }
             for record in batch.iter() {
                 let seq = Seq(inner.records.len() as u64 + 1);
