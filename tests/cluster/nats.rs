@@ -39,7 +39,15 @@ pub struct NatsCluster {
     nodes: Vec<Node>,
     /// Configs, JetStream stores and logs of all the nodes.
     dir: TempDir,
+    /// Held while the cluster lives: one cluster at a time per test process, so that the
+    /// timings the tests rely on (leases of a second, NATS elections) do not stretch with
+    /// several 3-node clusters and their swarmlog nodes sharing two cores.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
+
+/// Whose turn it is to run a cluster (see [`NatsCluster`]).
+static TURN: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::OnceLock::new();
 
 /// One nats-server of the cluster.
 struct Node {
@@ -67,6 +75,11 @@ impl NatsCluster {
     /// the `max_payload` setting.
     pub async fn start_with(size: usize, extra: &str) -> NatsCluster {
         assert!(size > 0, "a NATS cluster needs at least one node");
+        let turn = TURN
+            .get_or_init(Default::default)
+            .clone()
+            .lock_owned()
+            .await;
         let binary = nats_server_binary();
         let dir = tempfile::Builder::new()
             .prefix("swarmlog-nats-")
@@ -77,7 +90,11 @@ impl NatsCluster {
         let nodes = (0..size)
             .map(|i| Node::configure(dir.path(), i, client_ports[i], route_ports, extra))
             .collect();
-        let mut cluster = NatsCluster { nodes, dir };
+        let mut cluster = NatsCluster {
+            nodes,
+            dir,
+            _turn: turn,
+        };
         for node in &mut cluster.nodes {
             node.spawn(&binary);
         }
