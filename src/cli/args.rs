@@ -206,7 +206,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// Keep the history in a NATS JetStream stream instead of the local log alone:
-    /// nats://HOST:PORT[,nats://HOST:PORT...] (README, "Running a cluster"; the data directory holds this
+    /// nats://HOST:PORT[,HOST:PORT...] (README, "Running a cluster"; the data directory holds this
     /// node's mirror of the stream).
     #[arg(long, value_name = "URLS")]
     pub store: Option<String>,

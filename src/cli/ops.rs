@@ -106,18 +106,23 @@ fn store_servers(args: &StoreArgs) -> Result<Option<Vec<String>>, CliError> {
     let Some(store) = &args.store else {
         return Ok(None);
     };
-    let servers: Vec<String> = store.split(',').map(|url| url.trim().to_owned()).collect();
-    let valid = |url: &String| {
-        url.strip_prefix("nats://").is_some_and(|address| {
-            address
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        })
-    };
-    if let Some(bad) = servers.iter().find(|url| !valid(url)) {
-        return Err(CliError::usage(format!(
-            "--store must be nats://HOST:PORT[,nats://HOST:PORT...], and '{bad}' is not nats://HOST:PORT"
-        )));
+    // SPEC §9's form, nats://HOST:PORT[,HOST:PORT...]; a scheme on the later ones too.
+    let mut servers = Vec::new();
+    for (index, entry) in store.split(',').map(str::trim).enumerate() {
+        let address = match entry.strip_prefix("nats://") {
+            Some(address) => address,
+            None if index > 0 && !entry.contains("://") => entry,
+            None => "",
+        };
+        let valid = address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(CliError::usage(format!(
+                "--store must be nats://HOST:PORT[,HOST:PORT...], and '{entry}' is not a NATS server's HOST:PORT"
+            )));
+        }
+        servers.push(format!("nats://{address}"));
     }
     let name = &args.nats_stream;
     let name_ok = !name.is_empty()

@@ -153,3 +153,71 @@ fn serve_refuses_caps_outside_their_range() {
         "a refused serve opens nothing"
     );
 }
+
+#[test]
+fn serve_and_verify_refuse_malformed_cluster_flags() {
+    let dir = data_dir();
+    let db = dir.path().to_str().expect("a UTF-8 temporary path");
+    let refusals: [(&[&str], &str); 8] = [
+        (
+            &["serve", "--store", "foo"],
+            "--store must be nats://HOST:PORT[,HOST:PORT...], and 'foo'",
+        ),
+        (
+            &["serve", "--store", "nats://a"],
+            "'nats://a' is not a NATS server's HOST:PORT",
+        ),
+        (
+            &["serve", "--store", "nats://a:1,http://b:2"],
+            "'http://b:2'",
+        ),
+        (&["serve", "--store", "nats://a:1,b:x"], "'b:x'"),
+        (
+            &[
+                "serve",
+                "--store",
+                "nats://a:1",
+                "--nats-stream",
+                "two words",
+            ],
+            "--nats-stream must be 1 to 32 letters",
+        ),
+        (
+            &["serve", "--store", "nats://a:1", "--nats-replicas", "0"],
+            "--nats-replicas must be between 1 and 5, not 0",
+        ),
+        (
+            &["serve", "--store", "nats://a:1", "--lease-ms", "999"],
+            "--lease-ms must be between 1000 and 60000, not 999",
+        ),
+        (
+            &["verify", "--store", "a:1"],
+            "'a:1' is not a NATS server's HOST:PORT",
+        ),
+    ];
+    for (args, sentence) in refusals {
+        let mut full = vec!["--db", db];
+        full.extend_from_slice(args);
+        let (code, _, stderr) = cli(&full);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(sentence), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = cli(&[
+        "--db",
+        db,
+        "serve",
+        "--store",
+        "nats://a:1",
+        "--advertise",
+        "a:1",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--advertise must be an http:// or https:// URL"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("log").exists(),
+        "a refused serve opens nothing"
+    );
+}
