@@ -398,7 +398,9 @@ fn commit(
     space: &SpaceGuard,
 ) {
     let failure = append(store, &batch, shared).err();
-    let durable = failure.as_ref().map_or(batch.len(), StoreError::durable);
+    let durable = failure.as_ref().map_or(batch.len(), |failure| {
+        durable_commits(&batch, failure.durable())
+    });
     let rest = batch.split_off(durable);
     let last = batch
         .iter()
@@ -432,25 +434,25 @@ fn commit(
     let Some(failure) = failure else {
         return;
     };
-    let refusal = match failure {
+    // What the commits of the batch that are not durable get, and what every commit after
+    // them gets until the engine has reloaded its state.
+    let (refusal, refusing) = match failure {
         StoreError::NoSpace { bytes_needed } => {
             tracing::warn!(
                 first_seq = durability.durable() + 1,
                 bytes_needed,
                 "the disk is full: refusing the group and every write until space is freed"
             );
-            space.block(bytes_needed)
+            let refusal = space.block(bytes_needed);
+            (refusal.clone(), refusal)
         }
-        StoreError::NotWriter { .. } | StoreError::Unconfirmed { .. } => Refusal::NotWriter,
+        StoreError::NotWriter { .. } => (Refusal::NotWriter, Refusal::NotWriter),
+        // The history took the batches in order, so after one it did not confirm, every
+        // later one of this batch may be stored too; none after them is sent.
+        StoreError::Unconfirmed { .. } => (Refusal::Unconfirmed, Refusal::NotWriter),
     };
-    durability.lock().refusing = Some(refusal.clone());
+    durability.lock().refusing = Some(refusing);
     durability.progress.notify_all();
-    // The history took the batches in order, so after one it did not confirm, every
-    // later one may be stored too.
-    let refusal = match failure {
-        StoreError::Unconfirmed { .. } => Refusal::Unconfirmed,
-        _ => refusal,
-    };
     refuse(rest, &refusal, durability, shared, hub);
 }
 
@@ -495,7 +497,8 @@ fn take_batch(queue: &mut Queue) -> Vec<Commit> {
 }
 
 /// Makes the batch's events durable through the store (which aborts the process when the
-/// local log cannot be written or synced).
+/// local log cannot be written or synced). A failure counts the durable groups with
+/// events, as the store does ([`durable_commits`] turns them into commits).
 fn append(store: &mut dyn Store, batch: &[Commit], shared: &Shared) -> Result<(), StoreError> {
     let groups: Vec<GroupRecords<'_>> = batch
         .iter()
@@ -511,14 +514,7 @@ fn append(store: &mut dyn Store, batch: &[Commit], shared: &Shared) -> Result<()
     }
     let events: usize = groups.iter().map(|group| group.records.len()).sum();
     let started = Instant::now();
-    store.append(&groups).map_err(|failure| {
-        let durable = durable_commits(batch, failure.durable());
-        match failure {
-            StoreError::NoSpace { bytes_needed } => StoreError::NoSpace { bytes_needed },
-            StoreError::NotWriter { .. } => StoreError::NotWriter { durable },
-            StoreError::Unconfirmed { .. } => StoreError::Unconfirmed { durable },
-        }
-    })?;
+    store.append(&groups)?;
     let metrics = &shared.metrics;
     metrics
         .fsync_latency

@@ -980,10 +980,7 @@ impl Core {
         // Holders could not renew while the server was down: every lease starts afresh.
         let now_ms = self.last_ts_ms.max(now_ms);
         if self.restart_leases_on_open {
-            coordination::restart_all_leases(&mut self.state, now_ms);
-            for branch in self.state.branches.values_mut() {
-                work::restart_leases(branch, now_ms);
-            }
+            self.restart_leases(now_ms);
         }
         self.shared.set_head(AuditHead {
             seq: self.state.head,
@@ -991,6 +988,16 @@ impl Core {
         });
         tracing::info!(head = self.state.head, "recovered the state");
         Ok(())
+    }
+
+    /// Gives every lock and lease its full TTL again from `now_ms`: their
+    /// holders could not renew while this engine was not the writer (after a restart, or
+    /// on a node taking over).
+    fn restart_leases(&mut self, now_ms: i64) {
+        coordination::restart_all_leases(&mut self.state, now_ms);
+        for branch in self.state.branches.values_mut() {
+            work::restart_leases(branch, now_ms);
+        }
     }
 
     /// Replays the log after `snapshot` (or from seq 1). `None` when a fork in the tail
@@ -1404,12 +1411,7 @@ impl Core {
                 );
             }
             self.last_ts_ms = self.last_ts_ms.max(envelope.ts_ms);
-            if swarmlog_projections::catalog::is_reserved(&envelope.event_type) {
-                self.coordination_deadline = None;
-            }
-            self.state.apply(&envelope);
-            self.fork_if_needed(&envelope, group);
-            group.push(Committed::new(envelope));
+            self.apply_into(envelope, group);
         }
     }
 
@@ -1422,10 +1424,7 @@ impl Core {
             return Err(self.state.head);
         }
         let now_ms = self.next_timestamp();
-        coordination::restart_all_leases(&mut self.state, now_ms);
-        for branch in self.state.branches.values_mut() {
-            work::restart_leases(branch, now_ms);
-        }
+        self.restart_leases(now_ms);
         self.coordination_deadline = None;
         self.withdraw_published();
         self.shared.writer.store(true, Ordering::Release);
@@ -1989,13 +1988,19 @@ impl Core {
                 idempotency: None,
             };
             envelope.seal(&previous_hash);
-            if swarmlog_projections::catalog::is_reserved(&envelope.event_type) {
-                self.coordination_deadline = None;
-            }
-            self.state.apply(&envelope);
-            self.fork_if_needed(&envelope, group);
-            group.push(Committed::new(envelope));
+            self.apply_into(envelope, group);
         }
+    }
+
+    /// Applies an event that follows the state (stamped here, or replicated) and adds it
+    /// to the group.
+    fn apply_into(&mut self, envelope: Envelope, group: &mut Group) {
+        if swarmlog_projections::catalog::is_reserved(&envelope.event_type) {
+            self.coordination_deadline = None;
+        }
+        self.state.apply(&envelope);
+        self.fork_if_needed(&envelope, group);
+        group.push(Committed::new(envelope));
     }
 
     /// A branch forked at an earlier seq gets its parent's state as of that seq, rebuilt

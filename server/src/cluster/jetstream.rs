@@ -140,18 +140,6 @@ impl JetStream {
             .await
             .map_err(|error| publish_error(expected_last, error))
     }
-
-    async fn stream_info(&self) -> Result<stream::Info, HistoryError> {
-        let stream = self
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .map_err(|error| HistoryError::new("cannot read the stream", error))?;
-        stream
-            .get_info()
-            .await
-            .map_err(|error| HistoryError::new("cannot read the stream's state", error))
-    }
 }
 
 impl History for JetStream {
@@ -197,7 +185,7 @@ impl History for JetStream {
     }
 
     async fn last_seq(&self) -> Result<u64, HistoryError> {
-        Ok(self.stream_info().await?.state.last_sequence)
+        last_sequence(&self.jetstream, &self.stream).await
     }
 
     fn follow(&self, from: u64) -> BoxStream<'static, Result<Record, HistoryError>> {
@@ -250,6 +238,22 @@ impl History for JetStream {
             tracing::debug!(%error, "the writer's lease was not released (it ran out or moved on)");
         }
     }
+}
+
+/// The last sequence of the stream `name` (0 when it is empty).
+async fn last_sequence(
+    jetstream: &async_nats::jetstream::Context,
+    name: &str,
+) -> Result<u64, HistoryError> {
+    let stream = jetstream
+        .get_stream(name)
+        .await
+        .map_err(|error| HistoryError::new(&format!("cannot open the stream '{name}'"), error))?;
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|error| HistoryError::new("cannot read the stream's state", error))?;
+    Ok(info.state.last_sequence)
 }
 
 /// Every record of the stream `name` from sequence `from` on, through an ordered consumer;
@@ -414,31 +418,20 @@ async fn ensure_stream(
     };
     // Several nodes may start at once: creating an identical stream is idempotent, and
     // a stream that exists is checked below either way.
-    let info = match jetstream.get_stream(&config.stream).await {
-        Ok(mut stream) => stream
-            .info()
-            .await
-            .map_err(|error| {
-                Setup::Unavailable(HistoryError::new("cannot read the stream", error))
-            })?
-            .clone(),
-        Err(_) => {
-            let mut stream = jetstream.create_stream(wanted).await.map_err(|error| {
-                Setup::Unavailable(HistoryError::new(
-                    &format!("cannot create the stream '{}'", config.stream),
-                    error,
-                ))
-            })?;
-            stream
-                .info()
-                .await
-                .map_err(|error| {
-                    Setup::Unavailable(HistoryError::new("cannot read the stream", error))
-                })?
-                .clone()
-        }
+    let mut stream = match jetstream.get_stream(&config.stream).await {
+        Ok(stream) => stream,
+        Err(_) => jetstream.create_stream(wanted).await.map_err(|error| {
+            Setup::Unavailable(HistoryError::new(
+                &format!("cannot create the stream '{}'", config.stream),
+                error,
+            ))
+        })?,
     };
-    match unsafe_setting(&info, config, subject) {
+    let info = stream
+        .info()
+        .await
+        .map_err(|error| Setup::Unavailable(HistoryError::new("cannot read the stream", error)))?;
+    match unsafe_setting(info, config, subject) {
         Some(setting) => Err(Setup::Unsafe(HistoryError(format!(
             "refusing the stream '{}': {setting}",
             config.stream
@@ -622,17 +615,7 @@ pub async fn verify(
     use swarmlog_projections::{Envelope, GENESIS_HASH};
     let client = connect(servers, "swarmlog-verify").await?;
     let jetstream = async_nats::jetstream::new(client);
-    let last_sequence = || async {
-        let mut handle = jetstream.get_stream(stream).await.map_err(|error| {
-            HistoryError::new(&format!("cannot open the stream '{stream}'"), error)
-        })?;
-        let info = handle
-            .info()
-            .await
-            .map_err(|error| HistoryError::new("cannot read the stream", error))?;
-        Ok(info.state.last_sequence)
-    };
-    let last = patiently(last_sequence).await?;
+    let last = patiently(|| last_sequence(&jetstream, stream)).await?;
     let mut previous = GENESIS_HASH;
     let mut checked = 0u64;
     progress(0, last);
