@@ -101,10 +101,16 @@ impl Forwarder {
         let answer = match request.send().await {
             Ok(answer) => answer,
             Err(error) => {
-                return ApiError::from(crate::refusal::Refusal::NotWriter)
+                // Not connected: the writer never saw the request. Otherwise it may have
+                // written it before the connection broke.
+                let refusal = match error.is_connect() {
+                    true => crate::refusal::Refusal::NotWriter,
+                    false => crate::refusal::Refusal::Unconfirmed,
+                };
+                return ApiError::from(refusal)
                     .with("writer", writer.url.clone())
                     .with("reason", format!("the writer did not answer: {error}"))
-                    .into_response()
+                    .into_response();
             }
         };
         let head = answer
@@ -132,9 +138,11 @@ impl Forwarder {
         if let Some(head) = head {
             self.wait_for(head).await;
         }
-        response
-            .body(Body::from(body))
-            .unwrap_or_else(|_| ApiError::from(crate::refusal::Refusal::NotWriter).into_response())
+        // The writer answered, so a request it wrote is written: a failure to pass its
+        // answer on must not say that nothing was.
+        response.body(Body::from(body)).unwrap_or_else(|_| {
+            ApiError::from(crate::refusal::Refusal::Unconfirmed).into_response()
+        })
     }
 
     /// Waits, briefly, until this node's durable head reaches `head`.
