@@ -3,6 +3,7 @@
 //! (kill -9 of the writer under load, of a NATS server, a paused writer, a full restart).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -267,27 +268,38 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
         201
     );
     let b = std::sync::Arc::new(b);
+    let so_far = std::sync::Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..8)
         .map(|client| {
-            let b = b.clone();
+            let (b, so_far) = (b.clone(), so_far.clone());
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 for n in 0..25 {
                     let key = format!("c{client}-{n}");
                     let seq = append_until_acknowledged(&[&b], &key).await;
                     acknowledged.push((key, seq));
+                    so_far.fetch_add(1, Ordering::SeqCst);
                 }
                 acknowledged
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed under load: once a fifth of the writes are acknowledged, whatever the
+    // machine's speed (a fixed delay let a fast machine finish them all first).
+    while so_far.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     a.kill9();
+    let before_the_kill = so_far.load(Ordering::SeqCst);
     let mut acknowledged = Vec::new();
     for client in clients {
         acknowledged.extend(client.await.expect("a client finishes"));
     }
     assert_eq!(acknowledged.len(), 200);
+    assert!(
+        before_the_kill < 200,
+        "the writer was killed while writes were still on their way"
+    );
     let events = history(&b).await;
     assert_eq!(events.len() as u64, b.head().await);
     let mut keys = HashSet::new();
