@@ -328,6 +328,73 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
     assert_eq!(b.metric("swarmlog_cluster_lag_events").await, 0.0);
 }
 
+/// The `lock.expired` events a node serves, by resource.
+async fn expiries(server: &Server) -> Vec<String> {
+    history(server)
+        .await
+        .iter()
+        .filter(|event| event["type"] == "lock.expired")
+        .map(|event| {
+            assert_eq!(event["actor"], "system", "{event}");
+            event["data"]["resource"]
+                .as_str()
+                .expect("an expiry names its resource")
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn wait_for_expiries(server: &Server, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let expired = expiries(server).await;
+        if expired.len() >= count {
+            return expired;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} saw the expiries {expired:?}, not {count}",
+            server.url
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timers_fire_once_from_the_writer_and_again_after_a_failover() {
+    let nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let mut a = node(&nats, dir_a.path(), "timers").await;
+    let b = node(&nats, dir_b.path(), "timers").await;
+    for (resource, ttl_ms) in [("short", 1000), ("long", 4000)] {
+        let (status, body) = b
+            .post(
+                &format!("/v1/locks/{resource}/acquire"),
+                &json!({"owner": format!("holder-of-{resource}"), "ttl_ms": ttl_ms}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Both nodes hold the lock's deadline; only the writer (`a`) writes its expiry.
+    assert_eq!(wait_for_expiries(&b, 1).await, ["short"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        expiries(&b).await,
+        ["short"],
+        "one expiry, not one per node"
+    );
+    // The writer dies before the long lock's TTL: the new writer gives it its whole TTL
+    // again, as a restart does, and expires it once.
+    a.kill9();
+    assert_eq!(wait_for_expiries(&b, 2).await, ["short", "long"]);
+    let (status, body) = b.get("/v1/locks/long").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["holders"], json!([]), "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(expiries(&b).await, ["short", "long"]);
+    assert_eq!(b.metric("swarmlog_cluster_failovers_total").await, 1.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_go_on_with_two_of_three_nats_servers() {
     let mut nats = NatsCluster::start(3).await;
