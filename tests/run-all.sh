@@ -7,7 +7,8 @@
 #      named to the tests by SWARMLOG_NATS_SERVER;
 #   2. the MCP end-to-end suite (tests/mcp), which drives the debug `swarmlog` binary with
 #      the official Python MCP SDK from a virtualenv of its own at target/mcp-venv
-#      (created on first run; dependencies pinned in tests/mcp/requirements.txt);
+#      (created on first run; dependencies pinned in tests/mcp/requirements.txt), on a
+#      lone server and on a cluster (the same nats-server);
 #   3. the user-interface suite (tests/ui): the board in Debian's headless Chromium driven
 #      over WebDriver by Selenium, and `swarmlog top` under a pseudo-terminal (venv at
 #      target/ui-venv; needs /usr/bin/chromium and /usr/bin/chromedriver, which .ci/run

@@ -328,6 +328,27 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
     assert_eq!(b.metric("swarmlog_cluster_lag_events").await, 0.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_sent_while_the_writer_is_dead_waits_for_the_next_writer() {
+    let nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let mut a = node(&nats, dir_a.path(), "handover").await;
+    let b = node(&nats, dir_b.path(), "handover").await;
+    let (status, body) = b
+        .post("/v1/events", &json!({"type": "before", "stream": "x"}))
+        .await;
+    assert_eq!((status, &body["seq"]), (201, &json!(1)), "{body}");
+    // `a` dies holding the lease: `b` cannot reach it until the lease runs out and `b`
+    // takes over. One attempt, no retry by the client: the follower waits and answers.
+    a.kill9();
+    let (status, body) = b
+        .post("/v1/events", &json!({"type": "during", "stream": "x"}))
+        .await;
+    assert_eq!((status, &body["seq"]), (201, &json!(2)), "{body}");
+    assert_eq!(b.metric("swarmlog_cluster_failovers_total").await, 1.0);
+    assert_eq!(verify_store(&nats, "handover")["records"], 2);
+}
+
 /// The `lock.expired` events a node serves, by resource.
 async fn expiries(server: &Server) -> Vec<String> {
     history(server)

@@ -29,9 +29,14 @@ pub const HEAD: HeaderName = HeaderName::from_static("swarmlog-head");
 /// How long a follower waits for its state to reflect a forwarded write before it
 /// answers anyway (the write is durable; only read-your-writes on this node would wait).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
-/// How long a write waits for a writer while none is known (a failover): longer than a
-/// lease's default lifetime plus the catch-up of its successor.
+/// How long a write may wait for a writer to take it (a failover): longer than a lease's
+/// default lifetime plus the catch-up of its successor.
 const WRITER_WAIT: Duration = Duration::from_secs(8);
+/// How long a request no writer took waits before it goes to the writer again.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long connecting to the writer may take: a writer cut off by a partition does not
+/// refuse the connection, it never answers.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The forwarding layer's state.
 pub struct Forwarder {
@@ -55,14 +60,16 @@ impl Forwarder {
             engine,
             signals,
             me,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()
+                .expect("a client without TLS and with a valid timeout builds"),
         }
     }
 
-    /// The writer, waiting for one while none is known (a failover in progress): this
-    /// node itself when it took over meanwhile.
-    async fn writer(&self) -> Option<Member> {
-        let deadline = tokio::time::Instant::now() + WRITER_WAIT;
+    /// The writer, waiting until `deadline` for one while none is known (a failover in
+    /// progress): this node itself when it took over meanwhile.
+    async fn writer(&self, deadline: tokio::time::Instant) -> Option<Member> {
         loop {
             if self.engine.is_writer() {
                 return Some(self.me.clone());
@@ -83,7 +90,7 @@ impl Forwarder {
         writer: &Member,
         parts: &axum::http::request::Parts,
         body: bytes::Bytes,
-    ) -> Response {
+    ) -> Sent {
         let path = parts
             .uri
             .path_and_query()
@@ -101,16 +108,19 @@ impl Forwarder {
         let answer = match request.send().await {
             Ok(answer) => answer,
             Err(error) => {
-                // Not connected: the writer never saw the request. Otherwise it may have
-                // written it before the connection broke.
-                let refusal = match error.is_connect() {
-                    true => crate::refusal::Refusal::NotWriter,
-                    false => crate::refusal::Refusal::Unconfirmed,
+                let refusal = |refusal: crate::refusal::Refusal| {
+                    ApiError::from(refusal)
+                        .with("writer", writer.url.clone())
+                        .with("reason", format!("the writer did not answer: {error}"))
+                        .into_response()
                 };
-                return ApiError::from(refusal)
-                    .with("writer", writer.url.clone())
-                    .with("reason", format!("the writer did not answer: {error}"))
-                    .into_response();
+                // Not connected: the writer never saw the request (it died, and its
+                // lease has not run out yet). Otherwise it may have written it before the
+                // connection broke.
+                return match error.is_connect() {
+                    true => Sent::NotTaken(refusal(crate::refusal::Refusal::NotWriter)),
+                    false => Sent::Answered(refusal(crate::refusal::Refusal::Unconfirmed)),
+                };
             }
         };
         let head = answer
@@ -124,15 +134,18 @@ impl Forwarder {
                 response = response.header(name, value);
             }
         }
+        let status = answer.status();
         let body = match answer.bytes().await {
             Ok(body) => body,
             Err(error) => {
-                return ApiError::from(crate::refusal::Refusal::Unconfirmed)
-                    .with(
-                        "reason",
-                        format!("the writer's answer was cut off: {error}"),
-                    )
-                    .into_response()
+                return Sent::Answered(
+                    ApiError::from(crate::refusal::Refusal::Unconfirmed)
+                        .with(
+                            "reason",
+                            format!("the writer's answer was cut off: {error}"),
+                        )
+                        .into_response(),
+                )
             }
         };
         if let Some(head) = head {
@@ -140,9 +153,14 @@ impl Forwarder {
         }
         // The writer answered, so a request it wrote is written: a failure to pass its
         // answer on must not say that nothing was.
-        response.body(Body::from(body)).unwrap_or_else(|_| {
+        let response = response.body(Body::from(body.clone())).unwrap_or_else(|_| {
             ApiError::from(crate::refusal::Refusal::Unconfirmed).into_response()
-        })
+        });
+        // A node that lost the lease since this one looked refuses it the same way.
+        match is_not_writer(status, &body) {
+            true => Sent::NotTaken(response),
+            false => Sent::Answered(response),
+        }
     }
 
     /// Waits, briefly, until this node's durable head reaches `head`.
@@ -180,10 +198,47 @@ pub async fn forward(
     if response.extensions().get::<NotWriterAnswer>().is_none() {
         return response;
     }
-    match forwarder.writer().await {
-        Some(writer) => forwarder.send(&writer, &parts, body).await,
-        None => response,
+    // Until the deadline, a request no writer took (one that died and still holds its
+    // lease, one that was just deposed) goes to the writer of the moment again: nothing
+    // of it was written, so sending it again cannot write it twice.
+    let deadline = tokio::time::Instant::now() + WRITER_WAIT;
+    let mut response = response;
+    while let Some(writer) = forwarder.writer(deadline).await {
+        match forwarder.send(&writer, &parts, body.clone()).await {
+            Sent::Answered(answer) => return answer,
+            Sent::NotTaken(answer) => response = answer,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
+    response
+}
+
+/// What became of a request sent to the writer.
+enum Sent {
+    /// Its answer, to pass on: the writer took the request (or may have).
+    Answered(Response),
+    /// The writer could not be reached, or no longer is the writer: nothing was written,
+    /// and the request may go to the next writer. The answer, should none take it.
+    NotTaken(Response),
+}
+
+/// Whether a writer's answer is the refusal of a node that is not the writer.
+fn is_not_writer(status: axum::http::StatusCode, body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Refused<'a> {
+        #[serde(borrow)]
+        error: Code<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code<'a> {
+        code: &'a str,
+    }
+    status == axum::http::StatusCode::SERVICE_UNAVAILABLE
+        && serde_json::from_slice::<Refused>(body)
+            .is_ok_and(|refused| refused.error.code == crate::refusal::NOT_WRITER)
 }
 
 fn is_read(method: &Method) -> bool {
