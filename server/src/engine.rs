@@ -785,6 +785,29 @@ impl Engine {
             .expect("the head lock is never held across a panic")
     }
 
+    /// Waits, at most `within`, until the durable head reaches `seq`; the head then. (A
+    /// follower's head moves as it applies the shared history.)
+    pub async fn wait_for_head(&self, seq: u64, within: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + within;
+        // Subscribed before the head is read: the hub is fed after the head moves, so no
+        // batch can move it unseen between the two.
+        let mut published = self.hub.subscribe();
+        loop {
+            let head = self.audit_head().seq;
+            if head >= seq {
+                return head;
+            }
+            tokio::select! {
+                received = published.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
+                        return self.audit_head().seq;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return self.audit_head().seq,
+            }
+        }
+    }
+
     /// The seqs of a stream's durable events on a branch, in order (all of them: reads
     /// that page go through [`Engine::stream_index`]).
     pub fn stream_seqs(&self, branch: &str, stream: &str) -> Result<Vec<u64>, StreamIndexError> {

@@ -252,6 +252,27 @@ async fn sse_on_one_node_sees_writes_made_through_another_and_resumes() {
         [3, 4, 5],
         "it resumes after Last-Event-ID"
     );
+
+    // A client saw the end of a big write on the writer and resumes on `b` before `b` has
+    // applied it (`b` is paused meanwhile, and finds the resume first when it goes on):
+    // `b` waits until it has applied the client's Last-Event-ID instead of refusing it.
+    b.signal(libc::SIGSTOP);
+    let events: Vec<Value> = (0..1000)
+        .map(|n| json!({"type": "sse.bulk", "stream": "bulk", "data": {"n": n}}))
+        .collect();
+    let (status, body) = a.post("/v1/events", &json!({ "events": events })).await;
+    assert_eq!(status, 201, "{body}");
+    let last = 1005;
+    let resuming = tokio::spawn(subscribe(Some(last)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.signal(libc::SIGCONT);
+    let resumed = resuming
+        .await
+        .expect("the request task ends")
+        .expect("the SSE stream resumes");
+    assert_eq!(resumed.status(), 200, "{:?}", resumed.text().await);
+    appended(&a, "sse.test", 5).await;
+    assert_eq!(next_seqs(resumed, 1).await, [last + 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

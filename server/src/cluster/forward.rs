@@ -149,7 +149,7 @@ impl Forwarder {
             }
         };
         if let Some(head) = head {
-            self.wait_for(head).await;
+            self.engine.wait_for_head(head, CATCH_UP_WAIT).await;
         }
         // The writer answered, so a request it wrote is written: a failure to pass its
         // answer on must not say that nothing was.
@@ -160,14 +160,6 @@ impl Forwarder {
         match is_not_writer(status, &body) {
             true => Sent::NotTaken(response),
             false => Sent::Answered(response),
-        }
-    }
-
-    /// Waits, briefly, until this node's durable head reaches `head`.
-    async fn wait_for(&self, head: u64) {
-        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
-        while self.engine.audit_head().seq < head && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }

@@ -322,6 +322,10 @@ pub fn appended(written: &[Arc<Committed>]) -> WriteResponse {
 /// The most events one page of `GET /v1/streams/{stream}` may ask for with `limit`.
 const STREAM_PAGE_MAX: u64 = 10_000;
 
+/// How long a cluster's follower waits to apply a `Last-Event-ID` beyond its head (one
+/// the client saw on another node) before it refuses it.
+const FOLLOWER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Query of `GET /v1/streams/{stream}`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -628,7 +632,7 @@ pub async fn read_events(
         .get(header::ACCEPT)
         .and_then(|accept| accept.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
-    let last_event_id = last_event_id(&headers, &app.engine)?;
+    let last_event_id = last_event_id(&headers, &app.engine).await?;
     let (filter, limit) = query.filter(last_event_id)?;
     if let Some(branch) = &filter.branch {
         app.require_branch(branch).await?;
@@ -643,8 +647,10 @@ pub async fn read_events(
 /// The seq an SSE feed resumes after (`Last-Event-ID`), if the header is there: 400
 /// `invalid_last_event_id` unless it is a whole number no greater than the head, which it
 /// names. A client has only seen events up to the head, so a resume point beyond it is a
-/// mistake (a feed of another server, a corrupted id) that waiting would hide.
-pub fn last_event_id(headers: &HeaderMap, engine: &Engine) -> Result<Option<u64>, ApiError> {
+/// mistake (a feed of another server, a corrupted id) that waiting would hide; except on a
+/// cluster's follower, which may not have applied yet what the client saw on another
+/// node, and which waits for it a little.
+pub async fn last_event_id(headers: &HeaderMap, engine: &Engine) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
@@ -660,6 +666,10 @@ pub fn last_event_id(headers: &HeaderMap, engine: &Engine) -> Result<Option<u64>
             )
             .with("head", head)
         })?;
+    let head = match seen > head && !engine.is_writer() {
+        true => engine.wait_for_head(seen, FOLLOWER_CATCH_UP).await,
+        false => head,
+    };
     if seen > head {
         return Err(ApiError::malformed(
             "invalid_last_event_id",

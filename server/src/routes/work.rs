@@ -833,7 +833,7 @@ pub(crate) async fn inbox(
             "at does not apply to a live inbox; use from".into(),
         ));
     }
-    let last_event_id = events::last_event_id(&headers, &app.engine)?;
+    let last_event_id = events::last_event_id(&headers, &app.engine).await?;
     let branch = BranchQuery {
         branch: query.branch,
     }
