@@ -184,7 +184,7 @@ pub async fn forward(
     let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return ApiError::payload_too_large(limit).into_response();
     };
-    let response = next
+    let mut response = next
         .run(Request::from_parts(parts.clone(), Body::from(body.clone())))
         .await;
     if response.extensions().get::<NotWriterAnswer>().is_none() {
@@ -194,7 +194,6 @@ pub async fn forward(
     // lease, one that was just deposed) goes to the writer of the moment again: nothing
     // of it was written, so sending it again cannot write it twice.
     let deadline = tokio::time::Instant::now() + WRITER_WAIT;
-    let mut response = response;
     while let Some(writer) = forwarder.writer(deadline).await {
         match forwarder.send(&writer, &parts, body.clone()).await {
             Sent::Answered(answer) => return answer,
