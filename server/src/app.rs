@@ -35,6 +35,8 @@ pub struct AppState {
     /// page that reads several collections at one seq (the board's time slider) rebuilds
     /// it once, and requests for the seq being rebuilt wait for it instead of repeating it.
     past: Arc<tokio::sync::Mutex<Option<PastState>>>,
+    /// On a cluster node: its forwarding layer, which also knows the node's place.
+    cluster: Option<Arc<crate::cluster::Forwarder>>,
 }
 
 /// A state rebuilt for `?at=`: the seq it stands after, and the state.
@@ -391,6 +393,7 @@ pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
         engine,
         tokens: options.tokens,
         past: Arc::default(),
+        cluster: options.forwarder.clone(),
     };
     let operations = crate::catalog::operations()
         .iter()
@@ -447,7 +450,11 @@ pub fn router_with(engine: Engine, options: RouterOptions) -> Router {
 
 async fn healthz(State(app): State<AppState>) -> Response {
     let head = app.engine.audit_head();
-    axum::Json(json!({"status": "ok", "head": head.seq})).into_response()
+    let mut health = json!({"status": "ok", "head": head.seq});
+    if let Some(cluster) = &app.cluster {
+        health["cluster"] = cluster.status();
+    }
+    axum::Json(health).into_response()
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {

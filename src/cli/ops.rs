@@ -268,16 +268,30 @@ pub async fn stats(config: &Config) -> Result<(), CliError> {
     let client = Client::connect(config.url.as_deref(), &config.db, config.token.clone()).await?;
     let remote = client.is_remote();
     let head = client.call(Method::GET, "/v1/audit/head", None).await;
+    let health = client.call(Method::GET, "/healthz", None).await;
     client.close().await;
-    let head = head?;
-    let value = json!({"head": head["seq"], "hash": head["hash"], "through_server": remote});
+    let (head, health) = (head?, health?);
+    let mut value = json!({"head": head["seq"], "hash": head["hash"], "through_server": remote});
+    if let Some(cluster) = health.get("cluster") {
+        value["cluster"] = cluster.clone();
+    }
     print_value(config, &value, Some("head"), |value| {
-        format!(
+        let mut text = format!(
             "head seq {} hash {} ({})",
             value["head"],
             value["hash"].as_str().unwrap_or(""),
             if remote { "server" } else { "in-process" }
-        )
+        );
+        if let Some(cluster) = value.get("cluster") {
+            text.push_str(&format!(
+                "\ncluster node {} ({}), writer {}, {} events behind the history",
+                cluster["node"].as_str().unwrap_or("?"),
+                cluster["role"].as_str().unwrap_or("?"),
+                cluster["writer"]["node"].as_str().unwrap_or("none yet"),
+                cluster["lag_events"],
+            ));
+        }
+        text
     });
     Ok(())
 }

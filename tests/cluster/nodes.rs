@@ -359,6 +359,16 @@ async fn a_write_sent_while_the_writer_is_dead_waits_for_the_next_writer() {
         .post("/v1/events", &json!({"type": "before", "stream": "x"}))
         .await;
     assert_eq!((status, &body["seq"]), (201, &json!(1)), "{body}");
+    // Each node says where it stands, on /healthz and in `stats`.
+    let name = |server: &Server| server.url.trim_start_matches("http://").to_owned();
+    let (_, health) = a.get("/healthz").await;
+    assert_eq!(health["cluster"]["role"], "writer", "{health}");
+    assert_eq!(health["cluster"]["node"], name(&a), "{health}");
+    let (_, health) = b.get("/healthz").await;
+    assert_eq!(health["cluster"]["role"], "follower", "{health}");
+    assert_eq!(health["cluster"]["writer"]["node"], name(&a), "{health}");
+    assert_eq!(health["cluster"]["writer"]["url"], a.url, "{health}");
+    assert!(health["cluster"]["lag_events"].is_u64(), "{health}");
     // `a` dies holding the lease: `b` cannot reach it until the lease runs out and `b`
     // takes over. One attempt, no retry by the client: the follower waits and answers.
     a.kill9();
@@ -368,6 +378,21 @@ async fn a_write_sent_while_the_writer_is_dead_waits_for_the_next_writer() {
     assert_eq!((status, &body["seq"]), (201, &json!(2)), "{body}");
     assert_eq!(b.metric("swarmlog_cluster_failovers_total").await, 1.0);
     assert_eq!(verify_store(&nats, "handover")["records"], 2);
+    let (code, stdout, stderr) = crate::support::cli(&["--url", &b.url, "--json", "stats"]);
+    assert_eq!(code, 0, "{stderr}");
+    let stats: Value = serde_json::from_str(&stdout).expect("stats --json prints JSON");
+    assert_eq!(stats["head"], 2, "{stats}");
+    assert_eq!(
+        stats["cluster"],
+        json!({"node": name(&b), "role": "writer", "writer": {"node": name(&b), "url": b.url}, "lag_events": 0}),
+    );
+    let (code, stdout, stderr) = crate::support::cli(&["--url", &b.url, "stats"]);
+    assert_eq!(code, 0, "{stderr}");
+    let expected = format!(
+        "cluster node {0} (writer), writer {0}, 0 events behind the history",
+        name(&b)
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
 }
 
 /// The `lock.expired` events a node serves, by resource.

@@ -97,6 +97,9 @@ async fn the_cli_goes_through_the_server_serving_the_directory() {
     let stats: Value = serde_json::from_str(stdout.trim()).expect("json");
     assert_eq!(stats["head"], 1);
     assert_eq!(stats["through_server"], true);
+    assert_eq!(stats.get("cluster"), None, "a lone server is in no cluster");
+    let (_, health) = server.get("/healthz").await;
+    assert_eq!(health.get("cluster"), None, "{health}");
 }
 
 #[tokio::test]

@@ -67,6 +67,22 @@ impl Forwarder {
         }
     }
 
+    /// This node's place in the cluster, for `/healthz`: its name, whether it is the
+    /// writer, the writer it sees, and how many events of the history it has not applied.
+    pub fn status(&self) -> serde_json::Value {
+        let is_writer = self.engine.is_writer();
+        let writer = match is_writer {
+            true => Some(self.me.clone()),
+            false => self.signals.writer(),
+        };
+        serde_json::json!({
+            "node": self.me.node,
+            "role": if is_writer { "writer" } else { "follower" },
+            "writer": writer.map(|writer| serde_json::json!({"node": writer.node, "url": writer.url})),
+            "lag_events": self.engine.metrics().cluster_lag_events.get(),
+        })
+    }
+
     /// The writer, waiting until `deadline` for one while none is known (a failover in
     /// progress): this node itself when it took over meanwhile.
     async fn writer(&self, deadline: tokio::time::Instant) -> Option<Member> {
