@@ -12,7 +12,8 @@
 #   3. the user-interface suite (tests/ui): the board in Debian's headless Chromium driven
 #      over WebDriver by Selenium, and `swarmlog top` under a pseudo-terminal (venv at
 #      target/ui-venv; needs /usr/bin/chromium and /usr/bin/chromedriver, which .ci/run
-#      installs); screenshots land in target/ui-artifacts;
+#      installs; one test runs a cluster node on the same nats-server); screenshots land in
+#      target/ui-artifacts;
 #   4. schemathesis against the server's own OpenAPI document with every check
 #      (tests/schemathesis/run.sh, venv at target/schemathesis-venv).
 # The Rust tests include the reliability suite (tests/reliability: kill -9 cycles and

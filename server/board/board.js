@@ -246,6 +246,26 @@ async function start() {
   follow();
   setInterval(tick, 1000);
   setInterval(() => view.at === null && refresh(['agents', 'locks']), POLL_MS);
+  showCluster();
+  setInterval(showCluster, POLL_MS);
+}
+
+// On a cluster node, which node this is, whether it writes, and how far it lags behind the
+// shared history (GET /healthz); nothing on a lone server.
+async function showCluster() {
+  let cluster;
+  try {
+    cluster = (await (await fetch('/healthz', { cache: 'no-store' })).json()).cluster;
+  } catch {
+    return; // the feed's indicator already says the server is unreachable
+  }
+  const element = $('#cluster');
+  element.hidden = !cluster;
+  if (!cluster) return;
+  element.dataset.role = cluster.role;
+  const writer = cluster.role === 'writer' ? '' : ` of ${cluster.writer ? cluster.writer.node : 'no writer yet'}`;
+  const lag = cluster.lag_events > 0 ? `, ${cluster.lag_events} behind` : '';
+  element.textContent = `${cluster.node}: ${cluster.role}${writer}${lag}`;
 }
 
 function firstRender() {

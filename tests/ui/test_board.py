@@ -1,6 +1,6 @@
 """The board (SPEC §8) in a real headless Chromium, driven over WebDriver: what it shows of a
 populated swarm, live updates without a reload, only same-origin requests, tokens, the time
-slider, a server restart, and a big swarm."""
+slider, a server restart, a big swarm, and a node of a cluster."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By
 
 from conftest import ARTIFACTS, populate
+from nats_cluster import cluster_flags, nats, wait_until_writer  # noqa: F401 (nats: a fixture)
 from swarmlog_server import ApiError
 
 READY_S = 20  # the longest a page may take to show the board on a loaded CI machine
@@ -426,6 +427,7 @@ def test_leaving_the_page_closes_its_feed_so_visits_never_queue(start_server, br
 def test_an_empty_server_shows_empty_panels_and_an_unknown_branch_says_so(start_server, browser):
     server = start_server()
     open_board(browser, server)
+    assert not browser.find_element(By.ID, "cluster").is_displayed(), "a lone server is in no cluster"
     assert text(browser, "#agents .body") == "No agents."
     assert text(browser, "#tasks .body") == "No tasks."
     assert text(browser, "#feed .body") == "No events yet."
@@ -434,3 +436,26 @@ def test_an_empty_server_shows_empty_panels_and_an_unknown_branch_says_so(start_
     browser.get(f"{server.url}/?branch=nope")
     wait_for(browser, lambda: "branch_not_found" in text(browser, "#banner"), READY_S, "no reason shown")
     assert "nope" in text(browser, "#banner")
+
+
+# ---- a cluster node ----------------------------------------------------------------------
+
+
+def test_a_cluster_node_shows_its_role_and_the_writer_and_a_failover(nats, start_server, browser):
+    """On a follower the bar names the node and the writer it forwards to; when the writer
+    is killed, the same page shows the follower become the writer, with no reload."""
+    a = start_server(*cluster_flags(nats, "board"))
+    wait_until_writer(a.url)
+    b = start_server(*cluster_flags(nats, "board"))
+    name = lambda server: server.url.removeprefix("http://")  # noqa: E731
+    open_board(browser, b)
+    follower = f"{name(b)}: follower of {name(a)}"
+    wait_for(browser, lambda: text(browser, "#cluster") == follower, READY_S,
+             f"the bar never said {follower!r} (it says {text(browser, '#cluster')!r})")
+    a.proc.kill()
+    a.proc.wait()
+    writer = f"{name(b)}: writer"
+    wait_for(browser, lambda: text(browser, "#cluster") == writer, READY_S,
+             f"the bar never said {writer!r} after the failover (it says {text(browser, '#cluster')!r})")
+    assert browser.find_element(By.ID, "cluster").get_attribute("data-role") == "writer"
+    assert js_errors(browser) == []
