@@ -395,6 +395,46 @@ async fn a_write_sent_while_the_writer_is_dead_waits_for_the_next_writer() {
     assert!(stdout.contains(&expected), "{stdout}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_stopped_cleanly_hands_over_at_once_without_waiting_for_its_lease() {
+    let nats = NatsCluster::start(3).await;
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    // A lease of a minute: a follower taking over within the forwarding's 8 s can only be
+    // one the writer gave its lease to.
+    let long_lease = |dir| {
+        let urls = nats.urls();
+        async move {
+            Server::start(
+                dir,
+                &[
+                    "--store",
+                    &urls,
+                    "--nats-stream",
+                    "clean",
+                    "--lease-ms",
+                    "60000",
+                ],
+            )
+            .await
+        }
+    };
+    let mut a = long_lease(dir_a.path()).await;
+    let b = long_lease(dir_b.path()).await;
+    appended(&b, "before", 0).await;
+    a.terminate();
+    assert_eq!(
+        a.wait_within(Duration::from_secs(20)),
+        Some(0),
+        "SIGTERM stops the writer cleanly"
+    );
+    let (status, body) = b
+        .post("/v1/events", &json!({"type": "after", "stream": "x"}))
+        .await;
+    assert_eq!((status, &body["seq"]), (201, &json!(2)), "{body}");
+    let (_, health) = b.get("/healthz").await;
+    assert_eq!(health["cluster"]["role"], "writer", "{health}");
+}
+
 /// The `lock.expired` events a node serves, by resource.
 async fn expiries(server: &Server) -> Vec<String> {
     history(server)

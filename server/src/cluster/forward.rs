@@ -133,10 +133,13 @@ impl Forwarder {
                 // Not connected: the writer never saw the request (it died, and its
                 // lease has not run out yet). Otherwise it may have written it before the
                 // connection broke.
-                return match error.is_connect() {
-                    true => Sent::NotTaken(refusal(crate::refusal::Refusal::NotWriter)),
-                    false => Sent::Answered(refusal(crate::refusal::Refusal::Unconfirmed)),
-                };
+                if !error.is_connect() {
+                    return Sent::Answered(refusal(crate::refusal::Refusal::Unconfirmed));
+                }
+                // A writer that stopped cleanly gave its lease up: the election need not
+                // wait for its next round to see it.
+                self.signals.look_now();
+                return Sent::NotTaken(refusal(crate::refusal::Refusal::NotWriter));
             }
         };
         let head = answer

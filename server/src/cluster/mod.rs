@@ -45,6 +45,9 @@ pub(crate) struct Signals {
     /// Set by the store when the history refused this node's append.
     deposed: AtomicBool,
     deposed_notify: Notify,
+    /// Set by the forwarding when the writer this node sees cannot be reached: the
+    /// election looks at the lease again without waiting for its next round.
+    look_notify: Notify,
     /// The writer, as this node last saw it.
     writer: Mutex<Option<Member>>,
 }
@@ -72,6 +75,17 @@ impl Signals {
     /// Completes when the store deposes this node.
     async fn deposed(&self) {
         self.deposed_notify.notified().await;
+    }
+
+    /// Asks the election to look at the lease now: the writer it names did not answer
+    /// (it may have stopped and given the lease up).
+    pub fn look_now(&self) {
+        self.look_notify.notify_one();
+    }
+
+    /// Completes when the election is asked to look at the lease now.
+    async fn asked_to_look(&self) {
+        self.look_notify.notified().await;
     }
 
     /// The writer as this node last saw it.

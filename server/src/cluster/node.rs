@@ -22,6 +22,9 @@ use crate::Engine;
 
 /// How many records a follower hands its engine at most at once.
 const REPLICATE_RECORDS_MAX: usize = 1024;
+/// The least time between two rounds of the election that forwarded requests asked for
+/// (see `Signals::look_now`).
+const LOOK_SPACING: Duration = Duration::from_millis(50);
 
 /// The election's clock.
 #[derive(Debug, Clone, Copy)]
@@ -86,10 +89,15 @@ impl<H: History> Node<H> {
     /// node takes over without waiting for it to run out.
     pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
+            let ticked = Instant::now();
             self.tick().await;
             tokio::select! {
                 () = tokio::time::sleep(self.timing.tick) => {}
                 () = self.signals.deposed() => {}
+                // Every request that cannot reach the writer asks; one look per spacing.
+                () = self.signals.asked_to_look() => {
+                    tokio::time::sleep_until(ticked + LOOK_SPACING).await;
+                }
                 _ = stop.changed() => break,
             }
         }
