@@ -68,18 +68,7 @@ impl JetStream {
         let subject = format!("swarmlog.{}", config.stream);
         // NATS may be starting with this node (JetStream answers a few seconds after its
         // servers): what fails for want of an answer is tried again for a while.
-        let deadline = std::time::Instant::now() + STARTUP_PATIENCE;
-        loop {
-            match ensure_stream(&jetstream, config, &subject).await {
-                Ok(()) => break,
-                Err(Setup::Unsafe(error)) => return Err(error),
-                Err(Setup::Unavailable(error)) if std::time::Instant::now() < deadline => {
-                    tracing::warn!(%error, "JetStream does not answer yet; trying again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(Setup::Unavailable(error)) => return Err(error),
-            }
-        }
+        patiently(|| ensure_stream(&jetstream, config, &subject)).await?;
         wait_until_stream_listens(&client, &subject).await?;
         // Connected by now: the server has told its limits.
         check_max_payload(&client)?;
@@ -369,32 +358,41 @@ async fn wait_until_stream_listens(
 /// How long a node waits at start-up for JetStream to answer.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Runs `attempt` until it succeeds or [`STARTUP_PATIENCE`] has passed: NATS may be
-/// starting, or a server that just restarted may not answer for JetStream yet.
-async fn patiently<T, F, A>(mut attempt: A) -> Result<T, HistoryError>
+/// Runs `attempt` until it succeeds, fails for good ([`Setup::Unsafe`]), or
+/// [`STARTUP_PATIENCE`] has passed: NATS may be starting, or a server that just restarted
+/// may not answer for JetStream yet.
+async fn patiently<T, E, F, A>(mut attempt: A) -> Result<T, HistoryError>
 where
     A: FnMut() -> F,
-    F: std::future::Future<Output = Result<T, HistoryError>>,
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<Setup>,
 {
     let deadline = std::time::Instant::now() + STARTUP_PATIENCE;
     loop {
-        match attempt().await {
+        match attempt().await.map_err(Into::into) {
             Ok(value) => return Ok(value),
-            Err(error) if std::time::Instant::now() < deadline => {
+            Err(Setup::Unavailable(error)) if std::time::Instant::now() < deadline => {
                 tracing::warn!(%error, "JetStream does not answer yet; trying again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(error) => return Err(error),
+            Err(Setup::Unavailable(error) | Setup::Unsafe(error)) => return Err(error),
         }
     }
 }
 
-/// Why the stream could not be set up.
+/// Why JetStream could not be set up or read.
 enum Setup {
     /// It cannot keep the history safely: final.
     Unsafe(HistoryError),
     /// JetStream did not answer (yet).
     Unavailable(HistoryError),
+}
+
+impl From<HistoryError> for Setup {
+    /// A plain failure to set up or read is JetStream not answering (yet).
+    fn from(error: HistoryError) -> Self {
+        Setup::Unavailable(error)
+    }
 }
 
 /// Creates the stream when missing; checks an existing one.
