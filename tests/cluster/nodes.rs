@@ -10,12 +10,23 @@ use serde_json::{json, Value};
 
 use crate::nats::NatsCluster;
 use crate::support::{data_dir, Server};
+use tempfile::TempDir;
 
 /// A short lease, so that failovers in the tests take about a second.
 const LEASE_MS: &str = "1000";
 
 /// Starts a swarmlog node on `stream` of the cluster.
 async fn node(nats: &NatsCluster, dir: &std::path::Path, stream: &str) -> Server {
+    node_with_lease(nats, dir, stream, LEASE_MS).await
+}
+
+/// Starts a swarmlog node on `stream` of the cluster with a lease of `lease_ms`.
+async fn node_with_lease(
+    nats: &NatsCluster,
+    dir: &std::path::Path,
+    stream: &str,
+    lease_ms: &str,
+) -> Server {
     let urls = nats.urls();
     Server::start(
         dir,
@@ -25,10 +36,19 @@ async fn node(nats: &NatsCluster, dir: &std::path::Path, stream: &str) -> Server
             "--nats-stream",
             stream,
             "--lease-ms",
-            LEASE_MS,
+            lease_ms,
         ],
     )
     .await
+}
+
+/// Two nodes on `stream`, `a` started first (so it becomes the writer), and their data
+/// directories, which must outlive them.
+async fn two_nodes(nats: &NatsCluster, stream: &str) -> (Server, Server, [TempDir; 2]) {
+    let dirs = [data_dir(), data_dir()];
+    let a = node(nats, dirs[0].path(), stream).await;
+    let b = node(nats, dirs[1].path(), stream).await;
+    (a, b, dirs)
 }
 
 /// Every event a node serves.
@@ -167,9 +187,7 @@ async fn appends_through_every_node_converge_on_one_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_cas_increments_through_two_nodes_lose_no_update() {
     let nats = NatsCluster::start(3).await;
-    let (dir_a, dir_b) = (data_dir(), data_dir());
-    let a = node(&nats, dir_a.path(), "cas").await;
-    let b = node(&nats, dir_b.path(), "cas").await;
+    let (a, b, _dirs) = two_nodes(&nats, "cas").await;
     let (status, body) = a.post("/v1/state/counter/init", &json!({"value": 0})).await;
     assert!(status == 200 || status == 201, "{body}");
     // A follower reads its own writes, not another node's until it has applied them.
@@ -225,9 +243,7 @@ async fn next_seqs(response: reqwest::Response, count: usize) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sse_on_one_node_sees_writes_made_through_another_and_resumes() {
     let nats = NatsCluster::start(3).await;
-    let (dir_a, dir_b) = (data_dir(), data_dir());
-    let a = node(&nats, dir_a.path(), "sse").await;
-    let b = node(&nats, dir_b.path(), "sse").await;
+    let (a, b, _dirs) = two_nodes(&nats, "sse").await;
     let subscribe = |last: Option<u64>| {
         let mut request = b
             .http
@@ -278,9 +294,7 @@ async fn sse_on_one_node_sees_writes_made_through_another_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
     let nats = NatsCluster::start(3).await;
-    let (dir_a, dir_b) = (data_dir(), data_dir());
-    let mut a = node(&nats, dir_a.path(), "failover").await;
-    let b = node(&nats, dir_b.path(), "failover").await;
+    let (mut a, b, _dirs) = two_nodes(&nats, "failover").await;
     // `a` started first, so it holds the lease; `b` forwards to it until it dies.
     assert_eq!(
         a.post("/v1/events", &json!({"type": "first", "stream": "x"}))
@@ -352,9 +366,7 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_sent_while_the_writer_is_dead_waits_for_the_next_writer() {
     let nats = NatsCluster::start(3).await;
-    let (dir_a, dir_b) = (data_dir(), data_dir());
-    let mut a = node(&nats, dir_a.path(), "handover").await;
-    let b = node(&nats, dir_b.path(), "handover").await;
+    let (mut a, b, _dirs) = two_nodes(&nats, "handover").await;
     let (status, body) = b
         .post("/v1/events", &json!({"type": "before", "stream": "x"}))
         .await;
@@ -401,25 +413,8 @@ async fn a_writer_stopped_cleanly_hands_over_at_once_without_waiting_for_its_lea
     let (dir_a, dir_b) = (data_dir(), data_dir());
     // A lease of a minute: a follower taking over within the forwarding's 8 s can only be
     // one the writer gave its lease to.
-    let long_lease = |dir| {
-        let urls = nats.urls();
-        async move {
-            Server::start(
-                dir,
-                &[
-                    "--store",
-                    &urls,
-                    "--nats-stream",
-                    "clean",
-                    "--lease-ms",
-                    "60000",
-                ],
-            )
-            .await
-        }
-    };
-    let mut a = long_lease(dir_a.path()).await;
-    let b = long_lease(dir_b.path()).await;
+    let mut a = node_with_lease(&nats, dir_a.path(), "clean", "60000").await;
+    let b = node_with_lease(&nats, dir_b.path(), "clean", "60000").await;
     appended(&b, "before", 0).await;
     a.terminate();
     assert_eq!(
@@ -470,9 +465,7 @@ async fn wait_for_expiries(server: &Server, count: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn timers_fire_once_from_the_writer_and_again_after_a_failover() {
     let nats = NatsCluster::start(3).await;
-    let (dir_a, dir_b) = (data_dir(), data_dir());
-    let mut a = node(&nats, dir_a.path(), "timers").await;
-    let b = node(&nats, dir_b.path(), "timers").await;
+    let (mut a, b, _dirs) = two_nodes(&nats, "timers").await;
     for (resource, ttl_ms) in [("short", 1000), ("long", 4000)] {
         let (status, body) = b
             .post(
@@ -528,9 +521,7 @@ async fn writes_go_on_with_two_of_three_nats_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_writer_paused_past_its_lease_never_appends_and_steps_down() {
     let nats = NatsCluster::start(3).await;
-    let (dir_a, dir_b) = (data_dir(), data_dir());
-    let a = node(&nats, dir_a.path(), "pause").await;
-    let b = node(&nats, dir_b.path(), "pause").await;
+    let (a, b, _dirs) = two_nodes(&nats, "pause").await;
     assert_eq!(
         a.post("/v1/events", &json!({"type": "one", "stream": "x"}))
             .await
@@ -572,9 +563,7 @@ async fn a_writer_paused_past_its_lease_never_appends_and_steps_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_everything_keeps_the_hash_head() {
     let mut nats = NatsCluster::start(3).await;
-    let (dir_a, dir_b) = (data_dir(), data_dir());
-    let mut a = node(&nats, dir_a.path(), "restart").await;
-    let mut b = node(&nats, dir_b.path(), "restart").await;
+    let (mut a, mut b, dirs) = two_nodes(&nats, "restart").await;
     for n in 0..10 {
         appended(&b, "n", n).await;
     }
@@ -586,8 +575,8 @@ async fn restarting_everything_keeps_the_hash_head() {
     for index in 0..3 {
         nats.restart(index).await;
     }
-    let a = node(&nats, dir_a.path(), "restart").await;
-    let b = node(&nats, dir_b.path(), "restart").await;
+    let a = node(&nats, dirs[0].path(), "restart").await;
+    let b = node(&nats, dirs[1].path(), "restart").await;
     let seq = append_until_acknowledged(&[&a], "after").await;
     assert_eq!(seq, 11);
     wait_for_head(&b, 11).await;
